@@ -1,0 +1,486 @@
+"""The public API: init, shutdown, remote, get, put, wait and friends, as in Ray 2.x.
+
+Runtime state lives in ``purerun.core.context``; nothing here keeps any.
+"""
+
+import atexit
+import inspect
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+
+from purerun import exceptions
+from purerun import options as _options
+from purerun.core import context
+from purerun.object_ref import ObjectRef
+
+logger = logging.getLogger("purerun")
+
+# init() keyword arguments Ray accepts (hidden, underscored or deprecated) that purerun takes
+# and ignores: they tune parts of Ray that purerun does not have.
+_IGNORED_INIT_KWARGS = frozenset({
+    "_system_config", "_temp_dir", "_plasma_directory", "object_spilling_directory",
+    "_node_ip_address", "_memory", "_redis_username", "_redis_password",
+    "_metrics_export_port", "_tracing_startup_hook", "_node_name",
+    "_enable_object_reconstruction", "_driver_object_store_memory", "_cgroup_path",
+    "_skip_env_hook", "cgroup_path", "proxy_server_url", "_redis_max_memory",
+    "_include_java", "_java_worker_options", "_lru_evict", "_load_code_from_local",
+})
+
+_atexit_registered = False
+
+_NODE_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+              "from purerun.core.node import main; main(sys.argv[2], sys.argv[3])")
+
+
+class RuntimeContextInfo(Mapping):
+    """What init() returns: the session's addresses (a read-only mapping), usable in ``with``.
+
+    Exiting the ``with`` block calls shutdown(). The information is read from the node when
+    first looked at, so init() itself does not wait for the node to come up.
+    """
+
+    def __init__(self, client):
+        self._client = client
+        self._info = None
+
+    def _load(self):
+        if self._info is None:
+            self._info = _session_info(self._client)
+        return self._info
+
+    def __getitem__(self, key):
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self):
+        return len(self._load())
+
+    def __repr__(self):
+        return f"RuntimeContextInfo({self._load()!r})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+    @property
+    def address_info(self):
+        return dict(self._load())
+
+    def disconnect(self):
+        shutdown()
+
+
+def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=None,
+         object_store_memory=None, local_mode=False, ignore_reinit_error=False,
+         include_dashboard=None, dashboard_host="127.0.0.1", dashboard_port=None,
+         job_config=None, configure_logging=True, logging_level=logging.INFO,
+         logging_format=None, logging_config=None, log_to_driver=None, namespace=None,
+         runtime_env=None, storage=None, enable_resource_isolation=False,
+         system_reserved_cpu=None, system_reserved_memory=None, **kwargs):
+    """Start purerun on this machine, or connect to a running node.
+
+    Args:
+        address: None or "local" starts a new node on this host (None first looks at
+            ``PURERUN_ADDRESS``); "auto" connects to the node named by ``PURERUN_ADDRESS``
+            and raises ConnectionError if there is none; any other value is the path of a
+            running node's socket (or its session directory).
+        num_cpus: CPUs the node offers to tasks (default: this machine's count).
+        num_gpus: GPUs the node offers (default: the GPUs found on this machine).
+        resources: custom resources, e.g. ``{"accelerator": 2}``.
+        object_store_memory: bytes of shared memory for large objects (default: 30% of RAM,
+            capped by free space in /dev/shm).
+        local_mode: run every task serially in this process, for debugging.
+        ignore_reinit_error: return quietly if purerun is already running.
+        log_to_driver: show the output of workers here, prefixed with their pid (default True).
+        namespace: the namespace for named actors made by this job.
+        The dashboard, logging, storage and resource-isolation arguments are accepted for
+        compatibility with Ray and ignored.
+
+    Returns:
+        A dict of session information, usable as a context manager that calls shutdown().
+
+    Raises:
+        RuntimeError: purerun is already running (unless ignore_reinit_error), or an
+            unknown keyword argument was given.
+        ValueError: an invalid resource specification, or resources given while connecting
+            to an existing node.
+        ConnectionError: address="auto" but no running node was found.
+    """
+    unknown = sorted(set(kwargs) - _IGNORED_INIT_KWARGS)
+    if unknown:
+        raise RuntimeError(f"Unknown keyword argument(s): {', '.join(unknown)}")
+    with context.lifecycle_lock:
+        if context.client is not None:
+            if ignore_reinit_error:
+                logger.info("Calling purerun.init() again after it has already been called.")
+                return RuntimeContextInfo(context.client)
+            raise RuntimeError("Maybe you called purerun.init twice by accident? This error "
+                               "can be suppressed by passing in 'ignore_reinit_error=True' or "
+                               "by calling 'purerun.shutdown()' prior to 'purerun.init()'.")
+        log_to_driver = True if log_to_driver is None else bool(log_to_driver)
+        if address is None:
+            address = os.environ.get("PURERUN_ADDRESS") or None
+        elif address == "auto":
+            address = os.environ.get("PURERUN_ADDRESS")
+            if not address:
+                raise ConnectionError("Could not find any running purerun node: "
+                                      "address='auto' needs PURERUN_ADDRESS to name one.")
+        if address == "local":
+            address = None
+        node_resources = _node_resources(num_cpus, num_gpus, resources)
+        if local_mode:
+            from purerun.core.local_mode import LocalClient
+            client = LocalClient(node_resources, namespace=namespace)
+        elif address is None:
+            client = _start_node(node_resources, object_store_memory, log_to_driver)
+        else:
+            if any(v is not None for v in (num_cpus, num_gpus, resources, labels,
+                                           object_store_memory)):
+                raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus, "
+                                 "resources, labels and object_store_memory must not be "
+                                 "provided.")
+            client = _connect(address, log_to_driver)
+        client.namespace = namespace
+        context.client = client
+        _register_atexit()
+        return RuntimeContextInfo(client)
+
+
+def _node_resources(num_cpus, num_gpus, resources):
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
+        for name, amount in resources.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"Use the num_cpus and num_gpus arguments of init() instead "
+                                 f"of resources={{'{name}': ...}}.")
+            if not isinstance(name, str):
+                raise TypeError(f"Resource names must be strings, got {name!r}")
+            _check_amount(f"resources[{name!r}]", amount)
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if value is not None:
+            _check_amount(name, value)
+    cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
+    gpus = _detect_gpus() if num_gpus is None else num_gpus
+    import psutil
+    total = {"CPU": float(cpus), "memory": float(int(psutil.virtual_memory().available * 0.7))}
+    if gpus:
+        total["GPU"] = float(gpus)
+    for name, amount in (resources or {}).items():
+        total[name] = float(amount)
+    return total
+
+
+def _check_amount(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+
+def _detect_gpus():
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
+    except OSError:
+        return 0
+
+
+def _temp_root():
+    root = os.path.join(tempfile.gettempdir(), "purerun")
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+def _start_node(node_resources, object_store_memory, log_to_driver):
+    from purerun.core.client import Client
+    from purerun.core.ids import random_id
+    from purerun.core.object_store import default_store_size
+    import psutil
+
+    if object_store_memory is None:
+        object_store_memory = default_store_size(psutil.virtual_memory().total)
+    elif (isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int)
+          or object_store_memory <= 0):
+        raise ValueError("object_store_memory must be a positive number of bytes, got "
+                         f"{object_store_memory!r}")
+    session_dir = tempfile.mkdtemp(prefix="session_", dir=_temp_root())
+    config = {"session_dir": session_dir, "node_id": random_id().hex(),
+              "resources": node_resources, "object_store_memory": object_store_memory,
+              "gpu_ids": list(range(int(node_resources.get("GPU", 0))))}
+    driver_sock, node_sock = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
+             str(node_sock.fileno())],
+            pass_fds=[node_sock.fileno()], cwd=os.getcwd(), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
+    finally:
+        node_sock.close()
+    return Client(driver_sock, "driver", log_to_driver=log_to_driver, node_process=process)
+
+
+def _connect(address, log_to_driver):
+    from purerun.core.client import Client
+    path = address
+    if os.path.isdir(path):
+        path = os.path.join(path, "node.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ConnectionError(f"Could not connect to a purerun node at {address!r}: {exc}")
+    client = Client(sock, "driver", log_to_driver=log_to_driver)
+    client.wait_welcome()
+    return client
+
+
+def _session_info(client):
+    info = client.wait_welcome() if hasattr(client, "wait_welcome") else client.info
+    return {"node_id": info.get("node_id", b"").hex() if info else None,
+            "session_dir": info.get("session_dir"), "address": info.get("address"),
+            "node_ip_address": info.get("node_ip", "127.0.0.1")}
+
+
+def _register_atexit():
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(shutdown, _exiting_interpreter=True)
+        _atexit_registered = True
+
+
+def _auto_init():
+    with context.lifecycle_lock:
+        if context.client is None:
+            init()
+
+
+def _client():
+    client = context.client
+    if client is None:
+        _auto_init()
+        client = context.client
+    return client
+
+
+def _require_client(what):
+    client = context.client
+    if client is None:
+        raise RuntimeError(f"purerun has not been started yet; call purerun.init() before "
+                           f"{what}().")
+    return client
+
+
+def shutdown(_exiting_interpreter=False):
+    """Disconnect and stop the node this process started (and all its workers).
+
+    Safe to call more than once; also called at interpreter exit.
+    """
+    with context.lifecycle_lock:
+        client = context.client
+        context.client = None
+    if client is not None:
+        client.close()
+
+
+def is_initialized():
+    """True if purerun.init() has been called (or a task auto-started it) in this process."""
+    return context.client is not None
+
+
+def remote(*args, **kwargs):
+    """Make a function a remote function (or a class an actor class).
+
+    Use as ``@purerun.remote`` or ``@purerun.remote(num_cpus=2, ...)``.
+
+    Raises:
+        TypeError: used on something that is not a function or class, or given positional
+            arguments.
+        ValueError: an unknown option, or an invalid value for one.
+    """
+    if len(args) == 1 and not kwargs and (inspect.isfunction(args[0]) or inspect.isclass(args[0])
+                                          or callable(args[0])):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("The @purerun.remote decorator must be applied either with no "
+                        "arguments and no parentheses, for example '@purerun.remote', or it "
+                        "must be applied using some of the arguments in the list ['num_returns',"
+                        " 'num_cpus', 'num_gpus', 'memory', 'resources', 'max_calls', "
+                        "'max_retries', 'retry_exceptions', 'max_restarts', "
+                        "'max_task_retries', ...], for example "
+                        "'@purerun.remote(num_returns=2, resources={\"CustomResource\": 1})'.")
+
+    def decorator(target):
+        return _make_remote(target, kwargs)
+    return decorator
+
+
+def _make_remote(target, task_options):
+    if inspect.isclass(target):
+        from purerun.actor import make_actor_class
+        checked = _options.validate_options("actor", task_options)
+        return make_actor_class(target, checked)
+    if not callable(target):
+        raise TypeError("The @purerun.remote decorator must be applied to a function or to "
+                        f"a class, not to {type(target).__name__}.")
+    from purerun.remote_function import RemoteFunction
+    checked = _options.validate_options("task", task_options)
+    return RemoteFunction(target, checked)
+
+
+def method(*args, **kwargs):
+    """Set per-method options of an actor class: ``@purerun.method(num_returns=2)``."""
+    valid = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
+             "enable_task_events", "_generator_backpressure_num_objects", "tensor_transport"}
+    if args or not kwargs:
+        raise ValueError("The @purerun.method decorator takes keyword arguments only, for "
+                         "example '@purerun.method(num_returns=2)'.")
+    bad = sorted(set(kwargs) - valid)
+    if bad:
+        raise ValueError(f"Invalid option keyword(s) {bad} for purerun.method; valid ones "
+                         f"are {sorted(valid)}.")
+
+    def decorator(fn):
+        fn.__purerun_method_options__ = dict(kwargs)
+        return fn
+    return decorator
+
+
+def get(object_refs, *, timeout=None):
+    """Get the value of an ObjectRef, or of each ObjectRef in a list, waiting if needed.
+
+    Args:
+        object_refs: an ObjectRef or a list of them.
+        timeout: seconds to wait at most; None waits for ever, 0 returns at once.
+
+    Returns:
+        The value, or a list of the values in the same order.
+
+    Raises:
+        GetTimeoutError: (a TimeoutError) not ready within timeout.
+        RayTaskError: the task failed; the raised error is also an instance of the task's
+            own exception type.
+        WorkerCrashedError, TaskCancelledError, ObjectLostError, ...: as named.
+        ValueError: object_refs is neither an ObjectRef nor a list of them.
+    """
+    client = _client()
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
+    if isinstance(object_refs, ObjectRef):
+        return client.get([object_refs], timeout)[0]
+    if not isinstance(object_refs, list) or not all(
+            isinstance(r, ObjectRef) for r in object_refs):
+        raise ValueError(f"Invalid type of object refs, {type(object_refs)}, is given. "
+                         "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+    if not object_refs:
+        return []
+    return client.get(object_refs, timeout)
+
+
+def put(value, *, _owner=None):
+    """Store a value in the object store.
+
+    Returns:
+        An ObjectRef to it.
+
+    Raises:
+        ObjectStoreFullError: the value does not fit even after spilling.
+        TypeError: the value cannot be serialized, or is itself an ObjectRef.
+    """
+    return _client().put(value)
+
+
+def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
+    """Wait until ``num_returns`` of the given ObjectRefs are ready, or the timeout passes.
+
+    Returns:
+        (ready, not_ready): two lists of ObjectRefs, each in the order given.
+
+    Raises:
+        TypeError: not a list of ObjectRefs.
+        ValueError: duplicates, num_returns out of range, or a negative timeout.
+    """
+    if isinstance(ray_waitables, ObjectRef):
+        raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
+    if not isinstance(ray_waitables, list):
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(ray_waitables)}")
+    for ref in ray_waitables:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"wait() expected a list of ObjectRef, got list containing "
+                            f"{type(ref)}")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"The 'timeout' argument must be a non-negative number or None, "
+                         f"got {timeout!r}")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
+    if len(set(ray_waitables)) != len(ray_waitables):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if num_returns > len(ray_waitables):
+        raise ValueError("num_returns cannot be greater than the number of objects provided"
+                         f" to wait(): {num_returns} > {len(ray_waitables)}.")
+    client = _client()
+    if not ray_waitables:
+        return [], []
+    return client.wait(ray_waitables, num_returns, timeout)
+
+
+def cancel(ray_waitable, *, force=False, recursive=True):
+    """Cancel the task that makes ``ray_waitable``.
+
+    A pending task is dropped; a running one gets KeyboardInterrupt (or, with force=True,
+    its worker is killed). get() on it then raises TaskCancelledError (WorkerCrashedError
+    when forced). Cancelled tasks are not retried.
+    """
+    if not isinstance(ray_waitable, ObjectRef):
+        raise TypeError("purerun.cancel() only supported for object refs. "
+                        f"For actors, try purerun.kill(). Got: {type(ray_waitable)}.")
+    _client().cancel(ray_waitable, force, recursive)
+
+
+def get_gpu_ids():
+    """The GPU ids assigned to the current task or actor (empty in the driver)."""
+    client = _client()
+    return list(getattr(client, "gpu_ids", ()) or ())
+
+
+def nodes():
+    """A list with a dict describing each node of the cluster."""
+    return _require_client("nodes").request("nodes")
+
+
+def cluster_resources():
+    """Total resources of the cluster, e.g. {"CPU": 8.0, "memory": ...}."""
+    return _require_client("cluster_resources").request("cluster_resources")
+
+
+def available_resources():
+    """Resources not in use right now; a resource with nothing available is left out."""
+    return _require_client("available_resources").request("available_resources")
+
+
+def get_runtime_context():
+    """Information about the current driver, task or actor (see RuntimeContext)."""
+    from purerun.runtime_context import RuntimeContext
+    return RuntimeContext(_client())
+
+
+def timeline(filename=None):
+    """Ray returns a Chrome trace of task events here; purerun records none yet."""
+    events = []
+    if filename is not None:
+        with open(filename, "w") as f:
+            json.dump(events, f)
+        return None
+    return events

@@ -1,0 +1,642 @@
+"""Client: the per-process core of the driver and of every worker.
+
+::
+
+    user thread(s)                      reader thread                 flusher thread
+    ──────────────                      ─────────────                 ──────────────
+    submit / put / get / wait  ─send─▶  node  ─▶ recv, frames ─▶      sends batched ref
+    (block on a _Waiter)                OBJECT: store payload,        count changes a few ms
+                                        wake waiters and futures      after they happen
+                                        REPLY, LOG, WARN, EXECUTE
+
+The user's threads send; the reader thread only receives (it never sends, so a node that is
+busy writing to us can never wait on us while we wait on it). Reference-count changes
+(ADD_REFS, DROP_REFS, PIN, UNPIN) are queued in order and go out in front of the next message,
+or from the flusher thread shortly after: an ObjectRef's ``__del__`` may run in any thread,
+inside any lock, so it must only append to a list.
+
+Values: the node pushes every task result to the task's owner, and values this process
+subscribed to. A payload is kept here while this process holds a reference to the object;
+``get`` deserializes it (large ones as zero-copy views of the shared-memory arena, which pin
+the object until the last view dies).
+"""
+
+import concurrent.futures
+import ctypes
+import hashlib
+import itertools
+import logging
+import mmap
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+
+from purerun import exceptions
+from purerun.core import ids, protocol, serialization
+from purerun.core.protocol import ARENA, ERROR, INLINE
+from purerun.core.task_spec import Dep, TaskSpec
+from purerun.object_ref import ObjectRef
+
+logger = logging.getLogger("purerun")
+
+# Values whose serialized size is at most this travel inline in messages; larger ones are
+# written once into the shared-memory arena. 100 KiB: above it a memcpy into shared memory is
+# cheaper than pickling the bytes through two sockets.
+INLINE_THRESHOLD = 100 * 1024
+
+# Queued reference-count changes are flushed by the flusher thread after this long, or at
+# once when this many are queued. A few milliseconds bound how long freed memory waits.
+REF_FLUSH_DELAY = 0.005
+REF_FLUSH_COUNT = 1024
+
+
+class _Waiter:
+    """One blocked get/wait: released when ``remaining`` objects arrived, or on an error."""
+
+    __slots__ = ("remaining", "stop_on_error", "lock", "released")
+
+    def __init__(self, remaining, stop_on_error):
+        self.remaining = remaining
+        self.stop_on_error = stop_on_error
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.released = False
+
+    def arrived(self, is_error):
+        if self.released:
+            return
+        self.remaining -= 1
+        if self.remaining <= 0 or (is_error and self.stop_on_error):
+            self.released = True
+            self.lock.release()
+
+
+class Client:
+    """Talks to the node over one socket; see the module docstring.
+
+    Args:
+        sock: connected socket to the node.
+        mode: "driver" or "worker".
+        info: the node's WELCOME info, when already known (workers); drivers read it
+            from the first message.
+        arena_fd: the arena's file descriptor, when already known (workers).
+        log_to_driver: print worker output relayed by the node.
+    """
+
+    def __init__(self, sock, mode, *, info=None, arena_fd=None, log_to_driver=True,
+                 node_process=None, on_execute=None):
+        self.sock = sock
+        self.mode = mode
+        self.is_worker = mode == "worker"
+        self.log_to_driver = log_to_driver
+        self.node_process = node_process
+        self.info = info
+        self._welcome = threading.Event()
+        self._arena = None
+        self._arena_view = None
+        if info is not None:
+            self._set_info(info, arena_fd)
+
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._refs = {}            # object id -> number of ObjectRefs alive in this process
+        self._values = {}          # object id -> (kind, payload) for objects known to be ready
+        self._subscribed = set()   # ids the node will push to us (owned returns, SUBSCRIBEd)
+        self._waiters = {}         # object id -> [_Waiter]
+        self._futures = {}         # object id -> [concurrent.futures.Future]
+        self._pins = {}            # object id -> live zero-copy holders in this process
+        self._pending = []         # queued ref-count messages, in order
+        self._pending_count = 0
+        self._exported = set()     # function keys the node already has from us
+        self._requests = {}        # request id -> Future
+        self._request_ids = itertools.count(1)
+        self._closed = False
+        self._dead_reason = None
+        # Workers: called by the reader thread with each EXECUTE message.
+        self.on_execute = on_execute
+
+        # Task context (workers): what get_runtime_context() reports inside a task.
+        self.current_task = None
+        self.gpu_ids = ()
+        self._blocked_depth = 0
+
+        self._flush_event = threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, name="purerun-reader",
+                                        daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="purerun-flusher",
+                                         daemon=True)
+        self._reader.start()
+        self._flusher.start()
+
+    # -- node info and the arena ------------------------------------------------------------------
+
+    def _set_info(self, info, arena_fd):
+        self.info = info
+        if arena_fd is not None:
+            self._arena = mmap.mmap(arena_fd, info["arena_size"])
+            os.close(arena_fd)
+            self._arena_view = memoryview(self._arena)
+        self._welcome.set()
+
+    def wait_welcome(self, timeout=30.0):
+        """Block until the node's WELCOME arrived (drivers); return the info dict."""
+        if not self._welcome.wait(timeout):
+            raise exceptions.RaySystemError("The purerun node did not answer within "
+                                            f"{timeout:.0f} s; see its log in the session dir.")
+        if self.info is None:
+            raise exceptions.RaySystemError(f"The purerun node is gone: {self._dead_reason}")
+        return self.info
+
+    @property
+    def arena_view(self):
+        if self._arena_view is None:
+            self.wait_welcome()
+        return self._arena_view
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def send(self, msg):
+        """Send one message, preceded by any queued ref-count changes (which happened first)."""
+        if self._closed:
+            raise exceptions.RaySystemError(
+                "purerun is not running in this process any more"
+                + (f": {self._dead_reason}" if self._dead_reason else "")
+                + ". Call purerun.init() again.")
+        with self._send_lock:
+            if self._pending:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                    self._pending_count = 0
+                batch.append(msg)
+                data = protocol.encode_many(batch)
+            else:
+                data = protocol.encode(msg)
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                self._mark_dead(f"connection to the node lost ({exc})")
+                raise exceptions.RaySystemError(
+                    "Lost the connection to the purerun node") from exc
+
+    def flush(self):
+        if self._pending and not self._closed:
+            with self._send_lock:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                    self._pending_count = 0
+                if batch:
+                    try:
+                        self.sock.sendall(protocol.encode_many(batch))
+                    except OSError as exc:
+                        self._mark_dead(f"connection to the node lost ({exc})")
+
+    def _queue(self, kind, object_id):
+        # Called with self._lock held. Consecutive changes of one kind share a message.
+        pending = self._pending
+        if pending and pending[-1][0] == kind:
+            pending[-1][1].append(object_id)
+        else:
+            pending.append((kind, [object_id]))
+        self._pending_count += 1
+        if self._pending_count == 1 or self._pending_count >= REF_FLUSH_COUNT:
+            self._flush_event.set()
+
+    def _flush_loop(self):
+        while not self._closed:
+            self._flush_event.wait()
+            self._flush_event.clear()
+            if self._closed:
+                return
+            if self._pending_count < REF_FLUSH_COUNT:
+                time.sleep(REF_FLUSH_DELAY)  # gather the burst this change belongs to
+            try:
+                self.flush()
+            except Exception:  # the connection went away; the reader reports it
+                return
+
+    def request(self, op, *args, timeout=None):
+        """Ask the node for something (REQUEST/REPLY) and wait for the answer."""
+        future = concurrent.futures.Future()
+        request_id = next(self._request_ids)
+        self._requests[request_id] = future
+        self.send((protocol.REQUEST, request_id, op, args))
+        return self._wait_future(future, timeout)
+
+    def _wait_future(self, future, timeout):
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise exceptions.GetTimeoutError("The purerun node did not answer in time") from None
+
+    # -- references --------------------------------------------------------------------------------
+
+    def new_ref(self, object_id, subscribed=False):
+        """A reference to an object this process just created (the node already counts it)."""
+        with self._lock:
+            self._refs[object_id] = self._refs.get(object_id, 0) + 1
+            if subscribed:
+                self._subscribed.add(object_id)
+        return ObjectRef(object_id, self)
+
+    def borrow_ref(self, object_id):
+        """A reference that arrived from elsewhere (unpickled): tell the node we hold it."""
+        with self._lock:
+            count = self._refs.get(object_id, 0)
+            self._refs[object_id] = count + 1
+            if count == 0 and not self._closed:
+                self._queue(protocol.ADD_REFS, object_id)
+        return ObjectRef(object_id, self)
+
+    def drop_ref(self, object_id):
+        """An ObjectRef died (from ``__del__``, in any thread)."""
+        if self._closed:
+            return
+        with self._lock:
+            count = self._refs.get(object_id, 0) - 1
+            if count > 0:
+                self._refs[object_id] = count
+                return
+            self._refs.pop(object_id, None)
+            self._values.pop(object_id, None)
+            self._subscribed.discard(object_id)
+            self._queue(protocol.DROP_REFS, object_id)
+
+    def _unpin(self, object_id):
+        with self._lock:
+            count = self._pins.get(object_id, 0) - 1
+            if count > 0:
+                self._pins[object_id] = count
+            else:
+                self._pins.pop(object_id, None)
+                if not self._closed:
+                    self._queue(protocol.UNPIN, object_id)
+
+    # -- storing values ----------------------------------------------------------------------------
+
+    def store_payload(self, sv):
+        """Make a payload of a serialized value: inline when small, else written to the arena."""
+        if sv.size <= INLINE_THRESHOLD:
+            return INLINE, serialization.to_inline(sv)
+        layout = serialization.arena_layout(sv)
+        offset = self.request("alloc", layout[0])
+        serialization.write_to_arena(self.arena_view, offset, sv, layout)
+        return ARENA, (offset, layout[1], layout[2])
+
+    def put(self, value):
+        """Store ``value``; return an ObjectRef to it."""
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling put() on an ObjectRef is not allowed. Put the value itself, "
+                            "or pass the ObjectRef around directly.")
+        sv = serialization.serialize(value)
+        kind, payload = self.store_payload(sv)
+        object_id = ids.new_put_id()
+        ref = self.new_ref(object_id)
+        with self._lock:
+            self._values[object_id] = (kind, payload)
+        self.send((protocol.PUT, object_id, kind, payload, sv.contained))
+        return ref
+
+    # -- submitting tasks --------------------------------------------------------------------------
+
+    def export_function(self, key, pickled):
+        if key not in self._exported:
+            self.send((protocol.EXPORT, key, pickled))
+            self._exported.add(key)
+
+    def prepare_args(self, args, kwargs):
+        """Pickle a call's arguments; top-level ObjectRefs become dependencies.
+
+        Returns (args_payload, args_in_store, deps, contained, keepalive).
+        """
+        deps = []
+        if not args and not kwargs:
+            return None, False, deps, [], None
+        if any(type(a) is ObjectRef for a in args):
+            args = list(args)
+            for i, a in enumerate(args):
+                if type(a) is ObjectRef:
+                    args[i] = Dep(len(deps))
+                    deps.append(a._id)
+        if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
+            kwargs = dict(kwargs)
+            for k, v in kwargs.items():
+                if type(v) is ObjectRef:
+                    kwargs[k] = Dep(len(deps))
+                    deps.append(v._id)
+        sv = serialization.serialize((args, kwargs))
+        if sv.size <= INLINE_THRESHOLD:
+            return serialization.to_inline(sv), False, deps, sv.contained, None
+        # Too big for a message: store the arguments once, as an object the task depends on.
+        kind, payload = self.store_payload(sv)
+        object_id = ids.new_put_id()
+        keepalive = self.new_ref(object_id)
+        self.send((protocol.PUT, object_id, kind, payload, sv.contained))
+        deps.append(object_id)
+        return None, True, deps, [], keepalive
+
+    def submit_task(self, remote_function, fields, args, kwargs):
+        key, pickled = remote_function._export()
+        return self.submit(fields, key, pickled, args, kwargs)
+
+    def submit(self, spec_fields, fn_key, pickled_fn, args, kwargs):
+        """Submit a task; return its return ObjectRefs.
+
+        ``spec_fields`` is a dict of TaskSpec fields fixed per (function, options).
+        """
+        self.export_function(fn_key, pickled_fn)
+        payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
+        task_id = ids.new_task_id()
+        spec = TaskSpec(task_id, function_key=fn_key, args=payload, args_in_store=in_store,
+                        deps=deps, contained=contained, job_id=self.job_id, **spec_fields)
+        refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
+        self.send((protocol.SUBMIT, spec))
+        del keepalive  # the node holds the arguments for the task from here on
+        return refs
+
+    @property
+    def job_id(self):
+        if self.is_worker and self.current_task is not None:
+            return self.current_task.job_id
+        info = self.info or self.wait_welcome()
+        return info["job_id"]
+
+    # -- getting values ----------------------------------------------------------------------------
+
+    def _await_ids(self, object_ids, need, timeout, stop_on_error):
+        """Block until ``need`` of ``object_ids`` are here (or an error, if stop_on_error).
+
+        Returns False on timeout.
+        """
+        with self._lock:
+            missing = [o for o in object_ids if o not in self._values]
+            ready = len(object_ids) - len(missing)
+            if ready >= need or not missing:
+                return True
+            if stop_on_error and any(self._values[o][0] == ERROR
+                                     for o in object_ids if o in self._values):
+                return True
+            waiter = _Waiter(need - ready, stop_on_error)
+            subscribe = []
+            for o in missing:
+                self._waiters.setdefault(o, []).append(waiter)
+                if o not in self._subscribed:
+                    self._subscribed.add(o)
+                    subscribe.append(o)
+        if self._closed:
+            raise exceptions.RaySystemError(f"purerun is shutting down: {self._dead_reason}")
+        if subscribe:
+            self.send((protocol.SUBSCRIBE, subscribe))
+        else:
+            self.flush()
+        blocked = self.is_worker and self.current_task is not None
+        if blocked:
+            self._blocked_depth += 1
+            if self._blocked_depth == 1:
+                self.send((protocol.BLOCKED,))
+        try:
+            if timeout is None:
+                # Wake now and then so a dead node (reported by the reader) cannot hang us.
+                while not waiter.lock.acquire(timeout=1.0):
+                    if self._closed:
+                        raise exceptions.RaySystemError(
+                            f"purerun stopped while waiting: {self._dead_reason}")
+                return True
+            if waiter.lock.acquire(timeout=max(timeout, 0)):
+                return True
+            with self._lock:
+                for o in missing:
+                    waiters = self._waiters.get(o)
+                    if waiters and waiter in waiters:
+                        waiters.remove(waiter)
+                        if not waiters:
+                            del self._waiters[o]
+            return False
+        finally:
+            if blocked:
+                self._blocked_depth -= 1
+                if self._blocked_depth == 0 and not self._closed:
+                    self.send((protocol.UNBLOCKED,))
+
+    def get(self, refs, timeout=None):
+        """Values of ``refs`` (a list), in order; raises the first task error met."""
+        object_ids = [r._id for r in refs]
+        if not self._await_ids(object_ids, len(object_ids), timeout, stop_on_error=True):
+            raise exceptions.GetTimeoutError(
+                f"Get timed out: some object(s) not ready after {timeout} s.")
+        values = self._values
+        result = []
+        for object_id in object_ids:
+            entry = values.get(object_id)
+            if entry is None:  # freed while we waited (purerun.internal.free)
+                raise exceptions.ObjectFreedError(object_id.hex())
+            result.append(self._value_of(object_id, entry))
+        return result
+
+    def _value_of(self, object_id, entry):
+        kind, payload = entry
+        if kind == INLINE:
+            meta, buffers = payload
+            return serialization.deserialize(meta, buffers)
+        if kind == ERROR:
+            raise _as_raisable(serialization.deserialize(payload))
+        return self._from_arena(object_id, payload)
+
+    def _from_arena(self, object_id, payload):
+        offset, meta_len, spans = payload
+        view = self.arena_view
+        if not spans:
+            return serialization.deserialize(view[offset:offset + meta_len])
+        end = spans[-1][0] + spans[-1][1]
+        # The ctypes holder exports the block; every view below keeps it alive, and when the
+        # last one dies its finalizer unpins the object so the node may free or move it.
+        holder = (ctypes.c_char * end).from_buffer(self._arena, offset)
+        with self._lock:
+            self._pins[object_id] = self._pins.get(object_id, 0) + 1
+            if self._pins[object_id] == 1:
+                self._queue(protocol.PIN, object_id)
+        weakref.finalize(holder, self._unpin, object_id)
+        base = memoryview(holder).cast("B").toreadonly()
+        buffers = [base[start:start + length] for start, length in spans]
+        return serialization.deserialize(base[:meta_len], buffers)
+
+    def wait(self, refs, num_returns, timeout):
+        object_ids = [r._id for r in refs]
+        self._await_ids(object_ids, num_returns, timeout, stop_on_error=False)
+        ready, not_ready = [], []
+        values = self._values
+        for ref in refs:
+            if ref._id in values and len(ready) < num_returns:
+                ready.append(ref)
+            else:
+                not_ready.append(ref)
+        return ready, not_ready
+
+    def future(self, ref):
+        future = concurrent.futures.Future()
+        object_id = ref._id
+        subscribe = False
+        with self._lock:
+            entry = self._values.get(object_id)
+            if entry is None:
+                self._futures.setdefault(object_id, []).append((future, ref))
+                if object_id not in self._subscribed:
+                    self._subscribed.add(object_id)
+                    subscribe = True
+        if entry is not None:
+            self._complete_future(future, object_id, entry)
+        elif subscribe:
+            self.send((protocol.SUBSCRIBE, [object_id]))
+        return future
+
+    def _complete_future(self, future, object_id, entry):
+        try:
+            value = self._value_of(object_id, entry)
+        except BaseException as exc:  # the task's error is the future's outcome
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+    def cancel(self, ref, force, recursive):
+        self.send((protocol.CANCEL, ref._id, force, recursive))
+
+    def free(self, refs):
+        self.send((protocol.FREE, [r._id for r in refs]))
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def _read_loop(self):
+        reader = protocol.FrameReader()
+        sock = self.sock
+        try:
+            if self.info is None:
+                data, fds = protocol.recv_with_fds(sock)
+                if not data:
+                    raise ConnectionError("the node closed the connection before welcoming us")
+                messages = reader.feed(data)
+                welcome = messages[0]
+                assert welcome[0] == protocol.WELCOME, welcome[0]
+                self._set_info(welcome[1], fds[0] if fds else None)
+                for fd in fds[1:]:
+                    os.close(fd)
+                self._handle_all(messages[1:])
+            recv = sock.recv
+            while True:
+                data = recv(protocol.RECV_SIZE)
+                if not data:
+                    break
+                self._handle_all(reader.feed(data))
+            reason = "the node closed the connection"
+        except OSError as exc:
+            reason = f"connection to the node failed: {exc}"
+        except Exception as exc:  # a bug: say so rather than hang every caller
+            logger.exception("purerun client reader failed")
+            reason = f"internal error in the client: {exc!r}"
+        self._mark_dead(reason)
+        if self.is_worker:
+            os._exit(0)  # the node is gone: nothing left to work for
+
+    def _handle_all(self, messages):
+        for msg in messages:
+            kind = msg[0]
+            if kind == protocol.OBJECT:
+                self._on_object(msg[1], msg[2], msg[3])
+            elif kind == protocol.EXECUTE:
+                self.on_execute(msg)
+            elif kind == protocol.REPLY:
+                future = self._requests.pop(msg[1], None)
+                if future is not None:
+                    if msg[2]:
+                        future.set_result(msg[3])
+                    else:
+                        future.set_exception(msg[3])
+            elif kind == protocol.LOG:
+                self._on_log(msg[1], msg[2], msg[3])
+            elif kind == protocol.WARN:
+                logger.warning(msg[1])
+            elif kind == protocol.WELCOME:
+                self._set_info(msg[1], None)
+
+    def _on_object(self, object_id, kind, payload):
+        with self._lock:
+            waiters = self._waiters.pop(object_id, ())
+            futures = self._futures.pop(object_id, ())
+            if object_id in self._refs or waiters or futures:
+                self._values[object_id] = (kind, payload)
+            is_error = kind == ERROR
+            for waiter in waiters:
+                waiter.arrived(is_error)
+        for future, _ref in futures:
+            self._complete_future(future, object_id, (kind, payload))
+
+    def _on_log(self, pid, stream, text):
+        if not self.log_to_driver:
+            return
+        out = sys.stderr if stream == 2 else sys.stdout
+        prefix = f"(pid={pid}) "
+        try:
+            out.write("".join(prefix + line + "\n" for line in text.split("\n")))
+            out.flush()
+        except Exception:  # a closed or replaced stdout must not kill the reader
+            pass
+
+    def _mark_dead(self, reason):
+        if self._closed:
+            return
+        self._dead_reason = reason
+        self._closed = True
+        self._welcome.set()
+        self._flush_event.set()
+        with self._lock:
+            waiters = [w for ws in self._waiters.values() for w in ws]
+            self._waiters.clear()
+            futures = [f for fs in self._futures.values() for f, _ in fs]
+            self._futures.clear()
+        for waiter in waiters:
+            if not waiter.released:
+                waiter.released = True
+                waiter.lock.release()
+        error = exceptions.RaySystemError(f"purerun stopped: {reason}")
+        for future in futures:
+            future.set_exception(error)
+        for future in list(self._requests.values()):
+            if not future.done():
+                future.set_exception(error)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def close(self, timeout=5.0):
+        """Disconnect; a driver that started the node stops it and waits for it to exit."""
+        if not self._closed:
+            try:
+                self.flush()
+                if self.node_process is not None:
+                    self.send((protocol.REQUEST, 0, "shutdown", ()))
+            except Exception:
+                pass
+        self._mark_dead("purerun.shutdown() was called")
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self.node_process is not None:
+            try:
+                self.node_process.wait(timeout)
+            except Exception:
+                self.node_process.kill()
+                self.node_process.wait()
+        self._flush_event.set()
+
+
+def _as_raisable(error):
+    """A stored task error as it should be raised by get."""
+    if isinstance(error, exceptions.RayTaskError):
+        return error.as_instanceof_cause()
+    return error
+
+
+def function_key(pickled: bytes, qualname: str) -> bytes:
+    return hashlib.blake2b(pickled, digest_size=16, person=qualname.encode()[:16]).digest()

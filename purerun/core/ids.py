@@ -1,0 +1,137 @@
+"""Identifiers: task, object, worker, node and job ids.
+
+An id is raw bytes on the wire and in every table (cheap to hash and compare); the public
+``*ID`` classes wrap them only where users see them.
+
+A task id is a per-process random prefix plus a counter, so making one costs a few hundred
+nanoseconds and two processes never collide. An object id is the id of the task that made it
+plus a 4-byte index (return value ``i`` of that task); a ``put`` takes a fresh task id with index 0.
+"""
+
+import itertools
+import os
+import threading
+
+TASK_ID_SIZE = 16
+OBJECT_ID_SIZE = TASK_ID_SIZE + 4
+
+_prefix = os.urandom(8)
+_counter = itertools.count(1)
+_pid = os.getpid()
+_lock = threading.Lock()
+
+
+def reseed():
+    """Give this process a fresh id prefix (called in a freshly forked child)."""
+    global _prefix, _counter, _pid
+    with _lock:
+        _prefix = os.urandom(8)
+        _counter = itertools.count(1)
+        _pid = os.getpid()
+
+
+def new_task_id() -> bytes:
+    # next() on itertools.count is atomic under the GIL: no lock on the hot path.
+    if os.getpid() != _pid:  # a fork we did not make (user code forking a worker)
+        reseed()
+    return _prefix + next(_counter).to_bytes(8, "little")
+
+
+def object_id(task_id: bytes, index: int) -> bytes:
+    """The id of return value ``index`` (0-based) of task ``task_id``."""
+    return task_id + index.to_bytes(4, "little")
+
+
+def new_put_id() -> bytes:
+    return object_id(new_task_id(), 0)
+
+
+def random_id(size: int = 16) -> bytes:
+    return os.urandom(size)
+
+
+class BaseID:
+    """A public id: wraps bytes, hashable, with ``hex()`` and ``binary()`` as in Ray."""
+
+    __slots__ = ("_id",)
+    size = 16
+
+    def __init__(self, id_bytes: bytes):
+        if not isinstance(id_bytes, bytes):
+            raise TypeError(f"{type(self).__name__} takes bytes, got {type(id_bytes).__name__}")
+        self._id = id_bytes
+
+    @classmethod
+    def from_hex(cls, hex_id: str):
+        return cls(bytes.fromhex(hex_id))
+
+    @classmethod
+    def from_random(cls):
+        return cls(os.urandom(cls.size))
+
+    @classmethod
+    def nil(cls):
+        return cls(b"\xff" * cls.size)
+
+    def is_nil(self) -> bool:
+        return self._id == b"\xff" * len(self._id)
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._id == other._id
+
+    def __reduce__(self):
+        return type(self), (self._id,)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.hex()})"
+
+
+class JobID(BaseID):
+    __slots__ = ()
+    size = 4
+
+
+class NodeID(BaseID):
+    __slots__ = ()
+
+
+class WorkerID(BaseID):
+    __slots__ = ()
+
+
+class TaskID(BaseID):
+    __slots__ = ()
+
+
+class ActorID(BaseID):
+    __slots__ = ()
+
+
+class ActorClassID(BaseID):
+    __slots__ = ()
+
+
+class FunctionID(BaseID):
+    __slots__ = ()
+
+
+class UniqueID(BaseID):
+    __slots__ = ()
+
+
+class PlacementGroupID(BaseID):
+    __slots__ = ()
+
+
+class ObjectID(BaseID):
+    __slots__ = ()
+    size = OBJECT_ID_SIZE

@@ -1,0 +1,214 @@
+"""The node's object table and shared-memory arena.
+
+Every object of a node has an entry here: pending (a task will produce it) or ready, with
+its payload — small values inline, large ones as a block of the arena. The arena is one
+memfd (an anonymous shared-memory file, so the kernel frees it when the last process holding
+it exits: a killed session cannot leak a segment); processes get its descriptor when they
+connect and map it.
+
+Lifetime. An entry counts its holds: one per process holding an ObjectRef to it, one per
+pending task that takes it as an argument, one per stored object that contains a ref to it.
+Zero-copy views of the arena are counted apart, as pins. The data is freed when both counts
+are zero — never earlier — and the entry with it.
+
+The table knows nothing of sockets: subscribers are opaque tokens the node gives it.
+"""
+
+import os
+
+from purerun import exceptions
+from purerun.core import protocol, serialization
+from purerun.core.allocator import Allocator
+
+# Share of total RAM the arena may use when object_store_memory is not given (Ray: 30%).
+DEFAULT_STORE_FRACTION = 0.3
+# Pages are only touched when written, so a large default costs nothing until used.
+MIN_STORE_BYTES = 64 * 1024 * 1024
+
+
+class ObjectEntry:
+    """One object. ``kind`` is None while pending, else a payload kind (protocol.INLINE...)."""
+
+    __slots__ = ("kind", "payload", "holds", "pins", "contained", "block", "subscribers",
+                 "freed")
+
+    def __init__(self):
+        self.kind = None
+        self.payload = None
+        self.holds = 0
+        self.pins = 0
+        self.contained = ()
+        self.block = None          # arena offset while the data lives in the arena
+        self.subscribers = None    # tokens waiting for the value (set), or None
+        self.freed = False
+
+
+class Arena:
+    """The shared-memory segment: a memfd of ``size`` bytes, with a best-fit allocator."""
+
+    def __init__(self, size):
+        self.size = size
+        if hasattr(os, "memfd_create"):
+            self.fd = os.memfd_create("purerun-arena", os.MFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux: a file that is unlinked at once
+            import tempfile
+            fd, path = tempfile.mkstemp(prefix="purerun-arena-", dir="/dev/shm")
+            os.unlink(path)
+            self.fd = fd
+        os.ftruncate(self.fd, size)
+        self.allocator = Allocator(size)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def default_store_size(total_memory):
+    try:
+        st = os.statvfs("/dev/shm")
+        shm_free = st.f_bavail * st.f_frsize
+    except OSError:
+        shm_free = total_memory
+    return max(MIN_STORE_BYTES, int(min(total_memory * DEFAULT_STORE_FRACTION, shm_free)))
+
+
+class ObjectStore:
+    """The object table of one node."""
+
+    def __init__(self, arena_size):
+        self.arena = Arena(arena_size)
+        self.entries = {}
+
+    # -- creation ----------------------------------------------------------------------------------
+
+    def expect(self, object_id):
+        """A task will produce ``object_id``: a pending entry (holds are added by the caller)."""
+        entry = self.entries.get(object_id)
+        if entry is None:
+            entry = self.entries[object_id] = ObjectEntry()
+        return entry
+
+    def alloc(self, size):
+        """Reserve an arena block for a value about to be written; returns its offset.
+
+        Raises:
+            ObjectStoreFullError: no free block is large enough.
+        """
+        offset = self.arena.allocator.allocate(size)
+        if offset is None:
+            alloc = self.arena.allocator
+            raise exceptions.ObjectStoreFullError(
+                f"Cannot store an object of {size} bytes: the object store holds "
+                f"{alloc.used} of {alloc.capacity} bytes in objects still referenced (largest "
+                f"free block {alloc.largest_free} bytes). Drop references you no longer need, "
+                "or start purerun with a larger object_store_memory.")
+        return offset
+
+    def release_block(self, offset):
+        self.arena.allocator.free(offset)
+
+    def seal(self, object_id, kind, payload, contained):
+        """The value of ``object_id`` is now known. Returns the entry, or None if nobody
+        holds it any more (then it is freed at once)."""
+        entry = self.entries.get(object_id)
+        if entry is None:
+            entry = self.entries[object_id] = ObjectEntry()
+        elif entry.kind is not None:
+            # Already has a value (a retried task finishing twice): keep the first, drop this.
+            if kind == protocol.ARENA:
+                self.release_block(payload[0])
+            return entry
+        entry.kind = kind
+        entry.payload = payload
+        if kind == protocol.ARENA:
+            entry.block = payload[0]
+        if contained:
+            entry.contained = tuple(contained)
+            for inner in contained:
+                self.hold(inner)
+        return entry
+
+    # -- holds -------------------------------------------------------------------------------------
+
+    def hold(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return False
+        entry.holds += 1
+        return True
+
+    def release(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return
+        entry.holds -= 1
+        # invariant: holds >= 0; a pending entry stays until its task reports, so a result
+        # nobody wants is still received and then freed here.
+        if entry.holds <= 0 and entry.pins <= 0 and entry.kind is not None:
+            self._delete(object_id, entry)
+
+    def pin(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is not None:
+            entry.pins += 1
+
+    def unpin(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return
+        entry.pins -= 1
+        if entry.pins <= 0:
+            if entry.holds <= 0 and entry.kind is not None:
+                self._delete(object_id, entry)
+            elif entry.freed and entry.block is not None:
+                self.release_block(entry.block)
+                entry.block = None
+
+    def after_seal(self, object_id, entry):
+        """Free an object that was sealed while nobody held it."""
+        if entry.holds <= 0 and entry.pins <= 0:
+            self._delete(object_id, entry)
+
+    def free_early(self, object_id):
+        """purerun.internal.free: drop the value now; later gets raise ObjectFreedError."""
+        entry = self.entries.get(object_id)
+        if entry is None or entry.kind is None or entry.freed:
+            return
+        contained = entry.contained
+        entry.contained = ()
+        entry.freed = True
+        entry.kind = protocol.ERROR
+        entry.payload = serialization.dumps(exceptions.ObjectFreedError(object_id.hex()))
+        if entry.block is not None and entry.pins <= 0:
+            self.release_block(entry.block)
+            entry.block = None
+        for inner in contained:
+            self.release(inner)
+
+    def _delete(self, object_id, entry):
+        del self.entries[object_id]
+        if entry.block is not None:
+            self.release_block(entry.block)
+            entry.block = None
+        for inner in entry.contained:
+            self.release(inner)
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def get(self, object_id):
+        return self.entries.get(object_id)
+
+    def stats(self):
+        alloc = self.arena.allocator
+        return {"num_objects": len(self.entries), "arena_capacity": alloc.capacity,
+                "arena_used": alloc.used, "arena_largest_free": alloc.largest_free}
+
+    def close(self):
+        self.arena.close()
+
+
+def error_payload(error):
+    """The ERROR payload for an exception."""
+    return serialization.dumps(error)
+

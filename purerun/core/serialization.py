@@ -1,0 +1,140 @@
+"""Turning values into bytes and back: cloudpickle with protocol-5 out-of-band buffers.
+
+``serialize`` returns the pickle stream ("meta") and the out-of-band buffers separately, so a
+numpy array's data is copied exactly once — into a message when small, into the shared-memory
+arena when large — and ``deserialize`` rebuilds it over those buffers without copying.
+
+ObjectRefs met while pickling are recorded: a stored object keeps the objects it refers to
+alive (the node counts them as held by the containing object).
+"""
+
+import io
+import pickle
+import threading
+
+import cloudpickle
+
+from purerun.core import protocol
+
+_local = threading.local()
+
+# Exact types whose pickle is the same from the C pickler as from cloudpickle: skipping
+# cloudpickle's Python-level pickler saves about a microsecond per tiny value.
+_PLAIN_TYPES = frozenset({bytes, str, int, float, bool, type(None)})
+
+# Buffers smaller than this are pickled in-band: a separate buffer costs more than it saves.
+MIN_OUT_OF_BAND = 1024
+
+
+class SerializedValue:
+    """A value ready to store: pickle stream, out-of-band buffers, refs found inside."""
+
+    __slots__ = ("meta", "buffers", "contained", "size")
+
+    def __init__(self, meta, buffers, contained):
+        self.meta = meta
+        self.buffers = buffers
+        self.contained = contained
+        self.size = len(meta) + sum(b.nbytes for b in buffers)
+
+
+def recording_refs():
+    """The list that ObjectRef.__reduce__ appends to while ``serialize`` runs, else None."""
+    return getattr(_local, "contained", None)
+
+
+def serialize(value) -> SerializedValue:
+    """Pickle ``value`` with its large buffers kept out of band.
+
+    Raises:
+        TypeError: the value (or something inside it) cannot be pickled; the message names
+            the offending type.
+    """
+    if type(value) in _PLAIN_TYPES:
+        return SerializedValue(pickle.dumps(value, 5), [], [])
+    buffers = []
+
+    def keep(buf):
+        view = buf.raw()
+        if view.nbytes < MIN_OUT_OF_BAND:
+            return True  # pickle it in-band
+        buffers.append(view)
+        return False
+
+    outer = getattr(_local, "contained", None)
+    contained = _local.contained = []
+    try:
+        meta = cloudpickle.dumps(value, protocol=5, buffer_callback=keep)
+    except Exception as exc:
+        raise _unpicklable(value, exc) from exc
+    finally:
+        _local.contained = outer
+    return SerializedValue(meta, buffers, contained)
+
+
+def dumps(value) -> bytes:
+    """Plain in-band cloudpickle (functions, errors, small control data)."""
+    return cloudpickle.dumps(value, protocol=5)
+
+
+def deserialize(meta, buffers=()):
+    return pickle.loads(meta, buffers=buffers)
+
+
+def to_inline(sv: SerializedValue):
+    """The INLINE payload of a serialized value: (meta, buffers as bytes)."""
+    return (sv.meta, tuple(bytes(b) for b in sv.buffers))
+
+
+def arena_layout(sv: SerializedValue, alignment: int = 64):
+    """Where the parts of ``sv`` go in an arena block: (total_size, meta_len, spans).
+
+    The pickle stream comes first; every buffer starts on an ``alignment`` boundary so that
+    numpy gets aligned data.
+    """
+    pos = len(sv.meta)
+    spans = []
+    for buf in sv.buffers:
+        pos = (pos + alignment - 1) // alignment * alignment
+        spans.append((pos, buf.nbytes))
+        pos += buf.nbytes
+    return max(pos, 1), len(sv.meta), tuple(spans)
+
+
+def write_to_arena(arena_view, offset, sv: SerializedValue, layout):
+    """Copy the serialized value into the arena at ``offset`` (the one copy a put makes)."""
+    _total, meta_len, spans = layout
+    arena_view[offset:offset + meta_len] = sv.meta
+    for (start, length), buf in zip(spans, sv.buffers):
+        if buf.format != "B" or buf.ndim != 1:
+            buf = buf.cast("B")
+        arena_view[offset + start:offset + start + length] = buf
+
+
+def _unpicklable(value, exc) -> TypeError:
+    path = _find_unpicklable(value, "value", depth=0)
+    where = f" at {path}" if path else ""
+    return TypeError(
+        f"Could not serialize the {type(value).__name__} object{where}: {exc}. "
+        "Values passed to or returned from remote functions, and put in the object store, "
+        "must be picklable by cloudpickle (open files, locks, sockets and generators are not).")
+
+
+def _find_unpicklable(value, path, depth):
+    """Best-effort search for the innermost unpicklable part of a container."""
+    if depth > 6:
+        return None
+    items = ()
+    if isinstance(value, dict):
+        items = ((f"{path}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        items = ((f"{path}.{k}", v) for k, v in vars(value).items())
+    for sub_path, sub in items:
+        try:
+            cloudpickle.dumps(sub, protocol=5, buffer_callback=lambda b: False)
+        except Exception:
+            deeper = _find_unpicklable(sub, sub_path, depth + 1)
+            return deeper or f"{sub_path} (type {type(sub).__name__})"
+    return None

@@ -1,0 +1,618 @@
+"""Every option that ``@remote(...)`` and ``.options(...)`` accept, declared once.
+
+The table ``OPTIONS`` below is the single home of each option's name, what it applies to
+(tasks, actors or both), its default and its check. Everything else — the per-kind lookup
+tables, the "valid ones are ..." lists in error messages, ``defaults()`` — is derived from
+it at import time, so that ``validate_options`` (run on every ``.options()`` call) only
+does one dict lookup and one check per option given.
+
+The option set and checks follow Ray 2.x (``ray_option_utils.py``). purerun also accepts
+the 2020 names ``num_return_vals`` (for ``num_returns``) and ``max_reconstructions`` (for
+``max_restarts``); they are renamed on validation.
+
+Conventions of the validated dicts this module returns:
+
+* Only the options the user gave appear (plus nothing else); ``defaults(kind)`` has the rest.
+* For options whose ``None`` only ever means "not set" (counts and resource amounts),
+  ``None`` is replaced by the option's default, so ``{**defaults(kind), **validated}``
+  always holds concrete values for them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
+
+TASK = "task"
+ACTOR = "actor"
+_KINDS = (TASK, ACTOR)
+_BOTH = frozenset(_KINDS)
+_TASK_ONLY = frozenset((TASK,))
+_ACTOR_ONLY = frozenset((ACTOR,))
+
+# Fractional resource amounts are tracked in units of 1/10000, as in Ray: a smaller
+# non-zero amount would round to nothing and the request would silently be free.
+RESOURCE_UNIT_SCALING = 10_000
+
+# Ray's DEFAULT_TASK_MAX_RETRIES: a task is retried this many times if its worker dies.
+DEFAULT_TASK_MAX_RETRIES = 3
+
+# A task asking for a given accelerator_type needs this much of the node resource
+# "accelerator_type:<type>": enough to require the accelerator, too little to limit how
+# many such tasks share a node. Same amount as Ray.
+ACCELERATOR_TYPE_RESOURCE_AMOUNT = 0.001
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One remote option.
+
+    Attributes:
+        name: The keyword, as in Ray 2.x.
+        applies_to: The kinds ("task", "actor") that accept it.
+        default: The default value (for tasks, when ``actor_default`` is set).
+        check: ``check(name, value, kind)`` raises TypeError for a value of the wrong type
+            and ValueError for a value of the right type that is not allowed.
+        actor_default: The default for actors when it differs from ``default``.
+        none_means_default: ``None`` only means "not set": validation replaces it by the
+            default.
+        allowed_in_options_call: False for options that can only be set in the decorator.
+        rejected_for: Error message for the kind the option does not apply to, when a
+            clearer one than "Invalid option keyword" exists.
+    """
+
+    name: str
+    applies_to: FrozenSet[str]
+    default: Any
+    check: Callable[[str, Any, str], None]
+    actor_default: Any = _UNSET
+    none_means_default: bool = False
+    allowed_in_options_call: bool = True
+    rejected_for: Optional[str] = None
+
+    def default_for(self, kind: str) -> Any:
+        """The default value of this option for ``kind``."""
+        if kind == ACTOR and self.actor_default is not _UNSET:
+            return self.actor_default
+        return self.default
+
+
+# --------------------------------------------------------------------------------------
+# Checks. Booleans are ints in Python, but ``num_cpus=True`` is a mistake, never a count:
+# every numeric check rejects bool explicitly.
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} of type {type(value).__name__}"
+
+
+def _type_error(name: str, expected: str, value: Any) -> TypeError:
+    return TypeError(f"The type of option '{name}' must be {expected}, but got {_describe(value)}.")
+
+
+def _is_int(value: Any) -> bool:
+    # type() fast path first: the ABC check is only needed for numpy-style integers.
+    return type(value) is int or (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) or (
+        isinstance(value, numbers.Real) and not isinstance(value, bool)
+    )
+
+
+def _check_amount(label: str, value: Any) -> None:
+    """A resource amount: a finite number >= 0, at most 4 decimal places of precision.
+
+    ``label`` says what the amount is for, e.g. "option 'num_cpus'".
+    """
+    if not _is_number(value):
+        raise TypeError(
+            f"The quantity of {label} must be a non-negative number (int or float), but got "
+            f"{_describe(value)}."
+        )
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"The quantity of {label} must be a finite number >= 0, but got {value!r}.")
+    if 0 < value and int(value * RESOURCE_UNIT_SCALING) == 0:
+        raise ValueError(
+            f"The precision of the fractional quantity of {label} cannot go beyond "
+            f"{1 / RESOURCE_UNIT_SCALING}, but got {value!r}."
+        )
+
+
+def _resource_amount(name: str, value: Any, kind: str) -> None:
+    if value is not None:
+        _check_amount(f"option '{name}'", value)
+
+
+def _counting(minimum: int, rule: str) -> Callable[[str, Any, str], None]:
+    """An integer count >= ``minimum`` (or None); ``rule`` says so in error messages."""
+
+    def check(name: str, value: Any, kind: str) -> None:
+        if value is None:
+            return
+        if not _is_int(value):
+            raise _type_error(name, "an int", value)
+        if value < minimum:
+            raise ValueError(f"The option '{name}' only accepts {rule}, but got {value!r}.")
+
+    return check
+
+
+def _instance_of(types: Tuple[type, ...], expected: str, allow_none: bool = True):
+    def check(name: str, value: Any, kind: str) -> None:
+        if value is None and allow_none:
+            return
+        if not isinstance(value, types):
+            raise _type_error(name, expected, value)
+
+    return check
+
+
+def _check_bool(name: str, value: Any, kind: str) -> None:
+    if not isinstance(value, bool):
+        raise _type_error(name, "a bool", value)
+
+
+def _check_num_returns(name: str, value: Any, kind: str) -> None:
+    if value is None or value == "dynamic" or value == "streaming":
+        return
+    if isinstance(value, str):
+        raise ValueError(
+            f"The option '{name}' only accepts None, a non-negative integer, 'streaming' "
+            f"(for generators) or 'dynamic', but got {value!r}."
+        )
+    if not _is_int(value):
+        raise _type_error(name, "an int or 'streaming'/'dynamic'", value)
+    if value < 0:
+        raise ValueError(f"The option '{name}' must be >= 0, but got {value!r}.")
+
+
+def _check_resources(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise _type_error(name, "a dict of resource name to amount", value)
+    if "CPU" in value or "GPU" in value:
+        raise ValueError(
+            "Use the 'num_cpus' and 'num_gpus' keyword instead of 'CPU' and 'GPU' in "
+            "'resources' keyword"
+        )
+    for resource, amount in value.items():
+        if not isinstance(resource, str) or not resource:
+            raise TypeError(
+                f"The resource names in option '{name}' must be non-empty strings, but got "
+                f"{_describe(resource)}."
+            )
+        _check_amount(f"resource '{resource}' in option '{name}'", amount)
+
+
+def _check_name(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _type_error(name, "a str", value)
+    if kind == ACTOR and value == "":
+        raise ValueError("Actor name cannot be an empty string.")
+
+
+def _check_namespace(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _type_error(name, "a str", value)
+    if value == "":
+        raise ValueError('"" is not a valid namespace. Pass None to not specify a namespace.')
+
+
+_SCHEDULING_STRATEGY_NAMES = frozenset(("DEFAULT", "SPREAD"))
+# Values that are certainly not a scheduling strategy object (a plain number, container
+# or byte string is a mistake, not a strategy); any other object is accepted, so the
+# strategy classes (placement group, node affinity, node label) need not be imported here.
+_NOT_A_STRATEGY = (bool, int, float, complex, bytes, bytearray, list, tuple, dict, set, frozenset)
+
+
+def _check_scheduling_strategy(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        if value not in _SCHEDULING_STRATEGY_NAMES:
+            raise ValueError(
+                f"The option '{name}' only accepts None, 'DEFAULT', 'SPREAD' or a scheduling "
+                f"strategy object, but got {value!r}."
+            )
+        return
+    if isinstance(value, _NOT_A_STRATEGY):
+        raise _type_error(name, "None, 'DEFAULT', 'SPREAD' or a scheduling strategy object", value)
+
+
+def _check_placement_group(name: str, value: Any, kind: str) -> None:
+    if value is None or value == "default":
+        return
+    if isinstance(value, str) or isinstance(value, _NOT_A_STRATEGY):
+        raise _type_error(name, "None, 'default' or a PlacementGroup", value)
+
+
+def _check_retry_exceptions(name: str, value: Any, kind: str) -> None:
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, (list, tuple)):
+        raise _type_error(name, "a bool or a list of exception classes", value)
+    for item in value:
+        if not (isinstance(item, type) and issubclass(item, Exception)):
+            raise ValueError(
+                "retry_exceptions must be either a boolean or a list of exceptions, but the "
+                f"list contains {_describe(item)}."
+            )
+
+
+def _check_lifetime(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _type_error(name, "None or a str", value)
+    if value not in ("detached", "non_detached"):
+        raise ValueError(
+            "actor `lifetime` argument must be one of 'detached', 'non_detached' and 'None', "
+            f"but got {value!r}."
+        )
+
+
+def _check_concurrency_groups(name: str, value: Any, kind: str) -> None:
+    if value is None or isinstance(value, list):
+        return
+    if not isinstance(value, dict):
+        raise _type_error(name, "a dict of group name to max concurrency", value)
+    for group, limit in value.items():
+        if not isinstance(group, str):
+            raise TypeError(
+                f"The group names in option '{name}' must be strings, but got {_describe(group)}."
+            )
+        if not _is_int(limit):
+            raise TypeError(
+                f"The max concurrency of group '{group}' in option '{name}' must be an int, "
+                f"but got {_describe(limit)}."
+            )
+        if limit < 1:
+            raise ValueError(
+                f"The max concurrency of group '{group}' in option '{name}' must be >= 1, "
+                f"but got {limit!r}."
+            )
+
+
+def _check_max_pending_calls(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if not _is_int(value):
+        raise _type_error(name, "an int", value)
+    if value != -1 and value < 1:
+        raise ValueError(
+            f"The option '{name}' only accepts -1 (no limit) or a positive integer, but got {value!r}."
+        )
+
+
+def _check_label_selector(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise _type_error(name, "a dict of label name to value", value)
+    for label, selector in value.items():
+        if not isinstance(label, str) or not isinstance(selector, str):
+            raise TypeError(
+                f"The option '{name}' maps label names to strings, but got {label!r}: "
+                f"{_describe(selector)}."
+            )
+
+
+def _check_backpressure(name: str, value: Any, kind: str) -> None:
+    if value is None:
+        return
+    if not _is_int(value):
+        raise _type_error(name, "an int", value)
+    if value == 0:
+        raise ValueError(f"{name}=0 is not allowed. Use a value > 0, or -1 to disable it.")
+
+
+_STR = _instance_of((str,), "a str")
+_DICT = _instance_of((dict,), "a dict")
+
+# --------------------------------------------------------------------------------------
+# The table. Options accepted "for compatibility" are checked but purerun's scheduler may
+# not act on them (placement groups, labels, task events, ...).
+
+OPTIONS: Tuple[Option, ...] = (
+    # -- tasks and actors: resources ---------------------------------------------------
+    # Actors default to None: 1 CPU to be placed, 0 held while running (see
+    # running_actor_request).
+    Option("num_cpus", _BOTH, 1, _resource_amount, actor_default=None, none_means_default=True),
+    Option("num_gpus", _BOTH, 0, _resource_amount, none_means_default=True),
+    Option("memory", _BOTH, None, _resource_amount, none_means_default=True),
+    Option("resources", _BOTH, None, _check_resources),
+    Option("accelerator_type", _BOTH, None, _STR),
+    Option(
+        "object_store_memory",
+        _ACTOR_ONLY,
+        None,
+        _counting(0, "None, 0 or a positive integer"),
+        none_means_default=True,
+        rejected_for="Setting 'object_store_memory' is not implemented for tasks",
+    ),
+    # -- tasks and actors: identity, environment, placement -----------------------------
+    Option("name", _BOTH, None, _check_name),
+    Option("runtime_env", _BOTH, None, _DICT),
+    Option("scheduling_strategy", _BOTH, None, _check_scheduling_strategy),
+    # Deprecated in Ray in favour of scheduling_strategy. "default" (not None) is the
+    # default because None explicitly means "no placement group".
+    Option("placement_group", _BOTH, "default", _check_placement_group),
+    Option(
+        "placement_group_bundle_index",
+        _BOTH,
+        -1,
+        _counting(-1, "-1 or a bundle index >= 0"),
+        none_means_default=True,
+    ),
+    Option("placement_group_capture_child_tasks", _BOTH, None, _instance_of((bool,), "a bool")),
+    Option("_metadata", _BOTH, None, _DICT),
+    Option("label_selector", _BOTH, None, _check_label_selector),
+    Option("fallback_strategy", _BOTH, None, _instance_of((list,), "a list")),
+    Option("enable_task_events", _BOTH, True, _check_bool),
+    # -- tasks only ----------------------------------------------------------------------
+    Option("num_returns", _TASK_ONLY, 1, _check_num_returns, none_means_default=True),
+    Option(
+        "max_calls",
+        _TASK_ONLY,
+        0,
+        _counting(0, "None, 0 or a positive integer"),
+        none_means_default=True,
+        allowed_in_options_call=False,
+    ),
+    Option(
+        "max_retries",
+        _TASK_ONLY,
+        DEFAULT_TASK_MAX_RETRIES,
+        _counting(-1, "None, 0, -1 or a positive integer, where -1 represents infinity"),
+        none_means_default=True,
+    ),
+    Option("retry_exceptions", _TASK_ONLY, False, _check_retry_exceptions),
+    Option("_generator_backpressure_num_objects", _TASK_ONLY, None, _check_backpressure),
+    # -- actors only ---------------------------------------------------------------------
+    Option(
+        "max_restarts",
+        _ACTOR_ONLY,
+        0,
+        _counting(-1, "None, 0, -1 or a positive integer, where -1 represents infinity"),
+        none_means_default=True,
+    ),
+    Option(
+        "max_task_retries",
+        _ACTOR_ONLY,
+        0,
+        _counting(-1, "None, 0, -1 or a positive integer, where -1 represents infinity"),
+        none_means_default=True,
+    ),
+    # None: 1 for a threaded actor, 1000 for an asyncio actor (decided when the class is
+    # known to have async methods).
+    Option("max_concurrency", _ACTOR_ONLY, None, _counting(1, "None or an integer >= 1")),
+    Option("max_pending_calls", _ACTOR_ONLY, -1, _check_max_pending_calls, none_means_default=True),
+    Option(
+        "concurrency_groups",
+        _ACTOR_ONLY,
+        None,
+        _check_concurrency_groups,
+        allowed_in_options_call=False,
+    ),
+    Option("lifetime", _ACTOR_ONLY, None, _check_lifetime),
+    Option("namespace", _ACTOR_ONLY, None, _check_namespace),
+    Option("get_if_exists", _ACTOR_ONLY, False, _check_bool),
+    Option("allow_out_of_order_execution", _ACTOR_ONLY, None, _instance_of((bool,), "a bool")),
+)
+
+# Old names still accepted, per kind: old name -> Ray 2.x name.
+ALIASES: Mapping[str, Mapping[str, str]] = {
+    TASK: {"num_return_vals": "num_returns"},
+    ACTOR: {"max_reconstructions": "max_restarts"},
+}
+
+# Derived lookup tables (one dict lookup per given option on the hot path).
+_BY_KIND: Dict[str, Dict[str, Option]] = {
+    kind: {opt.name: opt for opt in OPTIONS if kind in opt.applies_to} for kind in _KINDS
+}
+_ALL_BY_NAME: Dict[str, Option] = {opt.name: opt for opt in OPTIONS}
+_KIND_WORDS = {TASK: "remote functions", ACTOR: "actors"}
+_VALID_TEXT = {kind: str(list(_BY_KIND[kind])) for kind in _KINDS}
+
+# --------------------------------------------------------------------------------------
+
+
+def _table(kind: str) -> Dict[str, Option]:
+    try:
+        return _BY_KIND[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"kind must be 'task' or 'actor', not {kind!r}.") from None
+
+
+def _check_combination(options: Mapping[str, Any]) -> None:
+    """Rules that involve several options; run on the combined options."""
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError("The actor name must be specified to use `get_if_exists`.")
+    if options.get("placement_group", "default") not in ("default", None) and (
+        options.get("scheduling_strategy") is not None
+    ):
+        raise ValueError(
+            "Placement groups should be specified via the scheduling_strategy option. "
+            "The placement_group option is deprecated."
+        )
+    # Ray 2.x once rejected max_task_retries != 0 together with max_restarts == 0. Current
+    # Ray accepts it (actor methods can retry on application exceptions via
+    # retry_exceptions without the actor ever restarting), and so does purerun.
+
+
+def validate_options(kind: str, options: Mapping[str, Any], *, in_options_call: bool = False) -> Dict[str, Any]:
+    """Check remote options and return them with old names renamed.
+
+    Args:
+        kind: "task" for ``@remote`` on a function, "actor" for ``@remote`` on a class.
+        options: The keyword arguments given to ``@remote(...)`` or ``.options(...)``.
+        in_options_call: True when ``options`` are the arguments of ``.options()``. Then
+            options that can only be set in the decorator (``max_calls``,
+            ``concurrency_groups``) are refused, and rules that involve several options
+            (``get_if_exists`` needs ``name``, ...) are left to :func:`merge`, which sees
+            them together with the decorator's options.
+
+    Returns:
+        A new dict of the given options, with ``num_return_vals`` renamed to
+        ``num_returns`` and ``max_reconstructions`` to ``max_restarts``, and ``None``
+        replaced by the default for options where ``None`` only means "not set".
+
+    Raises:
+        ValueError: An unknown option ("Invalid option keyword foo for remote functions.
+            Valid ones are [...]"), an option not allowed in ``.options()``, an option
+            given under both its old and new name, a value of the right type that is not
+            allowed, or an invalid combination of options.
+        TypeError: A value of the wrong type (booleans are not numbers here).
+    """
+    table = _table(kind)
+    aliases = ALIASES[kind]
+    result: Dict[str, Any] = {}
+    for key, value in options.items():
+        opt = table.get(key)
+        if opt is None:
+            new_name = aliases.get(key)
+            if new_name is None:
+                other = _ALL_BY_NAME.get(key)
+                if other is not None and other.rejected_for:
+                    raise ValueError(other.rejected_for)
+                raise ValueError(
+                    f"Invalid option keyword {key} for {_KIND_WORDS[kind]}. "
+                    f"Valid ones are {_VALID_TEXT[kind]}."
+                )
+            if new_name in options:
+                raise ValueError(
+                    f"The option '{key}' is the old name of '{new_name}'; give only '{new_name}'."
+                )
+            key, opt = new_name, table[new_name]
+        if in_options_call and not opt.allowed_in_options_call:
+            raise ValueError(f"Setting '{key}' is not supported in '.options()'.")
+        opt.check(key, value, kind)
+        if value is None and opt.none_means_default:
+            value = opt.default_for(kind)
+        result[key] = value
+    if not in_options_call:
+        _check_combination(result)
+    return result
+
+
+def defaults(kind: str) -> Dict[str, Any]:
+    """Return the default value of every option that applies to ``kind``.
+
+    Args:
+        kind: "task" or "actor".
+
+    Returns:
+        A new dict of option name to default. ``num_cpus`` is 1 for tasks and None for
+        actors (1 CPU to place the actor, 0 while it runs); ``max_concurrency`` is None
+        (1 for threaded actors, 1000 for asyncio actors).
+
+    Raises:
+        ValueError: ``kind`` is neither "task" nor "actor".
+    """
+    return {name: opt.default_for(kind) for name, opt in _table(kind).items()}
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:
+    """Combine a remote function's or actor class's options with ``.options()`` overrides.
+
+    Both arguments should already be validated (``overrides`` with
+    ``in_options_call=True``). ``_metadata`` is merged per namespace: an override of
+    ``{"ns": {"a": 1}}`` updates only key ``a`` of namespace ``ns``.
+
+    Args:
+        base: The current options (e.g. from the decorator). Not modified.
+        overrides: The validated arguments of ``.options()``. Not modified.
+
+    Returns:
+        A new dict: ``base`` updated with ``overrides``.
+
+    Raises:
+        ValueError: The combined options break a rule involving several options (for
+            example ``get_if_exists=True`` without a ``name``).
+    """
+    merged = {**base, **overrides}
+    base_metadata = base.get("_metadata")
+    new_metadata = overrides.get("_metadata")
+    if base_metadata is not None and new_metadata is not None:
+        metadata = dict(base_metadata)
+        for namespace, config in new_metadata.items():
+            metadata[namespace] = {**metadata.get(namespace, {}), **config}
+        merged["_metadata"] = metadata
+    _check_combination(merged)
+    return merged
+
+
+def _demand(options: Mapping[str, Any], cpus: Any) -> Dict[str, float]:
+    """CPU, GPU, memory, custom and accelerator-type amounts, without zero amounts."""
+    demand = {"CPU": cpus, "GPU": options.get("num_gpus"), "memory": options.get("memory")}
+    custom = options.get("resources")
+    if custom:
+        demand.update(custom)
+    accelerator_type = options.get("accelerator_type")
+    if accelerator_type:
+        demand[f"accelerator_type:{accelerator_type}"] = ACCELERATOR_TYPE_RESOURCE_AMOUNT
+    return {name: float(amount) for name, amount in demand.items() if amount}
+
+
+def resource_request(options: Mapping[str, Any], kind: str) -> Dict[str, float]:
+    """Return the resources a node must have free to run a task or to place an actor.
+
+    Args:
+        options: Validated options (missing ones take their defaults).
+        kind: "task" or "actor".
+
+    Returns:
+        ``{"CPU": num_cpus, "GPU": num_gpus, "memory": memory, **resources}`` as floats,
+        without zero amounts. ``num_cpus`` defaults to 1 for both kinds: an actor with
+        the default needs 1 CPU free to be placed (see :func:`running_actor_request` for
+        what it holds afterwards). An ``accelerator_type`` adds a demand of
+        0.001 ``"accelerator_type:<type>"``, which only nodes with that accelerator offer.
+
+    Raises:
+        ValueError: ``kind`` is neither "task" nor "actor".
+    """
+    _table(kind)
+    cpus = options.get("num_cpus")
+    return _demand(options, 1 if cpus is None else cpus)
+
+
+def running_actor_request(options: Mapping[str, Any]) -> Dict[str, float]:
+    """Return the resources an actor holds while it is alive, as Ray does.
+
+    An actor that asks for nothing (``num_cpus``, ``num_gpus``, ``resources`` and
+    ``accelerator_type`` unset) needs 1 CPU to be placed but holds 0 CPU while it runs,
+    so idle actors do not starve tasks. An actor that asks for any resource holds what
+    it asked for, with ``num_cpus`` defaulting to 1. ``memory`` does not count as asking.
+    An explicit ``num_gpus=0`` counts as not asking (a zero amount is no demand).
+
+    Args:
+        options: Validated actor options (missing ones take their defaults).
+
+    Returns:
+        The resources held for the actor's lifetime, as floats, without zero amounts.
+    """
+    cpus = options.get("num_cpus")
+    if cpus is None:
+        asks = (
+            bool(options.get("num_gpus"))
+            or any((options.get("resources") or {}).values())
+            or bool(options.get("accelerator_type"))
+        )
+        cpus = 1 if asks else 0
+    return _demand(options, cpus)

@@ -1,0 +1,141 @@
+"""RemoteFunction: what ``@purerun.remote`` makes of a function."""
+
+import inspect
+
+from purerun import options as _options
+from purerun.core import context, serialization
+
+
+class RemoteFunction:
+    """A function that runs as a task: call ``f.remote(*args, **kwargs)``.
+
+    Arguments are checked against the function's signature in the caller, as a local call
+    would check them. ``f.options(**task_options)`` returns a copy with other options.
+    """
+
+    def __init__(self, function, task_options, _shared=None):
+        self._function = function
+        self._options = task_options
+        # Pickled function and its key, shared by every .options() copy.
+        self._shared = _shared if _shared is not None else _FunctionExport(function)
+        self._fields = None
+        self.__name__ = getattr(function, "__name__", "remote_function")
+        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
+        self.__doc__ = function.__doc__
+        self.__module__ = getattr(function, "__module__", None)
+        self.__wrapped__ = function
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running "
+            f"'{self.__name__}()', try '{self.__name__}.remote()'.")
+
+    def options(self, **task_options):
+        """A copy of this remote function with some options changed.
+
+        Args:
+            **task_options: any option ``@purerun.remote`` takes on a function, except
+                ``max_calls``.
+
+        Returns:
+            An object with ``.remote(...)`` (and ``.options(...)``).
+
+        Raises:
+            ValueError / TypeError: an unknown option, or an invalid value for one.
+        """
+        checked = _options.validate_options("task", task_options, in_options_call=True)
+        return RemoteFunction(self._function, _options.merge(self._options, checked),
+                              _shared=self._shared)
+
+    def remote(self, *args, **kwargs):
+        """Run the function as a task; returns an ObjectRef (a list if num_returns > 1)."""
+        self._shared.check_call(args, kwargs)
+        client = context.client
+        if client is None:
+            from purerun import api
+            api._auto_init()
+            client = context.client
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self._spec_fields()
+        refs = client.submit_task(self, fields, args, kwargs)
+        n = fields["num_returns"]
+        if n == 1:
+            return refs[0]
+        if n == 0:
+            return None
+        return refs
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
+
+    def _spec_fields(self):
+        opts = self._options
+        retry = opts.get("retry_exceptions", False)
+        if isinstance(retry, (list, tuple)):
+            retry = serialization.dumps(tuple(retry))
+        num_returns = opts.get("num_returns", 1)
+        if not isinstance(num_returns, int):
+            raise ValueError(f"num_returns={num_returns!r} (dynamic or streaming generators) "
+                             "is not supported by purerun; use an integer.")
+        max_calls = opts.get("max_calls", 0)
+        return {
+            "name": self.__qualname__,
+            "num_returns": num_returns,
+            "resources": _options.resource_request(opts, "task"),
+            "max_retries": opts.get("max_retries", 3),
+            "retry_exceptions": retry,
+            "max_calls": max_calls,
+        }
+
+    def _export(self):
+        """(function key, pickled function), pickled once per function."""
+        return self._shared.export()
+
+
+class _FunctionExport:
+    """The pickled function and a fast signature check, shared by every options copy."""
+
+    __slots__ = ("function", "pickled", "key", "signature", "min_args", "max_args",
+                 "simple")
+
+    def __init__(self, function):
+        self.function = function
+        self.pickled = None
+        self.key = None
+        try:
+            self.signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            self.signature = None
+        self.simple = False
+        if self.signature is not None:
+            params = list(self.signature.parameters.values())
+            kinds = {p.kind for p in params}
+            # Positional-only calls to a function of plain positional parameters can be
+            # checked by counting, which is what almost every task call is.
+            if kinds <= {inspect.Parameter.POSITIONAL_ONLY,
+                         inspect.Parameter.POSITIONAL_OR_KEYWORD}:
+                self.simple = True
+                self.max_args = len(params)
+                self.min_args = sum(p.default is inspect.Parameter.empty for p in params)
+
+    def check_call(self, args, kwargs):
+        if self.simple and not kwargs and self.min_args <= len(args) <= self.max_args:
+            return
+        if self.signature is not None:
+            # Raises TypeError here, in the caller, exactly as a local call would.
+            self.signature.bind(*args, **kwargs)
+
+    def export(self):
+        if self.pickled is None:
+            from purerun.core.client import function_key
+            try:
+                pickled = serialization.dumps(self.function)
+            except Exception as exc:
+                raise TypeError(
+                    f"Could not serialize the function {self.function.__qualname__}: {exc}. "
+                    "A remote function must be picklable by cloudpickle, including the "
+                    "globals and closure variables it uses.") from exc
+            self.key = function_key(pickled, self.function.__qualname__)
+            self.pickled = pickled
+        return self.key, self.pickled

@@ -1,0 +1,107 @@
+"""RuntimeContext: what the current driver, task or actor can learn about itself."""
+
+from purerun.core.ids import ActorID, JobID, NodeID, TaskID, WorkerID
+
+
+class RuntimeContext:
+    """Ids and resources of the current process, as ``purerun.get_runtime_context()``."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def _info(self):
+        client = self._client
+        return client.info if client.info is not None else client.wait_welcome()
+
+    def get_job_id(self) -> str:
+        return self.job_id.hex()
+
+    def get_node_id(self) -> str:
+        return self.node_id.hex()
+
+    def get_task_id(self):
+        task = getattr(self._client, "current_task", None)
+        return task.task_id.hex() if task is not None else None
+
+    def get_worker_id(self) -> str:
+        info = self._info()
+        return WorkerID(info.get("worker_id", 0).to_bytes(16, "little")
+                        if "worker_id" in info else b"\0" * 16).hex()
+
+    def get_actor_id(self):
+        actor_id = getattr(self._client, "actor_id", None)
+        return actor_id.hex() if actor_id is not None else None
+
+    def get_actor_name(self):
+        return getattr(self._client, "actor_name", None)
+
+    def get_task_name(self):
+        task = getattr(self._client, "current_task", None)
+        return task.name if task is not None else None
+
+    def get_task_function_name(self):
+        return self.get_task_name()
+
+    def get_placement_group_id(self):
+        return None
+
+    def get_assigned_resources(self) -> dict:
+        task = getattr(self._client, "current_task", None)
+        return dict(task.resources) if task is not None else {}
+
+    def get_accelerator_ids(self) -> dict:
+        return {"GPU": [str(g) for g in (getattr(self._client, "gpu_ids", ()) or ())]}
+
+    def get_resource_ids(self) -> dict:
+        return self.get_accelerator_ids()
+
+    def get_node_labels(self) -> dict:
+        return {}
+
+    def get_runtime_env_string(self) -> str:
+        return "{}"
+
+    def get_session_name(self) -> str:
+        import os
+        return os.path.basename(self._info().get("session_dir", "") or "")
+
+    def get(self) -> dict:
+        return {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace,
+                "task_id": self.task_id, "actor_id": self.actor_id}
+
+    @property
+    def job_id(self):
+        return JobID(self._client.job_id)
+
+    @property
+    def node_id(self):
+        return NodeID(self._info()["node_id"])
+
+    @property
+    def task_id(self):
+        task = getattr(self._client, "current_task", None)
+        return TaskID(task.task_id) if task is not None else None
+
+    @property
+    def actor_id(self):
+        actor_id = getattr(self._client, "actor_id", None)
+        return ActorID(actor_id) if actor_id is not None else None
+
+    @property
+    def namespace(self):
+        return getattr(self._client, "namespace", None)
+
+    @property
+    def current_actor(self):
+        handle = getattr(self._client, "current_actor_handle", None)
+        if handle is None:
+            raise RuntimeError("This method is only available in an actor.")
+        return handle
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        return bool(getattr(self._client, "actor_restarted", False))
+
+    @property
+    def gcs_address(self):
+        return self._info().get("address")
