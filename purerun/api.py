@@ -34,6 +34,8 @@ _IGNORED_INIT_KWARGS = frozenset({
 
 _atexit_registered = False
 
+# The node starts without site (-S): the driver's sys.path, passed in, already holds what
+# site would add, and skipping it saves tens of milliseconds of startup.
 _NODE_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
               "from purerun.core.node import main; main(sys.argv[2], sys.argv[3])")
 
@@ -221,7 +223,7 @@ def _start_node(node_resources, object_store_memory, log_to_driver):
     driver_sock, node_sock = socket.socketpair()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
+            [sys.executable, "-S", "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
              str(node_sock.fileno())],
             pass_fds=[node_sock.fileno()], cwd=os.getcwd(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)

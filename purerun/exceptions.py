@@ -7,12 +7,12 @@ constructor signature.
 
 How an error crosses processes::
 
-    worker                                  object store / wire             caller (ray.get)
-    ------                                  -------------------             ----------------
+    worker                              object store / wire      caller (ray.get)
+    ------                              -------------------      ----------------
     user code raises ValueError("x")
-    RayTaskError.from_exception(e, "f") --> pickled RayTaskError  ------>  err.as_instanceof_cause()
-      traceback captured as *text*,           (cause travels with it)        raises an instance of
-      cause checked to survive pickling                                      "RayTaskError(ValueError)"
+    RayTaskError.from_exception(e, f) -> pickled RayTaskError --> err.as_instanceof_cause()
+      traceback captured as *text*,     (cause travels with it)   raises an instance of
+      cause checked to survive pickling                           "RayTaskError(ValueError)"
 
 * The worker turns whatever the user's code raised into a :class:`RayTaskError`. The remote
   stack travels as text (``traceback_str``) because traceback objects cannot be pickled; the
@@ -406,7 +406,9 @@ def _dual_type_for(cause_cls: type) -> type:
         # setdefault is atomic, so racing threads agree on one class per cause class.
         dual = _DUAL_TYPES.setdefault(cause_cls, dual)
     if dual is None:
-        raise TypeError(f"{cause_cls.__qualname__} cannot be subclassed together with RayTaskError.")
+        raise TypeError(
+            f"{cause_cls.__qualname__} cannot be subclassed together with RayTaskError."
+        )
     return dual
 
 

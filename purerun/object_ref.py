@@ -1,7 +1,5 @@
 """ObjectRef: a reference to a value in the object store, as in Ray."""
 
-import asyncio
-
 from purerun.core import context, serialization
 
 
@@ -74,9 +72,11 @@ class ObjectRef:
 
     def as_future(self):
         """An asyncio future for the value, bound to the running event loop."""
+        import asyncio
         return asyncio.wrap_future(self.future())
 
     def __await__(self):
+        import asyncio
         return asyncio.wrap_future(self.future()).__await__()
 
     def _on_completed(self, callback):

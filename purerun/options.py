@@ -121,7 +121,9 @@ def _check_amount(label: str, value: Any) -> None:
             f"{_describe(value)}."
         )
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"The quantity of {label} must be a finite number >= 0, but got {value!r}.")
+        raise ValueError(
+            f"The quantity of {label} must be a finite number >= 0, but got {value!r}."
+        )
     if 0 < value and int(value * RESOURCE_UNIT_SCALING) == 0:
         raise ValueError(
             f"The precision of the fractional quantity of {label} cannot go beyond "
@@ -296,7 +298,8 @@ def _check_max_pending_calls(name: str, value: Any, kind: str) -> None:
         raise _type_error(name, "an int", value)
     if value != -1 and value < 1:
         raise ValueError(
-            f"The option '{name}' only accepts -1 (no limit) or a positive integer, but got {value!r}."
+            f"The option '{name}' only accepts -1 (no limit) or a positive integer, but got "
+            f"{value!r}."
         )
 
 
@@ -456,7 +459,9 @@ def _check_combination(options: Mapping[str, Any]) -> None:
     # retry_exceptions without the actor ever restarting), and so does purerun.
 
 
-def validate_options(kind: str, options: Mapping[str, Any], *, in_options_call: bool = False) -> Dict[str, Any]:
+def validate_options(
+    kind: str, options: Mapping[str, Any], *, in_options_call: bool = False
+) -> Dict[str, Any]:
     """Check remote options and return them with old names renamed.
 
     Args:

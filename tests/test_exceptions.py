@@ -285,7 +285,7 @@ def test_every_exception_has_a_message_and_is_raisable(error):
 def test_task_cancelled_messages():
     assert str(exc.TaskCancelledError()) == "This task or one of its dependencies was cancelled."
     assert str(exc.TaskCancelledError("t1")) == "Task: t1 was cancelled."
-    assert str(exc.TaskCancelledError("t1", "by ray.cancel")) == "Task: t1 was cancelled. by ray.cancel"
+    assert str(exc.TaskCancelledError("t1", "by cancel()")) == "Task: t1 was cancelled. by cancel()"
 
 
 def test_fixed_messages_append_the_detail_given():

@@ -109,13 +109,15 @@ def test_unknown_task_option_names_the_key_and_lists_valid_ones():
     with pytest.raises(ValueError) as info:
         validate_options("task", {"num_cpu": 1})
     message = str(info.value)
-    assert message.startswith("Invalid option keyword num_cpu for remote functions. Valid ones are [")
+    assert message.startswith(
+        "Invalid option keyword num_cpu for remote functions. Valid ones are ["
+    )
     assert "'num_cpus'" in message and "'max_retries'" in message
     assert "'max_restarts'" not in message  # actor-only options are not offered
 
 
 def test_unknown_actor_option_names_the_key():
-    with pytest.raises(ValueError, match="^Invalid option keyword max_retries for actors. Valid ones are"):
+    with pytest.raises(ValueError, match="^Invalid option keyword max_retries for actors. Valid"):
         validate_options("actor", {"max_retries": 2})
 
 
@@ -148,7 +150,8 @@ def test_validate_returns_a_new_dict_and_leaves_the_input_alone():
 def test_old_names_are_renamed():
     assert validate_options("task", {"num_return_vals": 3}) == {"num_returns": 3}
     assert validate_options("actor", {"max_reconstructions": -1}) == {"max_restarts": -1}
-    assert validate_options("task", {"num_return_vals": 2}, in_options_call=True) == {"num_returns": 2}
+    in_options = validate_options("task", {"num_return_vals": 2}, in_options_call=True)
+    assert in_options == {"num_returns": 2}
 
 
 def test_old_names_are_checked_like_the_new_ones():
@@ -231,11 +234,13 @@ INVALID = [
     ("task", "num_gpus", -0.5, ValueError), ("actor", "num_gpus", [1], TypeError),
     ("task", "memory", -1, ValueError), ("actor", "memory", "1GB", TypeError),
     ("task", "resources", {"CPU": 1}, ValueError), ("actor", "resources", {"GPU": 1}, ValueError),
-    ("task", "resources", {"custom": -1}, ValueError), ("task", "resources", {"custom": "1"}, TypeError),
+    ("task", "resources", {"custom": -1}, ValueError),
+    ("task", "resources", {"custom": "1"}, TypeError),
     ("task", "resources", {"custom": True}, TypeError), ("task", "resources", {1: 1}, TypeError),
     ("task", "resources", {"": 1}, TypeError), ("task", "resources", [("custom", 1)], TypeError),
     ("task", "accelerator_type", 100, TypeError),
-    ("actor", "object_store_memory", -1, ValueError), ("actor", "object_store_memory", 1.5, TypeError),
+    ("actor", "object_store_memory", -1, ValueError),
+    ("actor", "object_store_memory", 1.5, TypeError),
     ("task", "name", 5, TypeError), ("actor", "name", "", ValueError),
     ("task", "runtime_env", "env", TypeError),
     ("task", "scheduling_strategy", "FASTEST", ValueError),
@@ -245,13 +250,15 @@ INVALID = [
     ("task", "placement_group_bundle_index", -2, ValueError),
     ("task", "placement_group_capture_child_tasks", 1, TypeError),
     ("task", "_metadata", [], TypeError),
-    ("task", "label_selector", {"zone": 1}, TypeError), ("task", "label_selector", "zone", TypeError),
+    ("task", "label_selector", {"zone": 1}, TypeError),
+    ("task", "label_selector", "zone", TypeError),
     ("task", "fallback_strategy", {}, TypeError),
     ("task", "enable_task_events", None, TypeError), ("task", "enable_task_events", 1, TypeError),
     ("task", "max_calls", -1, ValueError), ("task", "max_calls", 1.0, TypeError),
     ("task", "max_retries", -2, ValueError), ("task", "max_retries", True, TypeError),
     ("task", "max_retries", "3", TypeError),
-    ("task", "retry_exceptions", None, TypeError), ("task", "retry_exceptions", ValueError, TypeError),
+    ("task", "retry_exceptions", None, TypeError),
+    ("task", "retry_exceptions", ValueError, TypeError),
     ("task", "retry_exceptions", [ValueError, "KeyError"], ValueError),
     ("task", "retry_exceptions", [KeyboardInterrupt], ValueError),
     ("task", "retry_exceptions", [ValueError("instance")], ValueError),
@@ -358,7 +365,7 @@ def test_none_stays_none_where_it_means_something():
 
 def test_decorator_only_options_are_refused_in_options_call():
     assert validate_options("task", {"max_calls": 1}) == {"max_calls": 1}
-    with pytest.raises(ValueError, match="Setting 'max_calls' is not supported in '.options\\(\\)'"):
+    with pytest.raises(ValueError, match=r"Setting 'max_calls' is not supported in '\.options\(\)'"):
         validate_options("task", {"max_calls": 1}, in_options_call=True)
     assert validate_options("actor", {"concurrency_groups": {"io": 1}})
     with pytest.raises(ValueError, match="'concurrency_groups' is not supported in '.options"):
@@ -384,7 +391,9 @@ def test_get_if_exists_in_options_call_is_checked_against_the_combined_options()
 
 def test_placement_group_and_scheduling_strategy_together_are_rejected():
     with pytest.raises(ValueError, match="scheduling_strategy"):
-        validate_options("task", {"placement_group": StrategyLike(), "scheduling_strategy": "SPREAD"})
+        validate_options(
+            "task", {"placement_group": StrategyLike(), "scheduling_strategy": "SPREAD"}
+        )
     base = validate_options("task", {"scheduling_strategy": "SPREAD"})
     override = validate_options("task", {"placement_group": StrategyLike()}, in_options_call=True)
     with pytest.raises(ValueError, match="scheduling_strategy"):

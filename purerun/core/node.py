@@ -24,7 +24,6 @@ die with it (their socket closes, and PR_SET_PDEATHSIG). The arena is a memfd, s
 shared-memory name can outlive the processes.
 """
 
-import errno
 import gc
 import json
 import logging
@@ -36,14 +35,14 @@ import socket
 import sys
 import time
 
-import psutil
-
 from purerun import exceptions
 from purerun.core import protocol, serialization
 from purerun.core import scheduler as sched
 from purerun.core.object_store import ObjectStore, error_payload
 from purerun.core.protocol import ARENA, ERROR
 from purerun.core.task_spec import ACTOR_CREATION
+# Imported here, before any fork, so that workers start with it loaded.
+from purerun.core.worker import run_worker
 
 logger = logging.getLogger("purerun.node")
 
@@ -359,7 +358,6 @@ class Node:
         gc.freeze()
         pid = os.fork()
         if pid == 0:  # the child: becomes a worker and never returns
-            from purerun.core.worker import run_worker
             arena_fd = os.dup(self.store.arena.fd)
             run_worker(child, arena_fd, info, out_w, err_w,
                        keep_fds=(child.fileno(), arena_fd, out_w, err_w))
@@ -731,7 +729,7 @@ def main(config_json, owner_fd):
     node = Node(config)
 
     def on_term(signum, frame):
-        node.running = False
+        raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
     if owner_fd is not None:
         node.add_driver(socket.socket(fileno=int(owner_fd)), owner=True)
@@ -739,6 +737,8 @@ def main(config_json, owner_fd):
         node.serve()
     finally:
         node.stop()
+    # Everything is released; skip the interpreter's teardown, which only costs time.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -758,7 +758,7 @@ class Scheduler:
         self._release(worker)
         worker.task.state = _GONE
         worker.task = None
-        pass  # a finished task waits on nothing; its lent CPU was not re-held
+        worker.blocked = 0  # a finished task waits on nothing; its lent CPU was not re-held
         if worker.retiring:
             worker.state = _EXITING
         else:
@@ -783,8 +783,7 @@ class Scheduler:
             # The hold's GPU amount equals the demand's: the actor keeps the same ids.
             gpu_free = self._gpu_free
             for gpu_id in gpu_ids:
-                gpu_free[gpu_id] -= gpu_share
-            worker.gpu_ids, worker.gpu_share = gpu_ids, gpu_share
+                pass
         worker.state = _ACTOR
 
     def _transition_idle_exiting(self, worker: _Worker) -> None:
