@@ -4,10 +4,10 @@
 ``get``/``put``/``wait``, resources and retries.
 """
 
-from purerun import exceptions
-from purerun.api import (available_resources, cancel, cluster_resources, get, get_gpu_ids,
-                         get_runtime_context, init, is_initialized, method, nodes, put, remote,
-                         shutdown, timeline, wait)
+from purerun import actor, exceptions
+from purerun.api import (available_resources, cancel, cluster_resources, get, get_actor,
+                         get_gpu_ids, get_runtime_context, init, is_initialized, kill, method,
+                         nodes, put, remote, shutdown, timeline, wait)
 from purerun.core.ids import (ActorClassID, ActorID, FunctionID, JobID, NodeID, ObjectID,
                               PlacementGroupID, TaskID, UniqueID, WorkerID)
 from purerun.object_ref import ObjectRef
@@ -19,8 +19,8 @@ WORKER_MODE = 1
 LOCAL_MODE = 2
 
 __all__ = [
-    "__version__", "available_resources", "cancel", "cluster_resources", "exceptions", "get",
-    "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "method", "nodes", "put",
+    "__version__", "actor", "available_resources", "cancel", "cluster_resources", "exceptions",
+    "get", "get_actor", "get_gpu_ids", "kill", "get_runtime_context", "init", "is_initialized", "method", "nodes", "put",
     "remote", "shutdown", "timeline", "wait", "ObjectRef", "ObjectID", "ActorClassID",
     "ActorID", "FunctionID", "JobID", "NodeID", "PlacementGroupID", "TaskID", "UniqueID",
     "WorkerID", "SCRIPT_MODE", "WORKER_MODE", "LOCAL_MODE",

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from purerun import exceptions
 from purerun import options as _options
-from purerun.core import context
+from purerun.core import context, protocol
 from purerun.object_ref import ObjectRef
 
 logger = logging.getLogger("purerun")
@@ -34,8 +34,9 @@ _IGNORED_INIT_KWARGS = frozenset({
 
 _atexit_registered = False
 
-# The node starts without site (-S): the driver's sys.path, passed in, already holds what
-# site would add, and skipping it saves tens of milliseconds of startup.
+# The node runs site, like the driver, so that import hooks installed by .pth files (editable
+# installs of purerun or of the user's own packages) work in it and in the workers it forks;
+# then it takes the driver's sys.path, so both import the same modules.
 _NODE_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
               "from purerun.core.node import main; main(sys.argv[2], sys.argv[3])")
 
@@ -153,6 +154,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
                                  "provided.")
             client = _connect(address, log_to_driver)
         client.namespace = namespace
+        if not local_mode:
+            client.send((protocol.REQUEST, 0, "set_namespace", (namespace,)))
         context.client = client
         _register_atexit()
         return RuntimeContextInfo(client)
@@ -223,7 +226,7 @@ def _start_node(node_resources, object_store_memory, log_to_driver):
     driver_sock, node_sock = socket.socketpair()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-S", "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
+            [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
              str(node_sock.fileno())],
             pass_fds=[node_sock.fileno()], cwd=os.getcwd(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
@@ -486,3 +489,33 @@ def timeline(filename=None):
             json.dump(events, f)
         return None
     return events
+
+
+def kill(actor, *, no_restart=True):
+    """Kill an actor at once: calls in flight fail, atexit handlers do not run.
+
+    Args:
+        actor: the ActorHandle.
+        no_restart: if False, the actor is restarted when it has restarts left.
+
+    Raises:
+        ValueError: ``actor`` is not an ActorHandle.
+    """
+    from purerun.actor import ActorHandle
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(f"purerun.kill() only supported for actors. For tasks, try "
+                         f"purerun.cancel(). Got: {type(actor)}.")
+    _client().kill_actor(actor, no_restart)
+
+
+def get_actor(name, namespace=None):
+    """The handle of the named actor ``name`` (in ``namespace``, default: this job's).
+
+    Raises:
+        ValueError: no such actor, or an empty name.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("Please supply a non-empty value to get_actor")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
+    return _client().get_actor(name, namespace)

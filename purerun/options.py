@@ -6,13 +6,13 @@ tables, the "valid ones are ..." lists in error messages, ``defaults()`` — is 
 it at import time, so that ``validate_options`` (run on every ``.options()`` call) only
 does one dict lookup and one check per option given.
 
-The option set and checks follow Ray 2.x (``ray_option_utils.py``). purerun also accepts
+The option set, defaults and checks match Ray 2.x's remote options. purerun also accepts
 the 2020 names ``num_return_vals`` (for ``num_returns``) and ``max_reconstructions`` (for
 ``max_restarts``); they are renamed on validation.
 
 Conventions of the validated dicts this module returns:
 
-* Only the options the user gave appear (plus nothing else); ``defaults(kind)`` has the rest.
+* Only the options the user gave appear; ``defaults(kind)`` has the rest.
 * For options whose ``None`` only ever means "not set" (counts and resource amounts),
   ``None`` is replaced by the option's default, so ``{**defaults(kind), **validated}``
   always holds concrete values for them.

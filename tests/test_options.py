@@ -365,7 +365,8 @@ def test_none_stays_none_where_it_means_something():
 
 def test_decorator_only_options_are_refused_in_options_call():
     assert validate_options("task", {"max_calls": 1}) == {"max_calls": 1}
-    with pytest.raises(ValueError, match=r"Setting 'max_calls' is not supported in '\.options\(\)'"):
+    not_supported = r"Setting 'max_calls' is not supported in '\.options\(\)'"
+    with pytest.raises(ValueError, match=not_supported):
         validate_options("task", {"max_calls": 1}, in_options_call=True)
     assert validate_options("actor", {"concurrency_groups": {"io": 1}})
     with pytest.raises(ValueError, match="'concurrency_groups' is not supported in '.options"):

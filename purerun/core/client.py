@@ -37,7 +37,7 @@ import weakref
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.protocol import ARENA, ERROR, INLINE
-from purerun.core.task_spec import Dep, TaskSpec
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec
 from purerun.object_ref import ObjectRef
 
 logger = logging.getLogger("purerun")
@@ -119,6 +119,9 @@ class Client:
         self.on_execute = on_execute
 
         # Task context (workers): what get_runtime_context() reports inside a task.
+        self.namespace = None
+        self.actor_id = None       # set in a worker that hosts an actor
+        self.actor_is_async = False
         self.current_task = None
         self.gpu_ids = ()
         self._blocked_depth = 0
@@ -355,6 +358,101 @@ class Client:
         self.send((protocol.SUBMIT, spec))
         del keepalive  # the node holds the arguments for the task from here on
         return refs
+
+    # -- actors ------------------------------------------------------------------------------------
+
+    def create_actor(self, actor_class, args, kwargs):
+        """Submit an actor's creation; return its handle at once."""
+        from purerun import options as _options
+        from purerun.actor import ActorHandle
+        opts = actor_class._options
+        key, pickled = actor_class._export()
+        self.export_function(key, pickled)
+        meta = actor_class._meta
+        actor_id = ids.new_task_id()
+        max_pending = opts.get("max_pending_calls", -1)
+        if max_pending is None:
+            max_pending = -1
+        name = opts.get("name")
+        namespace = opts.get("namespace")
+        if name is not None:
+            # Registered before the creation is submitted, so a taken name fails here, in
+            # the caller; the node then also holds the actor object for us.
+            existing = self.request("register_actor", name, namespace, self.job_id, actor_id,
+                                    meta, bool(opts.get("get_if_exists")))
+            if existing is not None:
+                existing_id, existing_meta = existing
+                return ActorHandle(existing_id, existing_meta,
+                                   self.new_ref(ids.object_id(existing_id, 0), subscribed=True),
+                                   max_pending_calls=max_pending)
+        payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
+        max_concurrency = opts.get("max_concurrency")
+        if max_concurrency is None:
+            max_concurrency = 1000 if meta.is_async else 1
+        extra = {
+            "hold": _options.running_actor_request(opts),
+            "max_restarts": opts.get("max_restarts", 0) or 0,
+            "max_task_retries": opts.get("max_task_retries", 0) or 0,
+            "max_concurrency": max_concurrency,
+            "is_async": meta.is_async,
+            "name": name,
+            "namespace": namespace,
+            "detached": opts.get("lifetime") == "detached",
+            "class_name": meta.class_name,
+        }
+        spec = TaskSpec(actor_id, meta.class_name + ".__init__", key, payload, in_store, deps,
+                        contained, 1, _options.resource_request(opts, "actor"), 0, False, 0,
+                        kind=ACTOR_CREATION, actor_id=actor_id, job_id=self.job_id,
+                        extra=extra)
+        actor_ref = self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
+        self.send((protocol.SUBMIT, spec))
+        del keepalive
+        return ActorHandle(actor_id, meta, actor_ref, signatures=actor_class._shared.signatures,
+                           max_pending_calls=max_pending)
+
+    def submit_actor_method(self, handle, method, method_options, args, kwargs):
+        if handle._max_pending_calls > 0:
+            self._check_pending_calls(handle)
+        payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
+        retry = method_options.get("retry_exceptions", False)
+        if isinstance(retry, (list, tuple)):
+            retry = serialization.dumps(tuple(retry))
+        spec = TaskSpec(ids.new_task_id(), f"{handle._meta.class_name}.{method}", None, payload,
+                        in_store, deps, contained, method_options.get("num_returns", 1), None,
+                        method_options.get("max_task_retries"), retry, 0, kind=ACTOR_METHOD,
+                        actor_id=handle._actor_id, method=method, job_id=self.job_id)
+        refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
+        self.send((protocol.SUBMIT, spec))
+        del keepalive
+        if handle._max_pending_calls > 0 and refs:
+            handle._pending.append(refs[0])
+        return refs
+
+    def _check_pending_calls(self, handle):
+        values = self._values
+        handle._pending = [r for r in handle._pending if r._id not in values]
+        if len(handle._pending) >= handle._max_pending_calls:
+            raise exceptions.PendingCallsLimitExceeded(
+                f"The actor {handle!r} has {len(handle._pending)} calls in flight from this "
+                f"process, the max_pending_calls limit ({handle._max_pending_calls}). Wait for "
+                "some results before submitting more.")
+
+    def kill_actor(self, handle, no_restart):
+        self.request("kill_actor", handle._actor_id, no_restart)
+
+    def get_actor(self, name, namespace):
+        from purerun.actor import ActorHandle
+        found = self.request("get_actor", name, namespace, self.job_id)
+        if found is None:
+            where = f" in namespace {namespace!r}" if namespace else ""
+            raise ValueError(f"Failed to look up actor with name '{name}'{where}. This could "
+                             "be because 1. You are trying to look up a named actor you didn't "
+                             "create. 2. The named actor died. 3. You did not use a namespace "
+                             "matching the namespace of the actor.")
+        actor_id, meta = found
+        # The node added our hold on the actor object before answering.
+        return ActorHandle(actor_id, meta, self.new_ref(ids.object_id(actor_id, 0),
+                                                        subscribed=True))
 
     @property
     def job_id(self):

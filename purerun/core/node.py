@@ -24,6 +24,7 @@ die with it (their socket closes, and PR_SET_PDEATHSIG). The arena is a memfd, s
 shared-memory name can outlive the processes.
 """
 
+import collections
 import gc
 import json
 import logging
@@ -40,7 +41,7 @@ from purerun.core import protocol, serialization
 from purerun.core import scheduler as sched
 from purerun.core.object_store import ObjectStore, error_payload
 from purerun.core.protocol import ARENA, ERROR
-from purerun.core.task_spec import ACTOR_CREATION
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 # Imported here, before any fork, so that workers start with it loaded.
 from purerun.core.worker import run_worker
 
@@ -109,6 +110,38 @@ class Task:
         self.force_cancelled = False
 
 
+class Actor:
+    """An actor's life on this node: where it runs and the calls waiting for it.
+
+    States: PENDING (creation queued or running), ALIVE, RESTARTING, DEAD.
+    invariant: calls are sent to the worker in the order they were submitted; ``queue`` holds
+    those not sent yet, ``inflight`` (insertion-ordered) those sent and not finished.
+    """
+
+    __slots__ = ("actor_id", "creation", "owner", "worker", "state", "queue", "inflight",
+                 "restarts_left", "max_task_retries", "cause", "name", "namespace",
+                 "detached", "terminating", "node_hold", "meta")
+
+    def __init__(self, creation, owner):
+        extra = creation.extra
+        self.actor_id = creation.actor_id
+        self.creation = creation
+        self.owner = owner
+        self.worker = None
+        self.state = "PENDING"
+        self.queue = collections.deque()
+        self.inflight = {}
+        self.restarts_left = extra["max_restarts"]
+        self.max_task_retries = extra["max_task_retries"]
+        self.cause = None
+        self.name = extra["name"]
+        self.namespace = None
+        self.detached = extra["detached"]
+        self.terminating = False
+        self.node_hold = False       # the node itself holds the actor object (named/detached)
+        self.meta = None
+
+
 class Node:
     def __init__(self, config):
         self.config = config
@@ -123,6 +156,11 @@ class Node:
         self.tasks = {}             # task id -> Task (submitted, not finished)
         self.functions = {}         # function key -> pickled function
         self.kv = {}
+        self.actors = {}            # actor id -> Actor
+        self.named_actors = {}      # (namespace, name) -> actor id
+        self.pending_names = {}     # actor id -> (namespace, name, meta) registered, not submitted
+        self.job_namespaces = {}    # job id -> namespace
+        self.actor_waits = {}       # object id -> actors whose next call waits for it
         self.next_worker_id = 1
         self.next_job_id = 1
         self.to_reap = []           # pids of exited or killed workers not yet waited for
@@ -132,6 +170,7 @@ class Node:
         self.started_at = time.time()
 
         self.store = ObjectStore(config["object_store_memory"])
+        self.store.on_delete = self.actor_object_deleted
         cpus = self.resources.get("CPU", 1)
         gpu_ids = tuple(config.get("gpu_ids") or range(int(self.resources.get("GPU", 0))))
         self.scheduler = sched.Scheduler(
@@ -218,6 +257,11 @@ class Node:
             self.worker_exited(conn.worker)
         elif conn is self.owner:
             self.running = False
+        # Named (not detached) actors live as long as the process that made them.
+        for actor in list(self.actors.values()):
+            if actor.owner is conn and actor.node_hold and not actor.detached:
+                actor.node_hold = False
+                self.store.release(actor.creation.return_ids()[0])
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -322,6 +366,10 @@ class Node:
         worker = self.workers[action.worker_id]
         if task is None:  # finished elsewhere (cancelled): give the worker back
             return self.scheduler.handle(sched.TaskFinished(worker.worker_id))
+        return self.execute(task, worker, action.gpu_ids)
+
+    def execute(self, task, worker, gpu_ids):
+        """Send ``task`` to ``worker`` with its arguments' values (and the function, once)."""
         spec = task.spec
         entries = self.store.entries
         dep_payloads = []
@@ -334,15 +382,18 @@ class Node:
                 dep_payloads.append((entry.kind, entry.payload))
         key = spec.function_key
         pickled = None
-        if key not in worker.functions:
+        if key is not None and key not in worker.functions:
             pickled = self.functions.get(key)
             worker.functions.add(key)
         task.worker = worker
-        worker.task = task
         if spec.kind == ACTOR_CREATION:
             worker.actor_id = spec.actor_id
-        self.send(worker.conn, (protocol.EXECUTE, spec, dep_payloads, pickled,
-                                action.gpu_ids))
+            worker.task = task
+            gpu_ids = tuple(gpu_ids)
+            self.actors[spec.actor_id].worker = worker
+        elif spec.kind != ACTOR_METHOD:
+            worker.task = task
+        self.send(worker.conn, (protocol.EXECUTE, spec, dep_payloads, pickled, gpu_ids))
         return ()
 
     def start_worker(self):
@@ -382,7 +433,12 @@ class Node:
         """The worker's connection closed: it exited, crashed or was killed."""
         self.workers.pop(worker.worker_id, None)
         self.to_reap.append(worker.pid)
+        actor = self.actors.get(worker.actor_id) if worker.actor_id is not None else None
         actions = self.scheduler.handle(sched.WorkerDied(worker.worker_id))
+        if actor is not None and actor.state in ("ALIVE", "DEAD"):
+            # A creation still running shows up as TaskLost below instead.
+            actions = [a for a in actions if type(a) is not sched.TaskLost]
+            self.actor_worker_lost(actor)
         self.run_actions(actions)
 
     def task_lost(self, task_id):
@@ -391,6 +447,12 @@ class Node:
         if task is None:
             return ()
         task.worker = None
+        if task.spec.kind == ACTOR_CREATION:
+            del self.tasks[task_id]
+            actor = self.actors.get(task.spec.actor_id)
+            if actor is not None:
+                self.actor_worker_lost(actor)
+            return ()
         if task.cancelled:
             error = (exceptions.WorkerCrashedError("The task was cancelled with force=True; "
                                                    "its worker was killed.")
@@ -438,6 +500,12 @@ class Node:
             for conn in subscribers:
                 self.send(conn, msg)
         self.run_actions(self.scheduler.handle(sched.ObjectReady(object_id)))
+        waiting = self.actor_waits.pop(object_id, None)
+        if waiting:
+            for actor_id in waiting:
+                actor = self.actors.get(actor_id)
+                if actor is not None:
+                    self.pump(actor)
         store.after_seal(object_id, entry)
 
     def fail_task(self, task, error):
@@ -458,6 +526,8 @@ class Node:
                     entry.subscribers = set()
                 entry.subscribers.add(owner)
             self.seal(object_id, kind, payload, contained)
+        if spec.kind == ACTOR_CREATION:
+            return  # an actor keeps its creation arguments: a restart needs them again
         store = self.store
         for object_id in spec.deps:
             store.release(object_id)
@@ -486,8 +556,171 @@ class Node:
                 missing.add(object_id)
         for object_id in spec.contained:
             store.hold(object_id)
-        self.run_actions(self.scheduler.handle(
-            sched.SubmitTask(spec.task_id, spec.resources, missing)))
+        if spec.kind == ACTOR_METHOD:
+            self.submit_actor_call(task)
+        elif spec.kind == ACTOR_CREATION:
+            self.create_actor(task, missing)
+        else:
+            self.run_actions(self.scheduler.handle(
+                sched.SubmitTask(spec.task_id, spec.resources, missing)))
+
+    # -- actors ------------------------------------------------------------------------------------
+
+    def create_actor(self, task, missing):
+        spec = task.spec
+        actor = Actor(spec, task.owner)
+        self.actors[actor.actor_id] = actor
+        actor_object = spec.return_ids()[0]
+        self.store.watched.add(actor_object)
+        registered = self.pending_names.pop(actor.actor_id, None)
+        if registered is not None:
+            actor.namespace, _, actor.meta = registered
+        if actor.name is not None or actor.detached:
+            # Named and detached actors do not end with their handles.
+            self.store.hold(actor_object)
+            actor.node_hold = True
+        self.run_actions(self.scheduler.handle(sched.SubmitTask(
+            spec.task_id, spec.resources, missing, dedicated=True, hold=spec.extra["hold"])))
+
+    def submit_actor_call(self, task):
+        spec = task.spec
+        actor = self.actors.get(spec.actor_id)
+        if actor is None or actor.state == "DEAD":
+            self.fail_task(task, self.actor_died_error(actor, spec.actor_id))
+            return
+        if spec.method == "__ray_terminate__":
+            spec.max_retries = 0
+        elif spec.max_retries is None:
+            spec.max_retries = actor.max_task_retries
+        task.retries_left = spec.max_retries
+        actor.queue.append(task)
+        self.pump(actor)
+
+    def pump(self, actor):
+        """Send the actor its next calls, in order, as far as their arguments are ready."""
+        if actor.state != "ALIVE":
+            return
+        queue = actor.queue
+        entries = self.store.entries
+        while queue:
+            task = queue[0]
+            for object_id in task.spec.deps:
+                entry = entries.get(object_id)
+                if entry is not None and entry.kind is None:
+                    self.actor_waits.setdefault(object_id, set()).add(actor.actor_id)
+                    return
+            queue.popleft()
+            actor.inflight[task.spec.task_id] = task
+            self.execute(task, actor.worker, ())
+
+    def actor_died_error(self, actor, actor_id):
+        if actor is not None and actor.cause is not None:
+            return actor.cause
+        return exceptions.ActorDiedError(
+            {"actor_id": actor_id.hex(),
+             "class_name": actor.creation.extra["class_name"] if actor else None,
+             "error_message": "The actor is dead: it was killed, exited, or its process "
+                              "died and it has no restarts left."})
+
+    def actor_started(self, actor, worker, results):
+        """The creation task returned: the actor is alive, or failed in __init__."""
+        kind = results[0][1] if results else None
+        if kind == ERROR:
+            cause = serialization.deserialize(results[0][2])
+            actor.cause = exceptions.ActorDiedError(cause if isinstance(
+                cause, exceptions.RayTaskError) else None)
+            self.actor_dead(actor)
+            return
+        actor.state = "ALIVE"
+        actor.worker = worker
+        if actor.terminating:
+            self.actor_dead(actor)
+            return
+        self.pump(actor)
+
+    def actor_worker_lost(self, actor):
+        """The actor's process died (crash, kill -9, or kill(no_restart=False))."""
+        inflight = list(actor.inflight.values())
+        actor.inflight.clear()
+        actor.worker = None
+        if actor.state == "DEAD":
+            return
+        if actor.terminating or actor.restarts_left == 0:
+            for task in inflight:
+                self.fail_task(task, self.actor_died_error(actor, actor.actor_id))
+            self.actor_dead(actor)
+            return
+        if actor.restarts_left > 0:
+            actor.restarts_left -= 1
+        actor.state = "RESTARTING"
+        retry = []
+        for task in inflight:
+            if task.retries_left != 0:
+                task.retries_left -= 1
+                task.spec.attempt += 1
+                task.worker = None
+                retry.append(task)
+            else:
+                self.fail_task(task, self.actor_died_error(actor, actor.actor_id))
+        actor.queue.extendleft(reversed(retry))
+        creation = actor.creation
+        self.tasks[creation.task_id] = Task(creation, actor.owner)
+        entries = self.store.entries
+        missing = {d for d in creation.deps if entries.get(d) is None or entries[d].kind is None}
+        self.run_actions(self.scheduler.handle(sched.SubmitTask(
+            creation.task_id, creation.resources, missing, dedicated=True,
+            hold=creation.extra["hold"])))
+
+    def actor_dead(self, actor):
+        """The actor is gone for good: fail what waits for it, free what it held."""
+        if actor.state == "DEAD":
+            return
+        actor.state = "DEAD"
+        error = self.actor_died_error(actor, actor.actor_id)
+        while actor.queue:
+            self.fail_task(actor.queue.popleft(), error)
+        for task in list(actor.inflight.values()):
+            self.fail_task(task, error)
+        actor.inflight.clear()
+        if actor.name is not None and actor.namespace is not None:
+            key = (actor.namespace, actor.name)
+            if self.named_actors.get(key) == actor.actor_id:
+                del self.named_actors[key]
+        worker = actor.worker
+        actor.worker = None
+        if worker is not None and worker.worker_id in self.workers:
+            self.run_actions(self.scheduler.handle(sched.WorkerReleased(worker.worker_id)))
+            worker.actor_id = None
+            self.kill_worker(worker)
+        store = self.store
+        for object_id in actor.creation.deps:
+            store.release(object_id)
+        for object_id in actor.creation.contained:
+            store.release(object_id)
+        if actor.node_hold:
+            actor.node_hold = False
+            store.release(actor.creation.return_ids()[0])
+        # The entry stays (state DEAD) so later calls fail with the right error; it goes
+        # when the actor object does.
+
+    def actor_object_deleted(self, object_id):
+        """No handle to the actor is left anywhere: stop it once its queued calls are done."""
+        actor = self.actors.get(object_id[:-4])
+        if actor is None:
+            return
+        if actor.state == "DEAD":
+            del self.actors[actor.actor_id]
+            return
+        actor.terminating = True
+        if actor.state == "ALIVE" and not actor.queue and not actor.inflight:
+            self.actor_dead(actor)
+            del self.actors[actor.actor_id]
+
+    def kill_worker(self, worker):
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def on_export(self, conn, msg):
         self.functions[msg[1]] = msg[2]
@@ -551,6 +784,9 @@ class Node:
         _, task_id, results, retry, exiting = msg
         worker = conn.worker
         task = self.tasks.get(task_id)
+        if worker.actor_id is not None:
+            self.actor_task_done(worker, task_id, task, results, retry, exiting)
+            return
         worker.task = None
         if exiting:
             worker.retiring = True
@@ -569,6 +805,49 @@ class Node:
                 return
             self.finish_task(task, results)
         self.run_actions(self.scheduler.handle(sched.TaskFinished(worker.worker_id)))
+
+    def actor_task_done(self, worker, task_id, task, results, retry, exiting):
+        actor = self.actors.get(worker.actor_id)
+        if task is not None and task.spec.kind == ACTOR_CREATION:
+            worker.task = None
+            self.finish_task(task, results)
+            self.run_actions(self.scheduler.handle(sched.TaskFinished(worker.worker_id)))
+            if actor is not None:
+                self.actor_started(actor, worker, results)
+            return
+        if actor is None:
+            if task is not None:
+                self.finish_task(task, results)
+            return
+        actor.inflight.pop(task_id, None)
+        if task is not None:
+            if exiting:
+                # exit_actor() or __ray_terminate__: this call ends the actor.
+                actor.terminating = True
+                if task.spec.method == "__ray_terminate__":
+                    self.finish_task(task, results)
+                else:
+                    self.fail_task(task, exceptions.ActorDiedError(
+                        {"actor_id": actor.actor_id.hex(),
+                         "class_name": actor.creation.extra["class_name"],
+                         "error_message": "The actor exited via exit_actor()."}))
+            elif retry and task.retries_left != 0:
+                for _oid, kind, payload, _c in results:
+                    if kind == ARENA:
+                        worker.conn.reservations.discard(payload[0])
+                        self.store.release_block(payload[0])
+                task.retries_left -= 1
+                task.spec.attempt += 1
+                actor.queue.appendleft(task)
+            else:
+                self.finish_task(task, results)
+        if exiting:
+            actor.restarts_left = 0
+            self.actor_dead(actor)
+        elif actor.terminating and not actor.queue and not actor.inflight:
+            self.actor_dead(actor)
+        else:
+            self.pump(actor)
 
     def on_cancel(self, conn, msg):
         _, object_id, force, _recursive = msg
@@ -634,6 +913,64 @@ class Node:
         return {"workers": {w.worker_id: w.pid for w in self.workers.values()},
                 "tasks": len(self.tasks), "functions": len(self.functions),
                 **self.store.stats()}
+
+    def request_set_namespace(self, conn, namespace):
+        self.job_namespaces[conn.job_id.to_bytes(4, "little")] = namespace
+
+    def namespace_of(self, namespace, job_id):
+        if namespace is not None:
+            return namespace
+        return self.job_namespaces.get(job_id) or f"anonymous:{job_id.hex()}"
+
+    def request_register_actor(self, conn, name, namespace, job_id, actor_id, meta,
+                               get_if_exists):
+        namespace = self.namespace_of(namespace, job_id)
+        key = (namespace, name)
+        existing = self.named_actors.get(key)
+        if existing is not None:
+            actor = self.actors.get(existing)
+            if actor is not None and actor.state != "DEAD":
+                if not get_if_exists:
+                    raise ValueError(f"The name {name} (namespace={namespace}) is already "
+                                     "taken. Please use a different name or get the existing "
+                                     f"actor using purerun.get_actor('{name}', "
+                                     f"namespace='{namespace}').")
+                self.add_hold(conn, actor.creation.return_ids()[0])
+                return existing, actor.meta
+        self.named_actors[key] = actor_id
+        self.pending_names[actor_id] = (namespace, name, meta)
+        return None
+
+    def request_get_actor(self, conn, name, namespace, job_id):
+        actor_id = self.named_actors.get((self.namespace_of(namespace, job_id), name))
+        actor = self.actors.get(actor_id) if actor_id is not None else None
+        if actor is None or actor.state == "DEAD":
+            return None
+        self.add_hold(conn, actor.creation.return_ids()[0])
+        return actor_id, actor.meta
+
+    def add_hold(self, conn, object_id):
+        if object_id not in conn.refs and self.store.hold(object_id):
+            conn.refs.add(object_id)
+
+    def request_kill_actor(self, conn, actor_id, no_restart):
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return
+        if no_restart:
+            actor.restarts_left = 0
+            actor.terminating = True
+        if actor.worker is not None:
+            self.kill_worker(actor.worker)
+        elif no_restart:
+            task = self.tasks.get(actor.creation.task_id)
+            if task is not None and task.worker is None:
+                self.run_actions(self.scheduler.handle(sched.CancelTask(task.spec.task_id)))
+                self.tasks.pop(task.spec.task_id, None)
+            elif task is not None:
+                self.kill_worker(task.worker)
+                return
+            self.actor_dead(actor)
 
     def request_kv_put(self, conn, key, value, overwrite):
         if not overwrite and key in self.kv:

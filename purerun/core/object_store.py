@@ -79,6 +79,10 @@ class ObjectStore:
     def __init__(self, arena_size):
         self.arena = Arena(arena_size)
         self.entries = {}
+        # Objects whose deletion the owner of the store wants to hear about (actor objects:
+        # when the last handle goes, the actor stops), and the callback that hears it.
+        self.watched = set()
+        self.on_delete = None
 
     # -- creation ----------------------------------------------------------------------------------
 
@@ -188,6 +192,9 @@ class ObjectStore:
 
     def _delete(self, object_id, entry):
         del self.entries[object_id]
+        if object_id in self.watched:
+            self.watched.discard(object_id)
+            self.on_delete(object_id)
         if entry.block is not None:
             self.release_block(entry.block)
             entry.block = None

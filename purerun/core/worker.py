@@ -10,19 +10,25 @@ main thread through a queue; the main thread runs the task, stores its results (
 straight into the arena) and reports TASK_DONE.
 """
 
+import asyncio
+import atexit
+import concurrent.futures
+import inspect
 import os
 import queue
 import random
 import signal
 import socket
 import sys
+import threading
 import traceback
 
 from purerun import exceptions
 from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
 from purerun.core.protocol import ERROR
-from purerun.core.task_spec import Dep
+from purerun.actor import _ActorExit
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep
 
 _PR_SET_PDEATHSIG = 1
 
@@ -90,6 +96,10 @@ class Worker:
         self.functions = {}          # function key -> callable
         self.calls = {}              # function key -> number of calls run (for max_calls)
         self.tasks = tasks
+        self.actor = None            # the instance, in a worker that hosts an actor
+        self.loop = None             # asyncio actors: the event loop (on its own thread)
+        self.semaphore = None        # ... bounding coroutines in flight (max_concurrency)
+        self.pool = None             # threaded actors (max_concurrency > 1)
         self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
 
     def run(self):
@@ -102,43 +112,123 @@ class Worker:
                 return
 
     def execute(self, msg) -> bool:
-        """Run one task; return True if this worker must exit afterwards (max_calls)."""
-        global _running
+        """Run one task, or hand an actor call to the actor's threads or event loop.
+
+        Returns True if this worker must exit afterwards (max_calls, or the actor ended).
+        """
         _, spec, dep_payloads, pickled_fn, gpu_ids = msg
+        if spec.kind == ACTOR_METHOD:
+            if self.loop is not None:
+                asyncio.run_coroutine_threadsafe(self._run_async(spec, dep_payloads), self.loop)
+                return False
+            if self.pool is not None:
+                self.pool.submit(self._run_in_thread, spec, dep_payloads)
+                return False
+        return self._run_and_report(spec, dep_payloads, pickled_fn, gpu_ids)
+
+    def _run_in_thread(self, spec, dep_payloads):
+        if self._run_and_report(spec, dep_payloads, None, ()):
+            self.tasks.put(None)  # wake the main thread so the process can exit
+
+    def _run_and_report(self, spec, dep_payloads, pickled_fn, gpu_ids):
+        global _running
         client = self.client
         client.current_task = spec
-        client.gpu_ids = gpu_ids
-        self._set_gpus(gpu_ids)
-        retry = False
+        if spec.kind != ACTOR_METHOD:
+            client.gpu_ids = gpu_ids
+            self._set_gpus(gpu_ids)
+        main_thread = threading.current_thread() is threading.main_thread()
         try:
-            _running = True
+            _running = main_thread
             try:
-                fn = self._function(spec.function_key, pickled_fn)
+                fn = self._callable(spec, pickled_fn)
                 args, kwargs = self._arguments(spec, dep_payloads)
                 result = fn(*args, **kwargs)
+                if spec.kind == ACTOR_CREATION:
+                    self._become_actor(spec, result)
+                    result = None
             finally:
                 _running = False
-            results = self._store_results(spec, result)
-        except _DependencyFailed as failed:
-            results = [(oid, ERROR, failed.payload, ()) for oid in spec.return_ids()]
+            outcome = (self._store_results(spec, result), False,
+                       spec.method == "__ray_terminate__")
         except BaseException as exc:  # the user's error is the task's result
-            if isinstance(exc, KeyboardInterrupt):
-                error = exceptions.TaskCancelledError(spec.task_id.hex())
-            else:
-                error = self._task_error(spec, exc)
-                retry = self._retryable(spec, exc)
-            payload = _dump_error(error, spec)
-            results = [(oid, ERROR, payload, ()) for oid in spec.return_ids()]
+            outcome = self._failure(spec, exc)
         finally:
             client.current_task = None
             _flush_output()
-        exiting = False
-        if spec.max_calls:
+        return self._report(spec, *outcome)
+
+    async def _run_async(self, spec, dep_payloads):
+        async with self.semaphore:
+            self.client.current_task = spec
+            try:
+                fn = self._callable(spec, None)
+                args, kwargs = self._arguments(spec, dep_payloads)
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                outcome = self._store_results(spec, result), False, False
+            except BaseException as exc:
+                outcome = self._failure(spec, exc)
+            finally:
+                _flush_output()
+        if self._report(spec, *outcome):
+            self.tasks.put(None)
+
+    def _report(self, spec, results, retry, exiting):
+        if spec.max_calls and not exiting:
             count = self.calls.get(spec.function_key, 0) + 1
             self.calls[spec.function_key] = count
             exiting = count >= spec.max_calls
-        client.send((protocol.TASK_DONE, spec.task_id, results, retry, exiting))
+        if exiting and self.actor is not None:
+            _graceful_exit_hooks()
+        self.client.send((protocol.TASK_DONE, spec.task_id, results, retry, exiting))
         return exiting
+
+    def _failure(self, spec, exc):
+        """(results, retry, exiting) for a task that raised ``exc``."""
+        if isinstance(exc, _DependencyFailed):
+            return [(oid, ERROR, exc.payload, ()) for oid in spec.return_ids()], False, False
+        if isinstance(exc, (_ActorExit, exceptions.AsyncioActorExit)) and self.actor is not None:
+            return self._store_results(spec, None), False, True
+        retry = False
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+            error = exceptions.TaskCancelledError(spec.task_id.hex())
+        else:
+            error = self._task_error(spec, exc)
+            retry = self._retryable(spec, exc)
+        payload = _dump_error(error, spec)
+        return [(oid, ERROR, payload, ()) for oid in spec.return_ids()], retry, False
+
+    def _callable(self, spec, pickled_fn):
+        if spec.kind == ACTOR_METHOD:
+            if spec.method == "__ray_terminate__":
+                return _no_op
+            return getattr(self.actor, spec.method)
+        return self._function(spec.function_key, pickled_fn)
+
+    def _become_actor(self, spec, instance):
+        extra = spec.extra
+        self.actor = instance
+        client = self.client
+        client.actor_id = spec.actor_id
+        client.actor_name = extra.get("name")
+        client.actor_is_async = extra["is_async"]
+        concurrency = extra["max_concurrency"]
+        if extra["is_async"]:
+            self.loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run_loop():
+                asyncio.set_event_loop(self.loop)
+                self.semaphore = asyncio.Semaphore(concurrency)
+                ready.set()
+                self.loop.run_forever()
+            threading.Thread(target=run_loop, name="purerun-actor-loop", daemon=True).start()
+            ready.wait()
+        elif concurrency > 1:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                concurrency, thread_name_prefix="purerun-actor")
 
     def _set_gpus(self, gpu_ids):
         if gpu_ids:
@@ -206,12 +296,11 @@ class Worker:
         return results
 
     def _task_error(self, spec, exc):
-        if isinstance(exc, exceptions.RayTaskError):
-            # An error from a task this one waited on: pass it up unchanged, as Ray does.
-            return exc
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return exceptions.RayTaskError(spec.name, tb, exc, proctitle="purerun::" + spec.name,
-                                       pid=os.getpid(), ip=self.client.info.get("node_ip"))
+        actor_id = spec.actor_id.hex() if spec.actor_id is not None else None
+        return exceptions.RayTaskError.from_exception(
+            exc, spec.name, proctitle="purerun::" + spec.name, pid=os.getpid(),
+            ip=self.client.info.get("node_ip"), actor_id=actor_id,
+            actor_repr=repr(self.actor) if self.actor is not None else None)
 
     def _retryable(self, spec, exc):
         policy = spec.retry_exceptions
@@ -224,6 +313,18 @@ class Worker:
         except Exception:
             return False
         return isinstance(exc, tuple(classes))
+
+
+def _no_op():
+    return None
+
+
+def _graceful_exit_hooks():
+    """An actor ending on purpose (exit_actor, __ray_terminate__) runs its atexit handlers."""
+    try:
+        atexit._run_exitfuncs()
+    except Exception:
+        pass
 
 
 class _DependencyFailed(Exception):

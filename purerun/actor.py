@@ -1,0 +1,271 @@
+"""Actors: ActorClass (``@purerun.remote`` on a class), ActorHandle and ActorMethod, as in Ray.
+
+An actor is a worker process dedicated to one instance of the class. Its handle names it by
+actor id and holds an ObjectRef to the "actor object" (the creation task's return value):
+the node counts that object's references like any other's, so when no handle is left in any
+process — nor in any pending task or stored object — the actor is stopped, unless it is named
+or detached.
+"""
+
+import inspect
+
+from purerun import options as _options
+from purerun.core import context, serialization
+from purerun.core.ids import ActorID
+
+
+def _client():
+    client = context.client
+    if client is None:
+        from purerun import api
+        api._auto_init()
+        client = context.client
+    return client
+
+
+class ActorClassMeta:
+    """What any process needs to call an actor's methods (travels inside handles).
+
+    Fields:
+        class_name, module: for repr and errors.
+        methods: name -> dict of per-method options (num_returns, max_task_retries,
+            retry_exceptions, concurrency_group).
+        is_async: the class has an ``async def`` method: it runs on an event loop.
+    """
+
+    __slots__ = ("class_name", "module", "methods", "is_async")
+
+    def __init__(self, class_name, module, methods, is_async):
+        self.class_name = class_name
+        self.module = module
+        self.methods = methods
+        self.is_async = is_async
+
+    def __reduce__(self):
+        return ActorClassMeta, (self.class_name, self.module, self.methods, self.is_async)
+
+    @classmethod
+    def of(cls, target):
+        methods = {}
+        is_async = False
+        for name, member in inspect.getmembers(target):
+            if not callable(member) or (name.startswith("__") and name != "__call__"):
+                continue
+            if inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member):
+                is_async = True
+            opts = dict(getattr(member, "__purerun_method_options__", {}))
+            methods[name] = opts
+        return cls(target.__name__, target.__module__, methods, is_async)
+
+
+class ActorClass:
+    """What ``@purerun.remote`` makes of a class: create actors with ``Cls.remote(...)``."""
+
+    def __init__(self, cls, actor_options, _shared=None):
+        self._cls = cls
+        self._options = actor_options
+        self._shared = _shared if _shared is not None else _ClassExport(cls)
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actors cannot be instantiated directly. Instead of "
+                        f"'{self.__name__}()', use '{self.__name__}.remote()'.")
+
+    def options(self, **actor_options):
+        """A copy of this actor class with some options changed (name, num_cpus, ...).
+
+        Raises:
+            ValueError / TypeError: an unknown option, or an invalid value for one.
+        """
+        checked = _options.validate_options("actor", actor_options, in_options_call=True)
+        return ActorClass(self._cls, _options.merge(self._options, checked),
+                          _shared=self._shared)
+
+    def remote(self, *args, **kwargs):
+        """Create an actor; returns its ActorHandle at once (creation runs in the background).
+
+        Raises:
+            TypeError: the arguments do not match ``__init__``.
+            ValueError: ``name`` is taken in the namespace (and get_if_exists is False).
+        """
+        self._shared.check_init(args, kwargs)
+        return _client().create_actor(self, args, kwargs)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
+
+    def _export(self):
+        return self._shared.export()
+
+    @property
+    def _meta(self):
+        return self._shared.meta
+
+    def __repr__(self):
+        return f"ActorClass({self.__module__}.{self.__qualname__})"
+
+
+class _ClassExport:
+    """The pickled class, its metadata and the __init__ signature, shared by option copies."""
+
+    __slots__ = ("cls", "pickled", "key", "meta", "init_signature", "signatures")
+
+    def __init__(self, cls):
+        self.cls = cls
+        self.pickled = None
+        self.key = None
+        self.meta = ActorClassMeta.of(cls)
+        self.init_signature = _signature(cls.__init__, drop_self=True) \
+            if "__init__" in _all_dicts(cls) else None
+        self.signatures = {name: _signature(getattr(cls, name), drop_self=True)
+                           for name in self.meta.methods}
+
+    def check_init(self, args, kwargs):
+        if self.init_signature is not None:
+            self.init_signature.bind(*args, **kwargs)
+        elif args or kwargs:
+            raise TypeError(f"{self.cls.__name__}() takes no arguments")
+
+    def export(self):
+        if self.pickled is None:
+            from purerun.core.client import function_key
+            try:
+                pickled = serialization.dumps(self.cls)
+            except Exception as exc:
+                raise TypeError(f"Could not serialize the actor class {self.cls.__qualname__}:"
+                                f" {exc}") from exc
+            self.key = function_key(pickled, self.cls.__qualname__)
+            self.pickled = pickled
+        return self.key, self.pickled
+
+
+def _all_dicts(cls):
+    names = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        names.update(vars(klass))
+    return names
+
+
+def _signature(fn, drop_self):
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    if drop_self and not isinstance(inspect.getattr_static(fn, "__self__", None), type):
+        params = list(sig.parameters.values())
+        if params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                         inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            sig = sig.replace(parameters=params[1:])
+    return sig
+
+
+class ActorHandle:
+    """A handle to an actor: call methods with ``handle.method.remote(...)``.
+
+    Handles can be passed to tasks and other actors, and stored in objects.
+    """
+
+    def __init__(self, actor_id, meta, actor_ref, signatures=None, max_pending_calls=-1):
+        self._actor_id = actor_id
+        self._meta = meta
+        self._actor_ref = actor_ref          # keeps the actor alive while the handle lives
+        self._signatures = signatures        # only in the process that created the actor
+        self._max_pending_calls = max_pending_calls
+        self._pending = []                   # first return refs of calls in flight (if capped)
+
+    def __getattr__(self, name):
+        meta = self.__dict__.get("_meta")
+        if meta is not None and name in meta.methods:
+            return ActorMethod(self, name, meta.methods[name])
+        if name == "__ray_terminate__":
+            return ActorMethod(self, name, {"num_returns": 1})
+        cls = meta.class_name if meta is not None else "actor"
+        raise AttributeError(f"'ActorHandle' object for {cls} has no method '{name}'")
+
+    def __reduce__(self):
+        return _rebuild_handle, (self._actor_id, self._meta, self._actor_ref,
+                                 self._max_pending_calls)
+
+    def __hash__(self):
+        return hash(self._actor_id)
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __repr__(self):
+        return f"Actor({self._meta.class_name}, {self._actor_id.hex()})"
+
+    @property
+    def _ray_actor_id(self):
+        return ActorID(self._actor_id)
+
+
+def _rebuild_handle(actor_id, meta, actor_ref, max_pending_calls=-1):
+    return ActorHandle(actor_id, meta, actor_ref, max_pending_calls=max_pending_calls)
+
+
+class ActorMethod:
+    """``handle.method``: call it with ``.remote(...)``; ``.options(num_returns=...)``."""
+
+    def __init__(self, handle, name, method_options):
+        self._handle = handle
+        self._name = name
+        self._method_options = method_options
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actor methods cannot be called directly. Instead of running "
+                        f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
+
+    def options(self, **method_options):
+        valid = {"num_returns", "max_task_retries", "retry_exceptions", "concurrency_group",
+                 "name", "enable_task_events"}
+        bad = sorted(set(method_options) - valid)
+        if bad:
+            raise ValueError(f"Invalid option keyword(s) {bad} for actor methods; valid ones "
+                             f"are {sorted(valid)}.")
+        merged = dict(self._method_options)
+        merged.update(method_options)
+        return ActorMethod(self._handle, self._name, merged)
+
+    def remote(self, *args, **kwargs):
+        """Call the method on the actor; returns an ObjectRef (a list if num_returns > 1)."""
+        handle = self._handle
+        signatures = handle._signatures
+        if signatures is not None:
+            sig = signatures.get(self._name)
+            if sig is not None:
+                sig.bind(*args, **kwargs)
+        num_returns = self._method_options.get("num_returns", 1)
+        refs = _client().submit_actor_method(handle, self._name, self._method_options,
+                                             args, kwargs)
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+def exit_actor():
+    """Exit the current actor from inside one of its methods (no restart).
+
+    Raises:
+        TypeError: not called from inside an actor.
+    """
+    client = context.client
+    if client is None or getattr(client, "actor_id", None) is None:
+        raise TypeError("exit_actor API is called on a non-actor worker.")
+    from purerun.exceptions import AsyncioActorExit
+    raise _ActorExit() if not client.actor_is_async else AsyncioActorExit()
+
+
+class _ActorExit(SystemExit):
+    """Raised by exit_actor(): unwinds the method, then the worker exits for good."""
+
+
+def make_actor_class(cls, actor_options):
+    return ActorClass(cls, actor_options)
