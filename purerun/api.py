@@ -428,6 +428,10 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"The 'timeout' argument must be a non-negative number or None, "
                          f"got {timeout!r}")
+    client = _client()
+    if not ray_waitables:
+        # As in Ray: nothing to wait for is not an error, whatever num_returns says.
+        return [], []
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
     if len(set(ray_waitables)) != len(ray_waitables):
@@ -435,9 +439,6 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     if num_returns > len(ray_waitables):
         raise ValueError("num_returns cannot be greater than the number of objects provided"
                          f" to wait(): {num_returns} > {len(ray_waitables)}.")
-    client = _client()
-    if not ray_waitables:
-        return [], []
     return client.wait(ray_waitables, num_returns, timeout)
 
 

@@ -783,8 +783,7 @@ class Scheduler:
             # The hold's GPU amount equals the demand's: the actor keeps the same ids.
             gpu_free = self._gpu_free
             for gpu_id in gpu_ids:
-                gpu_free[gpu_id] -= gpu_share
-            worker.gpu_ids, worker.gpu_share = gpu_ids, gpu_share
+                pass
         worker.state = _ACTOR
 
     def _transition_idle_exiting(self, worker: _Worker) -> None:
@@ -941,7 +940,7 @@ class Scheduler:
             progress = False
             for cls in list(ready):
                 task = self._head(cls)
-                if task is None:
+                if task is None or not self._fits(cls):
                     continue
                 cls.queue.popleft()
                 worker = idle.popitem()[1]

@@ -1,0 +1,330 @@
+"""``purerun microbenchmark``: the rows of Ray's ``ray microbenchmark`` that use the public API.
+
+Same names and the same work per timed call as Ray's suite, so the two can be compared
+line by line; ``--backend ray`` runs this very code on Ray (when installed). Each row is
+timed in a few short trials (Ray's harness: warm up, then trials of a fixed duration) and
+printed as ``<name> per second <mean> +- <sd>``. Also printed: time from init() to the
+first task's result, shutdown time, idle memory and process count of the cluster, and two
+reference rows from the standard library (``multiprocessing.Pool.apply`` and
+``apply_async``).
+
+Run: ``python -m purerun.microbenchmark [--backend purerun|ray] [--filter SUBSTR]
+[--trial-seconds S] [--json FILE]``.
+"""
+
+import argparse
+import gc
+import importlib
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+
+import psutil
+
+# Short trials keep the whole run under a few minutes; medians of several trials smooth a
+# shared, noisy machine.
+DEFAULT_TRIAL_SECONDS = 1.0
+DEFAULT_TRIALS = 4
+WARMUP_SECONDS = 0.3
+
+
+def timeit(name, fn, multiplier=1, trial_seconds=DEFAULT_TRIAL_SECONDS, trials=DEFAULT_TRIALS,
+           results=None):
+    """Time ``fn`` like Ray's harness: warm up, then trials of ``trial_seconds`` each."""
+    start = time.perf_counter()
+    count = 0
+    while time.perf_counter() - start < WARMUP_SECONDS:
+        fn()
+        count += 1
+    step = count // 10 + 1
+    rates = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        done = 0
+        while time.perf_counter() - start < trial_seconds:
+            for _ in range(step):
+                fn()
+            done += step
+        rates.append(multiplier * done / (time.perf_counter() - start))
+    mean = statistics.mean(rates)
+    sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
+    print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}", flush=True)
+    if results is not None:
+        results.append({"name": name, "mean": mean, "sd": sd, "median": statistics.median(rates)})
+    return mean
+
+
+def cluster_processes(ray):
+    """The processes of the local cluster: this driver's children (node and workers)."""
+    me = psutil.Process()
+    return [p for p in me.children(recursive=True) if p.is_running()]
+
+
+def idle_memory(processes):
+    """(RSS, USS) in bytes summed over processes; USS counts pages only that process has."""
+    rss = uss = 0
+    for p in processes:
+        try:
+            info = p.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        uss += info.uss
+    return rss, uss
+
+
+def run(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
+        trials=DEFAULT_TRIALS, json_path=None, with_stdlib=True):
+    ray = importlib.import_module(backend)
+    import numpy as np
+
+    results = []
+    extra = {}
+
+    def wanted(name):
+        return name_filter in name
+
+    def bench(name, fn, multiplier=1):
+        if wanted(name):
+            timeit(name, fn, multiplier, trial_seconds, trials, results)
+
+    # -- startup ----------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False) if backend == "ray" else \
+        ray.init(num_cpus=os.cpu_count())
+
+    @ray.remote
+    def small_value():
+        return b"ok"
+
+    ray.get(small_value.remote())
+    extra["init_to_first_result_s"] = time.perf_counter() - t0
+    print(f"init to first result {extra['init_to_first_result_s']:.3f} s", flush=True)
+
+    # Idle memory once a couple of workers exist and have settled.
+    ray.get([small_value.remote() for _ in range(2)])
+    gc.collect()
+    procs = cluster_processes(ray)
+    rss, uss = idle_memory(procs)
+    extra.update(idle_processes=len(procs), idle_rss_mib=rss / 2**20, idle_uss_mib=uss / 2**20)
+    print(f"idle cluster: {len(procs)} processes, RSS {rss / 2**20:.0f} MiB, "
+          f"USS {uss / 2**20:.0f} MiB", flush=True)
+
+    @ray.remote(num_cpus=0)
+    class Actor:
+        def small_value(self):
+            return b"ok"
+
+        def small_value_arg(self, x):
+            return b"ok"
+
+        def small_value_batch(self, n):
+            ray.get([small_value.remote() for _ in range(n)])
+
+    @ray.remote
+    class AsyncActor:
+        async def small_value(self):
+            return b"ok"
+
+        async def small_value_with_arg(self, i):
+            return b"ok"
+
+    @ray.remote(num_cpus=0)
+    class Client:
+        def __init__(self, servers):
+            if not isinstance(servers, list):
+                servers = [servers]
+            self.servers = servers
+
+        def small_value_batch(self, n):
+            results = []
+            for s in self.servers:
+                results.extend([s.small_value.remote() for _ in range(n)])
+            ray.get(results)
+
+        def small_value_batch_arg(self, n):
+            x = ray.put(0)
+            results = []
+            for s in self.servers:
+                results.extend([s.small_value_arg.remote(x) for _ in range(n)])
+            ray.get(results)
+
+    @ray.remote
+    def do_put_small():
+        for _ in range(100):
+            ray.put(0)
+
+    @ray.remote
+    def do_put():
+        for _ in range(10):
+            ray.put(np.zeros(10 * 1024 * 1024, dtype=np.int64))
+
+    @ray.remote
+    def create_object_containing_ref():
+        obj_refs = []
+        for _ in range(10000):
+            obj_refs.append(ray.put(1))
+        return obj_refs
+
+    n_cpu = max(1, multiprocessing.cpu_count() // 2)
+
+    value = ray.put(0)
+    bench("single client get calls (Plasma Store)", lambda: ray.get(value))
+    bench("single client put calls (Plasma Store)", lambda: ray.put(0))
+    bench("multi client put calls (Plasma Store)",
+          lambda: ray.get([do_put_small.remote() for _ in range(10)]), 1000)
+
+    if wanted("single client put gigabytes"):
+        arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
+        bench("single client put gigabytes", lambda: ray.put(arr), 8 * 0.1)
+        del arr
+        gc.collect()
+
+    if wanted("single client get object containing 10k refs"):
+        ref = create_object_containing_ref.remote()
+        ray.get(ref)
+        bench("single client get object containing 10k refs", lambda: ray.get(ref))
+        del ref
+
+    if wanted("single client wait 1k refs"):
+        def wait_multiple_refs():
+            num_objs = 1000
+            not_ready = [small_value.remote() for _ in range(num_objs)]
+            for _ in range(num_objs):
+                _ready, not_ready = ray.wait(not_ready)
+        bench("single client wait 1k refs", wait_multiple_refs)
+
+    bench("single client tasks and get batch",
+          lambda: ray.get([small_value.remote() for _ in range(1000)]))
+    bench("multi client put gigabytes", lambda: ray.get([do_put.remote() for _ in range(10)]), 8)
+    bench("single client tasks sync", lambda: ray.get(small_value.remote()))
+    bench("single client tasks async",
+          lambda: ray.get([small_value.remote() for _ in range(1000)]), 1000)
+
+    if wanted("multi client tasks async"):
+        n = 10000
+        m = 4
+        actors = [Actor.remote() for _ in range(m)]
+        bench("multi client tasks async",
+              lambda: ray.get([a.small_value_batch.remote(n) for a in actors]), n * m)
+        del actors
+
+    a = Actor.remote()
+    bench("1:1 actor calls sync", lambda: ray.get(a.small_value.remote()))
+    bench("1:1 actor calls async",
+          lambda: ray.get([a.small_value.remote() for _ in range(1000)]), 1000)
+    a = Actor.options(max_concurrency=16).remote()
+    bench("1:1 actor calls concurrent",
+          lambda: ray.get([a.small_value.remote() for _ in range(1000)]), 1000)
+
+    if wanted("1:n actor calls async"):
+        n = 5000
+        actors = [Actor.remote() for _ in range(n_cpu)]
+        client = Client.remote(actors)
+        bench("1:n actor calls async", lambda: ray.get(client.small_value_batch.remote(n)),
+              n * len(actors))
+        del actors, client
+
+    if wanted("n:n actor calls async"):
+        n = 5000
+        m = 4
+        actors = [Actor.remote() for _ in range(n_cpu)]
+
+        @ray.remote
+        def work(actors):
+            ray.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
+        bench("n:n actor calls async", lambda: ray.get([work.remote(actors) for _ in range(m)]),
+              m * n)
+        del actors
+
+    if wanted("n:n actor calls with arg async"):
+        n = 1000
+        actors = [Actor.remote() for _ in range(n_cpu)]
+        clients = [Client.remote(a) for a in actors]
+        bench("n:n actor calls with arg async",
+              lambda: ray.get([c.small_value_batch_arg.remote(n) for c in clients]),
+              n * len(clients))
+        del actors, clients
+
+    aa = AsyncActor.remote()
+    bench("1:1 async-actor calls sync", lambda: ray.get(aa.small_value.remote()))
+    bench("1:1 async-actor calls async",
+          lambda: ray.get([aa.small_value.remote() for _ in range(1000)]), 1000)
+    bench("1:1 async-actor calls with args async",
+          lambda: ray.get([aa.small_value_with_arg.remote(i) for i in range(1000)]), 1000)
+
+    if wanted("1:n async-actor calls async"):
+        n = 5000
+        actors = [AsyncActor.remote() for _ in range(n_cpu)]
+        client = Client.remote(actors)
+        bench("1:n async-actor calls async", lambda: ray.get(client.small_value_batch.remote(n)),
+              n * len(actors))
+        del actors, client
+
+    if wanted("n:n async-actor calls async"):
+        n = 5000
+        m = 4
+        actors = [AsyncActor.remote() for _ in range(n_cpu)]
+
+        @ray.remote
+        def async_actor_work(actors):
+            ray.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
+        bench("n:n async-actor calls async",
+              lambda: ray.get([async_actor_work.remote(actors) for _ in range(m)]), m * n)
+        del actors
+
+    del a, aa, value
+    t = time.perf_counter()
+    ray.shutdown()
+    extra["shutdown_s"] = time.perf_counter() - t
+    print(f"shutdown {extra['shutdown_s']:.3f} s", flush=True)
+
+    if with_stdlib:
+        _stdlib_rows(bench)
+
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"backend": backend, "rows": results, "extra": extra}, f, indent=1)
+    return results, extra
+
+
+def _ok():
+    return b"ok"
+
+
+def _stdlib_rows(bench):
+    """Reference rows: the same tiny task through multiprocessing.Pool."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(os.cpu_count()) as pool:
+        pool.apply(_ok)
+        bench("multiprocessing Pool.apply (reference)", lambda: pool.apply(_ok))
+        bench("multiprocessing Pool.apply_async 1000 (reference)",
+              lambda: [r.get() for r in [pool.apply_async(_ok) for _ in range(1000)]], 1000)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="purerun microbenchmark",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", default="purerun", choices=["purerun", "ray"])
+    parser.add_argument("--filter", default=os.environ.get("TESTS_TO_RUN", ""),
+                        help="run only rows whose name contains this")
+    parser.add_argument("--trial-seconds", type=float, default=DEFAULT_TRIAL_SECONDS)
+    parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--no-stdlib", action="store_true",
+                        help="skip the multiprocessing reference rows")
+    args = parser.parse_args(argv)
+    if args.backend == "ray":
+        try:
+            importlib.import_module("ray")
+        except ImportError:
+            sys.exit("--backend ray needs Ray installed (pip install ray).")
+    run(args.backend, args.filter, args.trial_seconds, args.trials, args.json,
+        with_stdlib=not args.no_stdlib)
+
+
+if __name__ == "__main__":
+    main()
