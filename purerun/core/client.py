@@ -11,14 +11,15 @@
 
 The user's threads send; the reader thread only receives (it never sends, so a node that is
 busy writing to us can never wait on us while we wait on it). Reference-count changes
-(ADD_REFS, DROP_REFS, PIN, UNPIN) are queued in order and go out in front of the next message,
+(ADD_REFS, DROP_REFS, UNPIN) are queued in order and go out in front of the next message,
 or from the flusher thread shortly after: an ObjectRef's ``__del__`` may run in any thread,
 inside any lock, so it must only append to a list.
 
 Values: the node pushes every task result to the task's owner, and values this process
 subscribed to. A payload is kept here while this process holds a reference to the object;
-``get`` deserializes it (large ones as zero-copy views of the shared-memory arena, which pin
-the object until the last view dies).
+``get`` deserializes it. Large values arrive as STORED: ``get`` asks the node where they are
+("locate", which pins them for us) and rebuilds them as zero-copy views of the shared-memory
+arena; the pin is returned when the last view dies.
 """
 
 import concurrent.futures
@@ -36,7 +37,7 @@ import weakref
 
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
-from purerun.core.protocol import ARENA, ERROR, INLINE
+from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec
 from purerun.object_ref import ObjectRef
 
@@ -107,7 +108,6 @@ class Client:
         self._subscribed = set()   # ids the node will push to us (owned returns, SUBSCRIBEd)
         self._waiters = {}         # object id -> [_Waiter]
         self._futures = {}         # object id -> [concurrent.futures.Future]
-        self._pins = {}            # object id -> live zero-copy holders in this process
         self._pending = []         # queued ref-count messages, in order
         self._pending_count = 0
         self._exported = set()     # function keys the node already has from us
@@ -268,14 +268,10 @@ class Client:
             self._queue(protocol.DROP_REFS, object_id)
 
     def _unpin(self, object_id):
-        with self._lock:
-            count = self._pins.get(object_id, 0) - 1
-            if count > 0:
-                self._pins[object_id] = count
-            else:
-                self._pins.pop(object_id, None)
-                if not self._closed:
-                    self._queue(protocol.UNPIN, object_id)
+        # A finalizer: may run in any thread, inside any lock of this client (RLock).
+        if not self._closed:
+            with self._lock:
+                self._queue(protocol.UNPIN, object_id)
 
     # -- storing values ----------------------------------------------------------------------------
 
@@ -298,7 +294,8 @@ class Client:
         object_id = ids.new_put_id()
         ref = self.new_ref(object_id)
         with self._lock:
-            self._values[object_id] = (kind, payload)
+            # An arena location is only valid under a pin: keep the marker, not the location.
+            self._values[object_id] = (kind, payload) if kind != ARENA else (STORED, None)
         self.send((protocol.PUT, object_id, kind, payload, sv.contained))
         return ref
 
@@ -525,36 +522,47 @@ class Client:
             raise exceptions.GetTimeoutError(
                 f"Get timed out: some object(s) not ready after {timeout} s.")
         values = self._values
-        result = []
+        entries = []
         for object_id in object_ids:
             entry = values.get(object_id)
             if entry is None:  # freed while we waited (purerun.internal.free)
                 raise exceptions.ObjectFreedError(object_id.hex())
+            if entry[0] == ERROR:
+                raise _as_raisable(serialization.deserialize(entry[1]))
+            entries.append(entry)
+        stored = [o for o, e in zip(object_ids, entries) if e[0] == STORED]
+        located = iter(self.request("locate", stored) if stored else ())
+        result = []
+        for object_id, entry in zip(object_ids, entries):
+            if entry[0] == STORED:
+                entry = next(located)
             result.append(self._value_of(object_id, entry))
         return result
 
     def _value_of(self, object_id, entry):
+        """Deserialize a payload; an ARENA one must come with a pin held for us."""
         kind, payload = entry
         if kind == INLINE:
             meta, buffers = payload
             return serialization.deserialize(meta, buffers)
         if kind == ERROR:
             raise _as_raisable(serialization.deserialize(payload))
+        if kind == STORED:
+            return self._value_of(object_id, self.request("locate", [object_id])[0])
         return self._from_arena(object_id, payload)
 
     def _from_arena(self, object_id, payload):
         offset, meta_len, spans = payload
         view = self.arena_view
         if not spans:
-            return serialization.deserialize(view[offset:offset + meta_len])
+            try:
+                return serialization.deserialize(view[offset:offset + meta_len])
+            finally:
+                self._unpin(object_id)  # nothing refers to the arena any more
         end = spans[-1][0] + spans[-1][1]
         # The ctypes holder exports the block; every view below keeps it alive, and when the
-        # last one dies its finalizer unpins the object so the node may free or move it.
+        # last one dies its finalizer returns the pin the node gave us with the location.
         holder = (ctypes.c_char * end).from_buffer(self._arena, offset)
-        with self._lock:
-            self._pins[object_id] = self._pins.get(object_id, 0) + 1
-            if self._pins[object_id] == 1:
-                self._queue(protocol.PIN, object_id)
         weakref.finalize(holder, self._unpin, object_id)
         base = memoryview(holder).cast("B").toreadonly()
         buffers = [base[start:start + length] for start, length in spans]
@@ -666,8 +674,17 @@ class Client:
             is_error = kind == ERROR
             for waiter in waiters:
                 waiter.arrived(is_error)
+        if futures:
+            if kind == STORED:
+                # Locating asks the node, which the reader thread must never do.
+                threading.Thread(target=self._complete_futures, daemon=True,
+                                 args=(futures, object_id, (kind, payload))).start()
+            else:
+                self._complete_futures(futures, object_id, (kind, payload))
+
+    def _complete_futures(self, futures, object_id, entry):
         for future, _ref in futures:
-            self._complete_future(future, object_id, (kind, payload))
+            self._complete_future(future, object_id, entry)
 
     def _on_log(self, pid, stream, text):
         if not self.log_to_driver:

@@ -40,7 +40,8 @@ from purerun import exceptions
 from purerun.core import protocol, serialization
 from purerun.core import scheduler as sched
 from purerun.core.object_store import ObjectStore, error_payload
-from purerun.core.protocol import ARENA, ERROR
+from purerun.core.object_store import STORED_ON_DISK
+from purerun.core.protocol import ARENA, ERROR, STORED
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 # Imported here, before any fork, so that workers start with it loaded.
 from purerun.core.worker import run_worker
@@ -70,7 +71,7 @@ class Conn:
         self.out = []              # pending frames (bytes), flushed at the end of each loop turn
         self.kind = kind           # "driver" or "worker"
         self.refs = set()          # object ids this process holds ObjectRefs to
-        self.pins = set()          # object ids this process has zero-copy views of
+        self.pins = {}             # object id -> arena locations handed to this process, unread
         self.reservations = set()  # arena offsets allocated but not yet sealed
         self.worker = None
         self.job_id = None
@@ -169,15 +170,16 @@ class Node:
         self.owner = None
         self.started_at = time.time()
 
-        self.store = ObjectStore(config["object_store_memory"])
+        self.store = ObjectStore(config["object_store_memory"],
+                                 spill_dir=os.path.join(self.session_dir, "spill"))
         self.store.on_delete = self.actor_object_deleted
         cpus = self.resources.get("CPU", 1)
         gpu_ids = tuple(config.get("gpu_ids") or range(int(self.resources.get("GPU", 0))))
         self.scheduler = sched.Scheduler(
             self.resources, gpu_ids,
             max_workers=max(MIN_MAX_WORKERS, int(MAX_WORKERS_PER_CPU * max(cpus, 1))),
-            max_starting_workers=max(1, int(cpus)),
-            min_idle_workers=min(PRESTART_WORKERS_MAX, max(1, int(cpus))))
+            max_starting_workers=max(1, int(cpus)))
+        self.prestart = min(PRESTART_WORKERS_MAX, max(1, int(cpus)))
 
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.address = os.path.join(self.session_dir, "node.sock")
@@ -193,7 +195,6 @@ class Node:
             protocol.SUBSCRIBE: self.on_subscribe,
             protocol.ADD_REFS: self.on_add_refs,
             protocol.DROP_REFS: self.on_drop_refs,
-            protocol.PIN: self.on_pin,
             protocol.UNPIN: self.on_unpin,
             protocol.BLOCKED: self.on_blocked,
             protocol.UNBLOCKED: self.on_unblocked,
@@ -246,8 +247,9 @@ class Node:
         del self.conns[conn.fd]
         conn.sock.close()
         store = self.store
-        for object_id in conn.pins:
-            store.unpin(object_id)
+        for object_id, count in conn.pins.items():
+            for _ in range(count):
+                store.unpin(object_id)
         for offset in conn.reservations:
             store.release_block(offset)
         for object_id in conn.refs:
@@ -266,7 +268,8 @@ class Node:
     # -- the loop ----------------------------------------------------------------------------------
 
     def serve(self):
-        self.run_actions(self.scheduler.handle(sched.PrestartWorkers()))
+        for _ in range(self.prestart):  # warm workers, so the first tasks need no fork
+            self.run_actions(self.start_worker())
         select = self.selector.select
         while self.running:
             timeout = 0.05 if self.to_reap else None
@@ -373,13 +376,17 @@ class Node:
         spec = task.spec
         entries = self.store.entries
         dep_payloads = []
+        conn = worker.conn
         for object_id in spec.deps:
             entry = entries.get(object_id)
             if entry is None or entry.kind is None:
                 payload = error_payload(exceptions.ObjectLostError(object_id.hex()))
                 dep_payloads.append((ERROR, payload))
             else:
-                dep_payloads.append((entry.kind, entry.payload))
+                try:
+                    dep_payloads.append(self.hand_out(conn, object_id, entry))
+                except exceptions.ObjectStoreFullError as exc:  # could not restore it
+                    dep_payloads.append((ERROR, error_payload(exc)))
         key = spec.function_key
         pickled = None
         if key is not None and key not in worker.functions:
@@ -496,7 +503,7 @@ class Node:
         subscribers = entry.subscribers
         if subscribers:
             entry.subscribers = None
-            msg = (protocol.OBJECT, object_id, entry.kind, entry.payload)
+            msg = (protocol.OBJECT, object_id) + self.announced(entry)
             for conn in subscribers:
                 self.send(conn, msg)
         self.run_actions(self.scheduler.handle(sched.ObjectReady(object_id)))
@@ -741,11 +748,18 @@ class Node:
                 self.send(conn, (protocol.OBJECT, object_id, ERROR, error_payload(
                     exceptions.ObjectLostError(object_id.hex()))))
             elif entry.kind is not None:
-                self.send(conn, (protocol.OBJECT, object_id, entry.kind, entry.payload))
+                self.send(conn, (protocol.OBJECT, object_id) + self.announced(entry))
             else:
                 if entry.subscribers is None:
                     entry.subscribers = set()
                 entry.subscribers.add(conn)
+
+    @staticmethod
+    def announced(entry):
+        """How a ready value is announced: small ones whole, stored ones as STORED."""
+        if entry.kind in (ARENA, STORED_ON_DISK):
+            return (STORED, None)
+        return (entry.kind, entry.payload)
 
     def on_add_refs(self, conn, msg):
         refs = conn.refs
@@ -762,17 +776,42 @@ class Node:
                 refs.discard(object_id)
                 release(object_id)
 
-    def on_pin(self, conn, msg):
-        for object_id in msg[1]:
-            if object_id not in conn.pins:
-                conn.pins.add(object_id)
-                self.store.pin(object_id)
-
     def on_unpin(self, conn, msg):
+        pins = conn.pins
         for object_id in msg[1]:
-            if object_id in conn.pins:
-                conn.pins.discard(object_id)
+            count = pins.get(object_id, 0)
+            if count:
+                if count == 1:
+                    del pins[object_id]
+                else:
+                    pins[object_id] = count - 1
                 self.store.unpin(object_id)
+
+    def hand_out(self, conn, object_id, entry):
+        """The payload to give ``conn`` for reading: an arena location comes with a pin."""
+        kind = entry.kind
+        if kind == STORED_ON_DISK:
+            self.store.restore(object_id, entry)
+            kind = entry.kind
+        if kind == ARENA:
+            conn.pins[object_id] = conn.pins.get(object_id, 0) + 1
+            self.store.pin(object_id)
+        return kind, entry.payload
+
+    def request_locate(self, conn, object_ids):
+        entries = self.store.entries
+        located = []
+        for object_id in object_ids:
+            entry = entries.get(object_id)
+            if entry is None or entry.kind is None:
+                located.append((ERROR, error_payload(exceptions.ObjectLostError(
+                    object_id.hex()))))
+            else:
+                try:
+                    located.append(self.hand_out(conn, object_id, entry))
+                except exceptions.ObjectStoreFullError as exc:
+                    located.append((ERROR, error_payload(exc)))
+        return located
 
     def on_blocked(self, conn, msg):
         self.run_actions(self.scheduler.handle(sched.WorkerBlocked(conn.worker.worker_id)))

@@ -5,7 +5,8 @@
     driver / worker Client                      node process
     ─────────────────────                      ────────────
     SUBMIT, EXPORT, PUT, ALLOC, SUBSCRIBE  ──▶  scheduler, object table, function table
-    ADD_REFS, DROP_REFS, BLOCKED, UNBLOCKED     worker pool
+    ADD_REFS, DROP_REFS, UNPIN, BLOCKED,        worker pool
+    UNBLOCKED
     TASK_DONE (workers), REQUEST, CANCEL
                                           ◀──  WELCOME (first message; carries the arena fd)
                                                OBJECT (a value is ready), REPLY, LOG, WARN,
@@ -38,8 +39,7 @@ TASK_DONE = 10    # (TASK_DONE, task_id, results, retry, exiting)  results: [(ob
 REQUEST = 11      # (REQUEST, request_id, op, args)  -> REPLY; op names a Node.request_<op> method
 CANCEL = 12       # (CANCEL, object_id, force, recursive)
 FREE = 13         # (FREE, object_ids)               purerun.internal.free
-PIN = 14          # (PIN, object_ids)                zero-copy views of these objects are alive here
-UNPIN = 15        # (UNPIN, object_ids)
+UNPIN = 15        # (UNPIN, object_ids)              one location handed out to us is no longer read
 
 # -- node -> client ------------------------------------------------------------------------------
 WELCOME = 20      # (WELCOME, info)                  info: dict (node_id, job_id, session_dir, arena_size...)
@@ -53,6 +53,14 @@ EXECUTE = 25      # (EXECUTE, TaskSpec, dep_payloads, pickled_function_or_None, 
 INLINE = 0        # payload: (meta: bytes, buffers: tuple of bytes)
 ARENA = 1         # payload: (offset, meta_len, buffer_spans)  spans: ((offset, length), ...)
 ERROR = 2         # payload: pickled exception (raised by get)
+STORED = 3        # payload: None. The value is in the node's store (arena or spilled to disk);
+                  # ask REQUEST "locate" for an ARENA location, which the node keeps pinned
+                  # for the asker until it sends UNPIN.
+
+# Where a value sits can change (spilled to disk, restored elsewhere in the arena), so an ARENA
+# location is only ever handed to a process together with a pin that keeps it valid: in the
+# answer to "locate", and in EXECUTE for a task's arguments. Each one handed out is returned
+# by one UNPIN, sent when the last zero-copy view made from it dies.
 
 _HEADER = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size

@@ -676,7 +676,6 @@ class Scheduler:
             cpu = _cpu_of(worker.held)
             if cpu:
                 self._available["CPU"] -= cpu
-            self._update_pool_count(worker)
         return []  # nothing was freed, so nothing new can run
 
     def _handle_worker_retiring(self, event: WorkerRetiring) -> list:
@@ -783,7 +782,8 @@ class Scheduler:
             # The hold's GPU amount equals the demand's: the actor keeps the same ids.
             gpu_free = self._gpu_free
             for gpu_id in gpu_ids:
-                pass
+                gpu_free[gpu_id] -= gpu_share
+            worker.gpu_ids, worker.gpu_share = gpu_ids, gpu_share
         worker.state = _ACTOR
 
     def _transition_idle_exiting(self, worker: _Worker) -> None:

@@ -26,7 +26,7 @@ import traceback
 from purerun import exceptions
 from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
-from purerun.core.protocol import ERROR
+from purerun.core.protocol import ARENA, ERROR
 from purerun.actor import _ActorExit
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep
 
@@ -144,6 +144,9 @@ class Worker:
                 fn = self._callable(spec, pickled_fn)
                 args, kwargs = self._arguments(spec, dep_payloads)
                 result = fn(*args, **kwargs)
+                # Drop our references to the arguments now, so zero-copy views of them die
+                # and their pins go back to the node ahead of TASK_DONE.
+                del args, kwargs
                 if spec.kind == ACTOR_CREATION:
                     self._become_actor(spec, result)
                     result = None
@@ -151,6 +154,7 @@ class Worker:
                 _running = False
             outcome = (self._store_results(spec, result), False,
                        spec.method == "__ray_terminate__")
+            del result
         except BaseException as exc:  # the user's error is the task's result
             outcome = self._failure(spec, exc)
         finally:
@@ -165,9 +169,11 @@ class Worker:
                 fn = self._callable(spec, None)
                 args, kwargs = self._arguments(spec, dep_payloads)
                 result = fn(*args, **kwargs)
+                del args, kwargs
                 if inspect.isawaitable(result):
                     result = await result
                 outcome = self._store_results(spec, result), False, False
+                del result
             except BaseException as exc:
                 outcome = self._failure(spec, exc)
             finally:
@@ -249,12 +255,15 @@ class Worker:
 
     def _arguments(self, spec, dep_payloads):
         client = self.client
-        values = []
-        for object_id, (kind, payload) in zip(spec.deps, dep_payloads):
+        for kind, payload in dep_payloads:
             if kind == ERROR:
+                # Return the pins the node gave us with the locations we will not read.
+                for object_id, (other, _) in zip(spec.deps, dep_payloads):
+                    if other == ARENA:
+                        client._unpin(object_id)
                 raise _DependencyFailed(payload)
-            client._values.setdefault(object_id, (kind, payload))
-            values.append(client._value_of(object_id, (kind, payload)))
+        values = [client._value_of(object_id, entry)
+                  for object_id, entry in zip(spec.deps, dep_payloads)]
         if spec.args_in_store:
             args, kwargs = values.pop()
         elif spec.args is None:

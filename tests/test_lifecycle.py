@@ -1,0 +1,263 @@
+"""Nothing outlives a session: shutdown(), a driver that exits without shutdown(), a driver
+that is killed while tasks run, and a node that dies under its driver.
+
+Every test records the pids of the cluster it made (the node, every worker that ran a
+task, and the worker of a task still running at the end) and the session directory, then
+checks with psutil that all of them are gone, waiting with a deadline where the runtime
+needs a moment to notice (a killed driver), never sleeping blindly.
+"""
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+
+import purerun
+from purerun import exceptions
+from helpers import wait_for
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVER_SCRIPT = os.path.join(REPO_ROOT, "tests", "scripts", "lifecycle_driver.py")
+# How long a killed driver's cluster may take to go away.
+CLEANUP_DEADLINE_S = 10.0
+# How long a subprocess driver may take to start its cluster and run its first tasks.
+STARTUP_DEADLINE_S = 60.0
+TASK_DEADLINE_S = 30.0
+
+
+@purerun.remote
+def worker_pid(_):
+    return os.getpid()
+
+
+@purerun.remote(max_retries=0)
+def run_until_file(started, path):
+    with open(started, "w") as f:
+        f.write(str(os.getpid()))
+    deadline = time.monotonic() + TASK_DEADLINE_S
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return "done"
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _alive_among(pids):
+    return sorted(pid for pid in pids if _alive(pid))
+
+
+def _processes_of_session(session_dir):
+    """Live processes whose command line names the session: the node and its workers
+    (workers are forked from the node and keep its command line)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if "purerun" in cmdline and session_dir in cmdline and _alive(proc.info["pid"]):
+            found.append(proc.info["pid"])
+    return sorted(found)
+
+
+def _new_children(before):
+    return {p.pid for p in psutil.Process().children(recursive=True)} - before
+
+
+def _assert_all_gone(pids, session_dir, deadline=CLEANUP_DEADLINE_S):
+    wait_for(lambda: not _alive_among(pids), timeout=deadline,
+             message=f"processes {_alive_among(pids)} of the session to exit")
+    wait_for(lambda: not _processes_of_session(session_dir), timeout=deadline,
+             message=f"processes {_processes_of_session(session_dir)} naming "
+                     f"{session_dir} to exit")
+    wait_for(lambda: not os.path.exists(session_dir), timeout=deadline,
+             message=f"the session directory {session_dir} to be removed")
+
+
+@pytest.fixture
+def no_cluster():
+    assert not purerun.is_initialized()
+    yield
+    purerun.shutdown()
+
+
+# --- shutdown() in this process --------------------------------------------------------------
+
+
+def test_shutdown_stops_every_process_and_removes_the_session_dir(no_cluster, tmp_path):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    info = purerun.init(num_cpus=2)
+    session_dir = info["session_dir"]
+    assert os.path.isdir(session_dir)
+    assert os.path.dirname(session_dir) == os.path.join(tempfile.gettempdir(), "purerun")
+    pids = set(purerun.get([worker_pid.remote(i) for i in range(6)]))
+    started = tmp_path / "started"
+    running = run_until_file.remote(str(started), str(tmp_path / "never"))
+    wait_for(lambda: started.exists() and started.read_text(), timeout=TASK_DEADLINE_S,
+             message="the long task to start")
+    pids.add(int(started.read_text()))
+    pids |= _new_children(before)
+    assert len(pids) >= 2  # the node and at least one worker
+    assert set(_processes_of_session(session_dir)) <= pids | _new_children(before)
+
+    purerun.shutdown()
+    # shutdown() returns once the node has stopped its workers and exited.
+    assert _alive_among(pids) == []
+    assert _processes_of_session(session_dir) == []
+    assert not os.path.exists(session_dir)
+    assert _alive_among(_new_children(before)) == []
+    del running
+
+
+def test_shutdown_while_a_task_blocks_in_get_does_not_hang(no_cluster, tmp_path):
+    info = purerun.init(num_cpus=2)
+
+    @purerun.remote
+    def waits_on(refs):
+        return purerun.get(refs[0])
+
+    started = tmp_path / "started"
+    blocked = waits_on.remote([run_until_file.remote(str(started), str(tmp_path / "never"))])
+    wait_for(started.exists, timeout=TASK_DEADLINE_S, message="the inner task to start")
+    purerun.shutdown()
+    assert not os.path.exists(info["session_dir"])
+    assert _processes_of_session(info["session_dir"]) == []
+    del blocked
+
+
+# --- drivers in a subprocess -------------------------------------------------------------------
+
+
+class Driver:
+    """A driver script in a subprocess, its stdout read line by line on a thread."""
+
+    def __init__(self, mode, work_dir):
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT,
+                                                            os.environ.get("PYTHONPATH")])))
+        env.pop("PURERUN_ADDRESS", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, DRIVER_SCRIPT, mode, str(work_dir)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            cwd=str(work_dir))
+        self.lines = queue.Queue()
+        self.stderr = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
+                         daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append),
+                         daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, put):
+        for line in stream:
+            put(line)
+
+    def info(self, timeout=STARTUP_DEADLINE_S):
+        """The INFO the script prints once its cluster runs, plus the cluster's pids."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None and self.lines.empty():
+                raise AssertionError(f"the driver printed no INFO within {timeout} s; "
+                                     f"stderr:\n{''.join(self.stderr)}")
+            try:
+                line = self.lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if line.startswith("INFO "):
+                info = json.loads(line[len("INFO "):])
+                # The node is the driver's child; workers are the node's children.
+                info["cluster_pids"] = {p.pid for p in
+                                        psutil.Process(self.proc.pid).children(recursive=True)}
+                return info
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def driver_factory(tmp_path):
+    drivers = []
+
+    def start(mode):
+        work_dir = tmp_path / f"driver-{uuid.uuid4().hex[:8]}"
+        work_dir.mkdir()
+        driver = Driver(mode, work_dir)
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.close()
+
+
+def _all_pids(info):
+    return set(info["worker_pids"]) | {info["long_task_pid"]} | info["cluster_pids"]
+
+
+def test_a_driver_that_exits_without_shutdown_leaves_nothing(driver_factory):
+    driver = driver_factory("exit")
+    info = driver.info()
+    assert info["long_task_pid"] in info["cluster_pids"]
+    assert driver.proc.wait(timeout=STARTUP_DEADLINE_S) == 0, "".join(driver.stderr)
+    # The atexit handler shut the cluster down before the interpreter exited.
+    _assert_all_gone(_all_pids(info), info["session_dir"], deadline=1.0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_driver_leaves_nothing(driver_factory, sig):
+    driver = driver_factory("block")
+    info = driver.info()
+    pids = _all_pids(info)
+    assert info["long_task_pid"] in info["cluster_pids"]
+    assert set(info["worker_pids"]) <= info["cluster_pids"]
+    assert _alive_among(pids)
+    os.kill(driver.proc.pid, sig)
+    assert driver.proc.wait(timeout=CLEANUP_DEADLINE_S) == -sig
+    _assert_all_gone(pids, info["session_dir"])
+
+
+# --- the node dies under its driver ---------------------------------------------------------
+
+
+def test_a_dead_node_fails_waiting_gets_instead_of_hanging(no_cluster, tmp_path):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    info = purerun.init(num_cpus=2)
+    session_dir = info["session_dir"]
+    started = tmp_path / "started"
+    pending = run_until_file.remote(str(started), str(tmp_path / "never"))
+    wait_for(started.exists, timeout=TASK_DEADLINE_S, message="the task to start")
+    cluster = _new_children(before)
+    nodes = [pid for pid in cluster if psutil.Process(pid).ppid() == os.getpid()]
+    assert len(nodes) == 1
+    try:
+        os.kill(nodes[0], signal.SIGKILL)
+        with pytest.raises(exceptions.RayError):
+            purerun.get(pending, timeout=TASK_DEADLINE_S)
+        # Workers notice that their node is gone and exit.
+        wait_for(lambda: not _alive_among(cluster), timeout=CLEANUP_DEADLINE_S,
+                 message=f"workers {_alive_among(cluster)} of the killed node to exit")
+        purerun.shutdown()
+        assert not purerun.is_initialized()
+    finally:
+        # The node could not clean up after itself.
+        shutil.rmtree(session_dir, ignore_errors=True)
