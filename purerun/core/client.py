@@ -609,7 +609,13 @@ class Client:
         self.send((protocol.CANCEL, ref._id, force, recursive))
 
     def free(self, refs):
-        self.send((protocol.FREE, [r._id for r in refs]))
+        object_ids = [r._id for r in refs]
+        with self._lock:
+            for object_id in object_ids:
+                if object_id in self._values:
+                    self._values[object_id] = (ERROR, serialization.dumps(
+                        exceptions.ObjectFreedError(object_id.hex())))
+        self.send((protocol.FREE, object_ids))
 
     # -- receiving ---------------------------------------------------------------------------------
 
