@@ -812,7 +812,8 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     def teardown(self):
         # Liveness: let everything run to the end; every feasible task must get dispatched.
-        for _ in range(1000):
+        # Bounded, so a scheduler that keeps asking for workers fails instead of hanging.
+        for _ in range(100):
             progressed = False
             for object_id in list(self.unready_objects):
                 self.unready_objects.remove(object_id)
@@ -823,7 +824,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                     self.workers[worker_id].blocked -= 1
                     self.send(WorkerUnblocked(worker_id))
                 progressed = True
-            while self.starting:
+            for _ in range(self.starting):
                 self.worker_connects_or_fails(fails=False)
                 progressed = True
             for worker_id in self.live(lambda w: w.busy and not w.actor):
@@ -842,6 +843,8 @@ class SchedulerMachine(RuleBasedStateMachine):
                 progressed = True
             if not progressed:
                 break
+        else:
+            raise AssertionError("the scheduler still makes work after 100 rounds")
         assert self.pending == self.infeasible
         assert self.s.num_pending == len(self.infeasible)
         assert self.s.available_resources() == {k: float(v) for k, v in TOTALS.items()}

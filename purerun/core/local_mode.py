@@ -50,6 +50,7 @@ import concurrent.futures
 import inspect
 import os
 import socket
+import sys
 import threading
 
 from purerun import exceptions
@@ -489,40 +490,42 @@ class LocalClient:
             spec.attempt += 1
 
     def _attempt(self, spec, fn, call, actor):
-        """Run ``fn`` once, as core.worker does; return (results, retry, exiting)."""
+        """Run the call once, as core.worker does; return (results, retry, exiting).
+
+        ``fn`` is the function of a task, or the class of an actor creation; an actor
+        method is looked up on the instance here (a missing one is the call's error).
+        """
         # An exception the caller is handling would become the __context__ of the task's own
         # exceptions (it is the same thread); on the real runtime there is none.
-        outer = _handled_exception()
+        outer = sys.exc_info()[1]
         local = self._local
         previous = getattr(local, "running", None)
         local.running = _Running(spec, actor)
         with self._lock:
             self._running_tasks += 1
         try:
-            failure = None
             try:
                 args, kwargs, failed_dep = self._arguments(call)
-            except BaseException as exc:  # unpickling the arguments failed
-                failure = exc
-            else:
                 if failed_dep is not None:
                     # An argument's task failed: this one fails with that very error.
                     return [(oid, ERROR, failed_dep, ()) for oid in spec.return_ids()], \
                         False, False
-                if spec.kind == ACTOR_METHOD and spec.method == "__ray_terminate__":
-                    ok, value = True, None
-                else:
-                    ok, value = self._invoke(actor, spec, fn, args, kwargs)
-                del args, kwargs
-                if ok:
-                    try:
-                        return (self._results(spec, value), False,
-                                spec.method == "__ray_terminate__")
-                    except BaseException as exc:  # wrong number of returns, unpicklable
-                        failure = exc
-                else:
-                    failure = value
-            return self._failure(spec, failure, actor, outer)
+                if spec.kind == ACTOR_METHOD:
+                    fn = _no_op if spec.method == "__ray_terminate__" else \
+                        getattr(actor.instance, spec.method)
+            except BaseException as exc:  # unpickling the arguments failed
+                return self._failure(spec, exc, actor, outer)
+            ok, value = self._invoke(actor, spec, fn, args, kwargs)
+            del args, kwargs
+            if not ok:
+                return self._failure(spec, value, actor, outer)
+            if spec.kind == ACTOR_CREATION:
+                actor.instance = value
+                value = None  # the actor object's value; the instance stays here
+            try:
+                return self._results(spec, value), False, spec.method == "__ray_terminate__"
+            except BaseException as exc:  # wrong number of returns, unpicklable value
+                return self._failure(spec, exc, actor, outer)
         finally:
             local.running = previous
             with self._lock:
@@ -534,7 +537,7 @@ class LocalClient:
         The exception is caught here, next to the call, so that its traceback holds the
         user's frames and nothing of asyncio: it is the remote traceback users see.
         """
-        if actor is not None and actor.loop is not None and spec.kind == ACTOR_METHOD:
+        if spec.kind == ACTOR_METHOD and actor.loop is not None:
             if actor.loop.is_running():
                 # The actor calls itself from one of its own coroutines: its loop is busy
                 # (further up this thread's stack), so this call gets a loop of its own.
@@ -699,10 +702,8 @@ class LocalClient:
             self._actor_dead(actor, exceptions.ActorDiedError(
                 cause if isinstance(cause, exceptions.RayTaskError) else None))
             return
-        stored = results[0][2]
-        actor.instance = serialization.deserialize(*stored)
-        # The creation's return value is the actor object (None), the handle's anchor.
-        self._store([(actor.object_id, INLINE, _inline_none(), ())])
+        # The creation's return value (None) is the actor object, the handles' anchor.
+        self._store(results)
         if actor.meta.is_async and actor.loop is None:
             actor.loop = asyncio.new_event_loop()
         self._use(actor.hold, +1)
@@ -734,12 +735,7 @@ class LocalClient:
         if actor is None or actor.state != ALIVE:
             self._store_error(spec, self._actor_died_error(actor, handle))
             return refs
-        fn = None
-        if method != "__ray_terminate__":
-            fn = getattr(actor.instance, method, None)
-            if fn is None:
-                fn = _missing_method(actor.instance, method)
-        results, exiting = self._run(spec, fn, call, actor)
+        results, exiting = self._run(spec, None, call, actor)
         if exiting:
             if method == "__ray_terminate__":
                 self._store(results)
@@ -898,10 +894,8 @@ def _missing(object_id, timeout):
     return exceptions.ObjectLostError(object_id.hex())
 
 
-def _missing_method(instance, method):
-    def missing(*args, **kwargs):
-        getattr(instance, method)  # raises the AttributeError the real worker would
-    return missing
+def _no_op():
+    return None
 
 
 def _retryable(spec, exc):
@@ -916,11 +910,6 @@ def _retryable(spec, exc):
     except Exception:
         return False
     return isinstance(exc, tuple(classes))
-
-
-def _handled_exception():
-    import sys
-    return sys.exc_info()[1]
 
 
 def _forget_context(exc, outer):

@@ -676,6 +676,7 @@ class Scheduler:
             cpu = _cpu_of(worker.held)
             if cpu:
                 self._available["CPU"] -= cpu
+            self._update_pool_count(worker)
         return []  # nothing was freed, so nothing new can run
 
     def _handle_worker_retiring(self, event: WorkerRetiring) -> list:
@@ -940,7 +941,7 @@ class Scheduler:
             progress = False
             for cls in list(ready):
                 task = self._head(cls)
-                if task is None or not self._fits(cls):
+                if task is None:
                     continue
                 cls.queue.popleft()
                 worker = idle.popitem()[1]
