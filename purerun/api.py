@@ -202,7 +202,8 @@ def _detect_gpus():
 
 
 def _temp_root():
-    root = os.path.join(tempfile.gettempdir(), "purerun")
+    # Not "purerun": a script run from the temp dir would import that folder as the package.
+    root = os.path.join(tempfile.gettempdir(), "purerun-sessions")
     os.makedirs(root, exist_ok=True)
     return root
 

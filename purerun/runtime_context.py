@@ -46,8 +46,11 @@ class RuntimeContext:
         return None
 
     def get_assigned_resources(self) -> dict:
-        task = getattr(self._client, "current_task", None)
-        return dict(task.resources) if task is not None else {}
+        client = self._client
+        if getattr(client, "actor_id", None) is not None:
+            return dict(getattr(client, "actor_resources", None) or {})
+        task = getattr(client, "current_task", None)
+        return dict(task.resources or {}) if task is not None else {}
 
     def get_accelerator_ids(self) -> dict:
         return {"GPU": [str(g) for g in (getattr(self._client, "gpu_ids", ()) or ())]}

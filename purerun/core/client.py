@@ -522,14 +522,14 @@ class Client:
             raise exceptions.GetTimeoutError(
                 f"Get timed out: some object(s) not ready after {timeout} s.")
         values = self._values
-        entries = []
-        for object_id in object_ids:
-            entry = values.get(object_id)
-            if entry is None:  # freed while we waited (purerun.internal.free)
-                raise exceptions.ObjectFreedError(object_id.hex())
-            if entry[0] == ERROR:
+        entries = [values.get(object_id) for object_id in object_ids]
+        # An error wakes us before everything arrived: raise it (the first in list order).
+        for entry in entries:
+            if entry is not None and entry[0] == ERROR:
                 raise _as_raisable(serialization.deserialize(entry[1]))
-            entries.append(entry)
+        for object_id, entry in zip(object_ids, entries):
+            if entry is None:  # dropped while we waited (purerun.internal.free)
+                raise exceptions.ObjectFreedError(object_id.hex())
         stored = [o for o, e in zip(object_ids, entries) if e[0] == STORED]
         located = iter(self.request("locate", stored) if stored else ())
         result = []

@@ -118,11 +118,15 @@ class _LocalActor:
 
     States: ALIVE, DEAD. invariant: ``instance`` is None unless ALIVE; ``cause`` is the
     error later calls get once DEAD (None: the generic "actor is dead" error).
+
+    ``lock`` is held while a call, a restart or a kill runs: calls from several user
+    threads take turns, as they would in the actor's one process. It is re-entrant, so an
+    actor may call (or kill) itself.
     """
 
     __slots__ = ("actor_id", "object_id", "meta", "cls", "creation", "call", "name",
                  "namespace", "hold", "restarts_left", "max_task_retries", "state", "cause",
-                 "instance", "loop", "restarted", "node_hold")
+                 "instance", "loop", "restarted", "node_hold", "lock")
 
     def __init__(self, actor_id, meta, cls, creation, call, options, namespace):
         self.actor_id = actor_id
@@ -142,6 +146,7 @@ class _LocalActor:
         self.loop = None              # async actors: the private event loop of its calls
         self.restarted = False
         self.node_hold = False        # named or detached: the client holds the actor object
+        self.lock = threading.RLock()
 
 
 class LocalClient:
@@ -210,6 +215,14 @@ class LocalClient:
         running = self._running()
         return bool(running is not None and running.actor is not None
                     and running.actor.meta.is_async)
+
+    @property
+    def actor_resources(self):
+        """What the running actor holds (get_runtime_context().get_assigned_resources())."""
+        running = self._running()
+        if running is None or running.actor is None:
+            return {}
+        return dict(running.actor.hold)
 
     @property
     def actor_name(self):
@@ -683,13 +696,19 @@ class LocalClient:
                 actor.node_hold = True
             if name is not None:
                 self._named[(namespace, name)] = actor
-        self._start_actor(actor)
+        with actor.lock:
+            self._start_actor(actor)
         return ActorHandle(actor_id, meta, handle_ref,
                            signatures=actor_class._shared.signatures,
                            max_pending_calls=max_pending)
 
     def _start_actor(self, actor):
-        """Run ``__init__`` (again, on a restart); the actor is ALIVE or DEAD afterwards."""
+        """Run ``__init__`` (again, on a restart); the actor is ALIVE or DEAD afterwards.
+
+        As in Ray, ``__init__`` already runs as the actor: get_runtime_context() gives its
+        actor id there, and exit_actor() there ends it. (core.worker sets the actor id only
+        once ``__init__`` has returned: see its ``_become_actor``.)
+        """
         spec = actor.creation
         results, _retry, exiting = self._attempt(spec, actor.cls, actor.call, actor)
         if exiting:  # exit_actor() in __init__
@@ -732,12 +751,21 @@ class LocalClient:
                         kind=ACTOR_METHOD, actor_id=handle._actor_id, method=method,
                         job_id=self.job_id)
         refs = [self.new_ref(object_id) for object_id in spec.return_ids()]
-        if actor is None or actor.state != ALIVE:
+        if actor is None:
             self._store_error(spec, self._actor_died_error(actor, handle))
             return refs
+        with actor.lock:
+            self._call_actor(actor, spec, call, handle)
+        return refs
+
+    def _call_actor(self, actor, spec, call, handle):
+        """Run one method call of ``actor`` and store its outcome (``actor.lock`` held)."""
+        if actor.state != ALIVE:
+            self._store_error(spec, self._actor_died_error(actor, handle))
+            return
         results, exiting = self._run(spec, None, call, actor)
         if exiting:
-            if method == "__ray_terminate__":
+            if spec.method == "__ray_terminate__":
                 self._store(results)
             else:
                 self._store_error(spec, exceptions.ActorDiedError(
@@ -746,10 +774,9 @@ class LocalClient:
             self._actor_dead(actor, None)
         else:
             self._store(results)
-            if actor.state == DEAD and actor.loop is not None:
+            if actor.state == DEAD and actor.loop is not None and not actor.loop.is_running():
                 _close_loop(actor.loop)  # killed from inside this call: closed once it ended
                 actor.loop = None
-        return refs
 
     def kill_actor(self, handle, no_restart):
         """Kill the actor at once; with no_restart=False it is restarted if it has restarts
@@ -757,17 +784,20 @@ class LocalClient:
         self._check_open()
         with self._lock:
             actor = self._actors.get(handle._actor_id)
-        if actor is None or actor.state != ALIVE:
+        if actor is None:
             return
-        if not no_restart and actor.restarts_left != 0:
-            if actor.restarts_left > 0:
-                actor.restarts_left -= 1
-            self._use(actor.hold, -1)
-            actor.instance = None
-            actor.restarted = True
-            self._start_actor(actor)
-            return
-        self._actor_dead(actor, None)
+        with actor.lock:
+            if actor.state != ALIVE:
+                return
+            if not no_restart and actor.restarts_left != 0:
+                if actor.restarts_left > 0:
+                    actor.restarts_left -= 1
+                self._use(actor.hold, -1)
+                actor.instance = None
+                actor.restarted = True
+                self._start_actor(actor)
+                return
+            self._actor_dead(actor, None)
 
     def get_actor(self, name, namespace):
         """A new handle to the live actor named ``name``.

@@ -86,7 +86,7 @@ class Conn:
 
 class WorkerProc:
     __slots__ = ("worker_id", "pid", "conn", "pipes", "functions", "task", "actor_id",
-                 "retiring")
+                 "retiring", "death_handled")
 
     def __init__(self, worker_id, pid, conn, pipes):
         self.worker_id = worker_id
@@ -97,6 +97,7 @@ class WorkerProc:
         self.task = None            # the Task running here
         self.actor_id = None
         self.retiring = False
+        self.death_handled = False  # its actor already reacted to this worker's end (kill)
 
 
 class Task:
@@ -442,7 +443,9 @@ class Node:
         self.to_reap.append(worker.pid)
         actor = self.actors.get(worker.actor_id) if worker.actor_id is not None else None
         actions = self.scheduler.handle(sched.WorkerDied(worker.worker_id))
-        if actor is not None and actor.state in ("ALIVE", "DEAD"):
+        if worker.death_handled:
+            actions = [a for a in actions if type(a) is not sched.TaskLost]
+        elif actor is not None and actor.state in ("ALIVE", "DEAD"):
             # A creation still running shows up as TaskLost below instead.
             actions = [a for a in actions if type(a) is not sched.TaskLost]
             self.actor_worker_lost(actor)
@@ -640,10 +643,10 @@ class Node:
             return
         actor.state = "ALIVE"
         actor.worker = worker
-        if actor.terminating:
-            self.actor_dead(actor)
+        if actor.terminating and not actor.queue:
+            self.actor_dead(actor)  # every handle went before it even started
             return
-        self.pump(actor)
+        self.pump(actor)  # calls queued meanwhile still run; the last one ends the actor
 
     def actor_worker_lost(self, actor):
         """The actor's process died (crash, kill -9, or kill(no_restart=False))."""
@@ -999,8 +1002,16 @@ class Node:
         if no_restart:
             actor.restarts_left = 0
             actor.terminating = True
-        if actor.worker is not None:
-            self.kill_worker(actor.worker)
+        worker = actor.worker
+        if worker is not None and actor.state == "ALIVE":
+            self.kill_worker(worker)
+            # Act on the death now rather than when the socket closes, so that calls made
+            # after kill() returns already see a dead (or restarting) actor.
+            worker.actor_id = None
+            worker.death_handled = True
+            self.actor_worker_lost(actor)
+        elif worker is not None:  # still constructing: its death is handled as TaskLost
+            self.kill_worker(worker)
         elif no_restart:
             task = self.tasks.get(actor.creation.task_id)
             if task is not None and task.worker is None:

@@ -138,6 +138,9 @@ class Worker:
             client.gpu_ids = gpu_ids
             self._set_gpus(gpu_ids)
         main_thread = threading.current_thread() is threading.main_thread()
+        result = None
+        if spec.kind == ACTOR_CREATION:
+            self._set_actor_identity(spec)
         try:
             _running = main_thread
             try:
@@ -152,9 +155,10 @@ class Worker:
                     result = None
             finally:
                 _running = False
+            # ``result`` stays alive until TASK_DONE is sent: refs inside it must not be
+            # dropped before the node has recorded that the stored result holds them.
             outcome = (self._store_results(spec, result), False,
                        spec.method == "__ray_terminate__")
-            del result
         except BaseException as exc:  # the user's error is the task's result
             outcome = self._failure(spec, exc)
         finally:
@@ -173,13 +177,12 @@ class Worker:
                 if inspect.isawaitable(result):
                     result = await result
                 outcome = self._store_results(spec, result), False, False
-                del result
             except BaseException as exc:
                 outcome = self._failure(spec, exc)
             finally:
                 _flush_output()
-        if self._report(spec, *outcome):
-            self.tasks.put(None)
+            if self._report(spec, *outcome):
+                self.tasks.put(None)
 
     def _report(self, spec, results, retry, exiting):
         if spec.max_calls and not exiting:
@@ -213,13 +216,17 @@ class Worker:
             return getattr(self.actor, spec.method)
         return self._function(spec.function_key, pickled_fn)
 
+    def _set_actor_identity(self, spec):
+        # Set before __init__ runs, so it can use get_runtime_context() and exit_actor().
+        client = self.client
+        client.actor_id = spec.actor_id
+        client.actor_name = spec.extra.get("name")
+        client.actor_is_async = spec.extra["is_async"]
+        client.actor_resources = dict(spec.extra.get("hold") or {})
+
     def _become_actor(self, spec, instance):
         extra = spec.extra
         self.actor = instance
-        client = self.client
-        client.actor_id = spec.actor_id
-        client.actor_name = extra.get("name")
-        client.actor_is_async = extra["is_async"]
         concurrency = extra["max_concurrency"]
         if extra["is_async"]:
             self.loop = asyncio.new_event_loop()
