@@ -96,10 +96,22 @@ class RuntimeContext:
 
     @property
     def current_actor(self):
-        handle = getattr(self._client, "current_actor_handle", None)
-        if handle is None:
+        """A handle to the actor this code runs in.
+
+        Raises:
+            RuntimeError: not called from inside an actor.
+        """
+        client = self._client
+        handle = getattr(client, "current_actor_handle", None)
+        if handle is not None:
+            return handle
+        meta = getattr(client, "actor_meta", None)
+        actor_id = getattr(client, "actor_id", None)
+        if actor_id is None or meta is None:
             raise RuntimeError("This method is only available in an actor.")
-        return handle
+        from purerun.actor import ActorHandle
+        from purerun.core.ids import object_id
+        return ActorHandle(actor_id, meta, client.borrow_ref(object_id(actor_id, 0)))
 
     @property
     def was_current_actor_reconstructed(self) -> bool:

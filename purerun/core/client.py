@@ -396,6 +396,7 @@ class Client:
             "namespace": namespace,
             "detached": opts.get("lifetime") == "detached",
             "class_name": meta.class_name,
+            "meta": meta,
         }
         spec = TaskSpec(actor_id, meta.class_name + ".__init__", key, payload, in_store, deps,
                         contained, 1, _options.resource_request(opts, "actor"), 0, False, 0,

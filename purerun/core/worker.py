@@ -223,6 +223,7 @@ class Worker:
         client.actor_name = spec.extra.get("name")
         client.actor_is_async = spec.extra["is_async"]
         client.actor_resources = dict(spec.extra.get("hold") or {})
+        client.actor_meta = spec.extra.get("meta")
 
     def _become_actor(self, spec, instance):
         extra = spec.extra
