@@ -215,7 +215,8 @@ def _start_node(node_resources, object_store_memory, log_to_driver):
     import psutil
 
     if object_store_memory is None:
-        object_store_memory = default_store_size(psutil.virtual_memory().total)
+        memory = psutil.virtual_memory()
+        object_store_memory = default_store_size(memory.total, memory.available)
     elif (isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int)
           or object_store_memory <= 0):
         raise ValueError("object_store_memory must be a positive number of bytes, got "

@@ -52,6 +52,12 @@ INLINE_THRESHOLD = 100 * 1024
 # once when this many are queued. A few milliseconds bound how long freed memory waits.
 REF_FLUSH_DELAY = 0.005
 REF_FLUSH_COUNT = 1024
+# Submissions in a burst are batched, going out in one write: at this many, or when the
+# caller blocks (get, wait), or when the flusher thread gets to run. A submission that follows
+# none within SUBMIT_BURST_GAP seconds goes out at once, so a lone get(f.remote()) pays
+# neither latency nor a thread wake-up.
+SUBMIT_BATCH = 64
+SUBMIT_BURST_GAP = 0.0005
 
 
 class _Waiter:
@@ -110,6 +116,8 @@ class Client:
         self._futures = {}         # object id -> [concurrent.futures.Future]
         self._pending = []         # queued ref-count messages, in order
         self._pending_count = 0
+        self._pending_submits = 0
+        self._last_submit = 0.0
         self._exported = set()     # function keys the node already has from us
         self._requests = {}        # request id -> Future
         self._request_ids = itertools.count(1)
@@ -172,7 +180,7 @@ class Client:
             if self._pending:
                 with self._lock:
                     batch, self._pending = self._pending, []
-                    self._pending_count = 0
+                    self._pending_count = self._pending_submits = 0
                 batch.append(msg)
                 data = protocol.encode_many(batch)
             else:
@@ -189,12 +197,28 @@ class Client:
             with self._send_lock:
                 with self._lock:
                     batch, self._pending = self._pending, []
-                    self._pending_count = 0
+                    self._pending_count = self._pending_submits = 0
                 if batch:
                     try:
                         self.sock.sendall(protocol.encode_many(batch))
                     except OSError as exc:
                         self._mark_dead(f"connection to the node lost ({exc})")
+
+    def send_soon(self, msg):
+        """Queue a message that need not leave at once (a submission): batched writes."""
+        now = time.monotonic()
+        last, self._last_submit = self._last_submit, now
+        if self._closed or (not self._pending_submits and now - last > SUBMIT_BURST_GAP):
+            self.send(msg)
+            return
+        with self._lock:
+            self._pending.append(msg)
+            self._pending_submits += 1
+            count = self._pending_submits
+        if count >= SUBMIT_BATCH:
+            self.flush()
+        elif count == 1:
+            self._flush_event.set()
 
     def _queue(self, kind, object_id):
         # Called with self._lock held. Consecutive changes of one kind share a message.
@@ -213,7 +237,7 @@ class Client:
             self._flush_event.clear()
             if self._closed:
                 return
-            if self._pending_count < REF_FLUSH_COUNT:
+            if not self._pending_submits and self._pending_count < REF_FLUSH_COUNT:
                 time.sleep(REF_FLUSH_DELAY)  # gather the burst this change belongs to
             try:
                 self.flush()
@@ -352,8 +376,8 @@ class Client:
         spec = TaskSpec(task_id, function_key=fn_key, args=payload, args_in_store=in_store,
                         deps=deps, contained=contained, job_id=self.job_id, **spec_fields)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
-        self.send((protocol.SUBMIT, spec))
-        del keepalive  # the node holds the arguments for the task from here on
+        self.send_soon((protocol.SUBMIT, spec))
+        del keepalive  # queued ahead of any drop of it: the node holds the arguments first
         return refs
 
     # -- actors ------------------------------------------------------------------------------------
@@ -420,7 +444,7 @@ class Client:
                         method_options.get("max_task_retries"), retry, 0, kind=ACTOR_METHOD,
                         actor_id=handle._actor_id, method=method, job_id=self.job_id)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
-        self.send((protocol.SUBMIT, spec))
+        self.send_soon((protocol.SUBMIT, spec))
         del keepalive
         if handle._max_pending_calls > 0 and refs:
             handle._pending.append(refs[0])

@@ -1119,11 +1119,23 @@ def main(config_json, owner_fd):
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
     if owner_fd is not None:
-        node.add_driver(socket.socket(fileno=int(owner_fd)), owner=True)
+        try:
+            node.add_driver(socket.socket(fileno=int(owner_fd)), owner=True)
+        except OSError:  # the driver is already gone: nothing to serve
+            node.running = False
+    profile_path = os.environ.get("PURERUN_NODE_PROFILE")
+    profiler = None
+    if profile_path:  # for tuning: cProfile the node, dumped at exit
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         node.serve()
     finally:
         node.stop()
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
     # Everything is released; skip the interpreter's teardown, which only costs time.
     os._exit(0)
 

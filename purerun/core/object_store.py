@@ -62,11 +62,8 @@ class Arena:
         self.size = size
         if hasattr(os, "memfd_create"):
             self.fd = os.memfd_create("purerun-arena", os.MFD_CLOEXEC)
-        else:  # pragma: no cover - non-Linux: a file that is unlinked at once
-            import tempfile
-            fd, path = tempfile.mkstemp(prefix="purerun-arena-", dir="/dev/shm")
-            os.unlink(path)
-            self.fd = fd
+        else:  # pragma: no cover - no memfd (not Linux)
+            self.fd = _unlinked_file(size)
         os.ftruncate(self.fd, size)
         self.allocator = Allocator(size)
         # The node maps the arena too, but only touches it to spill and restore.
@@ -82,13 +79,47 @@ class Arena:
             self.fd = None
 
 
-def default_store_size(total_memory):
+def _unlinked_file(size):
+    """A shared file of ``size`` bytes, unlinked at once so that it cannot outlive us.
+
+    In /dev/shm when it has room, else (Docker's 64 MB /dev/shm, or none) in the temp dir,
+    which is slower: the page cache may write it back to disk.
+    """
+    import logging
+    import tempfile
+    directory = "/dev/shm"
     try:
-        st = os.statvfs("/dev/shm")
-        shm_free = st.f_bavail * st.f_frsize
+        st = os.statvfs(directory)
+        roomy = st.f_bavail * st.f_frsize >= size
     except OSError:
-        shm_free = total_memory
-    return max(MIN_STORE_BYTES, int(min(total_memory * DEFAULT_STORE_FRACTION, shm_free)))
+        roomy = False
+    if not roomy:
+        directory = tempfile.gettempdir()
+        logging.getLogger("purerun").warning(
+            "/dev/shm is missing or smaller than the object store (%d bytes): using a file "
+            "in %s instead, which may be slower.", size, directory)
+    fd, path = tempfile.mkstemp(prefix="purerun-arena-", dir=directory)
+    os.unlink(path)
+    return fd
+
+
+def default_store_size(total_memory, available_memory=None):
+    """Default arena size: a share of RAM, no more than what is free.
+
+    The arena is a memfd, which lives in the kernel's own shared-memory mount, not in
+    /dev/shm, so a small /dev/shm (Docker's 64 MB) does not limit it; only where memfd is
+    missing does the free space of /dev/shm cap it as well.
+    """
+    size = total_memory * DEFAULT_STORE_FRACTION
+    if available_memory is not None:
+        size = min(size, available_memory)
+    if not hasattr(os, "memfd_create"):
+        try:
+            st = os.statvfs("/dev/shm")
+            size = min(size, st.f_bavail * st.f_frsize)
+        except OSError:
+            pass
+    return max(MIN_STORE_BYTES, int(size))
 
 
 class ObjectStore:

@@ -941,7 +941,7 @@ class Scheduler:
             progress = False
             for cls in list(ready):
                 task = self._head(cls)
-                if task is None:
+                if task is None or not self._fits(cls):
                     continue
                 cls.queue.popleft()
                 worker = idle.popitem()[1]
