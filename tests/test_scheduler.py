@@ -314,6 +314,19 @@ def test_blocks_nest_and_lend_only_cpu():
     assert s.available_resources() == {}
 
 
+def test_unblocked_worker_counts_toward_max_workers_again():
+    s = make({"CPU": 1}, max_workers=2)
+    start_workers(s, "w1")
+    s.handle(SubmitTask("parent", {"CPU": 1}))
+    s.handle(SubmitTask("child", {"CPU": 1}))
+    assert s.handle(WorkerBlocked("w1")) == [StartWorker()]
+    assert s.handle(WorkerStarted("w2")) == [Dispatch("child", "w2", ())]
+    s.handle(WorkerUnblocked("w1"))
+    # Two task workers run: the pool is full, even for a task that needs no CPU.
+    assert s.handle(SubmitTask("free", {})) == []
+    assert s.handle(TaskFinished("w2")) == [Dispatch("free", "w2", ())]
+
+
 def test_task_finishing_while_blocked_does_not_free_its_cpu_twice():
     s = make({"CPU": 1})
     start_workers(s, "w1")
@@ -507,6 +520,7 @@ def test_cancel_pending_tasks_only():
     assert s.handle(CancelTask("waiting")) == [TaskCancelled("waiting")]
     assert s.num_pending == 1
     assert s.handle(ObjectReady("o1")) == []
+    assert s.handle(ObjectReady("o2")) == []
     # The cancelled head is skipped: the next task in its queue runs.
     assert s.handle(TaskFinished("w1")) == [Dispatch("next", "w1", ())]
 

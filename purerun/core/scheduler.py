@@ -4,13 +4,13 @@
 
     node process (sockets, processes)             Scheduler (this module, no I/O)
     ─────────────────────────────────             ────────────────────────────────
-    SubmitTask, CancelTask          ──────▶       pending tasks
-    ObjectReady                     ──────▶         waiting (for objects) → ready
-    PrestartWorkers                 ──────▶         queues, one per resource shape
-    WorkerStarted, TaskFinished     ──────▶       workers
-    WorkerBlocked, WorkerUnblocked  ──────▶         (starting) → idle ⇄ busy → actor
-    WorkerRetiring, WorkerReleased  ──────▶                            ↘       ↓
-    WorkerDied                      ──────▶                             exiting → gone
+    SubmitTask, CancelTask          ──────▶       tasks:   waiting (for objects)
+    ObjectReady                     ──────▶                → ready (a queue per demand)
+    PrestartWorkers                 ──────▶                → running → gone
+    WorkerStarted, TaskFinished     ──────▶       workers: (starting) → idle ⇄ busy → actor
+    WorkerBlocked, WorkerUnblocked  ──────▶                retiring or released → exiting
+    WorkerRetiring, WorkerReleased  ──────▶                any of them → gone
+    WorkerDied                      ──────▶
                                     ◀──────       StartWorker, Dispatch, TaskLost,
                                                   TaskCancelled, Infeasible
 
@@ -179,7 +179,11 @@ class PrestartWorkers(Event):
 
 
 class WorkerStarted(Event):
-    """A worker process has connected and is idle. The node chooses the id (any hashable)."""
+    """A worker process has connected and is idle. The node chooses the id (any hashable).
+
+    Normally the answer to a ``StartWorker``; a worker the node started on its own (e.g. to
+    have warm workers at start-up) is welcome too and simply joins the idle ones.
+    """
 
     __slots__ = ("worker_id",)
 
@@ -333,7 +337,7 @@ _WAITING = "waiting"  # some objects it needs do not exist yet
 _READY = "ready"  # in its class's queue
 _INFEASIBLE = "infeasible"  # can never fit this node; in no queue
 _RUNNING = "running"  # dispatched to a worker
-_GONE = "gone"  # finished, lost or cancelled; a cancelled task may linger in a queue (_head)
+_GONE = "gone"  # finished, lost or cancelled (a cancelled task may linger in a queue: _head)
 
 # Worker states. A starting worker has no record: it is only counted (``_starting``).
 _IDLE = "idle"  # connected, no task, in ``_idle``
@@ -521,7 +525,8 @@ class Scheduler:
         Returns:
             Resource name to amount; resources with nothing free are left out, as Ray does.
         """
-        return {name: units / RESOURCE_UNIT for name, units in self._available.items() if units > 0}
+        available = self._available
+        return {name: units / RESOURCE_UNIT for name, units in available.items() if units > 0}
 
     def total_resources(self) -> dict[str, float]:
         """This node's totals, like ``ray.cluster_resources()`` on a one-node cluster."""
@@ -994,7 +999,7 @@ class Scheduler:
                     if count >= limit:
                         return count
                     continue
-                break  # FIFO: the first task of a class that does not fit ends that class
+                break  # the rest of this class has the same demand: none of it fits either
         return count
 
     def _update_pool_count(self, worker: _Worker) -> None:
