@@ -176,7 +176,8 @@ class Worker:
                 del args, kwargs
                 if inspect.isawaitable(result):
                     result = await result
-                outcome = self._store_results(spec, result), False, False
+                outcome = (self._store_results(spec, result), False,
+                           spec.method == "__ray_terminate__")
             except BaseException as exc:
                 outcome = self._failure(spec, exc)
             finally:
