@@ -31,22 +31,27 @@ class ActorClassMeta:
         methods: name -> dict of per-method options (num_returns, max_task_retries,
             retry_exceptions, concurrency_group).
         is_async: the class has an ``async def`` method: it runs on an event loop.
+        signatures: name -> inspect.Signature without ``self`` (None where unknown), so
+            that every handle, wherever it travelled, checks call arguments in the caller.
     """
 
-    __slots__ = ("class_name", "module", "methods", "is_async")
+    __slots__ = ("class_name", "module", "methods", "is_async", "signatures")
 
-    def __init__(self, class_name, module, methods, is_async):
+    def __init__(self, class_name, module, methods, is_async, signatures=None):
         self.class_name = class_name
         self.module = module
         self.methods = methods
         self.is_async = is_async
+        self.signatures = signatures or {}
 
     def __reduce__(self):
-        return ActorClassMeta, (self.class_name, self.module, self.methods, self.is_async)
+        return ActorClassMeta, (self.class_name, self.module, self.methods, self.is_async,
+                                self.signatures)
 
     @classmethod
     def of(cls, target):
         methods = {}
+        signatures = {}
         is_async = False
         for name, member in inspect.getmembers(target):
             if not callable(member) or (name.startswith("__") and name != "__call__"):
@@ -55,7 +60,8 @@ class ActorClassMeta:
                 is_async = True
             opts = dict(getattr(member, "__purerun_method_options__", {}))
             methods[name] = opts
-        return cls(target.__name__, target.__module__, methods, is_async)
+            signatures[name] = _signature(member, drop_self=True)
+        return cls(target.__name__, target.__module__, methods, is_async, signatures)
 
 
 class ActorClass:
@@ -111,7 +117,7 @@ class ActorClass:
 class _ClassExport:
     """The pickled class, its metadata and the __init__ signature, shared by option copies."""
 
-    __slots__ = ("cls", "pickled", "key", "meta", "init_signature", "signatures")
+    __slots__ = ("cls", "pickled", "key", "meta", "init_signature")
 
     def __init__(self, cls):
         self.cls = cls
@@ -120,8 +126,6 @@ class _ClassExport:
         self.meta = ActorClassMeta.of(cls)
         self.init_signature = _signature(cls.__init__, drop_self=True) \
             if "__init__" in _all_dicts(cls) else None
-        self.signatures = {name: _signature(getattr(cls, name), drop_self=True)
-                           for name in self.meta.methods}
 
     def check_init(self, args, kwargs):
         if self.init_signature is not None:
@@ -170,11 +174,10 @@ class ActorHandle:
     Handles can be passed to tasks and other actors, and stored in objects.
     """
 
-    def __init__(self, actor_id, meta, actor_ref, signatures=None, max_pending_calls=-1):
+    def __init__(self, actor_id, meta, actor_ref, max_pending_calls=-1):
         self._actor_id = actor_id
         self._meta = meta
         self._actor_ref = actor_ref          # keeps the actor alive while the handle lives
-        self._signatures = signatures        # only in the process that created the actor
         self._max_pending_calls = max_pending_calls
         self._pending = []                   # first return refs of calls in flight (if capped)
 
@@ -235,11 +238,9 @@ class ActorMethod:
     def remote(self, *args, **kwargs):
         """Call the method on the actor; returns an ObjectRef (a list if num_returns > 1)."""
         handle = self._handle
-        signatures = handle._signatures
-        if signatures is not None:
-            sig = signatures.get(self._name)
-            if sig is not None:
-                sig.bind(*args, **kwargs)
+        sig = handle._meta.signatures.get(self._name)
+        if sig is not None:
+            sig.bind(*args, **kwargs)  # a wrong call raises TypeError here, in the caller
         num_returns = self._method_options.get("num_returns", 1)
         refs = _client().submit_actor_method(handle, self._name, self._method_options,
                                              args, kwargs)

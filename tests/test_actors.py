@@ -215,9 +215,6 @@ class Counter(Base):
     def fail_custom(self, item):
         raise InventoryError(item, 3)
 
-    def crash(self):
-        os.kill(os.getpid(), signal.SIGKILL)
-
     def crash_once(self, marker):
         """Kill this process the first time (marker absent); return the pid on the retry."""
         self.items.append("crash_once")
@@ -250,12 +247,6 @@ class AsyncCounter:
 
     def pid(self):
         return os.getpid()
-
-    async def block(self, gate, entered=None):
-        if entered is not None:
-            touch(entered)
-        await async_wait_path(gate)
-        return "released"
 
     async def fail(self, message):
         raise ValueError(message)
@@ -291,6 +282,8 @@ class Exiter:
 
 @purerun.remote
 class AsyncExiter:
+    """Exiter's asyncio twin; ``leave_from_sync_method`` exits from a plain method."""
+
     def __init__(self, atexit_path):
         atexit.register(touch, atexit_path)
         self.value = 0
@@ -303,6 +296,10 @@ class AsyncExiter:
         return os.getpid()
 
     async def leave(self):
+        exit_actor()
+        return "still here"
+
+    def leave_from_sync_method(self):
         exit_actor()
         return "still here"
 
@@ -475,9 +472,14 @@ def test_wrong_method_arguments_raise_type_error_in_the_caller(call, kill_at_end
     assert get(counter.get.remote()) == 0  # nothing was sent
 
 
-def test_wrong_arguments_checked_in_the_caller_for_a_looked_up_handle(kill_at_end):
+@pytest.mark.parametrize("look_up", [
+    pytest.param(lambda: purerun.get_actor("checked-lookup"), id="get_actor"),
+    pytest.param(lambda: Counter.options(name="checked-lookup", get_if_exists=True).remote(),
+                 id="get_if_exists"),
+])
+def test_wrong_arguments_checked_in_the_caller_for_a_looked_up_handle(look_up, kill_at_end):
     kill_at_end(Counter.options(name="checked-lookup").remote())
-    found = purerun.get_actor("checked-lookup")
+    found = look_up()
     with pytest.raises(TypeError):
         found.incr.remote(1, 2, 3)
 
@@ -509,9 +511,9 @@ def test_wrong_arguments_checked_in_the_caller_for_a_handle_passed_to_a_task(kil
                  id="custom-only"),
     pytest.param({"num_cpus": 0, "memory": 10**8}, {"memory": 1e8}, id="memory"),
 ])
-def test_actor_holds_its_resources_while_alive(options, expected_held):
+def test_actor_holds_its_resources_while_alive(options, expected_held, kill_at_end):
     total = purerun.cluster_resources()
-    actor = Counter.options(**options).remote()
+    actor = kill_at_end(Counter.options(**options).remote())
     assert get(actor.pid.remote())  # placed and running
     assert held() == expected_held
     available = purerun.available_resources()
@@ -532,7 +534,7 @@ def test_default_actors_leave_cpus_to_tasks(kill_at_end):
 
 
 def test_actor_waits_for_resources_another_actor_holds(kill_at_end):
-    first = Counter.options(num_cpus=2).remote()
+    first = kill_at_end(Counter.options(num_cpus=2).remote())
     get(first.pid.remote())
     second = kill_at_end(Counter.options(num_cpus=1).remote())
     ref = second.pid.remote()
@@ -665,6 +667,26 @@ def test_object_ref_arguments_are_resolved_at_top_level_only(kill_at_end):
     assert isinstance(nested, ObjectRef) and get(nested) == 41
 
 
+def test_creation_waits_for_an_argument_from_a_running_task(tmp_path, kill_at_end):
+    gate = str(tmp_path / "gate")
+    counter = kill_at_end(Counter.remote(produce_when.remote(gate, 7)))
+    ref = counter.get.remote()
+    ready, _ = purerun.wait([ref], timeout=NOT_STARTED_GRACE_S)
+    assert ready == []
+    touch(gate)
+    assert get(ref) == 7
+
+
+def test_large_arguments_and_results(kill_at_end):
+    big = os.urandom(2 * 1024 * 1024)  # far above the inline limit: goes through the arena
+    counter = kill_at_end(Counter.remote())
+    args, kwargs = get(counter.echo.remote(big, key=big[:10]))
+    assert args == (big,) and kwargs == {"key": big[:10]}
+    stored = purerun.put(big)
+    args, _ = get(counter.echo.remote(stored))
+    assert args == (big,)
+
+
 def test_handles_are_picklable_and_work_anywhere(kill_at_end):
     @purerun.remote
     def incr_from_task(counter):
@@ -684,6 +706,33 @@ def test_handles_are_picklable_and_work_anywhere(kill_at_end):
     stored = get(purerun.put(counter))
     assert get(stored.incr.remote()) == 4
     assert get(counter.get.remote()) == 4
+
+
+def test_actor_made_inside_a_task_outlives_the_task(kill_at_end):
+    @purerun.remote
+    def make_counter(start):
+        counter = Counter.remote(start)
+        get(counter.incr.remote())
+        return counter
+
+    counter = kill_at_end(get(make_counter.remote(10)))
+    assert get(counter.incr.remote()) == 12
+
+
+def test_actor_made_by_an_actor_can_be_returned_and_used(kill_at_end):
+    @purerun.remote
+    class Parent:
+        def make_child(self, start):
+            self.child = Counter.remote(start)
+            return self.child
+
+        def child_value(self):
+            return get(self.child.get.remote())
+
+    parent = kill_at_end(Parent.remote())
+    child = kill_at_end(get(parent.make_child.remote(3)))
+    assert get(child.incr.remote()) == 4
+    assert get(parent.child_value.remote()) == 4
 
 
 # --- 4. concurrency -------------------------------------------------------------------------
@@ -756,9 +805,11 @@ class AsyncMeeting:
     def __init__(self, parties):
         self.parties = parties
         self.arrived = 0
-        self.all_in = asyncio.Event()
+        self.all_in = None  # made on the actor's event loop (Python 3.9 binds it at creation)
 
     async def meet(self):
+        if self.all_in is None:
+            self.all_in = asyncio.Event()
         self.arrived += 1
         if self.arrived >= self.parties:
             self.all_in.set()
@@ -824,6 +875,9 @@ def test_await_object_refs_inside_async_methods(tmp_path, kill_at_end):
     assert get(actor.fetch_all.remote([purerun.put(1), add_one.remote(1)])) == [1, 2]
     counter = kill_at_end(Counter.remote())
     assert get(actor.call.remote(counter)) == 1
+    # A failed ref raises its error at the await; the method's caller gets it.
+    with pytest.raises(ValueError, match="awaited failure"):
+        get(actor.fetch.remote([counter.fail.remote("awaited failure")]))
 
 
 # --- 5. names and namespaces ---------------------------------------------------------------
@@ -836,6 +890,7 @@ def test_get_actor_returns_the_named_actor(kill_at_end):
     assert isinstance(found, ActorHandle) and found == counter
     assert get(found.incr.remote()) == 2
     assert get(counter.get.remote()) == 2
+    assert get(found.pair.remote()) == ["left", "right"]  # method options travel too
 
 
 def test_get_actor_of_an_unknown_name_raises_value_error():
@@ -884,6 +939,27 @@ def test_namespace_option_scopes_the_name(kill_at_end):
     mine = kill_at_end(Counter.options(name="scoped").remote(2))  # no clash
     assert get(purerun.get_actor("scoped").get.remote()) == 2
     assert mine != in_team
+
+
+def test_get_actor_finds_an_actor_still_waiting_to_be_placed(kill_at_end):
+    waiting = kill_at_end(Counter.options(name="not-placed-yet",
+                                          resources={"widget": 5}).remote())
+    assert purerun.get_actor("not-placed-yet") == waiting
+
+
+def test_the_name_of_an_actor_failing_in_init_is_released():
+    @purerun.remote
+    class Broken:
+        def __init__(self):
+            raise ValueError("no")
+
+        def ping(self):
+            return "pong"
+
+    broken = Broken.options(name="broken-init").remote()
+    with pytest.raises(ActorDiedError):
+        get(broken.ping.remote())
+    wait_for(lambda: lookup_fails("broken-init"), message="the dead actor's name to go")
 
 
 def test_named_actor_outlives_its_handles(kill_at_end):
@@ -946,8 +1022,8 @@ def test_detached_actor_outlives_the_driver_that_made_it(cluster, kill_at_end):
 
 
 @pytest.mark.parametrize("max_restarts", [0, 1])
-def test_kill_fails_pending_and_later_calls(max_restarts, tmp_path):
-    counter = Counter.options(max_restarts=max_restarts).remote()
+def test_kill_fails_pending_and_later_calls(max_restarts, tmp_path, kill_at_end):
+    counter = kill_at_end(Counter.options(max_restarts=max_restarts).remote())
     pid = get(counter.pid.remote())
     entered, gate = str(tmp_path / "entered"), str(tmp_path / "gate")
     running = counter.block.remote(gate, entered)
@@ -966,29 +1042,39 @@ def test_kill_something_else_raises_value_error():
         purerun.kill("not an actor")
 
 
-def test_kill_an_actor_that_was_never_placed():
-    unplaceable = Counter.options(resources={"widget": 5}).remote()  # the node has 2
+def test_kill_an_actor_that_was_never_placed(kill_at_end):
+    unplaceable = kill_at_end(Counter.options(resources={"widget": 5}).remote())  # node: 2
     ref = unplaceable.incr.remote()
     purerun.kill(unplaceable)
     with pytest.raises(ActorDiedError):
         get(ref)
 
 
-@pytest.mark.parametrize("actor_class, options", [
-    pytest.param(Exiter, {}, id="sync"),
-    pytest.param(Exiter, {"max_concurrency": 2}, id="threaded"),
-    pytest.param(AsyncExiter, {}, id="async"),
+@pytest.mark.parametrize("actor_class, options, method", [
+    pytest.param(Exiter, {}, "leave", id="sync"),
+    pytest.param(Exiter, {"max_concurrency": 2}, "leave", id="threaded"),
+    pytest.param(AsyncExiter, {}, "leave", id="async"),
+    pytest.param(AsyncExiter, {}, "leave_from_sync_method", id="async-sync-method"),
 ])
-def test_exit_actor_ends_the_actor_and_runs_atexit(actor_class, options, tmp_path):
+def test_exit_actor_ends_the_actor_and_runs_atexit(actor_class, options, method, tmp_path,
+                                                  kill_at_end):
     atexit_file = str(tmp_path / "atexit-ran")
-    actor = actor_class.options(max_restarts=1, **options).remote(atexit_file)
+    actor = kill_at_end(actor_class.options(num_cpus=1, max_restarts=1, **options)
+                        .remote(atexit_file))
     pid = get(actor.pid.remote())
-    leaving = actor.leave.remote()
+    leaving = getattr(actor, method).remote()
     after = actor.incr.remote()
     with pytest.raises(ActorDiedError):
         get(leaving)
-    with pytest.raises(ActorDiedError):
-        get(after)
+    if "max_concurrency" in options:
+        # A threaded actor may finish a call that ran alongside the exiting one.
+        try:
+            assert get(after) == 1
+        except ActorDiedError:
+            pass
+    else:
+        with pytest.raises(ActorDiedError):  # queued behind the exit
+            get(after)
     with pytest.raises(ActorDiedError):  # not restarted, though max_restarts=1
         get(actor.incr.remote())
     wait_for(lambda: os.path.exists(atexit_file), message="the actor's atexit handler")
@@ -1009,10 +1095,10 @@ def test_exit_actor_outside_an_actor_raises_type_error():
     assert get(in_a_task.remote()) == "TypeError"
 
 
-def test_ray_terminate_exits_after_pending_calls(tmp_path):
+def test_ray_terminate_exits_after_pending_calls(tmp_path, kill_at_end):
     atexit_file = str(tmp_path / "atexit-ran")
     entered, gate = str(tmp_path / "entered"), str(tmp_path / "gate")
-    actor = Exiter.remote(atexit_file)
+    actor = kill_at_end(Exiter.remote(atexit_file))
     pid = get(actor.pid.remote())
     blocked = actor.block.remote(gate, entered)
     pending = [actor.incr.remote() for _ in range(3)]
@@ -1028,9 +1114,9 @@ def test_ray_terminate_exits_after_pending_calls(tmp_path):
     wait_for(lambda: pid_gone(pid), message="the actor's process to exit")
 
 
-def test_ray_terminate_ends_an_async_actor(tmp_path):
+def test_ray_terminate_ends_an_async_actor(tmp_path, kill_at_end):
     atexit_file = str(tmp_path / "atexit-ran")
-    actor = AsyncExiter.remote(atexit_file)
+    actor = kill_at_end(AsyncExiter.remote(atexit_file))
     pid = get(actor.pid.remote())
     assert get([actor.incr.remote() for _ in range(3)]) == [1, 2, 3]
     actor.__ray_terminate__.remote()
@@ -1040,8 +1126,8 @@ def test_ray_terminate_ends_an_async_actor(tmp_path):
         get(actor.incr.remote())
 
 
-def test_sigkill_fails_pending_and_later_calls(tmp_path):
-    counter = Counter.remote()
+def test_sigkill_fails_pending_and_later_calls(tmp_path, kill_at_end):
+    counter = kill_at_end(Counter.options(num_cpus=1).remote())
     pid = get(counter.pid.remote())
     entered, gate = str(tmp_path / "entered"), str(tmp_path / "gate")
     running = counter.block.remote(gate, entered)
@@ -1075,6 +1161,60 @@ def test_crashed_actor_restarts_once_with_max_restarts_1(tmp_path, kill_at_end):
     assert len(lines(init_log)) == 2
 
 
+def test_restarted_actor_keeps_its_name_resources_and_creation_arguments(kill_at_end):
+    start = purerun.put(40)
+    counter = kill_at_end(Counter.options(name="phoenix", num_cpus=1, max_restarts=1)
+                          .remote(start))
+    del start  # the actor itself keeps its creation arguments for the restart
+    assert get(counter.incr.remote()) == 41
+    first_pid = get(counter.pid.remote())
+    assert held() == {"CPU": 1.0}
+    os.kill(first_pid, signal.SIGKILL)
+    wait_for(lambda: pid_reaped(first_pid), message="the node to notice the crash")
+    assert get(counter.get.remote()) == 40
+    assert held() == {"CPU": 1.0}  # held once, not twice nor released
+    found = purerun.get_actor("phoenix")
+    assert get(found.pid.remote()) == get(counter.pid.remote()) != first_pid
+
+
+def test_max_restarts_minus_one_restarts_again_and_again(tmp_path, kill_at_end):
+    init_log = str(tmp_path / "init.log")
+    counter = kill_at_end(Counter.options(max_restarts=-1).remote(0, init_log))
+    for _ in range(3):
+        pid = get(counter.pid.remote())
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: pid_reaped(pid), message="the node to notice the crash")
+    assert get(counter.incr.remote()) == 1
+    assert len(lines(init_log)) == 4
+
+
+@pytest.mark.parametrize("max_restarts", [0, 1])
+def test_process_dying_in_init(max_restarts, tmp_path, kill_at_end):
+    init_log, marker = str(tmp_path / "init.log"), str(tmp_path / "crashed")
+
+    @purerun.remote
+    class DiesInInit:
+        def __init__(self, marker, init_log):
+            with open(init_log, "a") as f:
+                f.write("init\n")
+            if not os.path.exists(marker):
+                touch(marker)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def ping(self):
+            return "pong"
+
+    actor = kill_at_end(DiesInInit.options(num_cpus=1, max_restarts=max_restarts)
+                        .remote(marker, init_log))
+    if max_restarts:
+        assert get(actor.ping.remote()) == "pong"
+        assert lines(init_log) == ["init", "init"]
+    else:
+        with pytest.raises(ActorDiedError):
+            get(actor.ping.remote())
+        assert lines(init_log) == ["init"]
+
+
 def test_max_task_retries_reruns_the_calls_in_flight_at_a_crash(tmp_path, kill_at_end):
     init_log, marker = str(tmp_path / "init.log"), str(tmp_path / "crashed")
     counter = kill_at_end(Counter.options(max_restarts=1, max_task_retries=1)
@@ -1106,7 +1246,7 @@ def test_call_in_flight_at_a_crash_fails_without_task_retries(tmp_path, kill_at_
     assert get(counter.log.remote()) == []  # restarted, and the failed call was not re-run
 
 
-def test_exception_in_init_fails_every_call(tmp_path):
+def test_exception_in_init_fails_every_call(tmp_path, kill_at_end):
     init_log = str(tmp_path / "init.log")
 
     @purerun.remote
@@ -1119,7 +1259,7 @@ def test_exception_in_init_fails_every_call(tmp_path):
         def ping(self):
             return "pong"
 
-    actor = BrokenInit.options(num_cpus=1, max_restarts=2).remote(init_log)
+    actor = kill_at_end(BrokenInit.options(num_cpus=1, max_restarts=2).remote(init_log))
     refs = [actor.ping.remote() for _ in range(3)]
     for ref in refs + [actor.ping.remote()]:
         with pytest.raises(ActorDiedError) as info:

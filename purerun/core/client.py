@@ -429,8 +429,7 @@ class Client:
         actor_ref = self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
         self.send((protocol.SUBMIT, spec))
         del keepalive
-        return ActorHandle(actor_id, meta, actor_ref, signatures=actor_class._shared.signatures,
-                           max_pending_calls=max_pending)
+        return ActorHandle(actor_id, meta, actor_ref, max_pending_calls=max_pending)
 
     def submit_actor_method(self, handle, method, method_options, args, kwargs):
         if handle._max_pending_calls > 0:

@@ -698,9 +698,7 @@ class LocalClient:
                 self._named[(namespace, name)] = actor
         with actor.lock:
             self._start_actor(actor)
-        return ActorHandle(actor_id, meta, handle_ref,
-                           signatures=actor_class._shared.signatures,
-                           max_pending_calls=max_pending)
+        return ActorHandle(actor_id, meta, handle_ref, max_pending_calls=max_pending)
 
     def _start_actor(self, actor):
         """Run ``__init__`` (again, on a restart); the actor is ALIVE or DEAD afterwards.
