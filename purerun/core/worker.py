@@ -42,7 +42,15 @@ def run_worker(sock: socket.socket, arena_fd: int, info: dict, stdout_fd: int,
         tasks = queue.SimpleQueue()
         client = Client(sock, "worker", info=info, arena_fd=arena_fd, on_execute=tasks.put)
         context.client = client
-        Worker(client, tasks).run()
+        worker = Worker(client, tasks)
+        profile_dir = os.environ.get("PURERUN_WORKER_PROFILE")
+        if profile_dir:  # for tuning: one cProfile dump per worker, in this directory
+            import cProfile
+            tasks_done = cProfile.Profile()
+            tasks_done.runcall(worker.run)
+            tasks_done.dump_stats(os.path.join(profile_dir, f"worker-{os.getpid()}.prof"))
+        else:
+            worker.run()
         code = 0
     except BaseException:  # last words before the process goes
         try:
@@ -101,6 +109,7 @@ class Worker:
         self.semaphore = None        # ... bounding coroutines in flight (max_concurrency)
         self.pool = None             # threaded actors (max_concurrency > 1)
         self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.gpu_ids_set = None      # what CUDA_VISIBLE_DEVICES was last set for
 
     def run(self):
         get = self.tasks.get
@@ -246,6 +255,9 @@ class Worker:
                 concurrency, thread_name_prefix="purerun-actor")
 
     def _set_gpus(self, gpu_ids):
+        if gpu_ids == self.gpu_ids_set:
+            return  # the environment already says so: skip the os.environ writes
+        self.gpu_ids_set = gpu_ids
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
         elif self.cuda_visible_devices is None:
