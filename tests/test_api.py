@@ -137,6 +137,13 @@ def test_shutdown_is_idempotent_and_init_works_again(no_cluster):
     assert purerun.get(identity.remote(2)) == 2
 
 
+def test_init_auto_without_a_running_node_raises_connection_error(no_cluster, monkeypatch):
+    monkeypatch.delenv("PURERUN_ADDRESS", raising=False)
+    with pytest.raises(ConnectionError):
+        purerun.init(address="auto")
+    assert not purerun.is_initialized()
+
+
 def test_is_initialized_follows_init_and_shutdown(no_cluster):
     assert purerun.is_initialized() is False
     purerun.init(num_cpus=1)
@@ -236,6 +243,17 @@ def test_get_raises_the_first_error_without_waiting_for_the_rest(gate):
     failed = fail.remote("boom")
     with pytest.raises(ValueError, match="boom"):
         purerun.get([pending, failed], timeout=GATE_DEADLINE_S)
+
+
+def test_get_of_one_pending_ref_from_many_threads_and_twice_in_a_list(gate):
+    pending = gate.hold("shared")
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        singles = [pool.submit(purerun.get, pending, timeout=GATE_DEADLINE_S)
+                   for _ in range(4)]
+        twice = pool.submit(purerun.get, [pending, pending], timeout=GATE_DEADLINE_S)
+        gate.open()
+        assert [f.result() for f in singles] == ["shared"] * 4
+        assert twice.result() == ["shared", "shared"]
 
 
 # --- put ------------------------------------------------------------------------------------

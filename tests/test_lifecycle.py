@@ -101,7 +101,7 @@ def test_shutdown_stops_every_process_and_removes_the_session_dir(no_cluster, tm
     info = purerun.init(num_cpus=2)
     session_dir = info["session_dir"]
     assert os.path.isdir(session_dir)
-    assert os.path.dirname(session_dir) == os.path.join(tempfile.gettempdir(), "purerun")
+    assert os.path.commonpath([session_dir, tempfile.gettempdir()]) == tempfile.gettempdir()
     pids = set(purerun.get([worker_pid.remote(i) for i in range(6)]))
     started = tmp_path / "started"
     running = run_until_file.remote(str(started), str(tmp_path / "never"))
@@ -137,19 +137,80 @@ def test_shutdown_while_a_task_blocks_in_get_does_not_hang(no_cluster, tmp_path)
     del blocked
 
 
+def _session_dir_of_node(node):
+    """The session directory named in the node's command line (its JSON config).
+
+    Read from there rather than from init()'s result, which waits for the node to answer:
+    the test below must not give the node that time.
+    """
+    for arg in node.cmdline():
+        if '"session_dir"' in arg:
+            return json.loads(arg)["session_dir"]
+    raise AssertionError(f"no session_dir in the command line of {node}")
+
+
+def test_shutdown_right_after_init_cleans_up_quietly(no_cluster, capfd):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    purerun.init(num_cpus=1)
+    nodes = [psutil.Process(pid) for pid in _new_children(before)]
+    assert len(nodes) == 1
+    session_dir = _session_dir_of_node(nodes[0])
+    try:
+        purerun.shutdown()  # very likely before the node has even finished starting
+        assert not _alive(nodes[0].pid)
+        assert not os.path.exists(session_dir), "the session directory was left behind"
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def test_init_shutdown_cycles_leave_no_threads_descriptors_or_mappings(no_cluster):
+    import numpy as np
+
+    def arena_mappings():
+        with open("/proc/self/maps") as maps:
+            return sum("purerun-arena" in line for line in maps)
+
+    def runtime_threads():
+        return [t.name for t in threading.enumerate() if t.name.startswith("purerun")]
+
+    fds_before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        purerun.init(num_cpus=1, object_store_memory=64 * 1024 * 1024)
+        view = purerun.get(purerun.put(np.arange(1_000_000.0)))
+        assert float(view[-1]) == 999_999.0
+        del view
+        purerun.shutdown()
+    wait_for(lambda: not runtime_threads(), timeout=CLEANUP_DEADLINE_S,
+             message=f"the runtime's threads {runtime_threads()} to end")
+    assert arena_mappings() == 0
+    wait_for(lambda: set(os.listdir("/proc/self/fd")) <= fds_before,
+             timeout=CLEANUP_DEADLINE_S, message="descriptors opened by the runtime to close")
+
+
+def test_a_zero_copy_view_stays_readable_after_shutdown(no_cluster):
+    import numpy as np
+
+    purerun.init(num_cpus=1, object_store_memory=64 * 1024 * 1024)
+    view = purerun.get(purerun.put(np.arange(1_000_000.0)))
+    purerun.shutdown()
+    # The mapping lives as long as the view: reading it must not crash this process.
+    assert float(view.sum()) == float(np.arange(1_000_000.0).sum())
+
+
 # --- drivers in a subprocess -------------------------------------------------------------------
 
 
 class Driver:
     """A driver script in a subprocess, its stdout read line by line on a thread."""
 
-    def __init__(self, mode, work_dir):
+    def __init__(self, work_dir):
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT,
                                                             os.environ.get("PYTHONPATH")])))
         env.pop("PURERUN_ADDRESS", None)
         self.proc = subprocess.Popen(
-            [sys.executable, DRIVER_SCRIPT, mode, str(work_dir)], stdin=subprocess.PIPE,
+            [sys.executable, DRIVER_SCRIPT, str(work_dir)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             cwd=str(work_dir))
         self.lines = queue.Queue()
@@ -198,10 +259,10 @@ class Driver:
 def driver_factory(tmp_path):
     drivers = []
 
-    def start(mode):
+    def start():
         work_dir = tmp_path / f"driver-{uuid.uuid4().hex[:8]}"
         work_dir.mkdir()
-        driver = Driver(mode, work_dir)
+        driver = Driver(work_dir)
         drivers.append(driver)
         return driver
 
@@ -215,9 +276,10 @@ def _all_pids(info):
 
 
 def test_a_driver_that_exits_without_shutdown_leaves_nothing(driver_factory):
-    driver = driver_factory("exit")
+    driver = driver_factory()
     info = driver.info()
     assert info["long_task_pid"] in info["cluster_pids"]
+    driver.proc.stdin.close()  # the script returns, its long task still running
     assert driver.proc.wait(timeout=STARTUP_DEADLINE_S) == 0, "".join(driver.stderr)
     # The atexit handler shut the cluster down before the interpreter exited.
     _assert_all_gone(_all_pids(info), info["session_dir"], deadline=1.0)
@@ -225,7 +287,7 @@ def test_a_driver_that_exits_without_shutdown_leaves_nothing(driver_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_killed_driver_leaves_nothing(driver_factory, sig):
-    driver = driver_factory("block")
+    driver = driver_factory()
     info = driver.info()
     pids = _all_pids(info)
     assert info["long_task_pid"] in info["cluster_pids"]

@@ -6,8 +6,9 @@ The first section starts its own clusters; everything after it shares one module
 cluster with 2 CPUs, 2 GPUs and one unit of the custom resource "custom".
 
 Concurrency is proved by rendezvous, never by timing: each task announces itself with a file
-in a shared directory and waits, with a deadline, until all its peers have too. Tasks that
-run one at a time can only finish if nothing else holds the resource while they wait.
+in a shared directory and waits, with a deadline, until all its peers have too. Exclusion is
+proved the other way round: a task holds an exclusive marker file while the test keeps it
+running, and a second task started beside it would find the marker taken.
 """
 
 import importlib
@@ -116,12 +117,6 @@ def meet(directory, parties):
     return os.getpid()
 
 
-@purerun.remote
-def wait_for_file(path):
-    _wait_until(lambda: os.path.exists(path), path)
-    return path
-
-
 @pytest.fixture
 def no_cluster():
     """For tests with their own cluster: none may be running, and theirs is shut down."""
@@ -140,7 +135,7 @@ def test_recursive_tasks_finish_on_one_cpu(no_cluster):
     # the first child could never start.
     purerun.init(num_cpus=1)
     assert purerun.get(fib.remote(6), timeout=60) == 8
-    assert purerun.get(tree.remote(4), timeout=60) == 16
+    assert purerun.get(tree.remote(6), timeout=60) == 64
 
 
 def test_workers_start_in_the_drivers_cwd_with_its_sys_path(no_cluster, tmp_path, monkeypatch):
@@ -222,9 +217,20 @@ def test_an_unpicklable_argument_fails_at_remote_time_naming_its_type(cluster):
         add.remote([1, threading.Lock()], b=[2])
 
 
+def test_refs_given_by_keyword_and_twice_arrive_as_values(cluster):
+    two, three = purerun.put(2), purerun.put(3)
+    assert purerun.get(add.remote(two, b=three, scale=two)) == 10
+    assert purerun.get(add.remote(two, two)) == 4
+
+
+def test_many_small_tasks(cluster):
+    refs = [add.remote(i, 0) for i in range(2000)]
+    assert purerun.get(refs, timeout=120) == list(range(2000))
+
+
 def test_arguments_of_many_kinds_arrive_intact(cluster):
     value = {"tuple": (1, 2.5, "s", b"b", None), "set": {1, 2}, "nested": [[{"k": [1]}]],
-             "big int": 2 ** 100, "error": CustomError(5).code, "fn": len}
+             "big int": 2 ** 100, "class": CustomError, "builtin": len}
     assert purerun.get(identity.remote(value)) == value
 
 
@@ -303,8 +309,10 @@ def test_a_task_needing_two_cpus_runs_alone(meeting):
     # Proves the CPU limit is enforced: the 2-CPU task cannot meet a 1-CPU task.
     big = meet.options(num_cpus=2).remote(meeting, 2)
     small = meet.options(num_cpus=1).remote(meeting, 2)
-    ready, _ = purerun.wait([big, small], num_returns=2, timeout=1.0)
-    # At most one of them has started; neither can have met the other.
+    wait_for(lambda: os.listdir(meeting), timeout=TASK_DEADLINE_S,
+             message="one of the tasks to start")
+    # Give the other one the chance to start wrongly (the two would meet and finish).
+    ready, _ = purerun.wait([big, small], timeout=1.0)
     assert ready == []
     assert len(os.listdir(meeting)) == 1
     purerun.cancel(small)
@@ -333,12 +341,19 @@ def test_custom_resource_lets_one_task_run_at_a_time(tmp_path, cluster):
         os.unlink(active)
         return f"task {index} ran alone"
 
+    def holder():
+        try:
+            with open(active) as f:
+                return f.read()  # empty until the task has written its index
+        except FileNotFoundError:
+            return None
+
     releases = [str(tmp_path / f"release-{i}") for i in range(3)]
     refs = [exclusive.remote(i, releases[i]) for i in range(3)]
     finished = []
     for _ in range(3):
-        running = int(wait_for(lambda: os.path.exists(active) and open(active).read(),
-                               timeout=TASK_DEADLINE_S, message="a task to hold 'custom'"))
+        running = int(wait_for(holder, timeout=TASK_DEADLINE_S,
+                               message="a task to hold 'custom'"))
         assert "custom" not in purerun.available_resources()
         # Give a wrongly dispatched second task the chance to show up (it would finish at
         # once, reporting the overlap) before the running one is released.
@@ -395,16 +410,15 @@ def test_infeasible_task_logs_a_warning_instead_of_hanging(cluster, caplog):
     too_big = identity.options(num_cpus=100).remote("never")
     missing = identity.options(resources={"no_such_resource": 1}).remote("never")
 
-    def warned(word):
+    def warned(*words):
         return [r for r in caplog.records
                 if r.name.startswith("purerun") and r.levelno >= logging.WARNING
-                and word in r.getMessage()]
+                and all(word in r.getMessage() for word in words)]
 
-    records = wait_for(lambda: warned("CPU: 100"), timeout=TASK_DEADLINE_S,
-                       message="a warning about the task asking for 100 CPUs")
-    assert "identity" in records[0].getMessage()
-    wait_for(lambda: warned("no_such_resource"), timeout=TASK_DEADLINE_S,
-             message="a warning about the task asking for a missing resource")
+    wait_for(lambda: warned("identity", "CPU", "100"), timeout=TASK_DEADLINE_S,
+             message="a warning naming the task that asks for 100 CPUs")
+    wait_for(lambda: warned("identity", "no_such_resource"), timeout=TASK_DEADLINE_S,
+             message="a warning naming the task that asks for a missing resource")
     # The node keeps working, and the infeasible tasks can be cancelled.
     assert purerun.get(identity.remote("alive"), timeout=TASK_DEADLINE_S) == "alive"
     for ref in (too_big, missing):
@@ -454,6 +468,21 @@ def test_a_task_whose_worker_dies_is_retried(cluster, tmp_path, how):
                       timeout=TASK_DEADLINE_S)
     assert marker.exists()
     assert pid != int(marker.read_text())
+
+
+def test_a_retried_task_gets_its_arguments_again(cluster, tmp_path):
+    @purerun.remote(max_retries=1)
+    def crash_once_with(marker, array, value):
+        if not os.path.exists(marker):
+            with open(marker, "w"):
+                pass
+            os._exit(1)
+        return float(array.sum()) + value
+
+    import numpy as np
+    array = np.ones(1_000_000)  # too large to travel inline: stored, and kept for the retry
+    ref = crash_once_with.remote(str(tmp_path / "crashed"), array, purerun.put(0.5))
+    assert purerun.get(ref, timeout=TASK_DEADLINE_S) == 1_000_000.5
 
 
 def test_default_max_retries_retries_a_crashed_worker(cluster, tmp_path):
@@ -605,6 +634,89 @@ def test_system_exit_in_a_task_is_an_error_not_a_hang(cluster):
     with pytest.raises((exceptions.RayTaskError, exceptions.WorkerCrashedError)):
         purerun.get(exits.remote(), timeout=TASK_DEADLINE_S)
     assert purerun.get(identity.remote(2), timeout=TASK_DEADLINE_S) == 2
+
+
+# --- a failure at every phase of a task's life --------------------------------------------------
+# Pickling the call (in the caller), unpickling it (in the worker), running it, pickling the
+# result (in the worker) and unpickling it (in the driver): an error or a crash at each phase
+# ends in a definite error from get(), never a hang, and the cluster goes on working.
+
+
+def _raise_on_load():
+    raise RuntimeError("cannot load me")
+
+
+def _exit_now():
+    os._exit(3)
+
+
+def _load_unless_in(pid):
+    if os.getpid() == pid:
+        raise RuntimeError("cannot load in the driver")
+    return "loaded"
+
+
+class FailsToLoad:
+    def __reduce__(self):
+        return _raise_on_load, ()
+
+
+class ExitsOnLoad:
+    def __reduce__(self):
+        return _exit_now, ()
+
+
+class ExitsOnDump:
+    def __reduce__(self):
+        os._exit(3)
+
+
+class LoadsOnlyInWorkers:
+    def __init__(self, driver_pid):
+        self.driver_pid = driver_pid
+
+    def __reduce__(self):
+        return _load_unless_in, (self.driver_pid,)
+
+
+@purerun.remote(max_retries=0)
+def run_with(argument):
+    return "ran"
+
+
+@purerun.remote(max_retries=0)
+def produce(kind, driver_pid=None):
+    if kind == "unpicklable":
+        return threading.Lock()
+    if kind == "exits-on-dump":
+        return ExitsOnDump()
+    if kind == "fails-in-driver":
+        return LoadsOnlyInWorkers(driver_pid)
+    raise AssertionError(kind)
+
+
+PHASE_FAILURES = [
+    pytest.param(lambda: run_with.remote(FailsToLoad()), RuntimeError, "cannot load me",
+                 id="unpickling-an-argument-raises"),
+    pytest.param(lambda: run_with.remote(ExitsOnLoad()), exceptions.WorkerCrashedError, None,
+                 id="unpickling-an-argument-exits"),
+    pytest.param(lambda: fail.options(max_retries=0).remote("while running"), ValueError,
+                 "while running", id="running-raises"),
+    pytest.param(lambda: produce.remote("unpicklable"), exceptions.RayTaskError, "lock",
+                 id="pickling-the-result-raises"),
+    pytest.param(lambda: produce.remote("exits-on-dump"), exceptions.WorkerCrashedError, None,
+                 id="pickling-the-result-exits"),
+    pytest.param(lambda: produce.remote("fails-in-driver", os.getpid()), RuntimeError,
+                 "cannot load in the driver", id="unpickling-the-result-raises"),
+]
+
+
+@pytest.mark.parametrize("submit, error, text", PHASE_FAILURES)
+def test_a_failure_at_any_phase_ends_in_an_error(cluster, submit, error, text):
+    with pytest.raises(error, match=text):
+        purerun.get(submit(), timeout=TASK_DEADLINE_S)
+    assert purerun.get(identity.remote("still working"), timeout=TASK_DEADLINE_S) == \
+        "still working"
 
 
 # --- nested tasks -------------------------------------------------------------------------------

@@ -1,14 +1,12 @@
 """A driver for test_lifecycle.py: starts a cluster, runs tasks, then ends as told.
 
-Usage: python lifecycle_driver.py MODE WORK_DIR
+Usage: python lifecycle_driver.py WORK_DIR
 
 It prints one line ``INFO {json}`` with the session directory, the pid of every worker that
 ran a task, and the pid of the worker running a long task (which waits for a file that never
-appears, so it is still running when the driver goes). Then, by MODE:
-
-* ``exit``: returns from the script without calling shutdown (the atexit handler must
-  stop the cluster);
-* ``block``: waits on stdin until it is closed or the test kills this process.
+appears, so it is still running when the driver goes). Then it waits until the test closes
+its stdin, and returns from the script without calling shutdown (the atexit handler must
+stop the cluster) — unless the test kills it first.
 """
 
 import json
@@ -37,13 +35,21 @@ def long_task(started, never):
     return "gave up"
 
 
-def main(mode, work_dir):
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def main(work_dir):
     info = purerun.init(num_cpus=2)
     pids = set(purerun.get([worker_pid.remote(i) for i in range(8)]))
     started = os.path.join(work_dir, "long-task-started")
     long_ref = long_task.remote(started, os.path.join(work_dir, "never"))
     deadline = time.monotonic() + 30
-    while not os.path.exists(started) or not open(started).read():
+    while not _read(started):
         if time.monotonic() > deadline:
             sys.exit("the long task did not start")
         time.sleep(0.01)
@@ -52,12 +58,11 @@ def main(mode, work_dir):
     print("INFO " + json.dumps({
         "session_dir": info["session_dir"],
         "worker_pids": sorted(pids),
-        "long_task_pid": int(open(started).read()),
+        "long_task_pid": int(_read(started)),
     }), flush=True)
-    if mode == "block":
-        sys.stdin.read()
+    sys.stdin.read()
     del long_ref, refs
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])
