@@ -14,7 +14,6 @@ import sys
 import tempfile
 from collections.abc import Mapping
 
-from purerun import exceptions
 from purerun import options as _options
 from purerun.core import context, protocol
 from purerun.object_ref import ObjectRef

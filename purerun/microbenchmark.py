@@ -276,7 +276,6 @@ def run(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
               lambda: ray.get([async_actor_work.remote(actors) for _ in range(m)]), m * n)
         del actors
 
-    del a, aa, value
     t = time.perf_counter()
     ray.shutdown()
     extra["shutdown_s"] = time.perf_counter() - t

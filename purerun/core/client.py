@@ -38,7 +38,7 @@ import weakref
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, TaskSpec, extract_deps
 from purerun.object_ref import ObjectRef
 
 logger = logging.getLogger("purerun")
@@ -335,21 +335,9 @@ class Client:
 
         Returns (args_payload, args_in_store, deps, contained, keepalive).
         """
-        deps = []
         if not args and not kwargs:
-            return None, False, deps, [], None
-        if any(type(a) is ObjectRef for a in args):
-            args = list(args)
-            for i, a in enumerate(args):
-                if type(a) is ObjectRef:
-                    args[i] = Dep(len(deps))
-                    deps.append(a._id)
-        if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
-            kwargs = dict(kwargs)
-            for k, v in kwargs.items():
-                if type(v) is ObjectRef:
-                    kwargs[k] = Dep(len(deps))
-                    deps.append(v._id)
+            return None, False, [], [], None
+        args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
         sv = serialization.serialize((args, kwargs))
         if sv.size <= INLINE_THRESHOLD:
             return serialization.to_inline(sv), False, deps, sv.contained, None

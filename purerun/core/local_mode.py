@@ -60,7 +60,8 @@ from purerun.core import ids, serialization
 from purerun.core.client import _as_raisable
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.scheduler import RESOURCE_UNIT
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec, extract_deps,
+                                    retryable, split_returns)
 from purerun.core.worker import _dump_error
 from purerun.object_ref import ObjectRef
 
@@ -595,23 +596,7 @@ class LocalClient:
             ValueError: the result does not match num_returns.
             TypeError: a value cannot be pickled.
         """
-        n = spec.num_returns
-        if n == 1:
-            values = (result,)
-        elif n == 0:
-            if result is not None:
-                raise ValueError(f"Task {spec.name} has num_returns=0 but returned "
-                                 f"{type(result).__name__}, not None.")
-            return []
-        else:
-            try:
-                values = tuple(result)
-            except TypeError:
-                raise ValueError(f"Task {spec.name} has num_returns={n} but returned a "
-                                 f"non-iterable {type(result).__name__}.") from None
-            if len(values) != n:
-                raise ValueError(f"Task {spec.name} has num_returns={n} but returned "
-                                 f"{len(values)} values.")
+        values = split_returns(spec, result)
         results = []
         for object_id, value in zip(spec.return_ids(), values):
             sv = serialization.serialize(value)
@@ -635,7 +620,7 @@ class LocalClient:
                 actor_id=spec.actor_id.hex() if spec.actor_id is not None else None,
                 actor_repr=repr(actor.instance) if actor is not None
                 and actor.instance is not None else None)
-            retry = _retryable(spec, exc)
+            retry = retryable(spec, exc)
         payload = _dump_error(error, spec)
         return [(oid, ERROR, payload, ()) for oid in spec.return_ids()], retry, False
 
@@ -896,21 +881,9 @@ def _copy_arguments(args, kwargs):
     Raises:
         TypeError: an argument cannot be pickled (the message names it).
     """
-    deps = []
     if not args and not kwargs:
-        return _Call(None, deps)
-    if any(type(a) is ObjectRef for a in args):
-        args = list(args)
-        for i, a in enumerate(args):
-            if type(a) is ObjectRef:
-                args[i] = Dep(len(deps))
-                deps.append(a._id)
-    if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
-        kwargs = dict(kwargs)
-        for k, v in kwargs.items():
-            if type(v) is ObjectRef:
-                kwargs[k] = Dep(len(deps))
-                deps.append(v._id)
+        return _Call(None, [])
+    args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
     sv = serialization.serialize((args, kwargs))
     return _Call(serialization.to_inline(sv), deps)
 
@@ -925,19 +898,6 @@ def _missing(object_id, timeout):
 def _no_op():
     return None
 
-
-def _retryable(spec, exc):
-    """Whether ``exc`` is retried under the task's retry_exceptions (as core.worker)."""
-    policy = spec.retry_exceptions
-    if not policy or spec.max_retries == 0 or not isinstance(exc, Exception):
-        return False
-    if policy is True:
-        return True
-    try:
-        classes = serialization.deserialize(policy)
-    except Exception:
-        return False
-    return isinstance(exc, tuple(classes))
 
 
 def _forget_context(exc, outer):

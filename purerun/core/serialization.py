@@ -8,13 +8,11 @@ ObjectRefs met while pickling are recorded: a stored object keeps the objects it
 alive (the node counts them as held by the containing object).
 """
 
-import io
 import pickle
 import threading
 
 import cloudpickle
 
-from purerun.core import protocol
 
 _local = threading.local()
 

@@ -78,3 +78,68 @@ class TaskSpec:
 
     def __repr__(self):
         return f"TaskSpec({self.name}, {self.task_id.hex()[:12]})"
+
+
+# -- what every executor of tasks does the same way (workers and local mode) --------------------
+
+def extract_deps(args, kwargs, ref_type):
+    """Replace top-level ObjectRefs by ``Dep`` markers; nested refs stay refs.
+
+    Returns:
+        (args, kwargs, deps): new containers only where something was replaced, and the
+        object ids in marker order.
+    """
+    deps = []
+    if any(type(a) is ref_type for a in args):
+        args = list(args)
+        for i, a in enumerate(args):
+            if type(a) is ref_type:
+                args[i] = Dep(len(deps))
+                deps.append(a._id)
+    if kwargs and any(type(v) is ref_type for v in kwargs.values()):
+        kwargs = dict(kwargs)
+        for k, v in kwargs.items():
+            if type(v) is ref_type:
+                kwargs[k] = Dep(len(deps))
+                deps.append(v._id)
+    return args, kwargs, deps
+
+
+def split_returns(spec, result):
+    """The task's return values as a tuple of ``spec.num_returns`` items.
+
+    Raises:
+        ValueError: the result does not match num_returns.
+    """
+    n = spec.num_returns
+    if n == 1:
+        return (result,)
+    if n == 0:
+        if result is not None:
+            raise ValueError(f"Task {spec.name} has num_returns=0 but returned "
+                             f"{type(result).__name__}, not None.")
+        return ()
+    try:
+        values = tuple(result)
+    except TypeError:
+        raise ValueError(f"Task {spec.name} has num_returns={n} but returned a "
+                         f"non-iterable {type(result).__name__}.") from None
+    if len(values) != n:
+        raise ValueError(f"Task {spec.name} has num_returns={n} but returned "
+                         f"{len(values)} values.")
+    return values
+
+
+def retryable(spec, exc):
+    """Whether the task is re-run after raising ``exc`` (its retry_exceptions policy)."""
+    policy = spec.retry_exceptions
+    if not policy or spec.max_retries == 0 or not isinstance(exc, Exception):
+        return False
+    if policy is True:
+        return True
+    from purerun.core import serialization
+    try:
+        classes = serialization.deserialize(policy)
+    except Exception:
+        return False
+    return isinstance(exc, tuple(classes))

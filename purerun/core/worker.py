@@ -28,7 +28,8 @@ from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
 from purerun.core.protocol import ARENA, ERROR
 from purerun.actor import _ActorExit
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, retryable,
+                                    split_returns)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -215,7 +216,7 @@ class Worker:
             error = exceptions.TaskCancelledError(spec.task_id.hex())
         else:
             error = self._task_error(spec, exc)
-            retry = self._retryable(spec, exc)
+            retry = retryable(spec, exc)
         payload = _dump_error(error, spec)
         return [(oid, ERROR, payload, ()) for oid in spec.return_ids()], retry, False
 
@@ -300,23 +301,7 @@ class Worker:
         return args, kwargs
 
     def _store_results(self, spec, result):
-        n = spec.num_returns
-        if n == 1:
-            values = (result,)
-        elif n == 0:
-            if result is not None:
-                raise ValueError(f"Task {spec.name} has num_returns=0 but returned "
-                                 f"{type(result).__name__}, not None.")
-            return []
-        else:
-            try:
-                values = tuple(result)
-            except TypeError:
-                raise ValueError(f"Task {spec.name} has num_returns={n} but returned a "
-                                 f"non-iterable {type(result).__name__}.") from None
-            if len(values) != n:
-                raise ValueError(f"Task {spec.name} has num_returns={n} but returned "
-                                 f"{len(values)} values.")
+        values = split_returns(spec, result)
         store = self.client.store_payload
         results = []
         for object_id, value in zip(spec.return_ids(), values):
@@ -332,17 +317,6 @@ class Worker:
             ip=self.client.info.get("node_ip"), actor_id=actor_id,
             actor_repr=repr(self.actor) if self.actor is not None else None)
 
-    def _retryable(self, spec, exc):
-        policy = spec.retry_exceptions
-        if not policy or spec.max_retries == 0 or not isinstance(exc, Exception):
-            return False
-        if policy is True:
-            return True
-        try:
-            classes = serialization.deserialize(policy)
-        except Exception:
-            return False
-        return isinstance(exc, tuple(classes))
 
 
 def _no_op():
