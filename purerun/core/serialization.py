@@ -8,8 +8,11 @@ ObjectRefs met while pickling are recorded: a stored object keeps the objects it
 alive (the node counts them as held by the containing object).
 """
 
+import collections
+import io
 import pickle
 import threading
+import types
 
 import cloudpickle
 
@@ -22,6 +25,40 @@ _PLAIN_TYPES = frozenset({bytes, str, int, float, bool, type(None)})
 
 # Buffers smaller than this are pickled in-band: a separate buffer costs more than it saves.
 MIN_OUT_OF_BAND = 1024
+
+
+def _find_code_reduce():
+    for module_name in ("cloudpickle.cloudpickle", "cloudpickle.cloudpickle_fast"):
+        module = __import__(module_name, fromlist=["_code_reduce"])
+        reduce = getattr(module, "_code_reduce", None)
+        if reduce is not None:
+            return reduce
+    return None
+
+
+_cloudpickle_code_reduce = _find_code_reduce()
+
+
+def _code_reduce_keeping_filename(code):
+    # cloudpickle >= 3.1 writes "<dynamic-code>" as the file name of functions it pickles by
+    # value; keeping the real one lets a task's traceback show its source lines.
+    rebuild, args = _cloudpickle_code_reduce(code)
+    return rebuild, tuple(code.co_filename if a == "<dynamic-code>" and type(a) is str else a
+                          for a in args)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, keeping code objects' file names."""
+
+    if _cloudpickle_code_reduce is not None:
+        dispatch_table = collections.ChainMap({types.CodeType: _code_reduce_keeping_filename},
+                                              cloudpickle.Pickler.dispatch_table)
+
+
+def _cloudpickle_dumps(value, buffer_callback=None):
+    with io.BytesIO() as out:
+        _Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return out.getvalue()
 
 
 class SerializedValue:
@@ -62,7 +99,7 @@ def serialize(value) -> SerializedValue:
     outer = getattr(_local, "contained", None)
     contained = _local.contained = []
     try:
-        meta = cloudpickle.dumps(value, protocol=5, buffer_callback=keep)
+        meta = _cloudpickle_dumps(value, buffer_callback=keep)
     except Exception as exc:
         raise _unpicklable(value, exc) from exc
     finally:
@@ -72,7 +109,7 @@ def serialize(value) -> SerializedValue:
 
 def dumps(value) -> bytes:
     """Plain in-band cloudpickle (functions, errors, small control data)."""
-    return cloudpickle.dumps(value, protocol=5)
+    return _cloudpickle_dumps(value)
 
 
 def deserialize(meta, buffers=()):
