@@ -202,7 +202,7 @@ def test_a_zero_copy_view_stays_readable_after_shutdown(no_cluster):
 
 
 class Driver:
-    """A driver script in a subprocess, its stdout read line by line on a thread."""
+    """A driver script in a subprocess, its stdout and stderr read line by line on threads."""
 
     def __init__(self, work_dir):
         env = dict(os.environ, PYTHONUNBUFFERED="1",
@@ -213,32 +213,39 @@ class Driver:
             [sys.executable, DRIVER_SCRIPT, str(work_dir)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             cwd=str(work_dir))
-        self.lines = queue.Queue()
+        self.session_dir = None
+        self.lines = queue.Queue()  # stdout lines, then None at its end
         self.stderr = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append),
-                         daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
+                             daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append),
+                             daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream, put):
         for line in stream:
             put(line)
+        put(None)
 
     def info(self, timeout=STARTUP_DEADLINE_S):
         """The INFO the script prints once its cluster runs, plus the cluster's pids."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None and self.lines.empty():
-                raise AssertionError(f"the driver printed no INFO within {timeout} s; "
-                                     f"stderr:\n{''.join(self.stderr)}")
             try:
-                line = self.lines.get(timeout=min(left, 0.5))
+                line = self.lines.get(timeout=max(left, 0))
             except queue.Empty:
-                continue
+                line = None
+            if line is None:
+                raise AssertionError(f"the driver printed no INFO within {timeout} s; "
+                                     f"stderr:\n{''.join(filter(None, self.stderr))}")
             if line.startswith("INFO "):
                 info = json.loads(line[len("INFO "):])
+                self.session_dir = info["session_dir"]
                 # The node is the driver's child; workers are the node's children.
                 info["cluster_pids"] = {p.pid for p in
                                         psutil.Process(self.proc.pid).children(recursive=True)}
@@ -248,11 +255,21 @@ class Driver:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
+        if self.session_dir is not None:
+            # Whatever is left of its cluster was reported by the test; do not let it
+            # outlive the test (orphans are out of sight of the suite's leak guard).
+            for pid in _processes_of_session(self.session_dir):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.proc.stdin.close()
+        # A leaked process may still hold the pipes open: closing a pipe that a pump is
+        # blocked reading would block too, so only close those that reached their end.
+        for pump, stream in zip(self._pumps, (self.proc.stdout, self.proc.stderr)):
+            pump.join(CLEANUP_DEADLINE_S)
+            if not pump.is_alive():
                 stream.close()
-            except OSError:
-                pass
 
 
 @pytest.fixture

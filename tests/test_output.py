@@ -52,6 +52,13 @@ class _Stream:
                                      + "\n".join(self.lines))
             self.lines.append(line)
 
+    def join(self, timeout):
+        self._thread.join(timeout)
+
+    @property
+    def ended(self):
+        return not self._thread.is_alive()
+
     def read_to_end(self, timeout=OUTPUT_DEADLINE_S):
         """Every line, once the pipe has closed (the process exited)."""
         self._thread.join(timeout)
@@ -77,16 +84,22 @@ def run_driver():
             [sys.executable, DRIVER_SCRIPT, "on" if log_to_driver else "off"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env=env)
-        procs.append(proc)
-        return proc, _Stream(proc.stdout), _Stream(proc.stderr)
+        started = (proc, _Stream(proc.stdout), _Stream(proc.stderr))
+        procs.append(started)
+        return started
 
     yield start
-    for proc in procs:
+    for proc, out, err in procs:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            stream.close()
+        proc.stdin.close()
+        # Closing a pipe that a reader thread is blocked on would block as well (a leaked
+        # node can hold the driver's stderr open): close only the pipes that ended.
+        for stream, pipe in ((out, proc.stdout), (err, proc.stderr)):
+            stream.join(10)
+            if stream.ended:
+                pipe.close()
 
 
 def _task_pids(lines):

@@ -757,10 +757,14 @@ class Client:
         self.sock.close()
         if self.node_process is not None:
             try:
-                self.node_process.wait(timeout)
+                code = self.node_process.wait(timeout)
             except Exception:
                 self.node_process.kill()
-                self.node_process.wait()
+                code = self.node_process.wait()
+            if code != 0 and self.info is not None:
+                # The node died (or was killed) before it could clean up after itself.
+                import shutil
+                shutil.rmtree(self.info.get("session_dir") or "", ignore_errors=True)
         self._flush_event.set()
 
 

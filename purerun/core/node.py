@@ -269,8 +269,8 @@ class Node:
     # -- the loop ----------------------------------------------------------------------------------
 
     def serve(self):
-        for _ in range(self.prestart):  # warm workers, so the first tasks need no fork
-            self.run_actions(self.start_worker())
+        for _ in range(self.prestart if self.running else 0):
+            self.run_actions(self.start_worker())  # warm workers: the first tasks need no fork
         select = self.selector.select
         while self.running:
             timeout = 0.05 if self.to_reap else None
