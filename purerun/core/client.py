@@ -22,6 +22,7 @@ subscribed to. A payload is kept here while this process holds a reference to th
 arena; the pin is returned when the last view dies.
 """
 
+import collections
 import concurrent.futures
 import ctypes
 import hashlib
@@ -29,6 +30,7 @@ import itertools
 import logging
 import mmap
 import os
+import select
 import socket
 import sys
 import threading
@@ -53,11 +55,10 @@ INLINE_THRESHOLD = 100 * 1024
 REF_FLUSH_DELAY = 0.005
 REF_FLUSH_COUNT = 1024
 # Submissions in a burst are batched, going out in one write: at this many, or when the
-# caller blocks (get, wait), or when the flusher thread gets to run. A submission that follows
-# none within SUBMIT_BURST_GAP seconds goes out at once, so a lone get(f.remote()) pays
-# neither latency nor a thread wake-up.
+# caller blocks (get, wait), or when the flusher thread gets to run. The first submission
+# after a blocking call goes out at once, so get(f.remote()) in a loop pays neither latency
+# nor a thread wake-up.
 SUBMIT_BATCH = 64
-SUBMIT_BURST_GAP = 0.0005
 
 
 class _Waiter:
@@ -94,7 +95,7 @@ class Client:
     """
 
     def __init__(self, sock, mode, *, info=None, arena_fd=None, log_to_driver=True,
-                 node_process=None, on_execute=None):
+                 node_process=None, on_execute=None, inline=False):
         self.sock = sock
         self.mode = mode
         self.is_worker = mode == "worker"
@@ -117,7 +118,7 @@ class Client:
         self._pending = []         # queued ref-count messages, in order
         self._pending_count = 0
         self._pending_submits = 0
-        self._last_submit = 0.0
+        self._submits_since_block = 0   # submissions since this process last blocked
         self._exported = set()     # function keys the node already has from us
         self._requests = {}        # request id -> Future
         self._request_ids = itertools.count(1)
@@ -134,13 +135,25 @@ class Client:
         self.gpu_ids = ()
         self._blocked_depth = 0
 
+        # Inline reading (task workers): the thread that runs tasks reads the socket itself,
+        # between tasks and while a task waits in get/wait/request, instead of a reader
+        # thread handing it each message: two thread switches less per task. Anything that
+        # needs messages read while that thread is busy elsewhere (a future, another thread
+        # waiting, a threaded or asyncio actor) switches the process to a reader thread for
+        # good (start_reader).
+        self.inline = inline
+        self._inline_thread = threading.get_ident() if inline else None
+        self._frames = protocol.FrameReader()
+        self._read_lock = threading.Lock()   # held by whichever thread reads the socket
+        self._deferred = collections.deque()  # EXECUTEs read while a task was waiting
+
         self._flush_event = threading.Event()
-        self._reader = threading.Thread(target=self._read_loop, name="purerun-reader",
-                                        daemon=True)
+        self._reader = None
         self._flusher = threading.Thread(target=self._flush_loop, name="purerun-flusher",
                                          daemon=True)
-        self._reader.start()
         self._flusher.start()
+        if not inline:
+            self.start_reader()
 
     # -- node info and the arena ------------------------------------------------------------------
 
@@ -206,9 +219,9 @@ class Client:
 
     def send_soon(self, msg):
         """Queue a message that need not leave at once (a submission): batched writes."""
-        now = time.monotonic()
-        last, self._last_submit = self._last_submit, now
-        if self._closed or (not self._pending_submits and now - last > SUBMIT_BURST_GAP):
+        burst = self._submits_since_block
+        self._submits_since_block = burst + 1
+        if self._closed or not burst:
             self.send(msg)
             return
         with self._lock:
@@ -247,12 +260,15 @@ class Client:
     def request(self, op, *args, timeout=None):
         """Ask the node for something (REQUEST/REPLY) and wait for the answer."""
         future = concurrent.futures.Future()
+        self._submits_since_block = 0
         request_id = next(self._request_ids)
         self._requests[request_id] = future
         self.send((protocol.REQUEST, request_id, op, args))
         return self._wait_future(future, timeout)
 
     def _wait_future(self, future, timeout):
+        if self._inline_here():
+            self._wait_inline(future.done, timeout)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -494,6 +510,7 @@ class Client:
                     subscribe.append(o)
         if self._closed:
             raise exceptions.RaySystemError(f"purerun is shutting down: {self._dead_reason}")
+        self._submits_since_block = 0
         if subscribe:
             self.send((protocol.SUBSCRIBE, subscribe))
         else:
@@ -504,6 +521,13 @@ class Client:
             if self._blocked_depth == 1:
                 self.send((protocol.BLOCKED,))
         try:
+            if self._inline_here():
+                outcome = self._wait_inline(lambda: waiter.released, timeout)
+                if outcome is not None:
+                    if outcome:
+                        return True
+                    self._forget_waiter(waiter, missing)
+                    return False
             if timeout is None:
                 # Wake now and then so a dead node (reported by the reader) cannot hang us.
                 while not waiter.lock.acquire(timeout=1.0):
@@ -513,19 +537,22 @@ class Client:
                 return True
             if waiter.lock.acquire(timeout=max(timeout, 0)):
                 return True
-            with self._lock:
-                for o in missing:
-                    waiters = self._waiters.get(o)
-                    if waiters and waiter in waiters:
-                        waiters.remove(waiter)
-                        if not waiters:
-                            del self._waiters[o]
+            self._forget_waiter(waiter, missing)
             return False
         finally:
             if blocked:
                 self._blocked_depth -= 1
                 if self._blocked_depth == 0 and not self._closed:
                     self.send((protocol.UNBLOCKED,))
+
+    def _forget_waiter(self, waiter, object_ids):
+        with self._lock:
+            for o in object_ids:
+                waiters = self._waiters.get(o)
+                if waiters and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[o]
 
     def get(self, refs, timeout=None):
         """Values of ``refs`` (a list), in order; raises the first task error met."""
@@ -593,6 +620,8 @@ class Client:
         return ready, not_ready
 
     def future(self, ref):
+        if self.inline:
+            self.start_reader()  # the future must complete while this thread does other things
         future = concurrent.futures.Future()
         object_id = ref._id
         subscribe = False
@@ -631,8 +660,85 @@ class Client:
 
     # -- receiving ---------------------------------------------------------------------------------
 
+    def start_reader(self):
+        """Read the socket on a background thread from now on (and leave inline mode)."""
+        with self._read_lock:
+            if self._reader is not None:
+                return
+            self.inline = False
+            self._reader = threading.Thread(target=self._read_loop, name="purerun-reader",
+                                            daemon=True)
+            self._reader.start()
+
+    def serve(self, execute):
+        """Inline mode: read and run tasks on this thread.
+
+        Returns True when ``execute`` asked the process to exit, False when the process
+        switched to a reader thread (the caller then takes tasks from ``on_execute``).
+        """
+        deferred = self._deferred
+        while True:
+            while deferred:
+                if execute(deferred.popleft()):
+                    return True
+            if not self.inline:
+                return False
+            self._pump(None)
+
+    def _pump(self, timeout):
+        """Inline mode: read what the node sent (waiting up to ``timeout``) and handle it.
+
+        EXECUTE messages are kept for serve(): a task never starts inside another's wait.
+        """
+        with self._read_lock:
+            if not self.inline:
+                return
+            if timeout is not None:
+                ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
+                if not ready:
+                    return
+            try:
+                data = self.sock.recv(protocol.RECV_SIZE)
+            except OSError as exc:
+                data = b""
+                reason = f"connection to the node failed: {exc}"
+            else:
+                reason = "the node closed the connection"
+            if not data:
+                self._mark_dead(reason)
+                os._exit(0)  # a worker whose node is gone has nothing left to do
+            for msg in self._frames.feed(data):
+                if msg[0] == protocol.EXECUTE:
+                    self._deferred.append(msg)
+                else:
+                    self._handle_all((msg,))
+
+    def _inline_here(self):
+        """True if this thread must read the socket itself to make progress."""
+        if not self.inline:
+            return False
+        if threading.get_ident() == self._inline_thread:
+            return True
+        self.start_reader()  # another thread waits: reading must go on in the background
+        return False
+
+    def _wait_inline(self, done, timeout):
+        """Pump until ``done()`` or the timeout; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            if not self.inline:  # switched to a reader thread meanwhile
+                return None
+            if deadline is None:
+                self._pump(None)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._pump(left)
+        return True
+
     def _read_loop(self):
-        reader = protocol.FrameReader()
+        reader = self._frames
         sock = self.sock
         try:
             if self.info is None:

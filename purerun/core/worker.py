@@ -41,7 +41,8 @@ def run_worker(sock: socket.socket, arena_fd: int, info: dict, stdout_fd: int,
     try:
         _become_worker(stdout_fd, stderr_fd, keep_fds)
         tasks = queue.SimpleQueue()
-        client = Client(sock, "worker", info=info, arena_fd=arena_fd, on_execute=tasks.put)
+        client = Client(sock, "worker", info=info, arena_fd=arena_fd, on_execute=tasks.put,
+                        inline=True)
         context.client = client
         worker = Worker(client, tasks)
         profile_dir = os.environ.get("PURERUN_WORKER_PROFILE")
@@ -113,6 +114,10 @@ class Worker:
         self.gpu_ids_set = None      # what CUDA_VISIBLE_DEVICES was last set for
 
     def run(self):
+        if self.client.inline and self.client.serve(self.execute):
+            return
+        # A reader thread now receives the tasks (threaded or asyncio actor, or a task that
+        # needed background reading): take them from the queue it fills.
         get = self.tasks.get
         while True:
             msg = get()
@@ -254,6 +259,9 @@ class Worker:
         elif concurrency > 1:
             self.pool = concurrent.futures.ThreadPoolExecutor(
                 concurrency, thread_name_prefix="purerun-actor")
+        if self.loop is not None or self.pool is not None:
+            # Calls now run on other threads while this one reads: a reader thread it is.
+            self.client.start_reader()
 
     def _set_gpus(self, gpu_ids):
         if gpu_ids == self.gpu_ids_set:
