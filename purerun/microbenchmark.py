@@ -177,10 +177,15 @@ def run(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
     bench("multi client put calls (Plasma Store)",
           lambda: ray.get([do_put_small.remote() for _ in range(10)]), 1000)
 
-    if wanted("single client put gigabytes"):
+    if wanted("gigabytes"):
         arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
         bench("single client put gigabytes", lambda: ray.put(arr), 8 * 0.1)
-        del arr
+        big = ray.put(arr)
+        bench("single client get gigabytes (800 MB array)", lambda: ray.get(big), 8 * 0.1)
+        # The machine's own copy speed, for scale: a put is one copy of the array.
+        dst = np.empty_like(arr)
+        bench("memcpy gigabytes (reference)", lambda: np.copyto(dst, arr), 8 * 0.1)
+        del arr, big, dst
         gc.collect()
 
     if wanted("single client get object containing 10k refs"):
