@@ -10,7 +10,9 @@
                                         REPLY, LOG, WARN, EXECUTE
 
 The user's threads send; the reader thread only receives (it never sends, so a node that is
-busy writing to us can never wait on us while we wait on it). Reference-count changes
+busy writing to us can never wait on us while we wait on it). Task workers start without a
+reader thread: the thread that runs tasks reads the socket itself, between tasks and while a
+task waits (see ``inline`` below), until something needs background reading. Reference-count changes
 (ADD_REFS, DROP_REFS, UNPIN) are queued in order and go out in front of the next message,
 or from the flusher thread shortly after: an ObjectRef's ``__del__`` may run in any thread,
 inside any lock, so it must only append to a list.
