@@ -663,14 +663,19 @@ class Client:
     # -- receiving ---------------------------------------------------------------------------------
 
     def start_reader(self):
-        """Read the socket on a background thread from now on (and leave inline mode)."""
-        with self._read_lock:
+        """Read the socket on a background thread from now on (and leave inline mode).
+
+        Never waits: a thread pumping inline may be blocked in recv until the node next
+        writes; the reader thread takes over when that read is done, and whatever that read
+        brought is handled by the pumping thread meanwhile.
+        """
+        with self._lock:
             if self._reader is not None:
                 return
             self.inline = False
             self._reader = threading.Thread(target=self._read_loop, name="purerun-reader",
                                             daemon=True)
-            self._reader.start()
+        self._reader.start()
 
     def serve(self, execute):
         """Inline mode: read and run tasks on this thread.
@@ -740,6 +745,8 @@ class Client:
         return True
 
     def _read_loop(self):
+        # Held for good: from now on only this thread reads (see start_reader).
+        self._read_lock.acquire()
         reader = self._frames
         sock = self.sock
         try:
