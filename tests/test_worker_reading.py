@@ -80,3 +80,30 @@ def test_waiting_inside_a_task(task, expected):
     assert purerun.get(task.remote(), timeout=60) == expected
     # Workers that switched to a reader thread keep serving tasks.
     assert purerun.get([nested_get.remote() for _ in range(20)], timeout=60) == [2] * 20
+
+
+def test_thread_left_behind_by_a_task_can_get_while_the_worker_idles(tmp_path):
+    go = tmp_path / "go"
+    done = tmp_path / "done"
+
+    @purerun.remote
+    def leave_a_thread(go, done):
+        import os
+        import time
+
+        def later():
+            deadline = time.time() + 30
+            while not os.path.exists(go) and time.time() < deadline:
+                time.sleep(0.01)
+            value = purerun.get(double.remote(21), timeout=30)
+            with open(done, "w") as f:
+                f.write(str(value))
+        threading.Thread(target=later, daemon=True).start()
+        return os.getpid()
+
+    purerun.get(leave_a_thread.remote(str(go), str(done)))
+    go.write_text("")  # the task has returned: its worker is idle, reading inline
+    from helpers import wait_for
+    wait_for(lambda: done.exists() and done.read_text() == "42", timeout=30,
+             message="the background thread's get never completed")
+    assert purerun.get(nested_get.remote()) == 2
