@@ -28,8 +28,10 @@ Caveats:
 import faulthandler
 import glob
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 import psutil
@@ -164,12 +166,23 @@ def _check_nothing_leaked(snapshot: _Snapshot, scope: str) -> None:
     pytest.fail("Leaked by this " + scope + ":\n" + "\n".join(problems), pytrace=False)
 
 
+SESSION_DIRS_GLOB = os.path.join(tempfile.gettempdir(), "purerun-sessions", "session_*")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def leak_guard_session():
-    """Fail the session if anything it started is still around at its end."""
+    """Fail the session if anything it started is still around at its end, including the
+    session directories that nodes create (and must remove) under the temp dir."""
     snapshot = _Snapshot()
+    session_dirs = set(glob.glob(SESSION_DIRS_GLOB))
     yield
     _check_nothing_leaked(snapshot, "test session")
+    left = sorted(set(glob.glob(SESSION_DIRS_GLOB)) - session_dirs)
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    if left:
+        pytest.fail(f"{len(left)} purerun session director(y/ies) left behind (now removed):\n"
+                    + "\n".join("  " + p for p in left), pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="module")
