@@ -133,10 +133,10 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         if address is None:
             address = os.environ.get("PURERUN_ADDRESS") or None
         elif address == "auto":
-            address = os.environ.get("PURERUN_ADDRESS")
+            address = os.environ.get("PURERUN_ADDRESS") or _started_node_address()
             if not address:
-                raise ConnectionError("Could not find any running purerun node: "
-                                      "address='auto' needs PURERUN_ADDRESS to name one.")
+                raise ConnectionError("Could not find any running purerun node: start one with "
+                                      "'purerun start', or set PURERUN_ADDRESS to its address.")
         if address == "local":
             address = None
         node_resources = _node_resources(num_cpus, num_gpus, resources)
@@ -207,8 +207,32 @@ def _temp_root():
     return root
 
 
+def _started_node_address():
+    """The address of the node ``purerun start`` left running, if there is one."""
+    try:
+        with open(os.path.join(_temp_root(), CURRENT_NODE_FILE)) as f:
+            return json.load(f)["address"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# Where `purerun start` records its node (address and pid) for address="auto" and `stop`.
+CURRENT_NODE_FILE = "current_node.json"
+
+
 def _start_node(node_resources, object_store_memory, log_to_driver):
     from purerun.core.client import Client
+
+    driver_sock, node_sock = socket.socketpair()
+    try:
+        process = _spawn_node(node_resources, object_store_memory, node_sock.fileno())
+    finally:
+        node_sock.close()
+    return Client(driver_sock, "driver", log_to_driver=log_to_driver, node_process=process)
+
+
+def _spawn_node(node_resources, object_store_memory, owner_fd=None):
+    """Start a node process; with ``owner_fd`` it lives as long as that connection."""
     from purerun.core.ids import random_id
     from purerun.core.object_store import default_store_size
     import psutil
@@ -224,16 +248,14 @@ def _start_node(node_resources, object_store_memory, log_to_driver):
     config = {"session_dir": session_dir, "node_id": random_id().hex(),
               "resources": node_resources, "object_store_memory": object_store_memory,
               "gpu_ids": list(range(int(node_resources.get("GPU", 0))))}
-    driver_sock, node_sock = socket.socketpair()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
-             str(node_sock.fileno())],
-            pass_fds=[node_sock.fileno()], cwd=os.getcwd(), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
-    finally:
-        node_sock.close()
-    return Client(driver_sock, "driver", log_to_driver=log_to_driver, node_process=process)
+    return subprocess.Popen(
+        [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
+         "none" if owner_fd is None else str(owner_fd)],
+        pass_fds=[] if owner_fd is None else [owner_fd], cwd=os.getcwd(),
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        # An owned node reports crashes on its driver's stderr; a standalone one must not
+        # hold on to the terminal (or pipe) of the command that started it.
+        stderr=subprocess.DEVNULL if owner_fd is None else None, close_fds=True)
 
 
 def _connect(address, log_to_driver):

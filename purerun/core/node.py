@@ -1118,6 +1118,8 @@ def main(config_json, owner_fd):
     def on_term(signum, frame):
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
+    if owner_fd == "none":  # a standalone node (purerun start): runs until SIGTERM
+        owner_fd = None
     if owner_fd is not None:
         try:
             node.add_driver(socket.socket(fileno=int(owner_fd)), owner=True)

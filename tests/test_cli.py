@@ -1,0 +1,93 @@
+"""The purerun command line: start/stop a standalone node, detached actors across drivers,
+version, and a quick microbenchmark run."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from helpers import wait_for
+
+
+def run(args, env, timeout=120):
+    return subprocess.run([sys.executable, "-m", "purerun.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(tmp_path):
+    # A private temp dir: the node's session dir and the "current node" file live there.
+    return dict(os.environ, TMPDIR=str(tmp_path),
+                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+
+
+def driver(env, tmp_path, name, code):
+    script = tmp_path / name
+    script.write_text(textwrap.dedent(code))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_detached_actor_outlives_its_driver_on_a_started_node(env, tmp_path):
+    started = run(["start", "--num-cpus", "2"], env)
+    assert started.returncode == 0, started.stderr
+    with open(tmp_path / "purerun-sessions" / "current_node.json") as f:
+        pid = json.load(f)["pid"]
+    try:
+        assert "first: 1" in driver(env, tmp_path, "first.py", """
+            import purerun
+            purerun.init(address="auto", namespace="cli-test")
+
+            @purerun.remote
+            class Keeper:
+                def __init__(self):
+                    self.n = 0
+                def add(self):
+                    self.n += 1
+                    return self.n
+
+            k = Keeper.options(name="keeper", lifetime="detached").remote()
+            print("first:", purerun.get(k.add.remote()))
+        """)
+        assert "second: 2" in driver(env, tmp_path, "second.py", """
+            import purerun
+            purerun.init(address="auto", namespace="cli-test")
+            print("second:", purerun.get(purerun.get_actor("keeper").add.remote()))
+        """)
+        again = run(["start"], env)
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        stopped = run(["stop"], env)
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: not psutil.pid_exists(pid) or
+             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10,
+             message="the started node is still running after 'purerun stop'")
+    assert os.listdir(tmp_path / "purerun-sessions") == []
+
+
+def test_auto_without_a_node_names_the_problem(env, tmp_path):
+    out = driver(env, tmp_path, "auto.py", """
+        import purerun
+        try:
+            purerun.init(address="auto")
+        except ConnectionError as e:
+            print("error:", e)
+    """)
+    assert "purerun start" in out
+    assert run(["stop"], env).returncode == 1
+
+
+def test_version_and_microbenchmark(env):
+    version = run(["version"], env)
+    assert version.returncode == 0 and version.stdout.strip()
+    bench = run(["microbenchmark", "--filter", "single client get calls", "--trials", "1",
+                 "--trial-seconds", "0.05", "--no-stdlib"], env)
+    assert bench.returncode == 0, bench.stderr
+    assert "single client get calls (Plasma Store) per second" in bench.stdout
+    assert "init to first result" in bench.stdout and "idle cluster" in bench.stdout
