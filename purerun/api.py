@@ -506,8 +506,16 @@ def get_runtime_context():
 
 
 def timeline(filename=None):
-    """Ray returns a Chrome trace of task events here; purerun records none yet."""
-    events = []
+    """The tasks and actor calls run so far, as Chrome trace events.
+
+    Args:
+        filename: if given, write the events there as JSON (open it in chrome://tracing or
+            Perfetto) and return None.
+
+    Returns:
+        A list of events (dicts with name, ts and dur in microseconds, pid, tid, args).
+    """
+    events = _require_client("timeline").request("timeline")
     if filename is not None:
         with open(filename, "w") as f:
             json.dump(events, f)

@@ -46,12 +46,14 @@ What differs from the real runtime, on purpose:
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import os
 import socket
 import sys
 import threading
+import time
 
 from purerun import exceptions
 from purerun import options as _options
@@ -181,6 +183,7 @@ class LocalClient:
         self._named = {}           # (namespace, name) -> _LocalActor
         self._functions = set()    # keys of the functions run, for stats
         self._kv = {}
+        self._timeline = collections.deque(maxlen=100_000)  # task spans for timeline()
         self._running_tasks = 0
         self._local = threading.local()
         self._closed = False
@@ -467,6 +470,9 @@ class LocalClient:
             return True
         if op == "kv_get":
             return self._kv.get(args[0])
+        if op == "timeline":
+            from purerun.core.node import chrome_trace
+            return chrome_trace(self._timeline, LOCAL_NODE_IP)
         raise ValueError(f"unknown request {op!r}")
 
     # -- tasks -------------------------------------------------------------------------------------
@@ -509,6 +515,14 @@ class LocalClient:
         ``fn`` is the function of a task, or the class of an actor creation; an actor
         method is looked up on the instance here (a missing one is the call's error).
         """
+        started = time.time()
+        try:
+            return self._attempt_once(spec, fn, call, actor)
+        finally:
+            self._timeline.append((spec.name, os.getpid(), (started, time.time()),
+                                   spec.task_id))
+
+    def _attempt_once(self, spec, fn, call, actor):
         # An exception the caller is handling would become the __context__ of the task's own
         # exceptions (it is the same thread); on the real runtime there is none.
         outer = sys.exc_info()[1]

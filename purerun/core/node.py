@@ -54,6 +54,8 @@ MAX_WORKERS_PER_CPU = 8
 MIN_MAX_WORKERS = 32
 # Workers kept warm from the start, so the first tasks do not wait for a fork.
 PRESTART_WORKERS_MAX = 4
+# Task events kept for purerun.timeline(): the most recent ones, a bounded amount of memory.
+TIMELINE_MAX_EVENTS = 100_000
 # How long shutdown waits for killed workers to be reaped.
 REAP_TIMEOUT = 5.0
 
@@ -163,6 +165,7 @@ class Node:
         self.pending_names = {}     # actor id -> (namespace, name, meta) registered, not submitted
         self.job_namespaces = {}    # job id -> namespace
         self.actor_waits = {}       # object id -> actors whose next call waits for it
+        self.timeline = collections.deque(maxlen=TIMELINE_MAX_EVENTS)  # finished task spans
         self.next_worker_id = 1
         self.next_job_id = 1
         self.to_reap = []           # pids of exited or killed workers not yet waited for
@@ -823,9 +826,11 @@ class Node:
         self.run_actions(self.scheduler.handle(sched.WorkerUnblocked(conn.worker.worker_id)))
 
     def on_task_done(self, conn, msg):
-        _, task_id, results, retry, exiting = msg
+        _, task_id, results, retry, exiting, span = msg
         worker = conn.worker
         task = self.tasks.get(task_id)
+        if task is not None:
+            self.timeline.append((task.spec.name, worker.pid, span, task_id))
         if worker.actor_id is not None:
             self.actor_task_done(worker, task_id, task, results, retry, exiting)
             return
@@ -1022,6 +1027,9 @@ class Node:
                 return
             self.actor_dead(actor)
 
+    def request_timeline(self, conn):
+        return chrome_trace(self.timeline, self.node_ip)
+
     def request_kv_put(self, conn, key, value, overwrite):
         if not overwrite and key in self.kv:
             return False
@@ -1106,6 +1114,14 @@ class Node:
         self.listener.close()
         self.store.close()
         shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def chrome_trace(spans, node_ip):
+    """Task spans as Chrome trace events (chrome://tracing, Perfetto), as Ray's timeline."""
+    return [{"cat": "task", "name": name, "pid": f"Node {node_ip}", "tid": f"worker {pid}",
+             "ts": start * 1e6, "dur": (end - start) * 1e6, "ph": "X",
+             "args": {"task_id": task_id.hex()}}
+            for name, pid, (start, end), task_id in spans]
 
 
 def main(config_json, owner_fd):

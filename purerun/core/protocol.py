@@ -35,7 +35,8 @@ ADD_REFS = 6      # (ADD_REFS, object_ids)           this process now holds thes
 DROP_REFS = 7     # (DROP_REFS, object_ids)          ... and no longer holds these
 BLOCKED = 8       # (BLOCKED,)                       the running task waits in get/wait
 UNBLOCKED = 9     # (UNBLOCKED,)
-TASK_DONE = 10    # (TASK_DONE, task_id, results, retry, exiting)  results: [(object_id, kind, payload, contained_ids)]
+TASK_DONE = 10    # (TASK_DONE, task_id, results, retry, exiting, span)
+                  #   results: [(object_id, kind, payload, contained_ids)]; span: (start, end) time
 REQUEST = 11      # (REQUEST, request_id, op, args)  -> REPLY; op names a Node.request_<op> method
 CANCEL = 12       # (CANCEL, object_id, force, recursive)
 FREE = 13         # (FREE, object_ids)               purerun.internal.free

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 
 from purerun import exceptions
@@ -153,6 +154,7 @@ class Worker:
             client.gpu_ids = gpu_ids
             self._set_gpus(gpu_ids)
         main_thread = threading.current_thread() is threading.main_thread()
+        started = time.time()
         result = None
         if spec.kind == ACTOR_CREATION:
             self._set_actor_identity(spec)
@@ -179,10 +181,11 @@ class Worker:
         finally:
             client.current_task = None
             _flush_output()
-        return self._report(spec, *outcome)
+        return self._report(spec, *outcome, started)
 
     async def _run_async(self, spec, dep_payloads):
         async with self.semaphore:
+            started = time.time()
             self.client.current_task = spec
             try:
                 fn = self._callable(spec, None)
@@ -197,17 +200,18 @@ class Worker:
                 outcome = self._failure(spec, exc)
             finally:
                 _flush_output()
-            if self._report(spec, *outcome):
+            if self._report(spec, *outcome, started):
                 self.tasks.put(None)
 
-    def _report(self, spec, results, retry, exiting):
+    def _report(self, spec, results, retry, exiting, started):
         if spec.max_calls and not exiting:
             count = self.calls.get(spec.function_key, 0) + 1
             self.calls[spec.function_key] = count
             exiting = count >= spec.max_calls
         if exiting and self.actor is not None:
             _graceful_exit_hooks()
-        self.client.send((protocol.TASK_DONE, spec.task_id, results, retry, exiting))
+        self.client.send((protocol.TASK_DONE, spec.task_id, results, retry, exiting,
+                          (started, time.time())))
         return exiting
 
     def _failure(self, spec, exc):
