@@ -152,7 +152,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
                                  "resources, labels and object_store_memory must not be "
                                  "provided.")
             client = _connect(address, log_to_driver)
+        _options.check_runtime_env(runtime_env)
         client.namespace = namespace
+        client.job_env_vars = _options.env_vars_of(runtime_env)
         if not local_mode:
             client.send((protocol.REQUEST, 0, "set_namespace", (namespace,)))
         context.client = client

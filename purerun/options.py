@@ -328,6 +328,47 @@ def _check_backpressure(name: str, value: Any, kind: str) -> None:
 _STR = _instance_of((str,), "a str")
 _DICT = _instance_of((dict,), "a dict")
 
+# runtime_env fields purerun acts on; the others (pip, conda, working_dir, py_modules, ...)
+# set up environments on remote machines, which on one host are already there.
+SUPPORTED_RUNTIME_ENV = frozenset({"env_vars"})
+_warned_runtime_env = set()
+
+
+def check_runtime_env(value):
+    """Check a runtime_env: a dict whose ``env_vars`` maps str to str.
+
+    Fields purerun does not set up are accepted with a one-time warning, so that programs
+    written for Ray still run where their dependencies are already installed.
+
+    Raises:
+        TypeError: not a dict, or env_vars not a dict of strings.
+    """
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise TypeError(f"runtime_env must be a dict, got {type(value).__name__}")
+    env_vars = value.get("env_vars")
+    if env_vars is not None:
+        if not isinstance(env_vars, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+            raise TypeError("runtime_env['env_vars'] must be a dict of str to str, got "
+                            f"{env_vars!r}")
+    ignored = sorted(set(value) - SUPPORTED_RUNTIME_ENV - _warned_runtime_env)
+    if ignored:
+        import logging
+        _warned_runtime_env.update(ignored)
+        logging.getLogger("purerun").warning(
+            "runtime_env field(s) %s are not set up by purerun (only env_vars is): what they "
+            "provide must already be installed on this machine.", ", ".join(ignored))
+
+
+def env_vars_of(runtime_env):
+    """The env_vars of a runtime_env (None when there are none)."""
+    if not runtime_env:
+        return None
+    return runtime_env.get("env_vars") or None
+
+
 # --------------------------------------------------------------------------------------
 # The table. Options accepted "for compatibility" are checked but purerun's scheduler may
 # not act on them (placement groups, labels, task events, ...).
@@ -351,7 +392,7 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     # -- tasks and actors: identity, environment, placement -----------------------------
     Option("name", _BOTH, None, _check_name),
-    Option("runtime_env", _BOTH, None, _DICT),
+    Option("runtime_env", _BOTH, None, lambda name, value, kind: check_runtime_env(value)),
     Option("scheduling_strategy", _BOTH, None, _check_scheduling_strategy),
     # Deprecated in Ray in favour of scheduling_strategy. "default" (not None) is the
     # default because None explicitly means "no placement group".

@@ -79,6 +79,7 @@ class RemoteFunction:
             raise ValueError(f"num_returns={num_returns!r} (dynamic or streaming generators) "
                              "is not supported by purerun; use an integer.")
         max_calls = opts.get("max_calls", 0)
+        env_vars = _options.env_vars_of(opts.get("runtime_env"))
         return {
             "name": self.__qualname__,
             "num_returns": num_returns,
@@ -86,6 +87,7 @@ class RemoteFunction:
             "max_retries": opts.get("max_retries", 3),
             "retry_exceptions": retry,
             "max_calls": max_calls,
+            "extra": {"env_vars": env_vars} if env_vars else None,
         }
 
     def _export(self):

@@ -131,6 +131,8 @@ class Client:
 
         # Task context (workers): what get_runtime_context() reports inside a task.
         self.namespace = None
+        self.job_env_vars = None   # drivers: init(runtime_env={"env_vars": ...})
+        self.actor_env_vars = None
         self.actor_id = None       # set in a worker that hosts an actor
         self.actor_is_async = False
         self.current_task = None
@@ -381,6 +383,9 @@ class Client:
         task_id = ids.new_task_id()
         spec = TaskSpec(task_id, function_key=fn_key, args=payload, args_in_store=in_store,
                         deps=deps, contained=contained, job_id=self.job_id, **spec_fields)
+        inherited = self.inherited_env_vars()
+        if inherited:
+            spec.extra = merge_env_vars(inherited, spec.extra)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive  # queued ahead of any drop of it: the node holds the arguments first
@@ -416,7 +421,12 @@ class Client:
         max_concurrency = opts.get("max_concurrency")
         if max_concurrency is None:
             max_concurrency = 1000 if meta.is_async else 1
+        env_vars = _options.env_vars_of(opts.get("runtime_env"))
+        inherited = self.inherited_env_vars()
+        if inherited:
+            env_vars = {**inherited, **(env_vars or {})}
         extra = {
+            "env_vars": env_vars,
             "hold": _options.running_actor_request(opts),
             "max_restarts": opts.get("max_restarts", 0) or 0,
             "max_task_retries": opts.get("max_task_retries", 0) or 0,
@@ -480,6 +490,17 @@ class Client:
         # The node added our hold on the actor object before answering.
         return ActorHandle(actor_id, meta, self.new_ref(ids.object_id(actor_id, 0),
                                                         subscribed=True))
+
+    def inherited_env_vars(self):
+        """runtime_env env_vars that tasks submitted from here inherit (job, task, actor)."""
+        if not self.is_worker:
+            return self.job_env_vars
+        if self.actor_id is not None:
+            return self.actor_env_vars
+        task = self.current_task
+        if task is not None and task.extra:
+            return task.extra.get("env_vars")
+        return None
 
     @property
     def job_id(self):
@@ -881,6 +902,12 @@ class Client:
                 import shutil
                 shutil.rmtree(self.info.get("session_dir") or "", ignore_errors=True)
         self._flush_event.set()
+
+
+def merge_env_vars(inherited, extra):
+    """A task's ``extra`` with env_vars inherited from its submitter under its own."""
+    own = (extra or {}).get("env_vars") or {}
+    return dict(extra or {}, env_vars={**inherited, **own})
 
 
 def _as_raisable(error):

@@ -62,8 +62,10 @@ from purerun.core import ids, serialization
 from purerun.core.client import _as_raisable
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.scheduler import RESOURCE_UNIT
-from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec, extract_deps,
-                                    retryable, split_returns)
+from purerun.core.client import merge_env_vars
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec,
+                                    apply_env_vars, extract_deps, restore_env, retryable,
+                                    split_returns)
 from purerun.core.worker import _dump_error
 from purerun.object_ref import ObjectRef
 
@@ -167,6 +169,7 @@ class LocalClient:
 
     def __init__(self, node_resources, namespace=None):
         self.namespace = namespace
+        self.job_env_vars = None  # init(runtime_env={"env_vars": ...})
         self.gpu_ids = ()
         self.info = {"node_id": ids.random_id(), "job_id": LOCAL_JOB_ID, "session_dir": None,
                      "arena_size": 0, "address": None, "node_ip": LOCAL_NODE_IP,
@@ -433,6 +436,22 @@ class LocalClient:
         for actor in ended:
             self._end_actor(actor)
 
+    def _inherited_env_vars(self):
+        """runtime_env env_vars a call made now inherits: its caller's, else the job's."""
+        running = self._running()
+        if running is not None:
+            source = running.actor.creation if running.actor is not None else running.spec
+            if source.extra and source.extra.get("env_vars"):
+                return source.extra["env_vars"]
+        return self.job_env_vars
+
+    def _actor_env_vars(self, opts):
+        own = _options.env_vars_of(opts.get("runtime_env"))
+        inherited = self._inherited_env_vars()
+        if inherited:
+            return {**inherited, **(own or {})}
+        return own
+
     def request(self, op, *args, timeout=None):
         """Answer what the node answers: cluster_resources, available_resources, nodes,
         stats, kv_put, kv_get.
@@ -489,6 +508,9 @@ class LocalClient:
         call = _copy_arguments(args, kwargs)
         spec = TaskSpec(ids.new_task_id(), function_key=key, args=None, args_in_store=False,
                         deps=call.deps, contained=[], job_id=self.job_id, **fields)
+        inherited = self._inherited_env_vars()
+        if inherited:
+            spec.extra = merge_env_vars(inherited, spec.extra)
         self._functions.add(key)
         refs = [self.new_ref(object_id) for object_id in spec.return_ids()]
         self._use(spec.resources, +1)
@@ -516,9 +538,14 @@ class LocalClient:
         method is looked up on the instance here (a missing one is the call's error).
         """
         started = time.time()
+        source = actor.creation if actor is not None else spec
+        env_vars = source.extra.get("env_vars") if source.extra else None
+        saved_env = apply_env_vars(env_vars) if env_vars else None
         try:
             return self._attempt_once(spec, fn, call, actor)
         finally:
+            if saved_env is not None:
+                restore_env(saved_env)
             self._timeline.append((spec.name, os.getpid(), (started, time.time()),
                                    spec.task_id))
 
@@ -684,7 +711,8 @@ class LocalClient:
                             call.deps, [], 1, _options.resource_request(opts, "actor"), 0,
                             False, 0, kind=ACTOR_CREATION, actor_id=actor_id,
                             job_id=self.job_id, extra={"name": name, "namespace": namespace,
-                                                       "class_name": meta.class_name})
+                                                       "class_name": meta.class_name,
+                                                       "env_vars": self._actor_env_vars(opts)})
         actor = _LocalActor(actor_id, meta, actor_class._cls, creation, call, opts, namespace)
         handle_ref = self.new_ref(actor.object_id)
         with self._lock:

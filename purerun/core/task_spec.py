@@ -143,3 +143,20 @@ def retryable(spec, exc):
     except Exception:
         return False
     return isinstance(exc, tuple(classes))
+
+
+def apply_env_vars(env_vars):
+    """Apply a task's runtime_env env_vars to os.environ; return what restore_env needs."""
+    import os
+    saved = {name: os.environ.get(name) for name in env_vars}
+    os.environ.update(env_vars)
+    return saved
+
+
+def restore_env(saved):
+    import os
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -29,8 +29,8 @@ from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
 from purerun.core.protocol import ARENA, ERROR
 from purerun.actor import _ActorExit
-from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, retryable,
-                                    split_returns)
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, apply_env_vars,
+                                    restore_env, retryable, split_returns)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -158,6 +158,10 @@ class Worker:
         result = None
         if spec.kind == ACTOR_CREATION:
             self._set_actor_identity(spec)
+        env_vars = spec.extra.get("env_vars") if spec.extra else None
+        saved_env = apply_env_vars(env_vars) if env_vars and spec.kind != ACTOR_CREATION else None
+        if env_vars and spec.kind == ACTOR_CREATION:
+            os.environ.update(env_vars)  # for the actor's whole life
         try:
             _running = main_thread
             try:
@@ -180,6 +184,8 @@ class Worker:
             outcome = self._failure(spec, exc)
         finally:
             client.current_task = None
+            if saved_env is not None:
+                restore_env(saved_env)
             _flush_output()
         return self._report(spec, *outcome, started)
 
@@ -244,6 +250,7 @@ class Worker:
         client.actor_is_async = spec.extra["is_async"]
         client.actor_resources = dict(spec.extra.get("hold") or {})
         client.actor_meta = spec.extra.get("meta")
+        client.actor_env_vars = spec.extra.get("env_vars")
 
     def _become_actor(self, spec, instance):
         extra = spec.extra
@@ -333,6 +340,7 @@ class Worker:
 
 def _no_op():
     return None
+
 
 
 def _graceful_exit_hooks():
