@@ -425,7 +425,11 @@ class Client:
         inherited = self.inherited_env_vars()
         if inherited:
             env_vars = {**inherited, **(env_vars or {})}
+        groups = opts.get("concurrency_groups")
         extra = {
+            # A list names groups with the default limit (as Ray accepts); a dict sets limits.
+            "concurrency_groups": ({g: max_concurrency for g in groups}
+                                   if isinstance(groups, list) else dict(groups or {})),
             "env_vars": env_vars,
             "hold": _options.running_actor_request(opts),
             "max_restarts": opts.get("max_restarts", 0) or 0,
@@ -454,10 +458,12 @@ class Client:
         retry = method_options.get("retry_exceptions", False)
         if isinstance(retry, (list, tuple)):
             retry = serialization.dumps(tuple(retry))
+        group = method_options.get("concurrency_group")
         spec = TaskSpec(ids.new_task_id(), f"{handle._meta.class_name}.{method}", None, payload,
                         in_store, deps, contained, method_options.get("num_returns", 1), None,
                         method_options.get("max_task_retries"), retry, 0, kind=ACTOR_METHOD,
-                        actor_id=handle._actor_id, method=method, job_id=self.job_id)
+                        actor_id=handle._actor_id, method=method, job_id=self.job_id,
+                        extra={"concurrency_group": group} if group else None)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive

@@ -109,8 +109,9 @@ class Worker:
         self.tasks = tasks
         self.actor = None            # the instance, in a worker that hosts an actor
         self.loop = None             # asyncio actors: the event loop (on its own thread)
-        self.semaphore = None        # ... bounding coroutines in flight (max_concurrency)
-        self.pool = None             # threaded actors (max_concurrency > 1)
+        self.semaphores = None       # ... bounding coroutines in flight, per concurrency group
+        self.pools = None            # threaded actors: a thread pool per concurrency group
+        self.method_groups = {}      # method name -> its concurrency group
         self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.gpu_ids_set = None      # what CUDA_VISIBLE_DEVICES was last set for
 
@@ -137,10 +138,17 @@ class Worker:
             if self.loop is not None:
                 asyncio.run_coroutine_threadsafe(self._run_async(spec, dep_payloads), self.loop)
                 return False
-            if self.pool is not None:
-                self.pool.submit(self._run_in_thread, spec, dep_payloads)
+            if self.pools is not None:
+                pool = self.pools.get(self._group_of(spec)) or self.pools[None]
+                pool.submit(self._run_in_thread, spec, dep_payloads)
                 return False
         return self._run_and_report(spec, dep_payloads, pickled_fn, gpu_ids)
+
+    def _group_of(self, spec):
+        """The concurrency group of an actor call: the call's option, else the method's."""
+        if spec.extra and spec.extra.get("concurrency_group"):
+            return spec.extra["concurrency_group"]
+        return self.method_groups.get(spec.method)
 
     def _run_in_thread(self, spec, dep_payloads):
         if self._run_and_report(spec, dep_payloads, None, ()):
@@ -190,7 +198,8 @@ class Worker:
         return self._report(spec, *outcome, started)
 
     async def _run_async(self, spec, dep_payloads):
-        async with self.semaphore:
+        semaphore = self.semaphores.get(self._group_of(spec)) or self.semaphores[None]
+        async with semaphore:
             started = time.time()
             self.client.current_task = spec
             try:
@@ -255,22 +264,32 @@ class Worker:
     def _become_actor(self, spec, instance):
         extra = spec.extra
         self.actor = instance
-        concurrency = extra["max_concurrency"]
+        # Concurrency groups: each has its own limit; calls outside any group share the
+        # default one (key None), max_concurrency.
+        limits = dict(extra.get("concurrency_groups") or {})
+        limits[None] = extra["max_concurrency"]
+        meta = extra.get("meta")
+        if meta is not None:
+            self.method_groups = {name: opts["concurrency_group"]
+                                  for name, opts in meta.methods.items()
+                                  if opts.get("concurrency_group")}
         if extra["is_async"]:
             self.loop = asyncio.new_event_loop()
             ready = threading.Event()
 
             def run_loop():
                 asyncio.set_event_loop(self.loop)
-                self.semaphore = asyncio.Semaphore(concurrency)
+                self.semaphores = {group: asyncio.Semaphore(limit)
+                                   for group, limit in limits.items()}
                 ready.set()
                 self.loop.run_forever()
             threading.Thread(target=run_loop, name="purerun-actor-loop", daemon=True).start()
             ready.wait()
-        elif concurrency > 1:
-            self.pool = concurrent.futures.ThreadPoolExecutor(
-                concurrency, thread_name_prefix="purerun-actor")
-        if self.loop is not None or self.pool is not None:
+        elif len(limits) > 1 or limits[None] > 1:
+            self.pools = {group: concurrent.futures.ThreadPoolExecutor(
+                limit, thread_name_prefix=f"purerun-actor-{group or 'default'}")
+                for group, limit in limits.items()}
+        if self.loop is not None or self.pools is not None:
             # Calls now run on other threads while this one reads: a reader thread it is.
             self.client.start_reader()
 
