@@ -81,3 +81,22 @@ def test_async_groups():
     waiting = actor.wait_for_release.remote()  # holds the default group's only slot
     assert purerun.get(actor.release.remote(), timeout=30) == "io"
     assert purerun.get(waiting, timeout=30) == "released"
+
+
+@purerun.remote(max_concurrency=2)
+class TwoAtOnce:
+    def __init__(self):
+        self.barrier = threading.Barrier(2, timeout=20)
+
+    def my_task_id(self):
+        before = purerun.get_runtime_context().get_task_id()
+        self.barrier.wait()  # both calls are in at once from here
+        return before, purerun.get_runtime_context().get_task_id()
+
+
+def test_each_concurrent_call_sees_its_own_task_id():
+    actor = TwoAtOnce.remote()
+    first, second = purerun.get([actor.my_task_id.remote(), actor.my_task_id.remote()],
+                                timeout=30)
+    assert first[0] == first[1] and second[0] == second[1]
+    assert first[0] != second[0]

@@ -135,7 +135,10 @@ class Client:
         self.actor_env_vars = None
         self.actor_id = None       # set in a worker that hosts an actor
         self.actor_is_async = False
-        self.current_task = None
+        # The task each thread runs (threaded actors run several at once), and the last one
+        # started anywhere in this process, for threads a task started on its own.
+        self._task_local = threading.local()
+        self._last_task = None
         self.gpu_ids = ()
         self._blocked_depth = 0
 
@@ -509,9 +512,21 @@ class Client:
         return None
 
     @property
+    def current_task(self):
+        """The TaskSpec this thread is running (workers), or None."""
+        return getattr(self._task_local, "task", None)
+
+    @current_task.setter
+    def current_task(self, spec):
+        self._task_local.task = spec
+        if spec is not None:
+            self._last_task = spec
+
+    @property
     def job_id(self):
-        if self.is_worker and self.current_task is not None:
-            return self.current_task.job_id
+        task = self.current_task or self._last_task
+        if self.is_worker and task is not None:
+            return task.job_id
         info = self.info or self.wait_welcome()
         return info["job_id"]
 
