@@ -153,6 +153,8 @@ class Client:
         self._frames = protocol.FrameReader()
         self._read_lock = threading.Lock()   # held by whichever thread reads the socket
         self._deferred = collections.deque()  # EXECUTEs read while a task was waiting
+        self.pumping = False                  # this thread is inside an inline read
+        self.interrupt_pending = False        # a cancellation waits for that read to end
 
         self._flush_event = threading.Event()
         self._reader = None
@@ -748,19 +750,28 @@ class Client:
                     return
             try:
                 data = self.sock.recv(protocol.RECV_SIZE)
+                # From here until the data is handled, a cancellation (SIGINT) must not
+                # unwind us: it is noted and raised below, between messages.
+                self.pumping = True
             except OSError as exc:
                 data = b""
                 reason = f"connection to the node failed: {exc}"
             else:
                 reason = "the node closed the connection"
-            if not data:
-                self._mark_dead(reason)
-                os._exit(0)  # a worker whose node is gone has nothing left to do
-            for msg in self._frames.feed(data):
-                if msg[0] == protocol.EXECUTE:
-                    self._deferred.append(msg)
-                else:
-                    self._handle_all((msg,))
+            try:
+                if not data:
+                    self._mark_dead(reason)
+                    os._exit(0)  # a worker whose node is gone has nothing left to do
+                for msg in self._frames.feed(data):
+                    if msg[0] == protocol.EXECUTE:
+                        self._deferred.append(msg)
+                    else:
+                        self._handle_all((msg,))
+            finally:
+                self.pumping = False
+        if self.interrupt_pending:
+            self.interrupt_pending = False
+            raise KeyboardInterrupt
 
     def _inline_here(self):
         """True if this thread must read the socket itself to make progress."""

@@ -103,7 +103,8 @@ class WorkerProc:
 
 
 class Task:
-    __slots__ = ("spec", "owner", "worker", "retries_left", "cancelled", "force_cancelled")
+    __slots__ = ("spec", "owner", "worker", "retries_left", "cancelled", "force_cancelled",
+                 "children")
 
     def __init__(self, spec, owner):
         self.spec = spec
@@ -112,6 +113,7 @@ class Task:
         self.retries_left = spec.max_retries
         self.cancelled = False
         self.force_cancelled = False
+        self.children = None        # ids of tasks this one submitted (for recursive cancel)
 
 
 class Actor:
@@ -553,6 +555,11 @@ class Node:
         spec = msg[1]
         task = Task(spec, conn)
         self.tasks[spec.task_id] = task
+        parent = conn.worker.task if conn.worker is not None else None
+        if parent is not None and parent.spec.kind != ACTOR_CREATION:
+            if parent.children is None:
+                parent.children = []
+            parent.children.append(spec.task_id)
         store = self.store
         refs = conn.refs
         for object_id in spec.return_ids():
@@ -897,21 +904,36 @@ class Node:
             self.pump(actor)
 
     def on_cancel(self, conn, msg):
-        _, object_id, force, _recursive = msg
-        task = self.tasks.get(object_id[:-4])
-        if task is None:
+        _, object_id, force, recursive = msg
+        self.cancel(object_id[:-4], force, recursive)
+
+    def cancel(self, task_id, force, recursive):
+        """Cancel a task: drop it if pending, interrupt (or kill) it if running."""
+        task = self.tasks.get(task_id)
+        if task is None or task.cancelled:
             return
         task.cancelled = True
-        if task.worker is None:
-            self.run_actions(self.scheduler.handle(sched.CancelTask(task.spec.task_id)))
+        if recursive and task.children:
+            for child_id in task.children:
+                self.cancel(child_id, force, recursive)
+        spec = task.spec
+        if spec.kind == ACTOR_METHOD:
+            # A queued call is dropped; a running one finishes (only asyncio actors could be
+            # interrupted, as in Ray, and purerun does not do that yet).
+            actor = self.actors.get(spec.actor_id)
+            if actor is not None and task in actor.queue:
+                actor.queue.remove(task)
+                self.fail_task(task, exceptions.TaskCancelledError(task_id.hex()))
             return
-        pid = task.worker.pid
+        if task.worker is None:
+            self.run_actions(self.scheduler.handle(sched.CancelTask(task_id)))
+            return
         try:
             if force:
                 task.force_cancelled = True
-                os.kill(pid, signal.SIGKILL)
+                os.kill(task.worker.pid, signal.SIGKILL)
             else:
-                os.kill(pid, signal.SIGINT)
+                os.kill(task.worker.pid, signal.SIGINT)
         except ProcessLookupError:
             pass
 

@@ -98,7 +98,11 @@ _running = False
 def _on_sigint(signum, frame):
     # The node sends SIGINT to cancel the running task (purerun.cancel without force).
     if _running:
-        raise KeyboardInterrupt
+        client = context.client
+        if client is not None and client.pumping:
+            client.interrupt_pending = True  # raised once the message in hand is handled
+        else:
+            raise KeyboardInterrupt
 
 
 class Worker:

@@ -1,0 +1,113 @@
+"""purerun.cancel on real processes: pending, running, forced, recursive, actor calls."""
+
+import os
+
+import pytest
+
+import purerun
+from purerun import exceptions
+
+from helpers import wait_for
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    purerun.init(num_cpus=1)
+    yield
+    purerun.shutdown()
+
+
+@purerun.remote
+def wait_for_file(path):
+    import time
+    deadline = time.time() + 60
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.005)
+    return "done"
+
+
+@purerun.remote
+def mark_and_wait(started, path):
+    open(started, "w").close()
+    return purerun.get(wait_for_file.remote(path))
+
+
+@purerun.remote
+def quick():
+    return os.getpid()
+
+
+def test_cancel_a_pending_task(tmp_path):
+    release = str(tmp_path / "release")
+    blocker = wait_for_file.remote(release)       # holds the only CPU
+    pending = quick.remote()
+    purerun.cancel(pending)
+    open(release, "w").close()
+    assert purerun.get(blocker) == "done"
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(pending, timeout=30)
+
+
+def test_cancel_a_running_task_and_the_worker_goes_on(tmp_path):
+    started = str(tmp_path / "started")
+    running = mark_and_wait.remote(started, str(tmp_path / "never"))
+    wait_for(lambda: os.path.exists(started), timeout=30, message="task did not start")
+    purerun.cancel(running, recursive=True)
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(running, timeout=30)
+    assert isinstance(purerun.get(quick.remote(), timeout=30), int)
+
+
+def test_force_cancel_kills_the_worker_and_is_not_retried(tmp_path):
+    started = str(tmp_path / "started")
+
+    @purerun.remote(max_retries=3)
+    def spin(started):
+        open(started, "w").close()
+        while True:
+            pass
+
+    ref = spin.remote(started)
+    wait_for(lambda: os.path.exists(started), timeout=30, message="task did not start")
+    purerun.cancel(ref, force=True)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        purerun.get(ref, timeout=30)
+    assert isinstance(purerun.get(quick.remote(), timeout=30), int)
+
+
+def test_recursive_cancel_reaches_child_tasks(tmp_path):
+    started = str(tmp_path / "started")
+    release = str(tmp_path / "release")
+    parent = mark_and_wait.remote(started, release)
+    wait_for(lambda: os.path.exists(started), timeout=30, message="parent did not start")
+    purerun.cancel(parent, recursive=True)
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(parent, timeout=30)
+    # The child (waiting for a file that never comes) was cancelled too: the CPU is free.
+    assert isinstance(purerun.get(quick.remote(), timeout=30), int)
+
+
+def test_cancel_a_queued_actor_call(tmp_path):
+    @purerun.remote(num_cpus=0)
+    class Slow:
+        def wait(self, path):
+            return purerun.get(wait_for_file.remote(path))
+
+        def ping(self):
+            return "pong"
+
+    release = str(tmp_path / "release")
+    actor = Slow.remote()
+    busy = actor.wait.remote(release)
+    queued = actor.ping.remote()
+    purerun.cancel(queued)
+    open(release, "w").close()
+    assert purerun.get(busy, timeout=30) == "done"
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(queued, timeout=30)
+    assert purerun.get(actor.ping.remote(), timeout=30) == "pong"
+
+
+def test_cancel_takes_object_refs_only():
+    with pytest.raises(TypeError):
+        purerun.cancel("not a ref")
