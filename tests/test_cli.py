@@ -34,11 +34,35 @@ def driver(env, tmp_path, name, code):
     return done.stdout
 
 
-def test_detached_actor_outlives_its_driver_on_a_started_node(env, tmp_path):
-    started = run(["start", "--num-cpus", "2"], env)
+def started_pid(tmp_path):
+    try:
+        with open(tmp_path / "purerun-sessions" / "current_node.json") as f:
+            return json.load(f)["pid"]
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def started_node(env, tmp_path):
+    """Run `purerun start`; whatever happens, the node is gone afterwards.
+
+    A started node is not a child of this process (it outlives `purerun start`), so the
+    suite's leak check cannot see it: this fixture must make sure of it.
+    """
+    try:
+        yield run(["start", "--num-cpus", "2"], env)
+    finally:
+        pid = started_pid(tmp_path)
+        if pid is not None and psutil.pid_exists(pid):
+            run(["stop"], env)
+            if psutil.pid_exists(pid):
+                psutil.Process(pid).kill()
+
+
+def test_detached_actor_outlives_its_driver_on_a_started_node(env, tmp_path, started_node):
+    started = started_node
     assert started.returncode == 0, started.stderr
-    with open(tmp_path / "purerun-sessions" / "current_node.json") as f:
-        pid = json.load(f)["pid"]
+    pid = started_pid(tmp_path)
     try:
         assert "first: 1" in driver(env, tmp_path, "first.py", """
             import purerun
