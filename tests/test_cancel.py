@@ -111,3 +111,16 @@ def test_cancel_a_queued_actor_call(tmp_path):
 def test_cancel_takes_object_refs_only():
     with pytest.raises(TypeError):
         purerun.cancel("not a ref")
+
+
+def test_force_cancel_of_an_actor_call_is_refused_in_the_caller():
+    @purerun.remote(num_cpus=0)
+    class Echo:
+        def echo(self, x):
+            return x
+
+    actor = Echo.remote()
+    ref = actor.echo.remote(1)
+    with pytest.raises(ValueError, match="force=True"):
+        purerun.cancel(ref, force=True)
+    assert purerun.get(ref, timeout=30) == 1

@@ -122,6 +122,7 @@ class Client:
         self._pending_submits = 0
         self._submits_since_block = 0   # submissions since this process last blocked
         self._exported = set()     # function keys the node already has from us
+        self._actor_calls = set()  # return ids of actor calls made here (still referenced)
         self._requests = {}        # request id -> Future
         self._request_ids = itertools.count(1)
         self._closed = False
@@ -314,6 +315,7 @@ class Client:
             self._refs.pop(object_id, None)
             self._values.pop(object_id, None)
             self._subscribed.discard(object_id)
+            self._actor_calls.discard(object_id)
             self._queue(protocol.DROP_REFS, object_id)
 
     def _unpin(self, object_id):
@@ -470,6 +472,7 @@ class Client:
                         actor_id=handle._actor_id, method=method, job_id=self.job_id,
                         extra={"concurrency_group": group} if group else None)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
+        self._actor_calls.update(spec.return_ids())  # cancel(force=True) refuses these
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive
         if handle._max_pending_calls > 0 and refs:
@@ -693,6 +696,9 @@ class Client:
             future.set_result(value)
 
     def cancel(self, ref, force, recursive):
+        if force and ref._id in self._actor_calls:
+            raise ValueError("force=True is not supported for actor tasks; use "
+                             "purerun.kill(actor) to stop the actor instead.")
         self.send((protocol.CANCEL, ref._id, force, recursive))
 
     def free(self, refs):
