@@ -225,25 +225,7 @@ def run(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
     bench("1:1 actor calls concurrent",
           lambda: ray.get([a.small_value.remote() for _ in range(1000)]), 1000)
 
-    if wanted("1:n actor calls async"):
-        n = 5000
-        actors = [Actor.remote() for _ in range(n_cpu)]
-        client = Client.remote(actors)
-        bench("1:n actor calls async", lambda: ray.get(client.small_value_batch.remote(n)),
-              n * len(actors))
-        del actors, client
-
-    if wanted("n:n actor calls async"):
-        n = 5000
-        m = 4
-        actors = [Actor.remote() for _ in range(n_cpu)]
-
-        @ray.remote
-        def work(actors):
-            ray.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
-        bench("n:n actor calls async", lambda: ray.get([work.remote(actors) for _ in range(m)]),
-              m * n)
-        del actors
+    fan_out_rows(ray, bench, wanted, "actor", Actor, Client, n_cpu)
 
     if wanted("n:n actor calls with arg async"):
         n = 1000
@@ -261,25 +243,7 @@ def run(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
     bench("1:1 async-actor calls with args async",
           lambda: ray.get([aa.small_value_with_arg.remote(i) for i in range(1000)]), 1000)
 
-    if wanted("1:n async-actor calls async"):
-        n = 5000
-        actors = [AsyncActor.remote() for _ in range(n_cpu)]
-        client = Client.remote(actors)
-        bench("1:n async-actor calls async", lambda: ray.get(client.small_value_batch.remote(n)),
-              n * len(actors))
-        del actors, client
-
-    if wanted("n:n async-actor calls async"):
-        n = 5000
-        m = 4
-        actors = [AsyncActor.remote() for _ in range(n_cpu)]
-
-        @ray.remote
-        def async_actor_work(actors):
-            ray.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
-        bench("n:n async-actor calls async",
-              lambda: ray.get([async_actor_work.remote(actors) for _ in range(m)]), m * n)
-        del actors
+    fan_out_rows(ray, bench, wanted, "async-actor", AsyncActor, Client, n_cpu)
 
     t = time.perf_counter()
     ray.shutdown()
@@ -293,6 +257,27 @@ def run(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
         with open(json_path, "w") as f:
             json.dump({"backend": backend, "rows": results, "extra": extra}, f, indent=1)
     return results, extra
+
+
+def fan_out_rows(ray, bench, wanted, label, actor_class, client_class, n_cpu):
+    """The "1:n" and "n:n" rows: one client actor, or 4 tasks, calling n_cpu actors."""
+    n = 5000
+    if wanted(f"1:n {label} calls async"):
+        actors = [actor_class.remote() for _ in range(n_cpu)]
+        client = client_class.remote(actors)
+        bench(f"1:n {label} calls async", lambda: ray.get(client.small_value_batch.remote(n)),
+              n * len(actors))
+        del actors, client
+    if wanted(f"n:n {label} calls async"):
+        m = 4
+        actors = [actor_class.remote() for _ in range(n_cpu)]
+
+        @ray.remote
+        def work(actors):
+            ray.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
+        bench(f"n:n {label} calls async",
+              lambda: ray.get([work.remote(actors) for _ in range(m)]), m * n)
+        del actors
 
 
 def _ok():

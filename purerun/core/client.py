@@ -659,14 +659,7 @@ class Client:
     def wait(self, refs, num_returns, timeout):
         object_ids = [r._id for r in refs]
         self._await_ids(object_ids, num_returns, timeout, stop_on_error=False)
-        ready, not_ready = [], []
-        values = self._values
-        for ref in refs:
-            if ref._id in values and len(ready) < num_returns:
-                ready.append(ref)
-            else:
-                not_ready.append(ref)
-        return ready, not_ready
+        return split_ready(refs, self._values, num_returns)
 
     def future(self, ref):
         if self.inline:
@@ -940,6 +933,17 @@ class Client:
                 import shutil
                 shutil.rmtree(self.info.get("session_dir") or "", ignore_errors=True)
         self._flush_event.set()
+
+
+def split_ready(refs, present, num_returns):
+    """wait()'s answer: (at most num_returns refs found in ``present``, the rest), in order."""
+    ready, not_ready = [], []
+    for ref in refs:
+        if ref._id in present and len(ready) < num_returns:
+            ready.append(ref)
+        else:
+            not_ready.append(ref)
+    return ready, not_ready
 
 
 def merge_env_vars(inherited, extra):

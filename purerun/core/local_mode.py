@@ -62,7 +62,7 @@ from purerun.core import ids, serialization
 from purerun.core.client import _as_raisable
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.scheduler import RESOURCE_UNIT
-from purerun.core.client import merge_env_vars
+from purerun.core.client import merge_env_vars, split_ready
 from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec,
                                     apply_env_vars, extract_deps, restore_env, retryable,
                                     split_returns)
@@ -395,15 +395,8 @@ class LocalClient:
         """(ready, not_ready): every stored object is ready, the first ``num_returns`` are
         returned as such, in the order given."""
         self._check_open()
-        ready, not_ready = [], []
         with self._lock:
-            objects = self._objects
-            for ref in refs:
-                if ref._id in objects and len(ready) < num_returns:
-                    ready.append(ref)
-                else:
-                    not_ready.append(ref)
-        return ready, not_ready
+            return split_ready(refs, self._objects, num_returns)
 
     def future(self, ref):
         """A completed ``concurrent.futures.Future`` with the value or the error of ``ref``."""
