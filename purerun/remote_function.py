@@ -87,7 +87,7 @@ class RemoteFunction:
             "max_retries": opts.get("max_retries", 3),
             "retry_exceptions": retry,
             "max_calls": max_calls,
-            "extra": {"env_vars": env_vars} if env_vars else None,
+            "env_vars": env_vars or None,
         }
 
     def _export(self):

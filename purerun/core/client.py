@@ -42,7 +42,8 @@ import weakref
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, TaskSpec, extract_deps
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, ActorSpec, TaskSpec,
+                                    extract_deps)
 from purerun.object_ref import ObjectRef
 
 logger = logging.getLogger("purerun")
@@ -388,11 +389,12 @@ class Client:
         self.export_function(fn_key, pickled_fn)
         payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
         task_id = ids.new_task_id()
-        spec = TaskSpec(task_id, function_key=fn_key, args=payload, args_in_store=in_store,
-                        deps=deps, contained=contained, job_id=self.job_id, **spec_fields)
+        spec = TaskSpec(task_id=task_id, function_key=fn_key, args=payload,
+                        args_in_store=in_store, deps=deps, contained=contained,
+                        job_id=self.job_id, **spec_fields)
         inherited = self.inherited_env_vars()
         if inherited:
-            spec.extra = merge_env_vars(inherited, spec.extra)
+            spec.env_vars = merge_env_vars(inherited, spec.env_vars)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive  # queued ahead of any drop of it: the node holds the arguments first
@@ -433,26 +435,21 @@ class Client:
         if inherited:
             env_vars = {**inherited, **(env_vars or {})}
         groups = opts.get("concurrency_groups")
-        extra = {
+        actor = ActorSpec(
+            class_name=meta.class_name, meta=meta, name=name, namespace=namespace,
+            detached=opts.get("lifetime") == "detached",
+            max_restarts=opts.get("max_restarts", 0) or 0,
+            max_task_retries=opts.get("max_task_retries", 0) or 0,
+            max_concurrency=max_concurrency,
             # A list names groups with the default limit (as Ray accepts); a dict sets limits.
-            "concurrency_groups": ({g: max_concurrency for g in groups}
-                                   if isinstance(groups, list) else dict(groups or {})),
-            "env_vars": env_vars,
-            "hold": _options.running_actor_request(opts),
-            "max_restarts": opts.get("max_restarts", 0) or 0,
-            "max_task_retries": opts.get("max_task_retries", 0) or 0,
-            "max_concurrency": max_concurrency,
-            "is_async": meta.is_async,
-            "name": name,
-            "namespace": namespace,
-            "detached": opts.get("lifetime") == "detached",
-            "class_name": meta.class_name,
-            "meta": meta,
-        }
-        spec = TaskSpec(actor_id, meta.class_name + ".__init__", key, payload, in_store, deps,
-                        contained, 1, _options.resource_request(opts, "actor"), 0, False, 0,
+            concurrency_groups=({g: max_concurrency for g in groups}
+                                if isinstance(groups, list) else dict(groups or {})),
+            is_async=meta.is_async, hold=_options.running_actor_request(opts))
+        spec = TaskSpec(task_id=actor_id, name=meta.class_name + ".__init__", function_key=key,
+                        args=payload, args_in_store=in_store, deps=deps, contained=contained,
+                        resources=_options.resource_request(opts, "actor"),
                         kind=ACTOR_CREATION, actor_id=actor_id, job_id=self.job_id,
-                        extra=extra)
+                        env_vars=env_vars, actor=actor)
         actor_ref = self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
         self.send((protocol.SUBMIT, spec))
         del keepalive
@@ -466,11 +463,12 @@ class Client:
         if isinstance(retry, (list, tuple)):
             retry = serialization.dumps(tuple(retry))
         group = method_options.get("concurrency_group")
-        spec = TaskSpec(ids.new_task_id(), f"{handle._meta.class_name}.{method}", None, payload,
-                        in_store, deps, contained, method_options.get("num_returns", 1), None,
-                        method_options.get("max_task_retries"), retry, 0, kind=ACTOR_METHOD,
-                        actor_id=handle._actor_id, method=method, job_id=self.job_id,
-                        extra={"concurrency_group": group} if group else None)
+        spec = TaskSpec(task_id=ids.new_task_id(), name=f"{handle._meta.class_name}.{method}",
+                        function_key=None, args=payload, args_in_store=in_store, deps=deps,
+                        contained=contained, num_returns=method_options.get("num_returns", 1),
+                        max_retries=method_options.get("max_task_retries"),
+                        retry_exceptions=retry, kind=ACTOR_METHOD, actor_id=handle._actor_id,
+                        method=method, job_id=self.job_id, concurrency_group=group)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
         self._actor_calls.update(spec.return_ids())  # cancel(force=True) refuses these
         self.send_soon((protocol.SUBMIT, spec))
@@ -512,9 +510,7 @@ class Client:
         if self.actor_id is not None:
             return self.actor_env_vars
         task = self.current_task
-        if task is not None and task.extra:
-            return task.extra.get("env_vars")
-        return None
+        return task.env_vars if task is not None else None
 
     @property
     def current_task(self):
@@ -946,10 +942,9 @@ def split_ready(refs, present, num_returns):
     return ready, not_ready
 
 
-def merge_env_vars(inherited, extra):
-    """A task's ``extra`` with env_vars inherited from its submitter under its own."""
-    own = (extra or {}).get("env_vars") or {}
-    return dict(extra or {}, env_vars={**inherited, **own})
+def merge_env_vars(inherited, own):
+    """A task's env_vars with those inherited from its submitter under its own."""
+    return {**inherited, **(own or {})}
 
 
 def _as_raisable(error):

@@ -63,7 +63,7 @@ from purerun.core.client import _as_raisable
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.scheduler import RESOURCE_UNIT
 from purerun.core.client import merge_env_vars, split_ready
-from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec,
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, ActorSpec, Dep, TaskSpec,
                                     apply_env_vars, extract_deps, restore_env, retryable,
                                     split_returns)
 from purerun.core.worker import _dump_error
@@ -434,8 +434,8 @@ class LocalClient:
         running = self._running()
         if running is not None:
             source = running.actor.creation if running.actor is not None else running.spec
-            if source.extra and source.extra.get("env_vars"):
-                return source.extra["env_vars"]
+            if source.env_vars:
+                return source.env_vars
         return self.job_env_vars
 
     def _actor_env_vars(self, opts):
@@ -499,11 +499,12 @@ class LocalClient:
         self._check_open()
         key, _pickled = remote_function._export()
         call = _copy_arguments(args, kwargs)
-        spec = TaskSpec(ids.new_task_id(), function_key=key, args=None, args_in_store=False,
-                        deps=call.deps, contained=[], job_id=self.job_id, **fields)
+        spec = TaskSpec(task_id=ids.new_task_id(), function_key=key, args=None,
+                        args_in_store=False, deps=call.deps, contained=[], job_id=self.job_id,
+                        **fields)
         inherited = self._inherited_env_vars()
         if inherited:
-            spec.extra = merge_env_vars(inherited, spec.extra)
+            spec.env_vars = merge_env_vars(inherited, spec.env_vars)
         self._functions.add(key)
         refs = [self.new_ref(object_id) for object_id in spec.return_ids()]
         self._use(spec.resources, +1)
@@ -532,7 +533,7 @@ class LocalClient:
         """
         started = time.time()
         source = actor.creation if actor is not None else spec
-        env_vars = source.extra.get("env_vars") if source.extra else None
+        env_vars = source.env_vars
         saved_env = apply_env_vars(env_vars) if env_vars else None
         try:
             return self._attempt_once(spec, fn, call, actor)
@@ -700,12 +701,13 @@ class LocalClient:
                                    max_pending_calls=max_pending)
         call = _copy_arguments(args, kwargs)
         actor_id = ids.new_task_id()
-        creation = TaskSpec(actor_id, meta.class_name + ".__init__", key, None, False,
-                            call.deps, [], 1, _options.resource_request(opts, "actor"), 0,
-                            False, 0, kind=ACTOR_CREATION, actor_id=actor_id,
-                            job_id=self.job_id, extra={"name": name, "namespace": namespace,
-                                                       "class_name": meta.class_name,
-                                                       "env_vars": self._actor_env_vars(opts)})
+        creation = TaskSpec(task_id=actor_id, name=meta.class_name + ".__init__",
+                            function_key=key, args=None, args_in_store=False, deps=call.deps,
+                            contained=[], resources=_options.resource_request(opts, "actor"),
+                            kind=ACTOR_CREATION, actor_id=actor_id, job_id=self.job_id,
+                            env_vars=self._actor_env_vars(opts),
+                            actor=ActorSpec(class_name=meta.class_name, meta=meta, name=name,
+                                            namespace=namespace))
         actor = _LocalActor(actor_id, meta, actor_class._cls, creation, call, opts, namespace)
         handle_ref = self.new_ref(actor.object_id)
         with self._lock:
@@ -763,11 +765,12 @@ class LocalClient:
             max_retries = actor.max_task_retries if actor is not None else 0
         if method == "__ray_terminate__":
             max_retries = 0
-        spec = TaskSpec(ids.new_task_id(), f"{handle._meta.class_name}.{method}", None, None,
-                        False, call.deps, [], method_options.get("num_returns", 1),
-                        dict(actor.hold) if actor is not None else {}, max_retries, retry, 0,
-                        kind=ACTOR_METHOD, actor_id=handle._actor_id, method=method,
-                        job_id=self.job_id)
+        spec = TaskSpec(task_id=ids.new_task_id(), name=f"{handle._meta.class_name}.{method}",
+                        function_key=None, args=None, args_in_store=False, deps=call.deps,
+                        contained=[], num_returns=method_options.get("num_returns", 1),
+                        resources=dict(actor.hold) if actor is not None else {},
+                        max_retries=max_retries, retry_exceptions=retry, kind=ACTOR_METHOD,
+                        actor_id=handle._actor_id, method=method, job_id=self.job_id)
         refs = [self.new_ref(object_id) for object_id in spec.return_ids()]
         if actor is None:
             self._store_error(spec, self._actor_died_error(actor, handle))

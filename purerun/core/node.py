@@ -129,7 +129,7 @@ class Actor:
                  "detached", "terminating", "node_hold", "meta")
 
     def __init__(self, creation, owner):
-        extra = creation.extra
+        actor = creation.actor
         self.actor_id = creation.actor_id
         self.creation = creation
         self.owner = owner
@@ -137,12 +137,12 @@ class Actor:
         self.state = "PENDING"
         self.queue = collections.deque()
         self.inflight = {}
-        self.restarts_left = extra["max_restarts"]
-        self.max_task_retries = extra["max_task_retries"]
+        self.restarts_left = actor.max_restarts
+        self.max_task_retries = actor.max_task_retries
         self.cause = None
-        self.name = extra["name"]
+        self.name = actor.name
         self.namespace = None
-        self.detached = extra["detached"]
+        self.detached = actor.detached
         self.terminating = False
         self.node_hold = False       # the node itself holds the actor object (named/detached)
         self.meta = None
@@ -600,7 +600,7 @@ class Node:
             self.store.hold(actor_object)
             actor.node_hold = True
         self.run_actions(self.scheduler.handle(sched.SubmitTask(
-            spec.task_id, spec.resources, missing, dedicated=True, hold=spec.extra["hold"])))
+            spec.task_id, spec.resources, missing, dedicated=True, hold=spec.actor.hold)))
 
     def submit_actor_call(self, task):
         spec = task.spec
@@ -638,7 +638,7 @@ class Node:
             return actor.cause
         return exceptions.ActorDiedError(
             {"actor_id": actor_id.hex(),
-             "class_name": actor.creation.extra["class_name"] if actor else None,
+             "class_name": actor.creation.actor.class_name if actor else None,
              "error_message": "The actor is dead: it was killed, exited, or its process "
                               "died and it has no restarts left."})
 
@@ -689,7 +689,7 @@ class Node:
         missing = {d for d in creation.deps if entries.get(d) is None or entries[d].kind is None}
         self.run_actions(self.scheduler.handle(sched.SubmitTask(
             creation.task_id, creation.resources, missing, dedicated=True,
-            hold=creation.extra["hold"])))
+            hold=creation.actor.hold)))
 
     def actor_dead(self, actor):
         """The actor is gone for good: fail what waits for it, free what it held."""
@@ -883,7 +883,7 @@ class Node:
                 else:
                     self.fail_task(task, exceptions.ActorDiedError(
                         {"actor_id": actor.actor_id.hex(),
-                         "class_name": actor.creation.extra["class_name"],
+                         "class_name": actor.creation.actor.class_name,
                          "error_message": "The actor exited via exit_actor()."}))
             elif retry and task.retries_left != 0:
                 for _oid, kind, payload, _c in results:

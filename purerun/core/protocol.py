@@ -49,6 +49,7 @@ REPLY = 22        # (REPLY, request_id, ok, value)   value is the result, or an 
 LOG = 23          # (LOG, pid, stream, text)         stream: 1 stdout, 2 stderr
 WARN = 24         # (WARN, text)
 EXECUTE = 25      # (EXECUTE, TaskSpec, dep_payloads, pickled_function_or_None, gpu_ids)
+INTERRUPT = 26    # (INTERRUPT, task_id)             workers only: cancel this running actor call
 
 # -- payload kinds: how an object's value travels ---------------------------------------------------
 INLINE = 0        # payload: (meta: bytes, buffers: tuple of bytes)

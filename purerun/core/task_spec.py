@@ -21,8 +21,59 @@ class Dep:
         return Dep, (self.index,)
 
 
+class ActorSpec:
+    """What an actor's creation carries beyond a task's fields (``TaskSpec.actor``).
+
+    Fields:
+        class_name: the class's name, for errors.
+        meta: the class's method table (``actor.ActorClassMeta``), handed to handles.
+        name, namespace: the name it was registered under (None: anonymous), and the
+            namespace asked for (None: the job's).
+        detached: ``lifetime="detached"``: it outlives its creator and its handles.
+        max_restarts: restarts left to give it (-1: without end).
+        max_task_retries: the default retry budget of its calls (-1: without end).
+        max_concurrency: calls it runs at once (threads, or coroutines if ``is_async``).
+        concurrency_groups: group name -> its own limit.
+        is_async: it has ``async def`` methods and runs them on one event loop.
+        hold: the resources it keeps while alive, once ``__init__`` has returned.
+    """
+
+    __slots__ = ("class_name", "meta", "name", "namespace", "detached", "max_restarts",
+                 "max_task_retries", "max_concurrency", "concurrency_groups", "is_async",
+                 "hold")
+
+    def __init__(self, *, class_name, meta=None, name=None, namespace=None, detached=False,
+                 max_restarts=0, max_task_retries=0, max_concurrency=1,
+                 concurrency_groups=None, is_async=False, hold=None):
+        self.class_name = class_name
+        self.meta = meta
+        self.name = name
+        self.namespace = namespace
+        self.detached = detached
+        self.max_restarts = max_restarts
+        self.max_task_retries = max_task_retries
+        self.max_concurrency = max_concurrency
+        self.concurrency_groups = concurrency_groups or {}
+        self.is_async = is_async
+        self.hold = hold
+
+    def __reduce__(self):
+        return _actor_spec, (self.class_name, self.meta, self.name, self.namespace,
+                             self.detached, self.max_restarts, self.max_task_retries,
+                             self.max_concurrency, self.concurrency_groups, self.is_async,
+                             self.hold)
+
+
+def _actor_spec(class_name, meta, name, namespace, detached, max_restarts, max_task_retries,
+                max_concurrency, concurrency_groups, is_async, hold):
+    return ActorSpec(class_name=class_name, meta=meta, name=name, namespace=namespace,
+                     detached=detached, max_restarts=max_restarts,
+                     max_task_retries=max_task_retries, max_concurrency=max_concurrency,
+                     concurrency_groups=concurrency_groups, is_async=is_async, hold=hold)
+
+
 class TaskSpec:
-    """One task, as submitted.
+    """One task, as submitted. Built with keywords only.
 
     Fields:
         task_id: 16 bytes; return value i has object id ``task_id + i`` (see ids.object_id).
@@ -36,16 +87,23 @@ class TaskSpec:
         num_returns, resources (scheduling demand), max_retries, retry_exceptions (False,
         True, or pickled tuple of exception classes), max_calls.
         kind: NORMAL, ACTOR_CREATION or ACTOR_METHOD; actor_id and method for actors.
-        attempt: how many times it has been retried.
+        job_id: 4 bytes, the submitting job.
+        attempt: how many times it has been retried (for a creation: restarted).
+        env_vars: runtime_env env_vars applied while it runs (for a creation: for the
+            actor's whole life), or None.
+        concurrency_group: an actor call's group chosen at the call (None: the method's).
+        actor: the ActorSpec of an ACTOR_CREATION, else None.
     """
 
     __slots__ = ("task_id", "name", "function_key", "args", "args_in_store", "deps", "contained",
                  "num_returns", "resources", "max_retries", "retry_exceptions", "max_calls",
-                 "kind", "actor_id", "method", "job_id", "attempt", "extra")
+                 "kind", "actor_id", "method", "job_id", "attempt", "env_vars",
+                 "concurrency_group", "actor")
 
-    def __init__(self, task_id, name, function_key, args, args_in_store, deps, contained,
-                 num_returns, resources, max_retries, retry_exceptions, max_calls,
-                 kind=NORMAL, actor_id=None, method=None, job_id=None, attempt=0, extra=None):
+    def __init__(self, *, task_id, name, function_key, args, args_in_store, deps, contained,
+                 num_returns=1, resources=None, max_retries=0, retry_exceptions=False,
+                 max_calls=0, kind=NORMAL, actor_id=None, method=None, job_id=None, attempt=0,
+                 env_vars=None, concurrency_group=None, actor=None):
         self.task_id = task_id
         self.name = name
         self.function_key = function_key
@@ -63,14 +121,17 @@ class TaskSpec:
         self.method = method
         self.job_id = job_id
         self.attempt = attempt
-        self.extra = extra
+        self.env_vars = env_vars
+        self.concurrency_group = concurrency_group
+        self.actor = actor
 
     def __reduce__(self):
-        return TaskSpec, (self.task_id, self.name, self.function_key, self.args,
-                          self.args_in_store, self.deps, self.contained, self.num_returns,
-                          self.resources, self.max_retries, self.retry_exceptions,
-                          self.max_calls, self.kind, self.actor_id, self.method, self.job_id,
-                          self.attempt, self.extra)
+        # Positional on the wire: this is pickled for every task, and keywords cost.
+        return _task_spec, (self.task_id, self.name, self.function_key, self.args,
+                            self.args_in_store, self.deps, self.contained, self.num_returns,
+                            self.resources, self.max_retries, self.retry_exceptions,
+                            self.max_calls, self.kind, self.actor_id, self.method, self.job_id,
+                            self.attempt, self.env_vars, self.concurrency_group, self.actor)
 
     def return_ids(self):
         tid = self.task_id
@@ -78,6 +139,17 @@ class TaskSpec:
 
     def __repr__(self):
         return f"TaskSpec({self.name}, {self.task_id.hex()[:12]})"
+
+
+def _task_spec(task_id, name, function_key, args, args_in_store, deps, contained, num_returns,
+               resources, max_retries, retry_exceptions, max_calls, kind, actor_id, method,
+               job_id, attempt, env_vars, concurrency_group, actor):
+    return TaskSpec(task_id=task_id, name=name, function_key=function_key, args=args,
+                    args_in_store=args_in_store, deps=deps, contained=contained,
+                    num_returns=num_returns, resources=resources, max_retries=max_retries,
+                    retry_exceptions=retry_exceptions, max_calls=max_calls, kind=kind,
+                    actor_id=actor_id, method=method, job_id=job_id, attempt=attempt,
+                    env_vars=env_vars, concurrency_group=concurrency_group, actor=actor)
 
 
 # -- what every executor of tasks does the same way (workers and local mode) --------------------

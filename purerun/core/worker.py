@@ -150,8 +150,8 @@ class Worker:
 
     def _group_of(self, spec):
         """The concurrency group of an actor call: the call's option, else the method's."""
-        if spec.extra and spec.extra.get("concurrency_group"):
-            return spec.extra["concurrency_group"]
+        if spec.concurrency_group:
+            return spec.concurrency_group
         return self.method_groups.get(spec.method)
 
     def _run_in_thread(self, spec, dep_payloads):
@@ -170,7 +170,7 @@ class Worker:
         result = None
         if spec.kind == ACTOR_CREATION:
             self._set_actor_identity(spec)
-        env_vars = spec.extra.get("env_vars") if spec.extra else None
+        env_vars = spec.env_vars
         saved_env = apply_env_vars(env_vars) if env_vars and spec.kind != ACTOR_CREATION else None
         if env_vars and spec.kind == ACTOR_CREATION:
             os.environ.update(env_vars)  # for the actor's whole life
@@ -259,25 +259,26 @@ class Worker:
         # Set before __init__ runs, so it can use get_runtime_context() and exit_actor().
         client = self.client
         client.actor_id = spec.actor_id
-        client.actor_name = spec.extra.get("name")
-        client.actor_is_async = spec.extra["is_async"]
-        client.actor_resources = dict(spec.extra.get("hold") or {})
-        client.actor_meta = spec.extra.get("meta")
-        client.actor_env_vars = spec.extra.get("env_vars")
+        actor = spec.actor
+        client.actor_name = actor.name
+        client.actor_is_async = actor.is_async
+        client.actor_resources = dict(actor.hold or {})
+        client.actor_meta = actor.meta
+        client.actor_env_vars = spec.env_vars
 
     def _become_actor(self, spec, instance):
-        extra = spec.extra
+        actor = spec.actor
         self.actor = instance
         # Concurrency groups: each has its own limit; calls outside any group share the
         # default one (key None), max_concurrency.
-        limits = dict(extra.get("concurrency_groups") or {})
-        limits[None] = extra["max_concurrency"]
-        meta = extra.get("meta")
+        limits = dict(actor.concurrency_groups)
+        limits[None] = actor.max_concurrency
+        meta = actor.meta
         if meta is not None:
             self.method_groups = {name: opts["concurrency_group"]
                                   for name, opts in meta.methods.items()
                                   if opts.get("concurrency_group")}
-        if extra["is_async"]:
+        if actor.is_async:
             self.loop = asyncio.new_event_loop()
             ready = threading.Event()
 
