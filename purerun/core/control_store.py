@@ -1,0 +1,776 @@
+"""The control store: the facts the whole cluster shares, in one class with plain-value methods.
+
+::
+
+    one host, no head                          several hosts
+
+    driver ─unix─┐                             driver ─unix─▶ node ─┐
+    worker ─unix─┼─▶ node ──call──▶ store      driver ─unix─▶ node ─┼─TCP─▶ head ──call──▶ store
+    driver ─unix─┘   (embeds it)               worker ─unix─▶ node ─┘ (HMAC)  (python -m
+                                                                               purerun.head)
+
+    store = ControlStore: job counter and job table, job namespaces, KV, function table,
+            named-actor directory, node table with heartbeats, object directory
+
+**A node with no head** embeds one ``ControlStore`` and calls its methods directly, on its one
+thread, while it handles its drivers' and workers' requests (``register_actor``, ``kv_put``,
+``new_job_id`` for a driver that connects, ...). It is then the only caller.
+
+**A head** owns the one ``ControlStore`` of a multi-host cluster. It reads ``(method, args)``
+requests from authenticated TCP connections (one per node), calls the same method on its
+store, and sends back the result or the exception. A node will talk to it through a
+``RemoteControlStore`` with this very interface (not written yet), so that code above the node
+cannot tell which one it holds. Only the names in ``REMOTE_METHODS`` may be called that way.
+
+What crosses the wire is therefore plain data: every argument and every result is bytes, str,
+int, float, bool, None, or dicts, lists, tuples and sets of those, except an actor's ``meta``,
+which the store keeps and hands back without ever looking into it. Errors are ``ValueError``
+or ``TypeError``, which pickle too.
+
+The store holds no socket, starts no thread or process, and never blocks or sleeps. Time comes
+from two injectable clocks (Trio's habit): ``clock`` (monotonic seconds) for heartbeats and
+``wall_clock`` (epoch seconds) for the job table, so tests advance a fake clock instead of
+sleeping. The store decides nothing that needs a process: when a node dies or a job ends it
+reports what is affected (objects lost, actors to restart or end) and its caller acts on it.
+
+invariant: one caller at a time (the node's loop, or the head's loop); nothing here locks.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from typing import Any, Callable, Mapping, Optional
+
+from purerun.core.scheduler import RESOURCE_UNIT
+
+__all__ = [
+    "ControlStore",
+    "REMOTE_METHODS",
+    "HEARTBEAT_INTERVAL_S",
+    "NODE_DEATH_TIMEOUT_S",
+    "MAX_DEAD_NODES_KEPT",
+    "JOB_ID_SIZE",
+    "ACTOR_STATES",
+    "worker_id",
+]
+
+# How often a node reports to the head (and how often the head should call check_nodes):
+# cheap enough to be noise on the wire, frequent enough that a death is seen well within 5 s.
+HEARTBEAT_INTERVAL_S = 0.5
+# A node silent for longer than this is declared dead. The multi-host spec asks for death to
+# be declared within 5 s: 3 s of silence plus at most one check interval is 3.5 s. It is six
+# missed heartbeats, so a garbage-collection pause or one slow loop turn is not a death.
+NODE_DEATH_TIMEOUT_S = 3.0
+# Dead nodes still listed by nodes() (Alive: False), as Ray keeps its recent dead nodes;
+# older ones are forgotten so that a cluster whose nodes come and go stays bounded in memory.
+MAX_DEAD_NODES_KEPT = 1000
+# A job id is a 4-byte little-endian counter, as Ray's JobID; one store issues them all, so
+# they are unique across the cluster.
+JOB_ID_SIZE = 4
+# Ray's GCS rejects KV keys starting with this (its storage flattens a namespace into a key
+# prefix of this form); rejected here too so that a program behaves the same on both.
+KV_RESERVED_PREFIX = b"@namespace_"
+# An actor's life as the store records it. DEAD is final: the actor is forgotten, its name freed.
+ACTOR_STATES = ("PENDING", "ALIVE", "RESTARTING", "DEAD")
+# A worker id is 16 bytes: the node's number (issued by the store, never reused) and then the
+# node's own worker counter. Two nodes therefore never make the same worker id.
+WORKER_ID_SIZE = 16
+NODE_NUMBER_SIZE = 4
+
+
+def worker_id(node_number: int, local_id: int) -> bytes:
+    """The cluster-unique id of worker ``local_id`` of the node numbered ``node_number``.
+
+    Args:
+        node_number: what ``ControlStore.register_node`` returned to the worker's node (≥ 1).
+        local_id: the node's own worker counter (≥ 0; 0 can stand for a driver).
+
+    Returns:
+        ``WORKER_ID_SIZE`` bytes: ``node_number`` (4 bytes, little-endian), then ``local_id``
+        (12 bytes, little-endian). No two (node_number, local_id) pairs share one.
+
+    Raises:
+        OverflowError: a number too large for its field (or negative).
+    """
+    return (node_number.to_bytes(NODE_NUMBER_SIZE, "little")
+            + local_id.to_bytes(WORKER_ID_SIZE - NODE_NUMBER_SIZE, "little"))
+
+
+class _Job:
+    __slots__ = ("job_id", "start_ms", "end_ms", "is_dead", "driver_ip", "driver_pid",
+                 "node_id", "entrypoint")
+
+    def __init__(self, job_id, start_ms, driver_ip, driver_pid, node_id, entrypoint):
+        self.job_id = job_id
+        self.start_ms = start_ms
+        self.end_ms = 0                 # 0 while the job runs, as in Ray's job table
+        self.is_dead = False
+        self.driver_ip = driver_ip
+        self.driver_pid = driver_pid
+        self.node_id = node_id          # the node the driver is attached to, if known
+        self.entrypoint = entrypoint
+
+
+class _Actor:
+    __slots__ = ("actor_id", "name", "namespace", "job_id", "meta", "detached", "state",
+                 "node_id")
+
+    def __init__(self, actor_id, name, namespace, job_id, meta, detached):
+        self.actor_id = actor_id
+        self.name = name                # None for an actor without a name
+        self.namespace = namespace
+        self.job_id = job_id            # the job that created it
+        self.meta = meta                # opaque to the store
+        self.detached = detached
+        self.state = "PENDING"
+        self.node_id = None             # where it lives (or is being placed), if known
+
+
+class _Node:
+    __slots__ = ("node_id", "number", "address", "node_ip", "hostname", "resources",
+                 "available", "labels", "last_heartbeat", "alive", "fallout")
+
+    def __init__(self, node_id, number):
+        self.node_id = node_id
+        self.number = number
+        self.alive = True
+        self.fallout = None             # once dead: what died with it (see node_dead)
+
+
+def _units(resources: Mapping[str, float], what: str, clamp: bool = False) -> dict:
+    """Resource amounts as integer units, so that sums over nodes are exact.
+
+    With ``clamp``, a negative amount counts as 0: a node lending the CPU of workers blocked in
+    ``get`` may be overcommitted, and its debt must not hide other nodes' free CPUs.
+    """
+    if not isinstance(resources, Mapping):
+        raise TypeError(f"{what} must be a dict of resource name to amount, got "
+                        f"{type(resources).__name__}")
+    units = {}
+    for name, amount in resources.items():
+        if not isinstance(name, str) or isinstance(amount, bool) or not isinstance(
+                amount, (int, float)) or not math.isfinite(amount) or (amount < 0 and not clamp):
+            raise ValueError(f"{what} must map resource names (str) to finite amounts >= 0, got "
+                             f"{name!r}: {amount!r}")
+        units[name] = max(0, round(amount * RESOURCE_UNIT))
+    return units
+
+
+def _kv_bytes(value, what: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if not isinstance(value, bytes):
+        raise TypeError(f"KV {what} must be bytes or str, got {type(value).__name__}")
+    return value
+
+
+def _kv_key(key, what: str = "key") -> bytes:
+    key = _kv_bytes(key, what)
+    if key.startswith(KV_RESERVED_PREFIX):
+        raise ValueError(f"KV {what} can't start with {KV_RESERVED_PREFIX.decode()}, got {key!r}")
+    return key
+
+
+def _kv_namespace(namespace) -> bytes:
+    # None and the empty namespace are one and the same, as in Ray.
+    return b"" if namespace is None else _kv_bytes(namespace, "namespace")
+
+
+class ControlStore:
+    """The cluster-wide tables, served by a lone node or by the head (see the module docstring).
+
+    Args:
+        clock: monotonic seconds, read for heartbeats (default ``time.monotonic``).
+        wall_clock: seconds since the epoch, read for job start and end times
+            (default ``time.time``).
+        node_death_timeout_s: how long a node may stay silent before ``check_nodes`` declares
+            it dead (default ``NODE_DEATH_TIMEOUT_S``).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
+                 node_death_timeout_s: float = NODE_DEATH_TIMEOUT_S):
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._node_death_timeout_s = node_death_timeout_s
+        #: the number of the next job id to issue; ids are never reused
+        self._next_job = 1
+        #: job id -> _Job, every job since the store started, in start order (Ray's job table)
+        self._jobs: dict[bytes, _Job] = {}
+        #: job id -> namespace the driver chose; a job with none uses "anonymous:<job hex>"
+        self._job_namespaces: dict[bytes, str] = {}
+        #: KV namespace (b"" for none) -> {key: value}; invariant: no inner dict is empty
+        self._kv: dict[bytes, dict[bytes, bytes]] = {}
+        #: function key -> pickled function, as first exported
+        self._functions: dict[Any, bytes] = {}
+        #: actor id -> _Actor, every registered actor not dead
+        self._actors: dict[bytes, _Actor] = {}
+        #: (namespace, name) -> id of the actor holding that name;
+        #: invariant: that actor is in _actors, with this name and namespace
+        self._names: dict[tuple[str, str], bytes] = {}
+        #: node id -> _Node: alive nodes and the last MAX_DEAD_NODES_KEPT dead ones,
+        #: in registration order
+        self._nodes: dict[bytes, _Node] = {}
+        #: ids of the dead nodes still in _nodes, oldest death first
+        self._dead_nodes: collections.deque[bytes] = collections.deque()
+        #: the number the next new node gets (for worker ids); never reused
+        self._next_node_number = 1
+        #: object id -> ids of the nodes holding a copy;
+        #: invariant: never an empty set, and every node in it is alive
+        self._locations: dict[bytes, set[bytes]] = {}
+        #: node id -> ids of the objects with a copy there; invariant: the mirror of _locations
+        self._objects_on: dict[bytes, set[bytes]] = {}
+
+    # ── jobs ────────────────────────────────────────────────────────────────────────────────
+
+    def new_job_id(self, driver_ip: str = "", driver_pid: int = 0,
+                   node_id: Optional[bytes] = None, entrypoint: str = "") -> bytes:
+        """Start a job: issue its id and enter it in the job table.
+
+        Args:
+            driver_ip: the driver's IP address.
+            driver_pid: the driver's process id.
+            node_id: the node the driver is attached to; when that node dies, the job ends.
+            entrypoint: the driver's command line, for display.
+
+        Returns:
+            The job id: ``JOB_ID_SIZE`` bytes, little-endian, 1 for the first job. Unique in
+            the cluster, never reused.
+        """
+        job_id = self._next_job.to_bytes(JOB_ID_SIZE, "little")
+        self._next_job += 1
+        self._jobs[job_id] = _Job(job_id, self._now_ms(), driver_ip, driver_pid, node_id,
+                                  entrypoint)
+        return job_id
+
+    def job_finished(self, job_id: bytes) -> list[bytes]:
+        """Record that a job's driver has gone (exited, disconnected or lost with its node).
+
+        The job stays in the table, dead, with its end time. Its detached actors live on.
+
+        Returns:
+            The ids of the job's actors that are not detached and not dead, which the caller
+            must now end (and then report DEAD with ``actor_state``). Empty if the job is
+            unknown or had already finished.
+        """
+        job = self._jobs.get(job_id)
+        if job is None or job.is_dead:
+            return []
+        job.is_dead = True
+        job.end_ms = self._now_ms()
+        return [actor.actor_id for actor in self._actors.values()
+                if actor.job_id == job_id and not actor.detached]
+
+    def jobs(self) -> list[dict]:
+        """Every job, in start order, in the shape of Ray's job table.
+
+        Returns:
+            One dict per job: ``JobID`` (hex), ``DriverIPAddress``, ``DriverPid``,
+            ``DriverNodeID`` (hex, "" if unknown), ``StartTime`` and ``EndTime`` (milliseconds
+            since the epoch; ``EndTime`` is 0 while the job runs), ``IsDead``, ``Entrypoint``.
+        """
+        return [self._job_dict(job) for job in self._jobs.values()]
+
+    def job_info(self, job_id: bytes) -> Optional[dict]:
+        """One job's entry, as in ``jobs()``, or None if the store never issued that id."""
+        job = self._jobs.get(job_id)
+        return None if job is None else self._job_dict(job)
+
+    def _job_dict(self, job: _Job) -> dict:
+        return {"JobID": job.job_id.hex(), "DriverIPAddress": job.driver_ip,
+                "DriverPid": job.driver_pid,
+                "DriverNodeID": job.node_id.hex() if job.node_id is not None else "",
+                "StartTime": job.start_ms, "EndTime": job.end_ms, "IsDead": job.is_dead,
+                "Entrypoint": job.entrypoint}
+
+    def _now_ms(self) -> int:
+        return int(self._wall_clock() * 1000)
+
+    # ── namespaces ──────────────────────────────────────────────────────────────────────────
+
+    def set_job_namespace(self, job_id: bytes, namespace: Optional[str]) -> None:
+        """Set the namespace a job's named actors go to (``init(namespace=...)``).
+
+        Args:
+            job_id: the job.
+            namespace: a name, or None for the job's own anonymous namespace.
+
+        Raises:
+            TypeError: ``namespace`` is neither None nor a str.
+        """
+        if namespace is None:
+            self._job_namespaces.pop(job_id, None)
+            return
+        if not isinstance(namespace, str):
+            raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
+        self._job_namespaces[job_id] = namespace
+
+    def namespace_of(self, namespace: Optional[str], job_id: bytes) -> str:
+        """The namespace a name given by job ``job_id`` refers to.
+
+        Returns:
+            ``namespace`` itself if given; else the job's namespace (``set_job_namespace``);
+            else the job's anonymous namespace ``anonymous:<job id hex>``, which no other job
+            sees.
+        """
+        if namespace is not None:
+            return namespace
+        return self._job_namespaces.get(job_id) or f"anonymous:{job_id.hex()}"
+
+    # ── KV (Ray's internal KV) ──────────────────────────────────────────────────────────────
+
+    def kv_put(self, key, value, overwrite: bool = True, namespace=None) -> bool:
+        """Associate ``value`` with ``key`` in ``namespace``.
+
+        Args:
+            key: bytes, or a str (encoded as UTF-8).
+            value: bytes, or a str (encoded as UTF-8).
+            overwrite: replace the value of a key that already has one; if False, such a key
+                keeps its value.
+            namespace: bytes, str or None (the default namespace). Namespaces do not see each
+                other's keys.
+
+        Returns:
+            True if the key was newly added, False if it already existed (whether or not its
+            value was replaced).
+
+        Raises:
+            TypeError: a key, value or namespace that is not bytes or str.
+            ValueError: a key starting with ``@namespace_`` (reserved, as in Ray).
+        """
+        key = _kv_key(key)
+        value = _kv_bytes(value, "value")
+        table = self._kv.setdefault(_kv_namespace(namespace), {})
+        if key in table:
+            if overwrite:
+                table[key] = value
+            return False
+        table[key] = value
+        return True
+
+    def kv_get(self, key, namespace=None) -> Optional[bytes]:
+        """The value of ``key`` in ``namespace``, or None if it has none."""
+        table = self._kv.get(_kv_namespace(namespace))
+        key = _kv_key(key)
+        return None if table is None else table.get(key)
+
+    def kv_exists(self, key, namespace=None) -> bool:
+        """Whether ``key`` has a value in ``namespace``."""
+        table = self._kv.get(_kv_namespace(namespace))
+        key = _kv_key(key)
+        return table is not None and key in table
+
+    def kv_del(self, key, del_by_prefix: bool = False, namespace=None) -> int:
+        """Delete ``key`` (or, with ``del_by_prefix``, every key starting with it).
+
+        Returns:
+            How many keys were deleted.
+        """
+        ns = _kv_namespace(namespace)
+        key = _kv_key(key)
+        table = self._kv.get(ns)
+        if table is None:
+            return 0
+        if del_by_prefix:
+            doomed = [k for k in table if k.startswith(key)]
+        else:
+            doomed = [key] if key in table else []
+        for k in doomed:
+            del table[k]
+        if not table:
+            del self._kv[ns]
+        return len(doomed)
+
+    def kv_keys(self, prefix, namespace=None) -> list[bytes]:
+        """Every key in ``namespace`` starting with ``prefix`` (b"" for all), sorted."""
+        table = self._kv.get(_kv_namespace(namespace))
+        prefix = _kv_key(prefix, "prefix")
+        if table is None:
+            return []
+        # A scan: prefix queries are rare (listing, cleanup), puts and gets are the hot path.
+        return sorted(k for k in table if k.startswith(prefix))
+
+    # ── function table ──────────────────────────────────────────────────────────────────────
+
+    def export_function(self, key, pickled: bytes) -> bool:
+        """Enter a pickled function or class under ``key``.
+
+        A key names its bytes (it includes a hash of them), so a second export of a key is a
+        no-op.
+
+        Returns:
+            True if the key was new.
+        """
+        if key in self._functions:
+            return False
+        self._functions[key] = pickled
+        return True
+
+    def get_function(self, key) -> Optional[bytes]:
+        """The pickled function exported under ``key``, or None."""
+        return self._functions.get(key)
+
+    # ── actors ──────────────────────────────────────────────────────────────────────────────
+
+    def register_actor(self, name: Optional[str], namespace: Optional[str], job_id: bytes,
+                       actor_id: bytes, meta: Any, get_if_exists: bool = False,
+                       detached: bool = False) -> Optional[tuple[bytes, Any]]:
+        """Enter an actor (state PENDING), and claim its name if it has one.
+
+        Called before the actor's creation is submitted, so that a taken name fails in the
+        caller.
+
+        Args:
+            name: the actor's name, or None for an actor without one.
+            namespace: the namespace given with the name, or None for the job's (see
+                ``namespace_of``).
+            job_id: the job creating the actor.
+            actor_id: the new actor's id.
+            meta: whatever the caller needs to make a handle; kept and returned as is.
+            get_if_exists: if the name is taken, answer with the actor holding it instead of
+                failing.
+            detached: the actor outlives its job.
+
+        Returns:
+            None if the actor was entered (or already was: a repeated request), or
+            ``(actor_id, meta)`` of the live actor already holding the name when
+            ``get_if_exists``.
+
+        Raises:
+            ValueError: the name is taken by a live actor and not ``get_if_exists``; or
+                ``actor_id`` is already entered under another name.
+            TypeError: a name that is neither None nor a str.
+        """
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"actor name must be None or a string, got {type(name).__name__}")
+        namespace = self.namespace_of(namespace, job_id)
+        known = self._actors.get(actor_id)
+        if known is not None:
+            if known.name == name and known.namespace == namespace:
+                return None
+            raise ValueError(f"actor {actor_id.hex()} is already registered as "
+                             f"{known.name!r} (namespace={known.namespace})")
+        if name is not None:
+            holder_id = self._names.get((namespace, name))
+            if holder_id is not None:
+                if not get_if_exists:
+                    raise ValueError(f"The name {name} (namespace={namespace}) is already "
+                                     "taken. Please use a different name or get the existing "
+                                     f"actor using purerun.get_actor('{name}', "
+                                     f"namespace='{namespace}').")
+                return holder_id, self._actors[holder_id].meta
+            self._names[(namespace, name)] = actor_id
+        self._actors[actor_id] = _Actor(actor_id, name, namespace, job_id, meta, detached)
+        return None
+
+    def get_named_actor(self, name: str, namespace: Optional[str],
+                        job_id: bytes) -> Optional[tuple[bytes, Any]]:
+        """The live actor named ``name``, as job ``job_id`` sees it.
+
+        Returns:
+            ``(actor_id, meta)``, or None if no live actor has that name in that namespace.
+        """
+        actor_id = self._names.get((self.namespace_of(namespace, job_id), name))
+        if actor_id is None:
+            return None
+        return actor_id, self._actors[actor_id].meta
+
+    def actor_state(self, actor_id: bytes, state: str, node_id: Optional[bytes] = None) -> bool:
+        """Record an actor's new state, and where it lives.
+
+        Args:
+            actor_id: a registered actor.
+            state: one of ``ACTOR_STATES``. DEAD is final: the actor is forgotten and its name
+                is free for a new actor.
+            node_id: the node it lives on (or is being placed on) now; None leaves the last
+                one recorded.
+
+        Returns:
+            True if recorded; False if the actor is unknown (never registered, or already dead).
+
+        Raises:
+            ValueError: an unknown state.
+        """
+        if state not in ACTOR_STATES:
+            raise ValueError(f"actor state must be one of {', '.join(ACTOR_STATES)}, "
+                             f"got {state!r}")
+        actor = self._actors.get(actor_id)
+        if actor is None:
+            return False
+        if state == "DEAD":
+            del self._actors[actor_id]
+            if actor.name is not None:
+                self._names.pop((actor.namespace, actor.name), None)
+            return True
+        actor.state = state
+        if node_id is not None:
+            actor.node_id = node_id
+        return True
+
+    def actor_info(self, actor_id: bytes) -> Optional[dict]:
+        """What the store knows of a live actor, or None if it is unknown or dead.
+
+        Returns:
+            ``{"actor_id", "name", "namespace", "job_id", "detached", "state", "node_id"}``
+            (ids as bytes; ``name`` and ``node_id`` may be None). Not ``meta``.
+        """
+        actor = self._actors.get(actor_id)
+        if actor is None:
+            return None
+        return {"actor_id": actor.actor_id, "name": actor.name, "namespace": actor.namespace,
+                "job_id": actor.job_id, "detached": actor.detached, "state": actor.state,
+                "node_id": actor.node_id}
+
+    def list_named_actors(self, all_namespaces: bool = False, namespace: Optional[str] = None,
+                          job_id: Optional[bytes] = None) -> list:
+        """The names of the live named actors, like ``ray.util.list_named_actors``.
+
+        Args:
+            all_namespaces: list every namespace's actors.
+            namespace: otherwise, the namespace to list (None: job ``job_id``'s).
+            job_id: the asking job, to resolve its namespace when ``namespace`` is None.
+
+        Returns:
+            Sorted names (str) in that namespace; with ``all_namespaces``, dicts
+            ``{"name": ..., "namespace": ...}`` sorted by namespace, then name.
+
+        Raises:
+            ValueError: neither ``all_namespaces``, a namespace nor a job id.
+        """
+        if all_namespaces:
+            return [{"name": name, "namespace": ns} for ns, name in sorted(self._names)]
+        if namespace is None:
+            if job_id is None:
+                raise ValueError("list_named_actors needs a namespace or a job id, "
+                                 "or all_namespaces=True")
+            namespace = self.namespace_of(None, job_id)
+        return sorted(name for ns, name in self._names if ns == namespace)
+
+    # ── nodes ───────────────────────────────────────────────────────────────────────────────
+
+    def register_node(self, node_id: bytes, address: str, resources: Mapping[str, float],
+                      labels: Optional[Mapping[str, str]] = None,
+                      hostname: Optional[str] = None, node_ip: str = "127.0.0.1") -> int:
+        """Enter a node (or refresh a live node's entry); this counts as its first heartbeat.
+
+        Args:
+            node_id: the node's id (bytes).
+            address: where the node listens (a unix socket path, or ``host:port``).
+            resources: its total resources, name to amount.
+            labels: its labels (str to str).
+            hostname: its host's name (default: ``node_ip``).
+            node_ip: its IP address.
+
+        Returns:
+            The node's number, ≥ 1: unique in the cluster, never reused, the same when a live
+            node registers again. Its worker ids are ``worker_id(number, ...)``.
+
+        Raises:
+            ValueError: the node was declared dead (a node that comes back must register
+                under a new id), or bad resources.
+        """
+        units = _units(resources, "resources")
+        node = self._nodes.get(node_id)
+        if node is not None and not node.alive:
+            raise ValueError(f"node {node_id.hex()} was declared dead; a node that comes back "
+                             "must register under a new node id")
+        if node is None:
+            node = self._nodes[node_id] = _Node(node_id, self._next_node_number)
+            self._next_node_number += 1
+        node.address = address
+        node.node_ip = node_ip
+        node.hostname = hostname if hostname is not None else node_ip
+        node.resources = units
+        node.available = dict(units)
+        node.labels = dict(labels or {})
+        node.last_heartbeat = self._clock()
+        return node.number
+
+    def heartbeat(self, node_id: bytes,
+                  available_resources: Optional[Mapping[str, float]] = None) -> bool:
+        """A node says it is alive, and optionally what it has free right now.
+
+        Args:
+            node_id: the node.
+            available_resources: its free resources (name to amount; a resource left out has
+                none free), or None to keep the last report.
+
+        Returns:
+            True; False if the node is unknown or was declared dead, in which case it should
+            stop (and a new node may register under a new id).
+        """
+        node = self._nodes.get(node_id)
+        if node is None or not node.alive:
+            return False
+        if available_resources is not None:
+            node.available = _units(available_resources, "available_resources", clamp=True)
+        node.last_heartbeat = self._clock()
+        return True
+
+    def check_nodes(self) -> list[bytes]:
+        """Declare dead every live node silent for more than the death timeout.
+
+        To be called every ``HEARTBEAT_INTERVAL_S`` or so by whoever serves the store to
+        several nodes. ``node_dead(node_id)`` then tells what died with each.
+
+        Returns:
+            The ids of the nodes declared dead by this call, in registration order.
+        """
+        now = self._clock()
+        silent = [node for node in self._nodes.values()
+                  if node.alive and now - node.last_heartbeat > self._node_death_timeout_s]
+        for node in silent:
+            self._declare_dead(node)
+        return [node.node_id for node in silent]
+
+    def node_dead(self, node_id: bytes) -> Optional[dict]:
+        """Declare a node dead (if it is not yet), and tell what died with it.
+
+        Asking again about a dead node gives the same answer, as long as it is listed.
+
+        Returns:
+            None if the node is unknown, else::
+
+                {"node_id": node_id,
+                 "objects_lost": [object ids whose last copy was there],
+                 "actors": [ids of live actors recorded there: restart or end them],
+                 "jobs_finished": [jobs whose driver was attached there, now finished],
+                 "job_actors": [actors of those jobs to end, as job_finished returns]}
+
+            Lost objects are gone from the object directory. The actors are not changed:
+            the caller reports what becomes of them with ``actor_state``.
+        """
+        node = self._nodes.get(node_id)
+        if node is None:
+            return None
+        if node.alive:
+            self._declare_dead(node)
+        return node.fallout
+
+    def _declare_dead(self, node: _Node) -> None:
+        node_id = node.node_id
+        node.alive = False
+        lost = []
+        for object_id in self._objects_on.pop(node_id, ()):
+            where = self._locations[object_id]
+            where.discard(node_id)
+            if not where:
+                del self._locations[object_id]
+                lost.append(object_id)
+        # Scans of the actor and job tables: a node's death is rare, and indexes would have
+        # to be kept right on every actor move and job start.
+        actors = [actor.actor_id for actor in self._actors.values() if actor.node_id == node_id]
+        jobs = [job.job_id for job in self._jobs.values()
+                if job.node_id == node_id and not job.is_dead]
+        job_actors = []
+        for job_id in jobs:
+            job_actors += self.job_finished(job_id)
+        node.fallout = {"node_id": node_id, "objects_lost": sorted(lost), "actors": actors,
+                        "jobs_finished": jobs, "job_actors": job_actors}
+        self._dead_nodes.append(node_id)
+        while len(self._dead_nodes) > MAX_DEAD_NODES_KEPT:
+            del self._nodes[self._dead_nodes.popleft()]
+
+    def nodes(self) -> list[dict]:
+        """Every node, live and recently dead, in registration order, as ``ray.nodes()``.
+
+        Returns:
+            One dict per node: ``NodeID`` (hex), ``Alive`` and ``alive``,
+            ``NodeManagerAddress`` and ``NodeName`` (its IP), ``NodeManagerHostname``,
+            ``Resources`` (its totals; ``{}`` once dead, as Ray), ``ObjectStoreSocketName`` and
+            ``RayletSocketName`` (its address), ``MetricsExportPort`` (0), ``Labels``.
+        """
+        return [{
+            "NodeID": node.node_id.hex(), "Alive": node.alive,
+            "NodeManagerAddress": node.node_ip, "NodeManagerHostname": node.hostname,
+            "NodeName": node.node_ip,
+            "Resources": _amounts(node.resources) if node.alive else {},
+            "alive": node.alive,
+            "ObjectStoreSocketName": node.address, "RayletSocketName": node.address,
+            "MetricsExportPort": 0, "Labels": dict(node.labels),
+        } for node in self._nodes.values()]
+
+    def cluster_resources(self) -> dict[str, float]:
+        """The total resources of the live nodes, summed, as ``ray.cluster_resources()``."""
+        return _amounts(_sum(node.resources for node in self._nodes.values() if node.alive))
+
+    def available_resources(self) -> dict[str, float]:
+        """The free resources last reported by the live nodes, summed.
+
+        As ``ray.available_resources()``, a resource with nothing free is left out.
+        """
+        total = _sum(node.available for node in self._nodes.values() if node.alive)
+        return _amounts({name: units for name, units in total.items() if units > 0})
+
+    # ── object directory ────────────────────────────────────────────────────────────────────
+
+    def add_location(self, object_id: bytes, node_id: bytes) -> bool:
+        """Record that ``node_id`` holds a copy of the object.
+
+        Returns:
+            True; False (and nothing recorded) if the node is unknown or dead, e.g. a late
+            message from a node already declared dead.
+        """
+        node = self._nodes.get(node_id)
+        if node is None or not node.alive:
+            return False
+        self._locations.setdefault(object_id, set()).add(node_id)
+        self._objects_on.setdefault(node_id, set()).add(object_id)
+        return True
+
+    def remove_location(self, object_id: bytes, node_id: bytes) -> None:
+        """Record that ``node_id`` no longer holds a copy (freed, or evicted and not spilled)."""
+        where = self._locations.get(object_id)
+        if where is None or node_id not in where:
+            return
+        where.discard(node_id)
+        if not where:
+            del self._locations[object_id]
+        on_node = self._objects_on[node_id]
+        on_node.discard(object_id)
+        if not on_node:
+            del self._objects_on[node_id]
+
+    def locations(self, object_id: bytes) -> set[bytes]:
+        """The ids of the live nodes holding a copy of the object (empty if none)."""
+        return set(self._locations.get(object_id, ()))
+
+    def forget(self, object_id: bytes) -> None:
+        """Drop every location of the object (it was freed cluster-wide)."""
+        for node_id in self._locations.pop(object_id, ()):
+            on_node = self._objects_on[node_id]
+            on_node.discard(object_id)
+            if not on_node:
+                del self._objects_on[node_id]
+
+    # ── all of it ───────────────────────────────────────────────────────────────────────────
+
+    def stats(self) -> dict[str, int]:
+        """How many entries each table holds, for ``purerun status`` and tests."""
+        return {"jobs": len(self._jobs),
+                "jobs_running": sum(not job.is_dead for job in self._jobs.values()),
+                "kv_keys": sum(len(table) for table in self._kv.values()),
+                "functions": len(self._functions), "actors": len(self._actors),
+                "named_actors": len(self._names),
+                "nodes_alive": sum(node.alive for node in self._nodes.values()),
+                "nodes_dead": len(self._dead_nodes), "objects": len(self._locations)}
+
+
+def _sum(tables) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for table in tables:
+        for name, units in table.items():
+            total[name] = total.get(name, 0) + units
+    return total
+
+
+def _amounts(units: Mapping[str, int]) -> dict[str, float]:
+    return {name: amount / RESOURCE_UNIT for name, amount in units.items()}
+
+
+#: The methods a head serves over TCP: every public method of ControlStore, and nothing else
+#: (a request naming anything else is refused before any attribute is looked up).
+REMOTE_METHODS = frozenset(name for name, value in vars(ControlStore).items()
+                           if callable(value) and not name.startswith("_"))
