@@ -42,6 +42,16 @@ def object_id(task_id: bytes, index: int) -> bytes:
     return task_id + index.to_bytes(4, "little")
 
 
+def task_id_of(object_id: bytes) -> bytes:
+    """The task that made ``object_id`` (for a put: the put's own id)."""
+    return object_id[:TASK_ID_SIZE]
+
+
+def job_id_bytes(job_number: int) -> bytes:
+    """A job's 4-byte id from its number (the control store counts jobs from 1)."""
+    return job_number.to_bytes(4, "little")
+
+
 def new_put_id() -> bytes:
     return object_id(new_task_id(), 0)
 

@@ -58,7 +58,7 @@ import time
 from purerun import exceptions
 from purerun import options as _options
 from purerun.actor import ActorHandle, _ActorExit
-from purerun.core import ids, serialization
+from purerun.core import ids, serialization, timeline
 from purerun.core.client import _as_raisable
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.scheduler import RESOURCE_UNIT
@@ -186,7 +186,7 @@ class LocalClient:
         self._named = {}           # (namespace, name) -> _LocalActor
         self._functions = set()    # keys of the functions run, for stats
         self._kv = {}
-        self._timeline = collections.deque(maxlen=100_000)  # task spans for timeline()
+        self._timeline = collections.deque(maxlen=timeline.MAX_EVENTS)  # task spans for timeline()
         self._running_tasks = 0
         self._local = threading.local()
         self._closed = False
@@ -483,8 +483,7 @@ class LocalClient:
         if op == "kv_get":
             return self._kv.get(args[0])
         if op == "timeline":
-            from purerun.core.node import chrome_trace
-            return chrome_trace(self._timeline, LOCAL_NODE_IP)
+            return timeline.chrome_trace(self._timeline, LOCAL_NODE_IP)
         raise ValueError(f"unknown request {op!r}")
 
     # -- tasks -------------------------------------------------------------------------------------

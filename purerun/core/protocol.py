@@ -58,6 +58,8 @@ ERROR = 2         # payload: pickled exception (raised by get)
 STORED = 3        # payload: None. The value is in the node's store (arena or spilled to disk);
                   # ask REQUEST "locate" for an ARENA location, which the node keeps pinned
                   # for the asker until it sends UNPIN.
+ON_DISK = 4       # node-internal, never sent: the value was spilled to a file.
+                  # payload: (path, total_size, meta_len, spans), spans relative to its start
 
 # Where a value sits can change (spilled to disk, restored elsewhere in the arena), so an ARENA
 # location is only ever handed to a process together with a pin that keeps it valid: in the

@@ -1,0 +1,851 @@
+"""NodeState: every rule of a node, as one pure state machine.
+
+::
+
+    core/node.py (sockets, processes)              NodeState (this module, no I/O)
+    ─────────────────────────────────              ────────────────────────────────
+    a frame from a driver or worker  ─(token, msg)─▶  handle()  ─┬─▶ Scheduler     resources, workers
+    a driver connected / a worker    ─(token, event)▶            ├─▶ TaskTable     retries, cancel
+      started / a connection closed                              ├─▶ Actor         lifecycle, call queues
+    a worker's output line           ─(token, event)▶            ├─▶ ObjectTable   holds, pins, spill
+                                                                 └─▶ ControlStore  jobs, names, KV,
+                                     ◀── actions ───                               functions, nodes
+    Send(token, msg), StartWorker(worker_id), KillWorker(worker_id),
+    InterruptWorker(worker_id), Stop()
+
+Every stimulus is a pair ``(token, msg)``: ``token`` is the connection it came from (an opaque
+value chosen by the node: NodeState only compares and stores it), ``msg`` a wire message of
+core/protocol.py or one of the node-internal events below. ``handle`` applies it and returns
+the actions to carry out, in order. Nothing here touches a socket, a process or a clock —
+except through the ObjectTable's byte store, which tests replace by a fake — so every rule
+(retry, restart, cancel, per-caller order, reference counting) is tested event by event
+without a process (tests/test_node_state.py).
+
+The node process is the only caller, from its one thread.
+"""
+
+import collections
+
+from purerun import exceptions
+from purerun.core import ids, protocol, serialization, timeline
+from purerun.core import scheduler as sched
+from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
+from purerun.core.object_table import ObjectTable, error_payload
+from purerun.core.protocol import ARENA, ERROR
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
+from purerun.core.tasks import TaskTable
+
+__all__ = ["NodeState", "Send", "StartWorker", "KillWorker", "InterruptWorker", "Stop",
+           "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED", "WORKER_OUTPUT"]
+
+# ── node-internal events (never on the wire) ──────────────────────────────────────────────
+DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
+WORKER_STARTED = -2    # (WORKER_STARTED, worker_id, pid)  the process of a StartWorker is up
+DISCONNECTED = -3      # (DISCONNECTED,)                   the token's connection closed
+WORKER_OUTPUT = -4     # (WORKER_OUTPUT, pid, stream, text) lines a worker printed
+
+# Events still shown by purerun.timeline(): the most recent ones, a bounded amount of memory.
+TIMELINE_MAX_EVENTS = timeline.MAX_EVENTS
+
+
+# ── actions ───────────────────────────────────────────────────────────────────────────────
+
+class Action:
+    __slots__ = ()
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other):
+        return type(other) is type(self) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None
+
+
+class Send(Action):
+    """Send ``msg`` to the connection ``token`` (dropped if it has closed)."""
+    __slots__ = ("token", "msg")
+
+    def __init__(self, token, msg):
+        self.token = token
+        self.msg = msg
+
+
+class StartWorker(Action):
+    """Start a worker process with this id; answer with WORKER_STARTED from its token, or
+    DISCONNECTED if it never came up."""
+    __slots__ = ("worker_id",)
+
+    def __init__(self, worker_id):
+        self.worker_id = worker_id
+
+
+class KillWorker(Action):
+    """Kill this worker's process (SIGKILL); its DISCONNECTED follows."""
+    __slots__ = ("worker_id",)
+
+    def __init__(self, worker_id):
+        self.worker_id = worker_id
+
+
+class InterruptWorker(Action):
+    """Interrupt the task running on this worker (SIGINT: KeyboardInterrupt in the task)."""
+    __slots__ = ("worker_id",)
+
+    def __init__(self, worker_id):
+        self.worker_id = worker_id
+
+
+class Stop(Action):
+    """The node's work is over (its owner left, or shutdown was asked): stop serving."""
+    __slots__ = ()
+
+
+# ── per-connection records ────────────────────────────────────────────────────────────────
+
+class Peer:
+    """A connected process (driver or worker) and what it holds in the object table."""
+
+    __slots__ = ("kind", "refs", "pins", "reservations", "worker", "job_id", "log_to_driver")
+
+    def __init__(self, kind, job_id=None):
+        self.kind = kind             #: "driver" or "worker"
+        self.refs = set()            #: object ids this process holds ObjectRefs to
+        self.pins = {}               #: object id -> arena locations handed out, not returned
+        self.reservations = set()    #: arena offsets allocated for it, not yet sealed
+        self.worker = None           #: its Worker, for a worker
+        self.job_id = job_id         #: 4 bytes, for a driver
+        self.log_to_driver = True
+
+
+class Worker:
+    __slots__ = ("worker_id", "pid", "token", "functions", "task", "actor_id")
+
+    def __init__(self, worker_id, pid, token):
+        self.worker_id = worker_id
+        self.pid = pid
+        self.token = token
+        self.functions = set()       #: function keys this worker has received
+        self.task = None             #: the Task running here (tasks and actor creations)
+        self.actor_id = None         #: the actor it hosts, from its creation's dispatch
+
+
+class NodeState:
+    """The rules of one node. See the module docstring.
+
+    Args:
+        config: ``node_id``, ``node_ip``, ``resources``, optional ``gpu_ids``, ``address``,
+            ``session_dir``, ``hostname``, ``arena_size``.
+        store: the byte store behind the object table (core.object_store.ObjectStore).
+        control: the ControlStore (embedded on a lone node).
+        max_workers, max_starting_workers: the scheduler's caps.
+        keep_log: keep the last this many stimuli in ``log`` (0: none), for debugging.
+    """
+
+    def __init__(self, config, store, control, *, max_workers, max_starting_workers,
+                 keep_log=0):
+        self.config = config
+        self.node_id = config["node_id"]
+        self.resources = config["resources"]
+        self.control = control
+        gpu_ids = tuple(config.get("gpu_ids") or range(int(self.resources.get("GPU", 0))))
+        self.scheduler = sched.Scheduler(self.resources, gpu_ids, max_workers=max_workers,
+                                         max_starting_workers=max_starting_workers)
+        self.objects = ObjectTable(store, self.node_id,
+                                   can_spill=config.get("session_dir") is not None)
+        self.tasks = TaskTable()
+        self.actors = {}             #: actor id -> Actor
+        self.actor_waits = {}        #: object id -> ids of actors whose next call waits on it
+        self.peers = {}              #: token -> Peer
+        self.workers = {}            #: worker id -> Worker
+        self.owner = None            #: token of the driver that started the node, if any
+        self.next_worker_id = 1
+        self.timeline = collections.deque(maxlen=TIMELINE_MAX_EVENTS)
+        self.log = collections.deque(maxlen=keep_log) if keep_log else None
+        self._out = []
+        self._handlers = {
+            protocol.SUBMIT: self._on_submit,
+            protocol.EXPORT: self._on_export,
+            protocol.PUT: self._on_put,
+            protocol.SUBSCRIBE: self._on_subscribe,
+            protocol.ADD_REFS: self._on_add_refs,
+            protocol.DROP_REFS: self._on_drop_refs,
+            protocol.UNPIN: self._on_unpin,
+            protocol.BLOCKED: self._on_blocked,
+            protocol.UNBLOCKED: self._on_unblocked,
+            protocol.TASK_DONE: self._on_task_done,
+            protocol.REQUEST: self._on_request,
+            protocol.CANCEL: self._on_cancel,
+            protocol.FREE: self._on_free,
+            DRIVER_CONNECTED: self._on_driver_connected,
+            WORKER_STARTED: self._on_worker_started,
+            DISCONNECTED: self._on_disconnected,
+            WORKER_OUTPUT: self._on_worker_output,
+        }
+        self.requests = {
+            "alloc": self._request_alloc,
+            "locate": self._request_locate,
+            "shutdown": self._request_shutdown,
+            "cluster_resources": self._request_cluster_resources,
+            "available_resources": self._request_available_resources,
+            "nodes": self._request_nodes,
+            "stats": self._request_stats,
+            "set_namespace": self._request_set_namespace,
+            "register_actor": self._request_register_actor,
+            "get_actor": self._request_get_actor,
+            "kill_actor": self._request_kill_actor,
+            "timeline": self._request_timeline,
+        }
+
+    # ── entry point ────────────────────────────────────────────────────────────────────────
+
+    def handle(self, token, msg):
+        """Apply one stimulus from ``token``; return the actions to carry out, in order.
+
+        Raises:
+            KeyError: ``msg`` is of a kind no handler takes (the node logs and drops it).
+        """
+        if self.log is not None:
+            self.log.append((token, msg))
+        try:
+            self._handlers[msg[0]](token, msg)
+            deleted = self.objects.deleted
+            while deleted:
+                self._actor_object_deleted(deleted.pop())
+        finally:
+            out = self._out
+            self._out = []
+        return out
+
+    def prestart(self, count):
+        """Actions to start ``count`` warm workers now, so the first tasks need no fork."""
+        for _ in range(count):
+            self._start_worker()
+        out = self._out
+        self._out = []
+        return out
+
+    def welcome_info(self, token=None):
+        """What a connecting process is told first (WELCOME); ``token`` None: a worker."""
+        config = self.config
+        peer = self.peers.get(token) if token is not None else None
+        return {"node_id": self.node_id,
+                "job_id": peer.job_id if peer is not None else ids.job_id_bytes(0),
+                "session_dir": config.get("session_dir"),
+                "arena_size": config.get("arena_size"), "address": config.get("address"),
+                "node_ip": config.get("node_ip", "127.0.0.1"), "resources": dict(self.resources)}
+
+    def _send(self, token, msg):
+        self._out.append(Send(token, msg))
+
+    # ── connections ────────────────────────────────────────────────────────────────────────
+
+    def _on_driver_connected(self, token, msg):
+        job_id = self.control.new_job_id()
+        self.peers[token] = Peer("driver", job_id)
+        if msg[1]:
+            self.owner = token
+
+    def _start_worker(self):
+        worker_id = self.next_worker_id
+        self.next_worker_id += 1
+        self._out.append(StartWorker(worker_id))
+
+    def _on_worker_started(self, token, msg):
+        _, worker_id, pid = msg
+        peer = self.peers[token] = Peer("worker")
+        worker = peer.worker = self.workers[worker_id] = Worker(worker_id, pid, token)
+        self._schedule(sched.WorkerStarted(worker.worker_id))
+
+    def _on_disconnected(self, token, msg):
+        peer = self.peers.pop(token, None)
+        if peer is None:
+            return
+        objects = self.objects
+        for object_id, count in peer.pins.items():
+            for _ in range(count):
+                objects.unpin(object_id)
+        for offset in peer.reservations:
+            objects.store.free_block(offset)
+        for object_id in peer.refs:
+            objects.release(object_id)
+        if peer.worker is not None:
+            self._worker_gone(peer.worker)
+        elif token == self.owner:
+            self._out.append(Stop())
+        # Named (not detached) actors live as long as the process that made them.
+        for actor in list(self.actors.values()):
+            if actor.owner == token and actor.node_hold and not actor.detached:
+                actor.node_hold = False
+                objects.release(actor.object_id)
+
+    def _on_worker_output(self, token, msg):
+        _, pid, stream, text = msg
+        for peer_token, peer in self.peers.items():
+            if peer.kind == "driver" and peer.log_to_driver:
+                self._send(peer_token, (protocol.LOG, pid, stream, text))
+
+    # ── the scheduler ──────────────────────────────────────────────────────────────────────
+
+    def _schedule(self, event):
+        """Feed the scheduler one event and carry out what it asks, which may feed it more."""
+        actions = self.scheduler.handle(event)
+        while actions:
+            more = []
+            for action in actions:
+                kind = type(action)
+                if kind is sched.Dispatch:
+                    more += self._dispatch(action)
+                elif kind is sched.StartWorker:
+                    self._start_worker()
+                elif kind is sched.TaskLost:
+                    self._task_lost(action.task_id)
+                elif kind is sched.TaskCancelled:
+                    task = self.tasks.get(action.task_id)
+                    if task is not None:
+                        self._fail(task, exceptions.TaskCancelledError(action.task_id.hex()))
+                elif kind is sched.Infeasible:
+                    self._report_infeasible(action.task_id, action.resources)
+            actions = more
+
+    def _dispatch(self, action):
+        task = self.tasks.get(action.task_id)
+        if task is None:  # cancelled and failed meanwhile: the worker is free again
+            return self.scheduler.handle(sched.TaskFinished(action.worker_id))
+        self._execute(task, self.workers[action.worker_id], action.gpu_ids)
+        return ()
+
+    def _execute(self, task, worker, gpu_ids):
+        """Send ``task`` to ``worker`` with its arguments' values (and the function, once)."""
+        spec = task.spec
+        peer = self.peers[worker.token]
+        dep_payloads = [self._hand_out(peer, object_id) for object_id in spec.deps]
+        key = spec.function_key
+        pickled = None
+        if key is not None and key not in worker.functions:
+            pickled = self.control.get_function(key)
+            worker.functions.add(key)
+        task.worker_id = worker.worker_id
+        if spec.kind == ACTOR_CREATION:
+            worker.actor_id = spec.actor_id
+            worker.task = task
+            gpu_ids = tuple(gpu_ids)
+            self.actors[spec.actor_id].worker_id = worker.worker_id
+        elif spec.kind != ACTOR_METHOD:
+            worker.task = task
+        self._send(worker.token, (protocol.EXECUTE, spec, dep_payloads, pickled, gpu_ids))
+
+    def _hand_out(self, peer, object_id):
+        """A payload for ``peer`` to read; an ARENA location is pinned for it."""
+        try:
+            kind, payload = self.objects.hand_out(object_id)
+        except (exceptions.ObjectLostError, exceptions.ObjectStoreFullError) as exc:
+            return ERROR, error_payload(exc)
+        if kind == ARENA:
+            peer.pins[object_id] = peer.pins.get(object_id, 0) + 1
+        return kind, payload
+
+    def _report_infeasible(self, task_id, resources):
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        demand = ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items()))
+        have = ", ".join(f"{k}: {v:g}" for k, v in sorted(self.resources.items()))
+        self._send(task.owner, (protocol.WARN,
+                                f"Task {task.spec.name} cannot be scheduled: it asks for "
+                                f"{{{demand}}} but no node has that much (this node: "
+                                f"{{{have}}}). It stays pending until it is cancelled or a "
+                                "node with those resources joins the cluster."))
+
+    # ── workers ────────────────────────────────────────────────────────────────────────────
+
+    def _worker_gone(self, worker):
+        """The worker's connection closed: it exited, crashed or was killed."""
+        self.workers.pop(worker.worker_id, None)
+        self._schedule(sched.WorkerDied(worker.worker_id))
+
+    def _task_lost(self, task_id):
+        """The worker running ``task_id`` died without being released."""
+        task = self.tasks.get(task_id)
+        if task is not None and task.spec.kind != ACTOR_CREATION:
+            task.worker_id = None
+            if TaskTable.retried_after_loss(task):
+                task.retry()
+                self._resubmit(task)
+            else:
+                self._fail(task, TaskTable.lost_error(task))
+            return
+        # A dedicated worker: the actor's creation was running, or the actor lived there.
+        if task is not None:
+            self.tasks.remove(task_id)
+        actor = self.actors.get(task_id)
+        if actor is not None:
+            self._actor_worker_lost(actor)
+
+    def _resubmit(self, task):
+        spec = task.spec
+        self._schedule(sched.SubmitTask(spec.task_id, spec.resources,
+                                        self.objects.missing(spec.deps)))
+
+    def _release_worker(self, worker_id):
+        """An actor's worker is done on purpose: free its resources and stop the process."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        worker.actor_id = None
+        self._schedule(sched.WorkerReleased(worker_id))
+        self._out.append(KillWorker(worker_id))
+
+    # ── results ────────────────────────────────────────────────────────────────────────────
+
+    def _seal(self, object_id, kind, payload, contained):
+        """Store a value and tell whoever waits for it."""
+        objects = self.objects
+        entry, subscribers = objects.seal(object_id, kind, payload, contained)
+        if subscribers:
+            msg = (protocol.OBJECT, object_id) + objects.announced(entry)
+            for token in subscribers:
+                self._send(token, msg)
+        self._schedule(sched.ObjectReady(object_id))
+        waiting = self.actor_waits.pop(object_id, None)
+        if waiting:
+            for actor_id in waiting:
+                actor = self.actors.get(actor_id)
+                if actor is not None:
+                    self._pump(actor)
+        objects.after_seal(object_id)
+
+    def _fail(self, task, error):
+        payload = error_payload(error)
+        self._finish(task, [(oid, ERROR, payload, ()) for oid in task.spec.return_ids()])
+
+    def _finish(self, task, results):
+        spec = task.spec
+        self.tasks.remove(spec.task_id)
+        owner = task.owner
+        owner_peer = self.peers.get(owner)
+        worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
+        objects = self.objects
+        for object_id, kind, payload, contained in results:
+            if kind == ARENA and worker is not None:
+                self.peers[worker.token].reservations.discard(payload[0])
+            if owner_peer is not None and object_id in owner_peer.refs:
+                # The owner always hears about its results; no SUBSCRIBE needed.
+                objects.subscribe(object_id, owner)
+            self._seal(object_id, kind, payload, contained)
+        if spec.kind == ACTOR_CREATION:
+            return  # an actor keeps its creation arguments: a restart needs them again
+        for object_id in spec.deps:
+            objects.release(object_id)
+        for object_id in spec.contained:
+            objects.release(object_id)
+
+    def _drop_results(self, token, results):
+        """A run's results that will not be kept (the task runs again): free their blocks."""
+        reservations = self.peers[token].reservations
+        for _oid, kind, payload, _contained in results:
+            if kind == ARENA:
+                reservations.discard(payload[0])
+                self.objects.store.free_block(payload[0])
+
+    # ── message handlers ───────────────────────────────────────────────────────────────────
+
+    def _on_submit(self, token, msg):
+        spec = msg[1]
+        peer = self.peers[token]
+        parent = peer.worker.task if peer.worker is not None else None
+        task = self.tasks.add(spec, token, parent)
+        objects = self.objects
+        refs = peer.refs
+        for object_id in spec.return_ids():
+            objects.expect(object_id).holds += 1
+            refs.add(object_id)
+        missing = set()
+        for object_id in spec.deps:
+            if not objects.hold(object_id):
+                # Unknown: freed, or never existed here. The task fails with ObjectLostError.
+                self._seal(object_id, ERROR, error_payload(exceptions.ObjectLostError(
+                    object_id.hex())), ())
+                objects.hold(object_id)
+            elif objects.is_pending(object_id):
+                missing.add(object_id)
+        for object_id in spec.contained:
+            objects.hold(object_id)
+        if spec.kind == ACTOR_METHOD:
+            self._submit_actor_call(task)
+        elif spec.kind == ACTOR_CREATION:
+            self._create_actor(task, missing)
+        else:
+            self._schedule(sched.SubmitTask(spec.task_id, spec.resources, missing))
+
+    def _on_export(self, token, msg):
+        self.control.export_function(msg[1], msg[2])
+
+    def _on_put(self, token, msg):
+        _, object_id, kind, payload, contained = msg
+        peer = self.peers[token]
+        if kind == ARENA:
+            peer.reservations.discard(payload[0])
+        self.objects.expect(object_id).holds += 1
+        peer.refs.add(object_id)
+        self._seal(object_id, kind, payload, contained)
+
+    def _on_subscribe(self, token, msg):
+        objects = self.objects
+        for object_id in msg[1]:
+            entry = objects.get(object_id)
+            if entry is None:
+                self._send(token, (protocol.OBJECT, object_id, ERROR, error_payload(
+                    exceptions.ObjectLostError(object_id.hex()))))
+            elif entry.kind is not None:
+                self._send(token, (protocol.OBJECT, object_id) + objects.announced(entry))
+            else:
+                objects.subscribe(object_id, token)
+
+    def _on_add_refs(self, token, msg):
+        refs = self.peers[token].refs
+        hold = self.objects.hold
+        for object_id in msg[1]:
+            if object_id not in refs and hold(object_id):
+                refs.add(object_id)
+
+    def _on_drop_refs(self, token, msg):
+        refs = self.peers[token].refs
+        release = self.objects.release
+        for object_id in msg[1]:
+            if object_id in refs:
+                refs.discard(object_id)
+                release(object_id)
+
+    def _on_unpin(self, token, msg):
+        pins = self.peers[token].pins
+        for object_id in msg[1]:
+            count = pins.get(object_id, 0)
+            if count:
+                if count == 1:
+                    del pins[object_id]
+                else:
+                    pins[object_id] = count - 1
+                self.objects.unpin(object_id)
+
+    def _on_blocked(self, token, msg):
+        self._schedule(sched.WorkerBlocked(self.peers[token].worker.worker_id))
+
+    def _on_unblocked(self, token, msg):
+        self._schedule(sched.WorkerUnblocked(self.peers[token].worker.worker_id))
+
+    def _on_task_done(self, token, msg):
+        _, task_id, results, retry, exiting, span = msg
+        worker = self.peers[token].worker
+        task = self.tasks.get(task_id)
+        if task is not None:
+            self.timeline.append((task.spec.name, worker.pid, span, task_id))
+        if worker.actor_id is not None:
+            self._actor_task_done(worker, task_id, task, results, retry, exiting)
+            return
+        worker.task = None
+        if exiting:
+            self._schedule(sched.WorkerRetiring(worker.worker_id))
+        if task is not None:
+            if TaskTable.retried_after_error(task, retry):
+                self._drop_results(token, results)
+                task.retry()
+                self._schedule(sched.TaskFinished(worker.worker_id))
+                self._resubmit(task)
+                return
+            self._finish(task, results)
+        self._schedule(sched.TaskFinished(worker.worker_id))
+
+    def _on_cancel(self, token, msg):
+        _, object_id, force, recursive = msg
+        for task in self.tasks.cancel(ids.task_id_of(object_id), force, recursive):
+            self._cancel(task)
+
+    def _cancel(self, task):
+        """Stop one task marked cancelled: drop it if pending, interrupt it if running."""
+        spec = task.spec
+        if spec.kind == ACTOR_METHOD:
+            actor = self.actors.get(spec.actor_id)
+            if actor is None:
+                return
+            if actor.drop_queued(task):
+                self._fail(task, exceptions.TaskCancelledError(spec.task_id.hex()))
+            elif spec.task_id in actor.inflight and actor.worker_id is not None:
+                # Sent already: the worker drops it if it has not started, and cancels the
+                # coroutine of an asyncio actor; a running sync call finishes (as in Ray).
+                self._send(self.workers[actor.worker_id].token,
+                           (protocol.INTERRUPT, spec.task_id))
+            return
+        if spec.kind == ACTOR_CREATION:
+            return  # actors end through kill(), not cancel()
+        if task.worker_id is None:
+            self._schedule(sched.CancelTask(spec.task_id))
+        elif task.force_cancelled:
+            self._out.append(KillWorker(task.worker_id))
+        else:
+            self._out.append(InterruptWorker(task.worker_id))
+
+    def _on_free(self, token, msg):
+        for object_id in msg[1]:
+            self.objects.free_early(object_id)
+
+    def _on_request(self, token, msg):
+        _, request_id, op, args = msg
+        method = self.requests.get(op)
+        try:
+            if method is None:
+                raise ValueError(f"unknown request {op!r}")
+            result = method(token, *args)
+        except Exception as exc:
+            self._send(token, (protocol.REPLY, request_id, False, exc))
+        else:
+            self._send(token, (protocol.REPLY, request_id, True, result))
+
+    # ── actors ─────────────────────────────────────────────────────────────────────────────
+
+    def _create_actor(self, task, missing):
+        spec = task.spec
+        actor = Actor(spec, task.owner)
+        self.actors[actor.actor_id] = actor
+        self.objects.watched.add(actor.object_id)
+        actor.namespace = self.control.namespace_of(spec.actor.namespace, spec.job_id)
+        if actor.name is not None or actor.detached:
+            # Named and detached actors do not end with their handles.
+            self.objects.hold(actor.object_id)
+            actor.node_hold = True
+        if actor.name is None:  # a named one was entered by the client, before submitting
+            self.control.register_actor(None, spec.actor.namespace, spec.job_id,
+                                        actor.actor_id, actor.meta, detached=actor.detached)
+        self.control.actor_state(actor.actor_id, PENDING, self.node_id)
+        self._schedule(sched.SubmitTask(spec.task_id, spec.resources, missing, dedicated=True,
+                                        hold=spec.actor.hold))
+
+    def _submit_actor_call(self, task):
+        spec = task.spec
+        actor = self.actors.get(spec.actor_id)
+        if actor is None or actor.state == DEAD:
+            self._fail(task, actor.died_error() if actor is not None else actor_died_error(
+                spec.actor_id, None, "The actor is dead: it was killed, exited, or its "
+                "process died and it has no restarts left."))
+            return
+        if spec.method == "__ray_terminate__":
+            spec.max_retries = 0
+        elif spec.max_retries is None:
+            spec.max_retries = actor.default_max_retries()
+        actor.enqueue(task)
+        self._pump(actor)
+
+    def _pump(self, actor):
+        """Send the actor the calls it may have now (see Actor.take_sendable)."""
+        calls, waits = actor.take_sendable(self.objects.is_pending)
+        for object_id in waits:
+            self.actor_waits.setdefault(object_id, set()).add(actor.actor_id)
+        if calls:
+            worker = self.workers[actor.worker_id]
+            for task in calls:
+                self._execute(task, worker, ())
+
+    def _actor_started(self, actor, worker, results):
+        """The creation task returned: the actor is alive, or failed in __init__."""
+        if results and results[0][1] == ERROR:
+            cause = serialization.deserialize(results[0][2])
+            actor.cause = exceptions.ActorDiedError(cause if isinstance(
+                cause, exceptions.RayTaskError) else None)
+            self._actor_dead(actor)
+            return
+        actor._transition_pending_alive(worker.worker_id)
+        self.control.actor_state(actor.actor_id, ALIVE, self.node_id)
+        if actor.terminating and not actor.has_calls():
+            self._actor_dead(actor)  # every handle went before it even started
+            return
+        self._pump(actor)  # calls queued meanwhile still run; the last one ends the actor
+
+    def _actor_worker_lost(self, actor):
+        """The actor's process died (crash, kill -9, or kill(no_restart=False))."""
+        if actor.state == DEAD:
+            return
+        if not actor.can_restart():
+            self._actor_dead(actor)
+            return
+        retry = []
+        for task in actor._transition_alive_restarting():
+            if task.can_retry():
+                task.retry()
+                retry.append(task)
+            else:
+                self._fail(task, actor.died_error())
+        actor.requeue_front(retry)
+        self.control.actor_state(actor.actor_id, RESTARTING, self.node_id)
+        creation = actor.creation
+        creation.attempt = actor.num_restarts  # the worker tells __init__ it is a restart
+        self.tasks.add(creation, actor.owner)
+        self._schedule(sched.SubmitTask(creation.task_id, creation.resources,
+                                        self.objects.missing(creation.deps), dedicated=True,
+                                        hold=creation.actor.hold))
+
+    def _actor_dead(self, actor):
+        """The actor is gone for good: fail what waits for it, free what it held."""
+        if actor.state == DEAD:
+            return
+        worker_id = actor.worker_id
+        error = actor.died_error()
+        for task in actor._transition_any_dead():
+            self._fail(task, error)
+        self.control.actor_state(actor.actor_id, DEAD, self.node_id)
+        if worker_id is not None:
+            self._release_worker(worker_id)
+        objects = self.objects
+        for object_id in actor.creation.deps:
+            objects.release(object_id)
+        for object_id in actor.creation.contained:
+            objects.release(object_id)
+        if actor.node_hold:
+            actor.node_hold = False
+            objects.release(actor.object_id)
+        # The record stays (state DEAD) so later calls fail with the right error; it goes
+        # when the actor object does.
+
+    def _actor_object_deleted(self, object_id):
+        """No handle to the actor is left anywhere: stop it once its calls are done."""
+        actor = self.actors.get(ids.task_id_of(object_id))
+        if actor is None:
+            return
+        if actor.state == DEAD:
+            del self.actors[actor.actor_id]
+            return
+        actor.terminating = True
+        if actor.state == ALIVE and not actor.has_calls():
+            self._actor_dead(actor)
+            del self.actors[actor.actor_id]
+
+    def _actor_task_done(self, worker, task_id, task, results, retry, exiting):
+        actor = self.actors.get(worker.actor_id)
+        if task is not None and task.spec.kind == ACTOR_CREATION:
+            worker.task = None
+            self._finish(task, results)
+            self._schedule(sched.TaskFinished(worker.worker_id))
+            if actor is not None:
+                if exiting:  # exit_actor() in __init__
+                    actor.terminating = True
+                    self._actor_dead(actor)
+                else:
+                    self._actor_started(actor, worker, results)
+            return
+        if actor is None:
+            if task is not None:
+                self._finish(task, results)
+            return
+        actor.inflight.pop(task_id, None)
+        if task is not None:
+            if exiting:
+                # exit_actor() or __ray_terminate__: this call ends the actor.
+                actor.terminating = True
+                if task.spec.method == "__ray_terminate__":
+                    self._finish(task, results)
+                else:
+                    self._fail(task, actor.died_error("The actor exited via exit_actor()."))
+            elif TaskTable.retried_after_error(task, retry):
+                self._drop_results(worker.token, results)
+                task.retry()
+                actor.requeue_front([task])
+            else:
+                self._finish(task, results)
+        if exiting or (actor.terminating and not actor.has_calls()):
+            self._actor_dead(actor)
+        else:
+            self._pump(actor)
+
+    # ── requests ───────────────────────────────────────────────────────────────────────────
+
+    def _request_alloc(self, token, size):
+        offset = self.objects.alloc(size)
+        self.peers[token].reservations.add(offset)
+        return offset
+
+    def _request_locate(self, token, object_ids):
+        peer = self.peers[token]
+        return [self._hand_out(peer, object_id) for object_id in object_ids]
+
+    def _request_shutdown(self, token):
+        self._out.append(Stop())
+
+    def _request_cluster_resources(self, token):
+        return self.scheduler.total_resources()
+
+    def _request_available_resources(self, token):
+        return self.scheduler.available_resources()
+
+    def _request_nodes(self, token):
+        config = self.config
+        address = config.get("address")
+        node_ip = config.get("node_ip", "127.0.0.1")
+        return [{
+            "NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": node_ip,
+            "NodeManagerHostname": config.get("hostname", node_ip), "NodeName": node_ip,
+            "Resources": self.scheduler.total_resources(), "alive": True,
+            "ObjectStoreSocketName": address, "RayletSocketName": address,
+            "MetricsExportPort": 0, "Labels": {},
+        }]
+
+    def _request_stats(self, token):
+        return {"workers": {w.worker_id: w.pid for w in self.workers.values()},
+                "tasks": len(self.tasks), "functions": self.control.stats()["functions"],
+                **self.objects.stats()}
+
+    def _request_set_namespace(self, token, namespace):
+        self.control.set_job_namespace(self.peers[token].job_id, namespace)
+
+    def _request_register_actor(self, token, name, namespace, job_id, actor_id, meta,
+                                get_if_exists):
+        existing = self.control.register_actor(name, namespace, job_id, actor_id, meta,
+                                               get_if_exists)
+        if existing is not None:
+            self._add_hold(token, ids.object_id(existing[0], 0))
+        return existing
+
+    def _request_get_actor(self, token, name, namespace, job_id):
+        found = self.control.get_named_actor(name, namespace, job_id)
+        if found is None:
+            return None
+        actor = self.actors.get(found[0])
+        if actor is None or actor.state == DEAD:
+            return None
+        self._add_hold(token, actor.object_id)
+        return found
+
+    def _add_hold(self, token, object_id):
+        refs = self.peers[token].refs
+        if object_id not in refs and self.objects.hold(object_id):
+            refs.add(object_id)
+
+    def _request_kill_actor(self, token, actor_id, no_restart):
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == DEAD:
+            return
+        if no_restart:
+            actor.restarts_left = 0
+            actor.terminating = True
+        worker_id = actor.worker_id
+        if worker_id is not None and actor.state == ALIVE:
+            # Act on the death now rather than when the socket closes, so that calls made
+            # after kill() returns already see a dead (or restarting) actor.
+            self._release_worker(worker_id)
+            actor.worker_id = None
+            self._actor_worker_lost(actor)
+        elif worker_id is not None:  # still constructing: its death is handled as TaskLost
+            self._out.append(KillWorker(worker_id))
+        elif no_restart:
+            task = self.tasks.get(actor.creation.task_id)
+            if task is not None and task.worker_id is None:
+                self._schedule(sched.CancelTask(task.spec.task_id))
+                self.tasks.remove(task.spec.task_id)
+            elif task is not None:
+                self._out.append(KillWorker(task.worker_id))
+                return
+            self._actor_dead(actor)
+
+    def _request_timeline(self, token):
+        return timeline.chrome_trace(self.timeline, self.config.get("node_ip", "127.0.0.1"))
+

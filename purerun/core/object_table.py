@@ -1,0 +1,333 @@
+"""The node's object table: who holds, reads and waits for each object, and where it is.
+
+::
+
+    NodeState (handlers)                 ObjectTable (this module)          ObjectStore (bytes)
+    ────────────────────                 ─────────────────────────          ───────────────────
+    a task will make X   ── expect ──▶   entry: pending                     arena blocks
+    X's value arrived    ── seal ────▶   entry: INLINE / ARENA / ERROR      spill files
+    a ref is taken/gone  ── hold/release ▶ holds                 ── free_block, drop_spill ─▶
+    a view is made/dies  ── pin/unpin ─▶ pins                    ── allocate, spill, restore ▶
+    room is needed       ── alloc ─────▶ spills the least recently used unpinned value
+
+The table decides; the store moves bytes. The table never touches a file, a socket or a
+clock: it calls its store through the six methods of ``ObjectStore`` (``allocate``,
+``free_block``, ``block_size``, ``spill``, ``read_back``, ``drop_spill``), and tests give it a
+fake store built on the real (pure) allocator.
+
+Entry lifecycle::
+
+    (none) ──expect──▶ pending ──seal──▶ ready (INLINE | ARENA | ERROR)
+                                           │  ARENA ──spill──▶ ON_DISK ──restore──▶ ARENA
+                                           │  any ──free_early──▶ ERROR (ObjectFreedError)
+                                           ▼
+                     deleted when holds == 0 and pins == 0 (never earlier)
+
+Lifetime. An entry counts its *holds*: one per process holding an ObjectRef to it, one per
+pending task taking it as an argument, one per stored object containing a ref to it, one for
+a named or detached actor's object. Zero-copy views of the arena are counted apart, as *pins*:
+an arena location is only ever handed out with a pin, so a value being read is never moved,
+spilled or freed. ``locations`` names the nodes holding a copy; on one node it is this node.
+
+Deletions are reported, not acted on: ``deleted`` collects the ids of *watched* objects
+(actor objects: the last handle going stops the actor) for NodeState to take.
+"""
+
+import collections
+
+from purerun import exceptions
+from purerun.core import serialization
+from purerun.core.protocol import ARENA, ERROR, ON_DISK, STORED
+
+__all__ = ["ObjectEntry", "ObjectTable"]
+
+
+class ObjectEntry:
+    """One object. ``kind`` is None while pending, else a payload kind (protocol.INLINE...)."""
+
+    __slots__ = ("kind", "payload", "holds", "pins", "contained", "block", "subscribers",
+                 "freed", "locations")
+
+    def __init__(self):
+        self.kind = None           #: None while pending; INLINE, ARENA, ERROR or ON_DISK
+        self.payload = None        #: the value's payload for ``kind`` (see core/protocol.py)
+        self.holds = 0             #: refs, pending tasks, containing objects holding it
+        self.pins = 0              #: arena locations handed out and not yet returned
+        self.contained = ()        #: ids of refs inside the value, held while it lives
+        self.block = None          #: arena offset while its bytes occupy the arena
+        self.subscribers = None    #: tokens to tell when it is ready (a set), or None
+        self.freed = False         #: purerun.internal.free ran: the value is gone early
+        self.locations = None      #: node ids holding a copy, once ready
+
+
+class ObjectTable:
+    """Bookkeeping of every object a node knows. See the module docstring.
+
+    Args:
+        store: the byte store (``core.object_store.ObjectStore`` or a test fake).
+        node_id: this node, recorded as the location of every value sealed here.
+        can_spill: whether unpinned values may move to disk to make room.
+    """
+
+    def __init__(self, store, node_id=None, can_spill=True):
+        self.store = store
+        self.node_id = node_id
+        self.can_spill = can_spill
+        self.entries = {}          #: object id -> ObjectEntry
+        # Values whose bytes sit in the arena, least recently used first: the spill order.
+        self.in_arena = collections.OrderedDict()
+        self.watched = set()       #: ids whose deletion NodeState wants to hear of
+        self.deleted = []          #: watched ids deleted since NodeState last took them
+        self.spilled_bytes = 0
+        self.num_spilled = 0
+        self.num_restored = 0
+
+    # ── creation ───────────────────────────────────────────────────────────────────────────
+
+    def expect(self, object_id):
+        """A task will produce ``object_id``: its pending entry (the caller adds holds)."""
+        entry = self.entries.get(object_id)
+        if entry is None:
+            entry = self.entries[object_id] = ObjectEntry()
+        return entry
+
+    def seal(self, object_id, kind, payload, contained):
+        """The value of ``object_id`` is known now.
+
+        Returns:
+            (entry, subscribers): the entry, and the tokens waiting for it (they are
+            forgotten here: the caller tells them). A value arriving for an object that
+            already has one (a retried task finishing twice) is dropped: the first stays.
+        """
+        entry = self.entries.get(object_id)
+        if entry is None:
+            entry = self.entries[object_id] = ObjectEntry()
+        elif entry.kind is not None:
+            if kind == ARENA:
+                self.store.free_block(payload[0])
+            return entry, None
+        entry.kind = kind
+        entry.payload = payload
+        if self.node_id is not None:
+            entry.locations = {self.node_id}
+        if kind == ARENA:
+            entry.block = payload[0]
+            self.in_arena[object_id] = None
+        if contained:
+            entry.contained = tuple(contained)
+            for inner in contained:
+                self.hold(inner)
+        subscribers = entry.subscribers
+        entry.subscribers = None
+        return entry, subscribers
+
+    def after_seal(self, object_id):
+        """Free an object that was sealed while nobody held it."""
+        entry = self.entries.get(object_id)
+        if entry is not None and entry.holds <= 0 and entry.pins <= 0:
+            self._delete(object_id, entry)
+
+    def subscribe(self, object_id, token):
+        """Tell ``token`` when the pending ``object_id`` is ready. False if it is unknown."""
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return False
+        if entry.subscribers is None:
+            entry.subscribers = set()
+        entry.subscribers.add(token)
+        return True
+
+    # ── holds and pins ─────────────────────────────────────────────────────────────────────
+
+    def hold(self, object_id):
+        """One more holder. False if the object is unknown (freed, or never existed here)."""
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return False
+        entry.holds += 1
+        return True
+
+    def release(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return
+        entry.holds -= 1
+        # invariant: holds >= 0. A pending entry stays until its task reports, so a result
+        # nobody wants is still received and then freed in after_seal.
+        if entry.holds <= 0 and entry.pins <= 0 and entry.kind is not None:
+            self._delete(object_id, entry)
+
+    def pin(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is not None:
+            entry.pins += 1
+            if object_id in self.in_arena:
+                self.in_arena.move_to_end(object_id)  # recently used: spilled last
+
+    def unpin(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return
+        entry.pins -= 1
+        if entry.pins <= 0:
+            if entry.holds <= 0 and entry.kind is not None:
+                self._delete(object_id, entry)
+            elif entry.freed and entry.block is not None:
+                self.store.free_block(entry.block)
+                entry.block = None
+
+    def hand_out(self, object_id):
+        """The payload to give a reader: (kind, payload), an ARENA location with a pin.
+
+        A value on disk is read back into the arena first. The caller records the pin
+        against the reader, who returns it with UNPIN.
+
+        Raises:
+            ObjectLostError: the object is unknown or still pending.
+            ObjectStoreFullError: a spilled value cannot be read back (pinned data fills it).
+        """
+        entry = self.entries.get(object_id)
+        if entry is None or entry.kind is None:
+            raise exceptions.ObjectLostError(object_id.hex())
+        if entry.kind == ON_DISK:
+            self.restore(object_id, entry)
+        if entry.kind == ARENA:
+            self.pin(object_id)
+        return entry.kind, entry.payload
+
+    # ── capacity ───────────────────────────────────────────────────────────────────────────
+
+    def alloc(self, size):
+        """Reserve an arena block for a value about to be written; returns its offset.
+
+        Spills unpinned values (least recently used first) until the block fits.
+
+        Raises:
+            ObjectStoreFullError: pinned values alone leave no block large enough.
+        """
+        store = self.store
+        offset = store.allocate(size)
+        while offset is None:
+            if not self._spill_one():
+                raise self._full_error(size)
+            offset = store.allocate(size)
+        return offset
+
+    def _full_error(self, size):
+        store = self.store
+        pinned = sum(store.block_size(e.block) for e in self.entries.values()
+                     if e.block is not None and e.pins > 0)
+        return exceptions.ObjectStoreFullError(
+            f"Cannot store an object of {size} bytes: the object store's "
+            f"{store.capacity} bytes hold {pinned} bytes of objects in use "
+            f"(zero-copy views alive) and {store.used - pinned} bytes being "
+            f"written, and the largest free block is {store.largest_free} bytes. "
+            "Drop references to arrays you got from purerun.get() that you no longer "
+            "need, or start purerun with a larger object_store_memory.")
+
+    def _spill_one(self):
+        """Move the least recently used unpinned value to disk; False if there is none."""
+        if not self.can_spill:
+            return False
+        entries = self.entries
+        for object_id in self.in_arena:
+            entry = entries.get(object_id)
+            if entry is not None and entry.pins <= 0 and entry.kind == ARENA:
+                self._spill(object_id, entry)
+                return True
+        return False
+
+    def _spill(self, object_id, entry):
+        disk = self.store.spill(object_id, entry.payload)  # frees the block
+        del self.in_arena[object_id]
+        entry.block = None
+        entry.kind = ON_DISK
+        entry.payload = disk
+        self.spilled_bytes += disk[1]
+        self.num_spilled += 1
+
+    def restore(self, object_id, entry):
+        """Read a spilled value back into the arena (it is an ARENA entry again)."""
+        disk = entry.payload
+        offset = self.alloc(max(disk[1], 1))
+        entry.kind = ARENA
+        entry.payload = self.store.read_back(disk, offset)
+        entry.block = offset
+        self.in_arena[object_id] = None
+        self.spilled_bytes -= disk[1]
+        self.num_restored += 1
+
+    # ── early free and deletion ────────────────────────────────────────────────────────────
+
+    def free_early(self, object_id):
+        """purerun.internal.free: drop the value now; later gets raise ObjectFreedError."""
+        entry = self.entries.get(object_id)
+        if entry is None or entry.kind is None or entry.freed:
+            return
+        contained = entry.contained
+        entry.contained = ()
+        entry.freed = True
+        self._drop_spill(entry)
+        entry.kind = ERROR
+        entry.payload = serialization.dumps(exceptions.ObjectFreedError(object_id.hex()))
+        self.in_arena.pop(object_id, None)
+        if entry.block is not None and entry.pins <= 0:
+            self.store.free_block(entry.block)
+            entry.block = None
+        for inner in contained:
+            self.release(inner)
+
+    def _drop_spill(self, entry):
+        if entry.kind == ON_DISK:
+            self.store.drop_spill(entry.payload)
+            self.spilled_bytes -= entry.payload[1]
+
+    def _delete(self, object_id, entry):
+        del self.entries[object_id]
+        self.in_arena.pop(object_id, None)
+        self._drop_spill(entry)
+        if object_id in self.watched:
+            self.watched.discard(object_id)
+            self.deleted.append(object_id)
+        if entry.block is not None:
+            self.store.free_block(entry.block)
+            entry.block = None
+        for inner in entry.contained:
+            self.release(inner)
+
+    # ── queries ────────────────────────────────────────────────────────────────────────────
+
+    def get(self, object_id):
+        return self.entries.get(object_id)
+
+    def is_pending(self, object_id):
+        """True while a task is still to produce ``object_id``."""
+        entry = self.entries.get(object_id)
+        return entry is not None and entry.kind is None
+
+    def missing(self, object_ids):
+        """The ids among ``object_ids`` that are not ready (pending or unknown)."""
+        entries = self.entries
+        return {d for d in object_ids if entries.get(d) is None or entries[d].kind is None}
+
+    @staticmethod
+    def announced(entry):
+        """How a ready value is announced to its subscribers: small ones whole, stored ones
+        as STORED (the reader asks for a location)."""
+        kind = entry.kind
+        if kind == ARENA or kind == ON_DISK:
+            return (STORED, None)
+        return (kind, entry.payload)
+
+    def stats(self):
+        store = self.store
+        return {"num_objects": len(self.entries), "arena_capacity": store.capacity,
+                "arena_used": store.used, "arena_largest_free": store.largest_free,
+                "spilled_bytes": self.spilled_bytes, "num_spilled": self.num_spilled,
+                "num_restored": self.num_restored}
+
+
+def error_payload(error):
+    """The ERROR payload for an exception."""
+    return serialization.dumps(error)
+
