@@ -43,7 +43,7 @@ DEAD = "DEAD"
 # that a worker finishing a call finds the next one already in its socket instead of idling
 # for a round trip through the node, few enough that most of a long queue stays cancellable
 # here. A call in this margin is cancelled by the worker, which drops it unstarted.
-ACTOR_PIPELINE_DEPTH = 16
+ACTOR_PIPELINE_DEPTH = 128
 
 
 class Actor:
@@ -55,7 +55,7 @@ class Actor:
 
     __slots__ = ("actor_id", "creation", "owner", "state", "worker_id", "queues", "inflight",
                  "window", "restarts_left", "cause", "namespace", "terminating", "node_hold",
-                 "meta", "num_restarts")
+                 "meta", "num_restarts", "unreferenced")
 
     def __init__(self, creation, owner):
         spec = creation.actor
@@ -74,6 +74,7 @@ class Actor:
         self.node_hold = False          #: the node holds its actor object (named/detached)
         self.meta = spec.meta
         self.num_restarts = 0
+        self.unreferenced = False       #: its actor object is deleted: no handle is left
 
     @property
     def name(self):

@@ -704,8 +704,10 @@ class NodeState:
         if actor.node_hold:
             actor.node_hold = False
             objects.release(actor.object_id)
-        # The record stays (state DEAD) so later calls fail with the right error; it goes
-        # when the actor object does.
+        if actor.unreferenced:
+            del self.actors[actor.actor_id]
+        # Otherwise the record stays (state DEAD) so later calls fail with the right error;
+        # it goes when the actor object does.
 
     def _actor_object_deleted(self, object_id):
         """No handle to the actor is left anywhere: stop it once its calls are done."""
@@ -716,9 +718,9 @@ class NodeState:
             del self.actors[actor.actor_id]
             return
         actor.terminating = True
+        actor.unreferenced = True
         if actor.state == ALIVE and not actor.has_calls():
             self._actor_dead(actor)
-            del self.actors[actor.actor_id]
 
     def _actor_task_done(self, worker, task_id, task, results, retry, exiting):
         actor = self.actors.get(worker.actor_id)
