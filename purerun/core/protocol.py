@@ -4,18 +4,20 @@
 
     driver / worker Client                      node process
     ─────────────────────                      ────────────
-    SUBMIT, EXPORT, PUT, ALLOC, SUBSCRIBE  ──▶  scheduler, object table, function table
-    ADD_REFS, DROP_REFS, UNPIN, BLOCKED,        worker pool
-    UNBLOCKED
-    TASK_DONE (workers), REQUEST, CANCEL
+    SUBMIT, EXPORT, PUT, SUBSCRIBE,        ──▶  NodeState: scheduler, tasks, actors,
+    ADD_REFS, DROP_REFS, UNPIN, BLOCKED,        object table, control store
+    UNBLOCKED, REQUEST, CANCEL, FREE,
+    TASK_DONE (workers)
                                           ◀──  WELCOME (first message; carries the arena fd)
                                                OBJECT (a value is ready), REPLY, LOG, WARN,
-                                               EXECUTE (workers only)
+                                               EXECUTE, INTERRUPT (workers only)
 
-A message is a tuple whose first item is its kind, one of the constants below; the comment
-beside each constant is the one place its fields are written down. Tuples rather than small
-classes because pickling a tuple costs 0.4 us against 2.6 us for a NamedTuple, and a tiny task
-crosses a socket four times.
+A message is a tuple whose first item is its kind. Every kind is declared once, below, with
+``_message(code, name, direction, fields)``: the table ``MESSAGES`` is the one place its
+fields are written down, and tests check every handler against it. REQUEST operations are
+declared the same way in ``REQUESTS``, and payload kinds in ``PAYLOAD_KINDS``. Tuples rather
+than small classes on the wire because pickling a tuple costs 0.4 us against 2.6 us for a
+NamedTuple, and a tiny task crosses a socket four times.
 
 A frame is a 4-byte little-endian length followed by the pickled message. Large values never
 travel here: they sit in the node's shared-memory arena and messages carry their location.
@@ -25,41 +27,97 @@ import pickle
 import socket
 import struct
 
+TO_NODE = "client -> node"
+TO_CLIENT = "node -> client"
+TO_WORKER = "node -> worker"
+FROM_WORKER = "worker -> node"
+
+
+class Message:
+    """One message kind: its code (first item of the tuple), name, direction and fields."""
+
+    __slots__ = ("code", "name", "direction", "fields")
+
+    def __init__(self, code, name, direction, fields):
+        self.code = code
+        self.name = name
+        self.direction = direction
+        self.fields = fields
+
+    def __repr__(self):
+        return f"({self.name}, {', '.join(self.fields)})  {self.direction}"
+
+
+MESSAGES = {}  #: code -> Message
+
+
+def _message(code, name, direction, fields):
+    assert code not in MESSAGES, code
+    MESSAGES[code] = Message(code, name, direction, tuple(fields.split()))
+    return code
+
+
 # -- client -> node ------------------------------------------------------------------------------
-SUBMIT = 1        # (SUBMIT, TaskSpec)
-EXPORT = 2        # (EXPORT, function_key, pickled_function)
-PUT = 3           # (PUT, object_id, payload_kind, payload, contained_ids)
-ALLOC = 4         # (ALLOC, request_id, size)        -> REPLY(offset)
-SUBSCRIBE = 5     # (SUBSCRIBE, object_ids)          -> OBJECT for each, when ready
-ADD_REFS = 6      # (ADD_REFS, object_ids)           this process now holds these objects
-DROP_REFS = 7     # (DROP_REFS, object_ids)          ... and no longer holds these
-BLOCKED = 8       # (BLOCKED,)                       the running task waits in get/wait
-UNBLOCKED = 9     # (UNBLOCKED,)
-TASK_DONE = 10    # (TASK_DONE, task_id, results, retry, exiting, span)
-                  #   results: [(object_id, kind, payload, contained_ids)]; span: (start, end) time
-REQUEST = 11      # (REQUEST, request_id, op, args)  -> REPLY; op names a Node.request_<op> method
-CANCEL = 12       # (CANCEL, object_id, force, recursive)
-FREE = 13         # (FREE, object_ids)               purerun.internal.free
-UNPIN = 15        # (UNPIN, object_ids)              one location handed out to us is no longer read
+SUBMIT = _message(1, "SUBMIT", TO_NODE, "spec")
+EXPORT = _message(2, "EXPORT", TO_NODE, "function_key pickled_function")
+PUT = _message(3, "PUT", TO_NODE, "object_id payload_kind payload contained_ids")
+SUBSCRIBE = _message(5, "SUBSCRIBE", TO_NODE, "object_ids")   # -> OBJECT for each, when ready
+ADD_REFS = _message(6, "ADD_REFS", TO_NODE, "object_ids")     # this process now holds these
+DROP_REFS = _message(7, "DROP_REFS", TO_NODE, "object_ids")   # ... and no longer holds these
+BLOCKED = _message(8, "BLOCKED", FROM_WORKER, "")             # the task waits in get/wait
+UNBLOCKED = _message(9, "UNBLOCKED", FROM_WORKER, "")
+# results: [(object_id, kind, payload, contained_ids)]; span: (start, end) time
+TASK_DONE = _message(10, "TASK_DONE", FROM_WORKER, "task_id results retry exiting span")
+REQUEST = _message(11, "REQUEST", TO_NODE, "request_id op args")  # -> REPLY; op: REQUESTS
+CANCEL = _message(12, "CANCEL", TO_NODE, "object_id force recursive")
+FREE = _message(13, "FREE", TO_NODE, "object_ids")            # purerun.internal.free
+UNPIN = _message(15, "UNPIN", TO_NODE, "object_ids")  # a location handed to us is not read now
 
 # -- node -> client ------------------------------------------------------------------------------
-WELCOME = 20      # (WELCOME, info)                  info: dict (node_id, job_id, session_dir, arena_size...)
-OBJECT = 21       # (OBJECT, object_id, payload_kind, payload)
-REPLY = 22        # (REPLY, request_id, ok, value)   value is the result, or an exception if not ok
-LOG = 23          # (LOG, pid, stream, text)         stream: 1 stdout, 2 stderr
-WARN = 24         # (WARN, text)
-EXECUTE = 25      # (EXECUTE, TaskSpec, dep_payloads, pickled_function_or_None, gpu_ids)
-INTERRUPT = 26    # (INTERRUPT, task_id)             workers only: cancel this running actor call
+# info: dict (node_id, job_id, session_dir, arena_size, ...)
+WELCOME = _message(20, "WELCOME", TO_CLIENT, "info")
+OBJECT = _message(21, "OBJECT", TO_CLIENT, "object_id payload_kind payload")
+# value is the result, or an exception if not ok
+REPLY = _message(22, "REPLY", TO_CLIENT, "request_id ok value")
+LOG = _message(23, "LOG", TO_CLIENT, "pid stream text")       # stream: 1 stdout, 2 stderr
+WARN = _message(24, "WARN", TO_CLIENT, "text")
+EXECUTE = _message(25, "EXECUTE", TO_WORKER, "spec dep_payloads pickled_function gpu_ids")
+INTERRUPT = _message(26, "INTERRUPT", TO_WORKER, "task_id")   # cancel this running actor call
+
+# -- REQUEST operations: op -> (argument names, what the REPLY carries) -------------------------
+REQUESTS = {
+    "alloc": (("size",), "an arena offset, reserved for the asker until it PUTs or leaves"),
+    "locate": (("object_ids",), "[(payload_kind, payload)], ARENA locations pinned"),
+    "shutdown": ((), "None; the node stops"),
+    "cluster_resources": ((), "{resource: total}"),
+    "available_resources": ((), "{resource: free now}"),
+    "nodes": ((), "[node dict], as ray.nodes()"),
+    "stats": ((), "{counters of workers, tasks, functions and the object store}"),
+    "set_namespace": (("namespace",), "None; the asker's job's namespace"),
+    "register_actor": (("name", "namespace", "job_id", "actor_id", "meta", "get_if_exists"),
+                       "None, or (actor_id, meta) of the live actor holding the name"),
+    "get_actor": (("name", "namespace", "job_id"), "None, or (actor_id, meta)"),
+    "kill_actor": (("actor_id", "no_restart"), "None"),
+    "timeline": ((), "[Chrome trace event]"),
+}
 
 # -- payload kinds: how an object's value travels ---------------------------------------------------
-INLINE = 0        # payload: (meta: bytes, buffers: tuple of bytes)
-ARENA = 1         # payload: (offset, meta_len, buffer_spans)  spans: ((offset, length), ...)
-ERROR = 2         # payload: pickled exception (raised by get)
-STORED = 3        # payload: None. The value is in the node's store (arena or spilled to disk);
-                  # ask REQUEST "locate" for an ARENA location, which the node keeps pinned
-                  # for the asker until it sends UNPIN.
-ON_DISK = 4       # node-internal, never sent: the value was spilled to a file.
-                  # payload: (path, total_size, meta_len, spans), spans relative to its start
+PAYLOAD_KINDS = {}  #: code -> (name, payload fields)
+
+
+def _payload(code, name, fields):
+    PAYLOAD_KINDS[code] = (name, fields)
+    return code
+
+
+INLINE = _payload(0, "INLINE", "(meta: bytes, buffers: tuple of bytes)")
+ARENA = _payload(1, "ARENA", "(offset, meta_len, buffer_spans); spans: ((offset, length), ...)")
+ERROR = _payload(2, "ERROR", "pickled exception (raised by get)")
+# The value is in the node's store (arena or spilled to disk); ask REQUEST "locate" for an
+# ARENA location, which the node keeps pinned for the asker until it sends UNPIN.
+STORED = _payload(3, "STORED", "None")
+# Node-internal, never sent: the value was spilled to a file; spans relative to its start.
+ON_DISK = _payload(4, "ON_DISK", "(path, total_size, meta_len, spans)")
 
 # Where a value sits can change (spilled to disk, restored elsewhere in the arena), so an ARENA
 # location is only ever handed to a process together with a pin that keeps it valid: in the
