@@ -244,13 +244,14 @@ def test_file_descriptors_travel_with_the_first_message():
         conn.send_fds((protocol.WELCOME, {"node": 1}), [r])
         conn.send((protocol.LOG, 1, 1, "after"))
         loop.run_once(0)
-        data, fds = protocol.recv_with_fds(peer)
+        data, fds = protocol.recv_with_fds(peer)   # as a Client reads its first chunk
         assert len(fds) == 1
         os.write(w, b"through the passed descriptor")
         assert os.read(fds[0], 100) == b"through the passed descriptor"
         os.close(fds[0])
-        assert protocol.FrameReader().feed(data) == [(protocol.WELCOME, {"node": 1}),
-                                                     (protocol.LOG, 1, 1, "after")]
+        receiver = Connection(peer)
+        assert receiver.feed(data) == [(protocol.WELCOME, {"node": 1}),
+                                       (protocol.LOG, 1, 1, "after")]
     finally:
         os.close(r)
         os.close(w)

@@ -446,6 +446,18 @@ class Connection:
             return self._reader.feed(data)
         return self._feed_handshake(data)
 
+    def feed(self, data) -> list:
+        """Bytes the owner received itself (say with ``protocol.recv_with_fds``), through the
+        handshake or the framing, as ``read`` would; returns the messages they completed.
+
+        Raises:
+            HandshakeError: The handshake failed.
+            ProtocolError: A frame was too long or did not unpickle.
+        """
+        if self._hs is None:
+            return self._reader.feed(data)
+        return self._feed_handshake(data)
+
     def _feed_handshake(self, data):
         hs = self._hs
         if not hs.feed(data):
