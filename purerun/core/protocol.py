@@ -133,6 +133,20 @@ PROTOCOL = 5
 # Reads ask for this much at a time: big enough to take a burst of small messages in one
 # syscall, small enough not to matter per connection.
 RECV_SIZE = 256 * 1024
+# A frame announcing more than this is garbage or hostile, never a real message: large values
+# travel through the shared-memory arena (or in chunks between nodes), so a frame holds
+# metadata and small inline values. The bound stops one bad length from growing a buffer
+# without end; it is generous because a pickled function may close over a big constant.
+MAX_FRAME_SIZE = 1 << 30
+
+
+class ProtocolError(ConnectionError):
+    """A peer broke the framing or the handshake; the connection must be closed.
+
+    Raised for a frame longer than ``MAX_FRAME_SIZE``, a frame whose body does not unpickle,
+    or bytes that are not a valid handshake. A ``ConnectionError``, like ``ssl.SSLError`` is
+    an ``OSError``: code that already handles a lost connection handles this one too.
+    """
 
 
 def encode(msg) -> bytes:
@@ -152,7 +166,12 @@ def encode_many(msgs) -> bytes:
 
 
 class FrameReader:
-    """Turns a byte stream into messages; feed it whatever recv returned."""
+    """Turns a byte stream into messages; feed it whatever recv returned.
+
+    ``feed`` raises ``ProtocolError`` for a frame longer than ``MAX_FRAME_SIZE`` (as soon as
+    its header arrives) or one that does not unpickle; the reader is unusable after that, as
+    is the connection it reads.
+    """
 
     __slots__ = ("_buf",)
 
@@ -166,13 +185,21 @@ class FrameReader:
         pos = 0
         end = len(buf)
         unpack = _HEADER.unpack_from
+        limit = MAX_FRAME_SIZE
         with memoryview(buf) as view:
             while end - pos >= HEADER_SIZE:
                 (size,) = unpack(buf, pos)
+                if size > limit:
+                    raise ProtocolError(f"a frame announced {size} bytes, more than the "
+                                        f"{MAX_FRAME_SIZE} a message may have")
                 stop = pos + HEADER_SIZE + size
                 if stop > end:
                     break
-                msgs.append(_loads(view[pos + HEADER_SIZE:stop]))
+                try:
+                    msgs.append(_loads(view[pos + HEADER_SIZE:stop]))
+                except Exception as exc:
+                    raise ProtocolError(f"a frame of {size} bytes does not unpickle: "
+                                        f"{exc!r}") from exc
                 pos = stop
         # The view is released above: a bytearray cannot shrink while a view of it exists.
         if pos:
