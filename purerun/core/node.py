@@ -29,7 +29,6 @@ import gc
 import json
 import logging
 import os
-import selectors
 import shutil
 import signal
 import socket
@@ -42,6 +41,7 @@ from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_OUTP
                                      WORKER_STARTED, InterruptWorker, KillWorker, NodeState,
                                      Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
+from purerun.core.transport import Connection, EventLoop, Listener
 # Imported here, before any fork, so that workers start with it loaded.
 from purerun.core.worker import run_worker
 
@@ -55,34 +55,20 @@ MIN_MAX_WORKERS = 32
 PRESTART_WORKERS_MAX = 4
 # How long shutdown waits for killed workers to be reaped.
 REAP_TIMEOUT = 5.0
-
-
-class Conn:
-    """One peer connection (a driver or a worker): its socket and buffers. NodeState keeps
-    what the peer holds, with this object as its token."""
-
-    __slots__ = ("sock", "fd", "reader", "out", "kind", "closed", "writing", "__weakref__")
-
-    def __init__(self, sock, kind):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.reader = protocol.FrameReader()
-        self.out = []              # pending frames (bytes), flushed at the end of each loop turn
-        self.kind = kind           # "driver" or "worker"
-        self.closed = False
-        self.writing = False       # registered for EVENT_WRITE
+# How often exited workers are waited for while some are left: they are gone already (their
+# socket closed), so this only bounds how long a zombie entry lingers.
+REAP_INTERVAL = 0.05
 
 
 class Node:
     def __init__(self, config):
         self.config = config
         self.session_dir = config["session_dir"]
-        self.selector = selectors.DefaultSelector()
-        self.conns = {}             # fd -> Conn
-        self.pipes = {}             # fd -> [pid, stream, partial line]
+        self.loop = EventLoop()
         self.pids = {}              # worker id -> pid, while its process may be alive
         self.to_reap = []           # pids of exited or killed workers not yet waited for
-        self.dirty = set()          # conns with output to flush
+        self.reaping = False        # a reap timer is set
+        self.pipes = {}             # fd -> [pid, stream, partial line]
         self.running = True
 
         self.address = os.path.join(self.session_dir, "node.sock")
@@ -98,11 +84,8 @@ class Node:
             max_starting_workers=max(1, int(cpus)))
         self.prestart = min(PRESTART_WORKERS_MAX, max(1, int(cpus)))
 
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.address)
-        self.listener.listen(64)
-        self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
+        self.listener = Listener.unix(self.address)
+        self.loop.add_listener(self.listener, self.add_driver)
         self.actions = {
             Send: self._do_send,
             StartWorker: self._do_start_worker,
@@ -119,10 +102,7 @@ class Node:
             do[type(action)](action)
 
     def _do_send(self, action):
-        conn = action.token
-        if not conn.closed:
-            conn.out.append(protocol.encode(action.msg))
-            self.dirty.add(conn)
+        action.token.send(action.msg)
 
     def _do_kill_worker(self, action):
         self._signal(action.worker_id, signal.SIGKILL)
@@ -140,6 +120,7 @@ class Node:
 
     def _do_stop(self, action):
         self.running = False
+        self.loop.stop()
 
     def _do_start_worker(self, action):
         worker_id = action.worker_id
@@ -160,128 +141,56 @@ class Node:
         child.close()
         os.close(out_w)
         os.close(err_w)
-        parent.setblocking(False)
-        conn = Conn(parent, "worker")
+        conn = Connection(parent, address=f"worker {worker_id} (pid {pid})")
+        conn.peer = worker_id
         self.pids[worker_id] = pid
-        self.conns[conn.fd] = conn
-        self.selector.register(parent, selectors.EVENT_READ, ("conn", conn))
+        self.loop.add_connection(conn, self.on_messages, self.on_close)
         for fd, stream in ((out_r, 1), (err_r, 2)):
             os.set_blocking(fd, False)
             self.pipes[fd] = [pid, stream, b""]
-            self.selector.register(fd, selectors.EVENT_READ, ("pipe", None))
+            self.loop.add_reader(fd, self.read_pipe)
         self.run(self.state.handle(conn, (WORKER_STARTED, worker_id, pid)))
 
     # -- connections -------------------------------------------------------------------------------
 
-    def add_driver(self, sock, owner=False):
-        sock.setblocking(False)
-        conn = Conn(sock, "driver")
-        self.conns[conn.fd] = conn
-        self.selector.register(sock, selectors.EVENT_READ, ("conn", conn))
+    def add_driver(self, conn, owner=False):
+        self.loop.add_connection(conn, self.on_messages, self.on_close)
         self.run(self.state.handle(conn, (DRIVER_CONNECTED, owner)))
-        # The WELCOME carries the arena descriptor; it is sent before anything else.
-        sock.setblocking(True)
-        protocol.send_with_fds(sock, (protocol.WELCOME, self.state.welcome_info(conn)),
-                               [self.store.arena.fd])
-        sock.setblocking(False)
+        # The WELCOME carries the arena descriptor; it is the first thing the driver reads.
+        conn.send_fds((protocol.WELCOME, self.state.welcome_info(conn)), [self.store.arena.fd])
         return conn
 
-    def accept(self):
-        try:
-            sock, _ = self.listener.accept()
-        except OSError:
-            return
-        self.add_driver(sock)
+    def on_messages(self, conn, messages):
+        handle = self.state.handle
+        for msg in messages:
+            try:
+                self.run(handle(conn, msg))
+            except Exception:
+                logger.exception("error handling message %r from %s", msg[0], conn.address)
+            if conn.closed:
+                return
 
-    def close_conn(self, conn):
-        if conn.closed:
+    def on_close(self, conn, reason):
+        if not self.running and self.loop is None:
             return
-        conn.closed = True
-        self.dirty.discard(conn)
-        try:
-            self.selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
-        del self.conns[conn.fd]
-        conn.sock.close()
-        if conn.kind == "worker":
-            worker = self.state.peers.get(conn)
-            if worker is not None and worker.worker is not None:
-                pid = self.pids.pop(worker.worker.worker_id, None)
-                if pid is not None:
-                    self.to_reap.append(pid)
+        worker_id = conn.peer
+        if worker_id is not None:
+            pid = self.pids.pop(worker_id, None)
+            if pid is not None:
+                self.to_reap.append(pid)
+                if not self.reaping:
+                    self.reaping = True
+                    self.loop.call_later(REAP_INTERVAL, self.reap)
         self.run(self.state.handle(conn, (DISCONNECTED,)))
 
     # -- the loop ----------------------------------------------------------------------------------
 
     def serve(self):
+        if not self.running:
+            return
+        self.run(self.state.prestart(self.prestart))  # warm workers for the first tasks
         if self.running:
-            self.run(self.state.prestart(self.prestart))  # warm workers for the first tasks
-        select = self.selector.select
-        while self.running:
-            timeout = 0.05 if self.to_reap else None
-            for key, events in select(timeout):
-                what, obj = key.data
-                if what == "conn":
-                    if events & selectors.EVENT_READ:
-                        self.read(obj)
-                    if events & selectors.EVENT_WRITE and not obj.closed:
-                        self.write(obj)
-                elif what == "pipe":
-                    self.read_pipe(key.fd)
-                elif what == "accept":
-                    self.accept()
-            if self.dirty:
-                for conn in list(self.dirty):
-                    self.write(conn)
-            if self.to_reap:
-                self.reap()
-
-    def read(self, conn):
-        try:
-            data = conn.sock.recv(protocol.RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close_conn(conn)
-            return
-        handle = self.state.handle
-        for msg in conn.reader.feed(data):
-            try:
-                self.run(handle(conn, msg))
-            except Exception:
-                logger.exception("error handling message %r from a %s", msg[0], conn.kind)
-            if conn.closed:
-                return
-
-    def write(self, conn):
-        if conn.closed:
-            return
-        if conn.out:
-            data = b"".join(conn.out) if len(conn.out) > 1 else conn.out[0]
-            conn.out = []
-            try:
-                sent = conn.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.close_conn(conn)
-                return
-            if sent < len(data):
-                conn.out.append(data[sent:])
-        if conn.out:
-            if not conn.writing:
-                conn.writing = True
-                self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                     ("conn", conn))
-            self.dirty.discard(conn)
-        else:
-            self.dirty.discard(conn)
-            if conn.writing:
-                conn.writing = False
-                self.selector.modify(conn.sock, selectors.EVENT_READ, ("conn", conn))
+            self.loop.run()
 
     # -- worker output -----------------------------------------------------------------------------
 
@@ -294,7 +203,7 @@ class Node:
         except OSError:
             data = b""
         if not data:
-            self.selector.unregister(fd)
+            self.loop.remove(fd)
             os.close(fd)
             del self.pipes[fd]
             if state[2]:
@@ -324,9 +233,13 @@ class Node:
             if not done:
                 still.append(pid)
         self.to_reap = still
+        self.reaping = bool(still)
+        if still:
+            self.loop.call_later(REAP_INTERVAL, self.reap)
 
     def stop(self):
         """Kill every worker, wait for them, release everything."""
+        self.running = False
         pids = list(self.pids.values()) + self.to_reap
         for pid in pids:
             try:
@@ -343,11 +256,8 @@ class Node:
                 if done or time.monotonic() > deadline:
                     break
                 time.sleep(0.001)
-        for conn in list(self.conns.values()):
-            try:
-                conn.sock.close()
-            except OSError:
-                pass
+        loop, self.loop = self.loop, None   # on_close does nothing from here on
+        loop.close()
         for fd in list(self.pipes):
             try:
                 os.close(fd)
@@ -372,7 +282,7 @@ def main(config_json, owner_fd):
         owner_fd = None
     if owner_fd is not None:
         try:
-            node.add_driver(socket.socket(fileno=int(owner_fd)), owner=True)
+            node.add_driver(Connection(socket.socket(fileno=int(owner_fd))), owner=True)
         except OSError:  # the driver is already gone: nothing to serve
             node.running = False
     profile_path = os.environ.get("PURERUN_NODE_PROFILE")
