@@ -25,8 +25,7 @@ class RuntimeContext:
 
     def get_worker_id(self) -> str:
         info = self._info()
-        return WorkerID(info.get("worker_id", 0).to_bytes(16, "little")
-                        if "worker_id" in info else b"\0" * 16).hex()
+        return WorkerID(info.get("worker_id") or b"\0" * 16).hex()
 
     def get_actor_id(self):
         actor_id = getattr(self._client, "actor_id", None)

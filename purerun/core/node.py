@@ -127,7 +127,7 @@ class Node:
         parent, child = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        info = dict(self.state.welcome_info(), worker_id=worker_id)
+        info = self.state.worker_info(worker_id)
         sys.stdout.flush()
         sys.stderr.flush()
         # Objects that exist now never change in the child: keep the collector off their pages.

@@ -29,6 +29,7 @@ import collections
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization, timeline
 from purerun.core import scheduler as sched
+from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
 from purerun.core.object_table import ObjectTable, error_payload
 from purerun.core.protocol import ARENA, ERROR
@@ -165,6 +166,10 @@ class NodeState:
         self.timeline = collections.deque(maxlen=TIMELINE_MAX_EVENTS)
         self.log = collections.deque(maxlen=keep_log) if keep_log else None
         self._out = []
+        #: this node's number in the cluster: worker ids are unique across nodes with it
+        self.node_number = control.register_node(
+            self.node_id, config.get("address"), self.resources,
+            hostname=config.get("hostname"), node_ip=config.get("node_ip", "127.0.0.1"))
         self._handlers = {
             protocol.SUBMIT: self._on_submit,
             protocol.EXPORT: self._on_export,
@@ -236,6 +241,10 @@ class NodeState:
                 "session_dir": config.get("session_dir"),
                 "arena_size": config.get("arena_size"), "address": config.get("address"),
                 "node_ip": config.get("node_ip", "127.0.0.1"), "resources": dict(self.resources)}
+
+    def worker_info(self, worker_id):
+        """What a new worker is told: the welcome, and its cluster-unique id (16 bytes)."""
+        return dict(self.welcome_info(), worker_id=worker_id_bytes(self.node_number, worker_id))
 
     def _send(self, token, msg):
         self._out.append(Send(token, msg))
@@ -774,22 +783,13 @@ class NodeState:
         self._out.append(Stop())
 
     def _request_cluster_resources(self, token):
-        return self.scheduler.total_resources()
+        return self.control.cluster_resources()
 
     def _request_available_resources(self, token):
         return self.scheduler.available_resources()
 
     def _request_nodes(self, token):
-        config = self.config
-        address = config.get("address")
-        node_ip = config.get("node_ip", "127.0.0.1")
-        return [{
-            "NodeID": self.node_id.hex(), "Alive": True, "NodeManagerAddress": node_ip,
-            "NodeManagerHostname": config.get("hostname", node_ip), "NodeName": node_ip,
-            "Resources": self.scheduler.total_resources(), "alive": True,
-            "ObjectStoreSocketName": address, "RayletSocketName": address,
-            "MetricsExportPort": 0, "Labels": {},
-        }]
+        return self.control.nodes()
 
     def _request_stats(self, token):
         return {"workers": {w.worker_id: w.pid for w in self.workers.values()},
