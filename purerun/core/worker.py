@@ -1,19 +1,33 @@
-"""A worker process: runs tasks the node sends it, one at a time.
+"""A worker process: runs the tasks and actor calls the node sends it.
 
 The node forks workers from its own single-threaded process (a fork server: a worker is
 ready in a few milliseconds instead of the ~100 ms a fresh interpreter takes here), so a
 worker starts with the node's modules imported, in the driver's working directory with the
 driver's ``sys.path``. ``run_worker`` is the whole life of the child after the fork.
 
-The reader thread of the worker's Client receives EXECUTE messages and hands them to the
-main thread through a queue; the main thread runs the task, stores its results (large ones
-straight into the arena) and reports TASK_DONE.
+::
+
+    node ── EXECUTE ──▶ Client ──▶ Worker.execute ──▶ execute.Executor ──▶ TASK_DONE ──▶ node
+         ── SIGINT ───────────────▶ _on_sigint (KeyboardInterrupt in the running task)
+
+Reading: the main thread reads the socket itself (the Client's inline mode), between tasks
+and while a task waits in get/wait; it takes each EXECUTE in turn (``Client.serve``), runs
+it, stores its results (large ones straight into the arena) and sends TASK_DONE. Once
+something needs reading in the background (a threaded or asyncio actor, a future, another
+thread waiting) the Client's reader thread reads instead, for good, and hands each EXECUTE
+to the main thread through the ``tasks`` queue.
+
+Where calls run: a task, an actor's creation and a plain actor's calls on the main thread;
+a threaded actor's calls on a thread pool per concurrency group; an asyncio actor's calls as
+coroutines on one event-loop thread, a semaphore per concurrency group bounding them.
+
+Cancelling: the node sends SIGINT for a running task; a running actor call is not
+interrupted.
 """
 
 import asyncio
 import atexit
 import concurrent.futures
-import inspect
 import os
 import queue
 import random
@@ -27,10 +41,10 @@ import traceback
 from purerun import exceptions
 from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
-from purerun.core.protocol import ARENA, ERROR
-from purerun.actor import _ActorExit
-from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, apply_env_vars,
-                                    restore_env, retryable, split_returns)
+from purerun.core.execute import Executor
+from purerun.core.execute import dump_error as _dump_error  # noqa: F401 (local mode's import)
+from purerun.core.protocol import ARENA
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 _PR_SET_PDEATHSIG = 1
 
@@ -92,6 +106,7 @@ def _become_worker(stdout_fd, stderr_fd, keep_fds):
         pass
 
 
+# True while a task runs on the main thread: only then does SIGINT cancel anything.
 _running = False
 
 
@@ -109,6 +124,7 @@ class Worker:
     def __init__(self, client: Client, tasks: queue.SimpleQueue):
         self.client = client
         self.functions = {}          # function key -> callable
+        self.pickled = {}            # function key -> pickled function, until first used
         self.calls = {}              # function key -> number of calls run (for max_calls)
         self.tasks = tasks
         self.actor = None            # the instance, in a worker that hosts an actor
@@ -118,6 +134,9 @@ class Worker:
         self.method_groups = {}      # method name -> its concurrency group
         self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.gpu_ids_set = None      # what CUDA_VISIBLE_DEVICES was last set for
+        self.executor = Executor(self._function_of, client._value_of, client.store_payload,
+                                 release=self._release_dep, created=self._become_actor,
+                                 node_ip=client.info.get("node_ip"))
 
     def run(self):
         if self.client.inline and self.client.serve(self.execute):
@@ -138,6 +157,8 @@ class Worker:
         Returns True if this worker must exit afterwards (max_calls, or the actor ended).
         """
         _, spec, dep_payloads, pickled_fn, gpu_ids = msg
+        if pickled_fn is not None and spec.function_key not in self.functions:
+            self.pickled[spec.function_key] = pickled_fn
         if spec.kind == ACTOR_METHOD:
             if self.loop is not None:
                 asyncio.run_coroutine_threadsafe(self._run_async(spec, dep_payloads), self.loop)
@@ -146,7 +167,7 @@ class Worker:
                 pool = self.pools.get(self._group_of(spec)) or self.pools[None]
                 pool.submit(self._run_in_thread, spec, dep_payloads)
                 return False
-        return self._run_and_report(spec, dep_payloads, pickled_fn, gpu_ids)
+        return self._run_and_report(spec, dep_payloads, gpu_ids)
 
     def _group_of(self, spec):
         """The concurrency group of an actor call: the call's option, else the method's."""
@@ -155,72 +176,53 @@ class Worker:
         return self.method_groups.get(spec.method)
 
     def _run_in_thread(self, spec, dep_payloads):
-        if self._run_and_report(spec, dep_payloads, None, ()):
+        if self._run_and_report(spec, dep_payloads, ()):
             self.tasks.put(None)  # wake the main thread so the process can exit
 
-    def _run_and_report(self, spec, dep_payloads, pickled_fn, gpu_ids):
+    def _run_and_report(self, spec, dep_payloads, gpu_ids):
         global _running
         client = self.client
         client.current_task = spec
-        if spec.kind != ACTOR_METHOD:
+        kind = spec.kind
+        env_vars = None
+        if kind != ACTOR_METHOD:
             client.gpu_ids = gpu_ids
             self._set_gpus(gpu_ids)
-        main_thread = threading.current_thread() is threading.main_thread()
+            if kind == ACTOR_CREATION:
+                self._set_actor_identity(spec)
+                if spec.env_vars:
+                    os.environ.update(spec.env_vars)  # for the actor's whole life
+            else:
+                env_vars = spec.env_vars
         started = time.time()
-        result = None
-        if spec.kind == ACTOR_CREATION:
-            self._set_actor_identity(spec)
-        env_vars = spec.env_vars
-        saved_env = apply_env_vars(env_vars) if env_vars and spec.kind != ACTOR_CREATION else None
-        if env_vars and spec.kind == ACTOR_CREATION:
-            os.environ.update(env_vars)  # for the actor's whole life
+        # The return value stays alive until TASK_DONE is sent: refs inside it must not be
+        # dropped before the node has recorded that the stored result holds them.
+        keep = []
         try:
-            _running = main_thread
+            _running = threading.current_thread() is threading.main_thread()
             try:
-                fn = self._callable(spec, pickled_fn)
-                args, kwargs = self._arguments(spec, dep_payloads)
-                result = fn(*args, **kwargs)
-                # Drop our references to the arguments now, so zero-copy views of them die
-                # and their pins go back to the node ahead of TASK_DONE.
-                del args, kwargs
-                if spec.kind == ACTOR_CREATION:
-                    self._become_actor(spec, result)
-                    result = None
+                outcome = self.executor.run(spec, dep_payloads, instance=self.actor,
+                                            env_vars=env_vars, keep=keep)
             finally:
                 _running = False
-            # ``result`` stays alive until TASK_DONE is sent: refs inside it must not be
-            # dropped before the node has recorded that the stored result holds them.
-            outcome = (self._store_results(spec, result), False,
-                       spec.method == "__ray_terminate__")
-        except BaseException as exc:  # the user's error is the task's result
-            outcome = self._failure(spec, exc)
         finally:
             client.current_task = None
-            if saved_env is not None:
-                restore_env(saved_env)
             _flush_output()
         return self._report(spec, *outcome, started)
 
     async def _run_async(self, spec, dep_payloads):
         semaphore = self.semaphores.get(self._group_of(spec)) or self.semaphores[None]
+        keep = []  # as in _run_and_report
         async with semaphore:
             started = time.time()
             self.client.current_task = spec
             try:
-                fn = self._callable(spec, None)
-                args, kwargs = self._arguments(spec, dep_payloads)
-                result = fn(*args, **kwargs)
-                del args, kwargs
-                if inspect.isawaitable(result):
-                    result = await result
-                outcome = (self._store_results(spec, result), False,
-                           spec.method == "__ray_terminate__")
-            except BaseException as exc:
-                outcome = self._failure(spec, exc)
+                outcome = await self.executor.run_async(spec, dep_payloads, self.actor,
+                                                        keep=keep)
             finally:
                 _flush_output()
-            if self._report(spec, *outcome, started):
-                self.tasks.put(None)
+        if self._report(spec, *outcome, started):
+            self.tasks.put(None)
 
     def _report(self, spec, results, retry, exiting, started):
         if spec.max_calls and not exiting:
@@ -233,27 +235,23 @@ class Worker:
                           (started, time.time())))
         return exiting
 
-    def _failure(self, spec, exc):
-        """(results, retry, exiting) for a task that raised ``exc``."""
-        if isinstance(exc, _DependencyFailed):
-            return [(oid, ERROR, exc.payload, ()) for oid in spec.return_ids()], False, False
-        if isinstance(exc, (_ActorExit, exceptions.AsyncioActorExit)) and self.actor is not None:
-            return self._store_results(spec, None), False, True
-        retry = False
-        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-            error = exceptions.TaskCancelledError(spec.task_id.hex())
-        else:
-            error = self._task_error(spec, exc)
-            retry = retryable(spec, exc)
-        payload = _dump_error(error, spec)
-        return [(oid, ERROR, payload, ()) for oid in spec.return_ids()], retry, False
+    def _function_of(self, spec):
+        """The function of a task or the class of an actor creation, by function key."""
+        key = spec.function_key
+        fn = self.functions.get(key)
+        if fn is None:
+            pickled = self.pickled.get(key)
+            if pickled is None:
+                raise exceptions.RaySystemError("the node sent a task for a function this "
+                                                "worker has never received")
+            fn = self.functions[key] = serialization.deserialize(pickled)
+            del self.pickled[key]
+        return fn
 
-    def _callable(self, spec, pickled_fn):
-        if spec.kind == ACTOR_METHOD:
-            if spec.method == "__ray_terminate__":
-                return _no_op
-            return getattr(self.actor, spec.method)
-        return self._function(spec.function_key, pickled_fn)
+    def _release_dep(self, object_id, entry):
+        # Return the pin the node gave us with an arena location we will not read.
+        if entry[0] == ARENA:
+            self.client._unpin(object_id)
 
     def _set_actor_identity(self, spec):
         # Set before __init__ runs, so it can use get_runtime_context() and exit_actor().
@@ -309,63 +307,6 @@ class Worker:
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
 
-    def _function(self, key, pickled):
-        fn = self.functions.get(key)
-        if fn is None:
-            if pickled is None:
-                raise exceptions.RaySystemError("the node sent a task for a function this "
-                                                "worker has never received")
-            fn = self.functions[key] = serialization.deserialize(pickled)
-        return fn
-
-    def _arguments(self, spec, dep_payloads):
-        client = self.client
-        for kind, payload in dep_payloads:
-            if kind == ERROR:
-                # Return the pins the node gave us with the locations we will not read.
-                for object_id, (other, _) in zip(spec.deps, dep_payloads):
-                    if other == ARENA:
-                        client._unpin(object_id)
-                raise _DependencyFailed(payload)
-        values = [client._value_of(object_id, entry)
-                  for object_id, entry in zip(spec.deps, dep_payloads)]
-        if spec.args_in_store:
-            args, kwargs = values.pop()
-        elif spec.args is None:
-            return (), {}
-        else:
-            meta, buffers = spec.args
-            args, kwargs = serialization.deserialize(meta, buffers)
-        if values:
-            args = [values[a.index] if type(a) is Dep else a for a in args]
-            if kwargs:
-                kwargs = {k: values[v.index] if type(v) is Dep else v
-                          for k, v in kwargs.items()}
-        return args, kwargs
-
-    def _store_results(self, spec, result):
-        values = split_returns(spec, result)
-        store = self.client.store_payload
-        results = []
-        for object_id, value in zip(spec.return_ids(), values):
-            sv = serialization.serialize(value)
-            kind, payload = store(sv)
-            results.append((object_id, kind, payload, sv.contained))
-        return results
-
-    def _task_error(self, spec, exc):
-        actor_id = spec.actor_id.hex() if spec.actor_id is not None else None
-        return exceptions.RayTaskError.from_exception(
-            exc, spec.name, proctitle="purerun::" + spec.name, pid=os.getpid(),
-            ip=self.client.info.get("node_ip"), actor_id=actor_id,
-            actor_repr=repr(self.actor) if self.actor is not None else None)
-
-
-
-def _no_op():
-    return None
-
-
 
 def _graceful_exit_hooks():
     """An actor ending on purpose (exit_actor, __ray_terminate__) runs its atexit handlers."""
@@ -373,28 +314,6 @@ def _graceful_exit_hooks():
         atexit._run_exitfuncs()
     except Exception:
         pass
-
-
-class _DependencyFailed(Exception):
-    """An argument's task failed: this task fails with that same error."""
-
-    def __init__(self, payload):
-        super().__init__()
-        self.payload = payload
-
-
-def _dump_error(error, spec):
-    try:
-        return serialization.dumps(error)
-    except Exception:
-        # The exception itself cannot be pickled: keep its type name and text.
-        cause = getattr(error, "cause", None)
-        text = f"{type(cause or error).__name__}: {cause or error}"
-        plain = exceptions.RayTaskError(spec.name, getattr(error, "traceback_str", text),
-                                        exceptions.UnserializableException(text)
-                                        if hasattr(exceptions, "UnserializableException")
-                                        else RuntimeError(text), pid=os.getpid())
-        return serialization.dumps(plain)
 
 
 def _flush_output():
