@@ -17,8 +17,7 @@ def cluster():
     purerun.shutdown()
 
 
-@purerun.remote
-def wait_for_file(path):
+def _wait_for_path(path):
     import time
     deadline = time.time() + 60
     while not os.path.exists(path) and time.time() < deadline:
@@ -27,9 +26,21 @@ def wait_for_file(path):
 
 
 @purerun.remote
-def mark_and_wait(started, path):
+def wait_for_file(path):
+    return _wait_for_path(path)
+
+
+@purerun.remote
+def mark_and_wait_for_file(started, path):
     open(started, "w").close()
-    return purerun.get(wait_for_file.remote(path))
+    return _wait_for_path(path)
+
+
+@purerun.remote
+def mark_and_wait(started, path):
+    """A parent waiting for its child, which marks ``started`` once it runs: by then the node
+    knows the child as the parent's, whatever a cancellation finds."""
+    return purerun.get(mark_and_wait_for_file.remote(started, path))
 
 
 @purerun.remote
@@ -51,7 +62,7 @@ def test_cancel_a_pending_task(tmp_path):
 def test_cancel_a_running_task_and_the_worker_goes_on(tmp_path):
     started = str(tmp_path / "started")
     running = mark_and_wait.remote(started, str(tmp_path / "never"))
-    wait_for(lambda: os.path.exists(started), timeout=30, message="task did not start")
+    wait_for(lambda: os.path.exists(started), timeout=30, message="child did not start")
     purerun.cancel(running, recursive=True)
     with pytest.raises(exceptions.TaskCancelledError):
         purerun.get(running, timeout=30)
@@ -79,7 +90,7 @@ def test_recursive_cancel_reaches_child_tasks(tmp_path):
     started = str(tmp_path / "started")
     release = str(tmp_path / "release")
     parent = mark_and_wait.remote(started, release)
-    wait_for(lambda: os.path.exists(started), timeout=30, message="parent did not start")
+    wait_for(lambda: os.path.exists(started), timeout=30, message="child did not start")
     purerun.cancel(parent, recursive=True)
     with pytest.raises(exceptions.TaskCancelledError):
         purerun.get(parent, timeout=30)
@@ -124,3 +135,4 @@ def test_force_cancel_of_an_actor_call_is_refused_in_the_caller():
     with pytest.raises(ValueError, match="force=True"):
         purerun.cancel(ref, force=True)
     assert purerun.get(ref, timeout=30) == 1
+
