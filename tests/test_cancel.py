@@ -1,5 +1,6 @@
 """purerun.cancel on real processes: pending, running, forced, recursive, actor calls."""
 
+import asyncio
 import os
 
 import pytest
@@ -135,4 +136,74 @@ def test_force_cancel_of_an_actor_call_is_refused_in_the_caller():
     with pytest.raises(ValueError, match="force=True"):
         purerun.cancel(ref, force=True)
     assert purerun.get(ref, timeout=30) == 1
+
+
+def test_cancel_a_call_queued_in_the_worker_of_a_live_actor(tmp_path):
+    # The node sends a live actor every ready call at once: this one waits in the worker,
+    # behind the running call, and must not start.
+    @purerun.remote(num_cpus=0)
+    class Slow:
+        def wait(self, started, path):
+            open(started, "w").close()
+            return _wait_for_path(path)
+
+        def ping(self):
+            return "pong"
+
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    actor = Slow.remote()
+    assert purerun.get(actor.ping.remote(), timeout=30) == "pong"  # alive
+    busy = actor.wait.remote(started, release)
+    queued = actor.ping.remote()
+    wait_for(lambda: os.path.exists(started), timeout=30, message="call did not start")
+    purerun.cancel(queued)
+    open(release, "w").close()
+    assert purerun.get(busy, timeout=30) == "done"
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(queued, timeout=30)
+    assert purerun.get(actor.ping.remote(), timeout=30) == "pong"
+
+
+@purerun.remote(num_cpus=0)
+class AsyncSleeper:
+    async def sleep(self, started):
+        open(started, "w").close()
+        await asyncio.sleep(60)
+        return "woke up"
+
+    async def wait(self, started, path):
+        open(started, "w").close()
+        while not os.path.exists(path):
+            await asyncio.sleep(0.005)
+        return "done"
+
+    async def ping(self):
+        return "pong"
+
+
+def test_cancel_a_running_call_of_an_async_actor(tmp_path):
+    started = str(tmp_path / "started")
+    actor = AsyncSleeper.remote()
+    ref = actor.sleep.remote(started)
+    wait_for(lambda: os.path.exists(started), timeout=30, message="call did not start")
+    purerun.cancel(ref)
+    # Far less than the call's 60 s sleep: the coroutine itself was cancelled.
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(ref, timeout=30)
+    assert purerun.get(actor.ping.remote(), timeout=30) == "pong"
+
+
+def test_cancel_an_async_call_waiting_for_its_turn(tmp_path):
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    actor = AsyncSleeper.options(max_concurrency=1).remote()
+    busy = actor.wait.remote(started, release)
+    waiting = actor.sleep.remote(str(tmp_path / "never started"))
+    wait_for(lambda: os.path.exists(started), timeout=30, message="call did not start")
+    purerun.cancel(waiting)
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(waiting, timeout=30)
+    open(release, "w").close()
+    assert purerun.get(busy, timeout=30) == "done"
+    assert not os.path.exists(str(tmp_path / "never started"))
+    assert purerun.get(actor.ping.remote(), timeout=30) == "pong"
 

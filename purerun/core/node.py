@@ -918,12 +918,14 @@ class Node:
                 self.cancel(child_id, force, recursive)
         spec = task.spec
         if spec.kind == ACTOR_METHOD:
-            # A queued call is dropped; a running one finishes (only asyncio actors could be
-            # interrupted, as in Ray, and purerun does not do that yet).
+            # A queued call is dropped; one sent to the worker is interrupted there (an
+            # asyncio actor cancels it, any other actor only marks it, as in Ray).
             actor = self.actors.get(spec.actor_id)
             if actor is not None and task in actor.queue:
                 actor.queue.remove(task)
                 self.fail_task(task, exceptions.TaskCancelledError(task_id.hex()))
+            elif actor is not None and task_id in actor.inflight and actor.worker is not None:
+                self.send(actor.worker.conn, (protocol.INTERRUPT, task_id))
             return
         if task.worker is None:
             self.run_actions(self.scheduler.handle(sched.CancelTask(task_id)))

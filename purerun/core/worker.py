@@ -8,6 +8,7 @@ driver's ``sys.path``. ``run_worker`` is the whole life of the child after the f
 ::
 
     node ── EXECUTE ──▶ Client ──▶ Worker.execute ──▶ execute.Executor ──▶ TASK_DONE ──▶ node
+         ── INTERRUPT ▶        ──▶ Worker.interrupt
          ── SIGINT ───────────────▶ _on_sigint (KeyboardInterrupt in the running task)
 
 Reading: the main thread reads the socket itself (the Client's inline mode), between tasks
@@ -15,14 +16,16 @@ and while a task waits in get/wait; it takes each EXECUTE in turn (``Client.serv
 it, stores its results (large ones straight into the arena) and sends TASK_DONE. Once
 something needs reading in the background (a threaded or asyncio actor, a future, another
 thread waiting) the Client's reader thread reads instead, for good, and hands each EXECUTE
-to the main thread through the ``tasks`` queue.
+to the main thread through the ``tasks`` queue (``Worker._received``).
 
 Where calls run: a task, an actor's creation and a plain actor's calls on the main thread;
 a threaded actor's calls on a thread pool per concurrency group; an asyncio actor's calls as
 coroutines on one event-loop thread, a semaphore per concurrency group bounding them.
 
-Cancelling: the node sends SIGINT for a running task; a running actor call is not
-interrupted.
+Cancelling: the node sends SIGINT for a running task, INTERRUPT for an actor call it has
+sent here. An asyncio actor's call is cancelled (its coroutine, or its wait for a turn);
+any other actor call is only marked, as in Ray: it does not start if it has not yet, and a
+running one goes on. Its task id is in ``Worker.cancelled`` until the call ends.
 """
 
 import asyncio
@@ -55,11 +58,9 @@ def run_worker(sock: socket.socket, arena_fd: int, info: dict, stdout_fd: int,
     code = 1
     try:
         _become_worker(stdout_fd, stderr_fd, keep_fds)
-        tasks = queue.SimpleQueue()
-        client = Client(sock, "worker", info=info, arena_fd=arena_fd, on_execute=tasks.put,
-                        inline=True)
+        client = Client(sock, "worker", info=info, arena_fd=arena_fd, inline=True)
         context.client = client
-        worker = Worker(client, tasks)
+        worker = Worker(client, queue.SimpleQueue())
         profile_dir = os.environ.get("PURERUN_WORKER_PROFILE")
         if profile_dir:  # for tuning: one cProfile dump per worker, in this directory
             import cProfile
@@ -134,9 +135,17 @@ class Worker:
         self.method_groups = {}      # method name -> its concurrency group
         self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.gpu_ids_set = None      # what CUDA_VISIBLE_DEVICES was last set for
+        # Actor calls received and not finished: task id -> the asyncio task running it
+        # (asyncio actors, once it started), else None. Calls still in the Client's
+        # deferred queue (read inline, not handed over yet) are not in it.
+        self.actor_calls = {}
+        # Task ids of actor calls here that were cancelled (INTERRUPT), until they end.
+        self.cancelled = set()
         self.executor = Executor(self._function_of, client._value_of, client.store_payload,
                                  release=self._release_dep, created=self._become_actor,
                                  node_ip=client.info.get("node_ip"))
+        client.on_execute = self._received
+        client.on_interrupt = self.interrupt
 
     def run(self):
         if self.client.inline and self.client.serve(self.execute):
@@ -148,8 +157,17 @@ class Worker:
             msg = get()
             if msg is None:
                 return
-            if self.execute(msg):
+            if msg[0] == protocol.INTERRUPT:
+                self.interrupt(msg[1], queued=True)
+            elif self.execute(msg):
                 return
+
+    def _received(self, msg):
+        """An EXECUTE the reader thread read: note an actor call, queue it for the main thread."""
+        spec = msg[1]
+        if spec.kind == ACTOR_METHOD:
+            self.actor_calls[spec.task_id] = None
+        self.tasks.put(msg)
 
     def execute(self, msg) -> bool:
         """Run one task, or hand an actor call to the actor's threads or event loop.
@@ -160,6 +178,7 @@ class Worker:
         if pickled_fn is not None and spec.function_key not in self.functions:
             self.pickled[spec.function_key] = pickled_fn
         if spec.kind == ACTOR_METHOD:
+            self.actor_calls.setdefault(spec.task_id, None)
             if self.loop is not None:
                 asyncio.run_coroutine_threadsafe(self._run_async(spec, dep_payloads), self.loop)
                 return False
@@ -168,6 +187,27 @@ class Worker:
                 pool.submit(self._run_in_thread, spec, dep_payloads)
                 return False
         return self._run_and_report(spec, dep_payloads, gpu_ids)
+
+    def interrupt(self, task_id, queued=False):
+        """INTERRUPT: the node cancelled an actor call it sent here.
+
+        Runs on whichever thread reads the socket, so it never sends. ``queued``: called
+        again from the main thread's queue, behind the EXECUTEs read before it.
+        """
+        calls = self.actor_calls
+        if task_id in calls or any(msg[1].task_id == task_id
+                                   for msg in list(self.client._deferred)):
+            self.cancelled.add(task_id)
+            task = calls.get(task_id)
+            if task is not None:
+                self.loop.call_soon_threadsafe(task.cancel)
+        elif not queued and not self.client.inline:
+            # Its EXECUTE may be between the deferred queue and ``actor_calls`` (the main
+            # thread hands it over right now): look again from the main thread, in order.
+            self.tasks.put((protocol.INTERRUPT, task_id))
+        # Otherwise the call has finished, and its result stands. A call that finishes
+        # between the check and the add above leaves its id in ``cancelled``: task ids are
+        # never reused, so that costs a few bytes, never a wrong answer.
 
     def _group_of(self, spec):
         """The concurrency group of an actor call: the call's option, else the method's."""
@@ -194,33 +234,57 @@ class Worker:
                     os.environ.update(spec.env_vars)  # for the actor's whole life
             else:
                 env_vars = spec.env_vars
+        task_id = spec.task_id
         started = time.time()
         # The return value stays alive until TASK_DONE is sent: refs inside it must not be
         # dropped before the node has recorded that the stored result holds them.
         keep = []
         try:
-            _running = threading.current_thread() is threading.main_thread()
-            try:
-                outcome = self.executor.run(spec, dep_payloads, instance=self.actor,
-                                            env_vars=env_vars, keep=keep)
-            finally:
-                _running = False
+            if kind == ACTOR_METHOD and task_id in self.cancelled:
+                # Cancelled before it started: it does not start.
+                self.executor.release_arguments(spec, dep_payloads)
+                outcome = self.executor.cancelled(spec), False, False
+            else:
+                _running = threading.current_thread() is threading.main_thread()
+                try:
+                    outcome = self.executor.run(spec, dep_payloads, instance=self.actor,
+                                                env_vars=env_vars, keep=keep)
+                finally:
+                    _running = False
         finally:
             client.current_task = None
+            if kind == ACTOR_METHOD:
+                self.actor_calls.pop(task_id, None)
+            if self.cancelled:
+                self.cancelled.discard(task_id)
             _flush_output()
         return self._report(spec, *outcome, started)
 
     async def _run_async(self, spec, dep_payloads):
-        semaphore = self.semaphores.get(self._group_of(spec)) or self.semaphores[None]
+        task_id = spec.task_id
+        self.actor_calls[task_id] = asyncio.current_task()
+        started = time.time()
         keep = []  # as in _run_and_report
-        async with semaphore:
-            started = time.time()
-            self.client.current_task = spec
-            try:
+        try:
+            # Registered above before this check, and interrupt() adds before it looks the
+            # task up: a cancellation is seen here or cancels the asyncio task, or both.
+            if task_id in self.cancelled:
+                raise asyncio.CancelledError
+            semaphore = self.semaphores.get(self._group_of(spec)) or self.semaphores[None]
+            async with semaphore:
+                started = time.time()
+                self.client.current_task = spec
+                # run_async catches whatever the call raises, cancellation included, and
+                # nothing here awaits once it has returned.
                 outcome = await self.executor.run_async(spec, dep_payloads, self.actor,
                                                         keep=keep)
-            finally:
-                _flush_output()
+        except asyncio.CancelledError:  # before its turn came: it never started
+            self.executor.release_arguments(spec, dep_payloads)
+            outcome = self.executor.cancelled(spec), False, False
+        finally:
+            self.actor_calls.pop(task_id, None)
+            self.cancelled.discard(task_id)
+            _flush_output()
         if self._report(spec, *outcome, started):
             self.tasks.put(None)
 
