@@ -157,6 +157,10 @@ def test_cancel_a_call_queued_in_the_worker_of_a_live_actor(tmp_path):
     queued = actor.ping.remote()
     wait_for(lambda: os.path.exists(started), timeout=30, message="call did not start")
     purerun.cancel(queued)
+    # A round trip to the node: it handles our messages in order, and sends the worker its
+    # INTERRUPT in the same pass as this answer. Released only then, the running call
+    # cannot end (and the queued one start) before the worker has it.
+    purerun.cluster_resources()
     open(release, "w").close()
     assert purerun.get(busy, timeout=30) == "done"
     with pytest.raises(exceptions.TaskCancelledError):

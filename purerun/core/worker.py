@@ -139,6 +139,9 @@ class Worker:
         # (asyncio actors, once it started), else None. Calls still in the Client's
         # deferred queue (read inline, not handed over yet) are not in it.
         self.actor_calls = {}
+        # Inline reading: EXECUTEs wait in the Client's deferred queue, read before the
+        # call that ran last had ended.
+        self.backlog = False
         # Task ids of actor calls here that were cancelled (INTERRUPT), until they end.
         self.cancelled = set()
         self.executor = Executor(self._function_of, client._value_of, client.store_payload,
@@ -186,7 +189,14 @@ class Worker:
                 pool = self.pools.get(self._group_of(spec)) or self.pools[None]
                 pool.submit(self._run_in_thread, spec, dep_payloads)
                 return False
-        return self._run_and_report(spec, dep_payloads, gpu_ids)
+            if self.backlog and self.client.inline:
+                # Read while an earlier call ran: first read what the node sent since,
+                # such as an INTERRUPT for this call.
+                self.client._pump(0)
+        exiting = self._run_and_report(spec, dep_payloads, gpu_ids)
+        # Calls read before this one ended start without another read of the socket.
+        self.backlog = bool(self.client._deferred)
+        return exiting
 
     def interrupt(self, task_id, queued=False):
         """INTERRUPT: the node cancelled an actor call it sent here.
