@@ -211,3 +211,79 @@ def test_cancel_an_async_call_waiting_for_its_turn(tmp_path):
     assert not os.path.exists(str(tmp_path / "never started"))
     assert purerun.get(actor.ping.remote(), timeout=30) == "pong"
 
+
+# -- RuntimeContext.is_canceled ------------------------------------------------------------------
+
+def _poll_until_cancelled(started):
+    """Mark ``started``, then poll is_canceled(); what it saw, or "never" after 60 s."""
+    import time
+    context = purerun.get_runtime_context()
+    before = context.is_canceled()
+    open(started, "w").close()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if context.is_canceled():
+            return before, True
+        time.sleep(0.005)
+    return before, "never"
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 4], ids=["plain", "threaded"])
+def test_a_cancelled_actor_call_goes_on_and_sees_it(max_concurrency, tmp_path):
+    @purerun.remote(num_cpus=0, max_concurrency=max_concurrency)
+    class Poller:
+        def poll(self, started):
+            return _poll_until_cancelled(started)
+
+        def cancelled_now(self):
+            return purerun.get_runtime_context().is_canceled()
+
+    started = str(tmp_path / "started")
+    actor = Poller.remote()
+    ref = actor.poll.remote(started)
+    wait_for(lambda: os.path.exists(started), timeout=30, message="call did not start")
+    purerun.cancel(ref)
+    assert purerun.get(ref, timeout=30) == (False, True)  # not interrupted: its result stands
+    assert purerun.get(actor.cancelled_now.remote(), timeout=30) is False  # the next call
+
+
+def test_a_cancelled_task_sees_it_once_interrupted(tmp_path):
+    started = str(tmp_path / "started")
+
+    @purerun.remote
+    def interrupted(started):
+        import time
+        context = purerun.get_runtime_context()
+        before = context.is_canceled()
+        open(started, "w").close()
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:  # how the node cancels a running task
+            return before, context.is_canceled()
+        return before, "never"
+
+    ref = interrupted.remote(started)
+    wait_for(lambda: os.path.exists(started), timeout=30, message="task did not start")
+    purerun.cancel(ref)
+    assert purerun.get(ref, timeout=30) == (False, True)
+
+    @purerun.remote
+    def next_task():
+        return purerun.get_runtime_context().is_canceled()
+
+    assert purerun.get(next_task.remote(), timeout=30) is False  # same worker, new task
+
+
+def test_is_canceled_is_refused_in_a_driver_and_in_an_async_actor():
+    with pytest.raises(RuntimeError, match="driver"):
+        purerun.get_runtime_context().is_canceled()
+
+    @purerun.remote(num_cpus=0)
+    class Async:
+        async def ask(self):
+            try:
+                purerun.get_runtime_context().is_canceled()
+            except RuntimeError as exc:
+                return str(exc)
+
+    assert "asyncio" in purerun.get(Async.remote().ask.remote(), timeout=30)

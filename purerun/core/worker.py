@@ -25,7 +25,8 @@ coroutines on one event-loop thread, a semaphore per concurrency group bounding 
 Cancelling: the node sends SIGINT for a running task, INTERRUPT for an actor call it has
 sent here. An asyncio actor's call is cancelled (its coroutine, or its wait for a turn);
 any other actor call is only marked, as in Ray: it does not start if it has not yet, and a
-running one goes on. Its task id is in ``Worker.cancelled`` until the call ends.
+running one can see it in ``RuntimeContext.is_canceled()``. Either way its task id is in
+``Worker.cancelled`` until the call ends.
 """
 
 import asyncio
@@ -55,12 +56,13 @@ _PR_SET_PDEATHSIG = 1
 def run_worker(sock: socket.socket, arena_fd: int, info: dict, stdout_fd: int,
                stderr_fd: int, keep_fds) -> None:
     """Entry point of a freshly forked worker; never returns."""
+    global _worker
     code = 1
     try:
         _become_worker(stdout_fd, stderr_fd, keep_fds)
         client = Client(sock, "worker", info=info, arena_fd=arena_fd, inline=True)
         context.client = client
-        worker = Worker(client, queue.SimpleQueue())
+        worker = _worker = Worker(client, queue.SimpleQueue())
         profile_dir = os.environ.get("PURERUN_WORKER_PROFILE")
         if profile_dir:  # for tuning: one cProfile dump per worker, in this directory
             import cProfile
@@ -109,16 +111,22 @@ def _become_worker(stdout_fd, stderr_fd, keep_fds):
 
 # True while a task runs on the main thread: only then does SIGINT cancel anything.
 _running = False
+# This process's Worker, for the signal handler.
+_worker = None
 
 
 def _on_sigint(signum, frame):
     # The node sends SIGINT to cancel the running task (purerun.cancel without force).
-    if _running:
-        client = context.client
-        if client is not None and client.pumping:
-            client.interrupt_pending = True  # raised once the message in hand is handled
-        else:
-            raise KeyboardInterrupt
+    if not _running:
+        return
+    client = context.client
+    task = client.current_task
+    if task is not None:
+        _worker.cancelled.add(task.task_id)
+    if client.pumping:
+        client.interrupt_pending = True  # raised once the message in hand is handled
+    else:
+        raise KeyboardInterrupt
 
 
 class Worker:
@@ -142,13 +150,14 @@ class Worker:
         # Inline reading: EXECUTEs wait in the Client's deferred queue, read before the
         # call that ran last had ended.
         self.backlog = False
-        # Task ids of actor calls here that were cancelled (INTERRUPT), until they end.
+        # Task ids of calls here that were cancelled (SIGINT, INTERRUPT), until they end.
         self.cancelled = set()
         self.executor = Executor(self._function_of, client._value_of, client.store_payload,
                                  release=self._release_dep, created=self._become_actor,
                                  node_ip=client.info.get("node_ip"))
         client.on_execute = self._received
         client.on_interrupt = self.interrupt
+        client.task_cancelled = self.task_cancelled  # read by RuntimeContext.is_canceled
 
     def run(self):
         if self.client.inline and self.client.serve(self.execute):
@@ -218,6 +227,14 @@ class Worker:
         # Otherwise the call has finished, and its result stands. A call that finishes
         # between the check and the add above leaves its id in ``cancelled``: task ids are
         # never reused, so that costs a few bytes, never a wrong answer.
+
+    def task_cancelled(self, task_id) -> bool:
+        """Whether the call ``task_id`` was cancelled (RuntimeContext.is_canceled)."""
+        client = self.client
+        if client.inline and not client.pumping and \
+                threading.get_ident() == client._inline_thread:
+            client._pump(0)  # nothing else reads the socket while this call runs
+        return task_id in self.cancelled
 
     def _group_of(self, spec):
         """The concurrency group of an actor call: the call's option, else the method's."""
