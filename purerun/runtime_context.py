@@ -115,6 +115,7 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
+        """Whether the current actor has been restarted (False in its first life)."""
         return bool(getattr(self._client, "actor_restarted", False))
 
     @property

@@ -684,6 +684,7 @@ class Node:
                 self.fail_task(task, self.actor_died_error(actor, actor.actor_id))
         actor.queue.extendleft(reversed(retry))
         creation = actor.creation
+        creation.attempt += 1  # the restarts so far: the worker reports it to the actor
         self.tasks[creation.task_id] = Task(creation, actor.owner)
         entries = self.store.entries
         missing = {d for d in creation.deps if entries.get(d) is None or entries[d].kind is None}

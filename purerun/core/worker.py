@@ -354,6 +354,8 @@ class Worker:
         client.actor_resources = dict(actor.hold or {})
         client.actor_meta = actor.meta
         client.actor_env_vars = spec.env_vars
+        # The node counts the actor's restarts in its creation's attempt.
+        client.actor_restarted = spec.attempt > 0
 
     def _become_actor(self, spec, instance):
         actor = spec.actor
