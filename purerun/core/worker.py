@@ -52,6 +52,11 @@ from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 _PR_SET_PDEATHSIG = 1
 
+# A plain actor's call that ran longer than this makes the next call, read before it ended,
+# look for messages first (an INTERRUPT for it). Below it the read would cost more than the
+# call, and a cancellation that close to the call's start races with it anyway.
+BACKLOG_READ_AFTER_S = 0.001
+
 
 def run_worker(sock: socket.socket, arena_fd: int, info: dict, stdout_fd: int,
                stderr_fd: int, keep_fds) -> None:
@@ -147,8 +152,8 @@ class Worker:
         # (asyncio actors, once it started), else None. Calls still in the Client's
         # deferred queue (read inline, not handed over yet) are not in it.
         self.actor_calls = {}
-        # Inline reading: EXECUTEs wait in the Client's deferred queue, read before the
-        # call that ran last had ended.
+        # Inline reading: calls wait in the Client's deferred queue, read before a long
+        # call that ran last had ended (see _run_inline_actor_call).
         self.backlog = False
         # Task ids of calls here that were cancelled (SIGINT, INTERRUPT), until they end.
         self.cancelled = set()
@@ -198,13 +203,24 @@ class Worker:
                 pool = self.pools.get(self._group_of(spec)) or self.pools[None]
                 pool.submit(self._run_in_thread, spec, dep_payloads)
                 return False
-            if self.backlog and self.client.inline:
-                # Read while an earlier call ran: first read what the node sent since,
-                # such as an INTERRUPT for this call.
-                self.client._pump(0)
-        exiting = self._run_and_report(spec, dep_payloads, gpu_ids)
-        # Calls read before this one ended start without another read of the socket.
-        self.backlog = bool(self.client._deferred)
+            if self.client.inline:
+                return self._run_inline_actor_call(spec, dep_payloads)
+        return self._run_and_report(spec, dep_payloads, gpu_ids)
+
+    def _run_inline_actor_call(self, spec, dep_payloads):
+        """A plain actor's call, with the main thread reading the socket between calls.
+
+        Calls read while an earlier one ran wait in the Client's deferred queue and would
+        start without another read: after a long call, the next one first reads what the
+        node sent meanwhile, such as an INTERRUPT for it.
+        """
+        client = self.client
+        if self.backlog:
+            client._pump(0)
+        started = time.monotonic()
+        exiting = self._run_and_report(spec, dep_payloads, ())
+        self.backlog = bool(client._deferred) and \
+            time.monotonic() - started > BACKLOG_READ_AFTER_S
         return exiting
 
     def interrupt(self, task_id, queued=False):
