@@ -114,8 +114,33 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
+        """Whether the current actor has been restarted (False in its first life)."""
         return bool(getattr(self._client, "actor_restarted", False))
 
     @property
     def gcs_address(self):
         return self._info().get("address")
+
+    def is_canceled(self) -> bool:
+        """Check whether the current task or actor call has been cancelled.
+
+        A cancelled task is interrupted (KeyboardInterrupt) and a cancelled call of an
+        asyncio actor gets asyncio.CancelledError; a cancelled call of any other actor goes
+        on, and can poll this to stop early and clean up.
+
+        Returns:
+            True if ``purerun.cancel()`` was called on the current task or actor call.
+
+        Raises:
+            RuntimeError: called from a driver, or from an asyncio actor.
+        """
+        client = self._client
+        task = getattr(client, "current_task", None)
+        if task is None:
+            raise RuntimeError("is_canceled() is only available inside a task or an actor "
+                               "call, not in a driver.")
+        if getattr(client, "actor_is_async", False):
+            raise RuntimeError("is_canceled() is not available in an asyncio actor: a "
+                               "cancelled call gets asyncio.CancelledError instead.")
+        cancelled = getattr(client, "task_cancelled", None)  # set by core.worker
+        return bool(cancelled is not None and cancelled(task.task_id))

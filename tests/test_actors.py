@@ -1246,6 +1246,38 @@ def test_call_in_flight_at_a_crash_fails_without_task_retries(tmp_path, kill_at_
     assert get(counter.log.remote()) == []  # restarted, and the failed call was not re-run
 
 
+@purerun.remote
+class Phoenix:
+    """Reports was_current_actor_reconstructed, as __init__ saw it and as a method sees it."""
+
+    def __init__(self):
+        self.in_init = purerun.get_runtime_context().was_current_actor_reconstructed
+
+    def reconstructed(self):
+        return self.in_init, purerun.get_runtime_context().was_current_actor_reconstructed
+
+    def pid(self):
+        return os.getpid()
+
+    def die(self):
+        os._exit(1)
+
+
+@pytest.mark.parametrize("how", ["os._exit", "kill"])
+def test_was_current_actor_reconstructed_after_a_restart(how, kill_at_end):
+    phoenix = kill_at_end(Phoenix.options(num_cpus=0, max_restarts=1).remote())
+    assert get(phoenix.reconstructed.remote()) == (False, False)
+    first_pid = get(phoenix.pid.remote())
+    if how == "kill":
+        purerun.kill(phoenix, no_restart=False)
+    else:
+        with pytest.raises(ActorDiedError):
+            get(phoenix.die.remote())
+    wait_for(lambda: pid_reaped(first_pid), message="the node to notice the death")
+    assert get(phoenix.reconstructed.remote()) == (True, True)
+    assert get(phoenix.pid.remote()) != first_pid
+
+
 def test_exception_in_init_fails_every_call(tmp_path, kill_at_end):
     init_log = str(tmp_path / "init.log")
 

@@ -130,6 +130,8 @@ class Client:
         self._dead_reason = None
         # Workers: called by the reader thread with each EXECUTE message.
         self.on_execute = on_execute
+        # Workers: called with the task id of each INTERRUPT, by the thread that read it.
+        self.on_interrupt = None
 
         # Task context (workers): what get_runtime_context() reports inside a task.
         self.namespace = None
@@ -845,6 +847,9 @@ class Client:
                 logger.warning(msg[1])
             elif kind == protocol.WELCOME:
                 self._set_info(msg[1], None)
+            elif kind == protocol.INTERRUPT:
+                if self.on_interrupt is not None:
+                    self.on_interrupt(msg[1])
 
     def _on_object(self, object_id, kind, payload):
         with self._lock:

@@ -152,7 +152,7 @@ def _task_spec(task_id, name, function_key, args, args_in_store, deps, contained
                     env_vars=env_vars, concurrency_group=concurrency_group, actor=actor)
 
 
-# -- what every executor of tasks does the same way (workers and local mode) --------------------
+# -- what every submitter does the same way (Client and local mode) ------------------------------
 
 def extract_deps(args, kwargs, ref_type):
     """Replace top-level ObjectRefs by ``Dep`` markers; nested refs stay refs.
@@ -177,58 +177,13 @@ def extract_deps(args, kwargs, ref_type):
     return args, kwargs, deps
 
 
-def split_returns(spec, result):
-    """The task's return values as a tuple of ``spec.num_returns`` items.
-
-    Raises:
-        ValueError: the result does not match num_returns.
-    """
-    n = spec.num_returns
-    if n == 1:
-        return (result,)
-    if n == 0:
-        if result is not None:
-            raise ValueError(f"Task {spec.name} has num_returns=0 but returned "
-                             f"{type(result).__name__}, not None.")
-        return ()
-    try:
-        values = tuple(result)
-    except TypeError:
-        raise ValueError(f"Task {spec.name} has num_returns={n} but returned a "
-                         f"non-iterable {type(result).__name__}.") from None
-    if len(values) != n:
-        raise ValueError(f"Task {spec.name} has num_returns={n} but returned "
-                         f"{len(values)} values.")
-    return values
+# split_returns, retryable, apply_env_vars and restore_env live in core.execute, with the rest
+# of running a call; they stay importable from here.
+_MOVED_TO_EXECUTE = ("split_returns", "retryable", "apply_env_vars", "restore_env")
 
 
-def retryable(spec, exc):
-    """Whether the task is re-run after raising ``exc`` (its retry_exceptions policy)."""
-    policy = spec.retry_exceptions
-    if not policy or spec.max_retries == 0 or not isinstance(exc, Exception):
-        return False
-    if policy is True:
-        return True
-    from purerun.core import serialization
-    try:
-        classes = serialization.deserialize(policy)
-    except Exception:
-        return False
-    return isinstance(exc, tuple(classes))
-
-
-def apply_env_vars(env_vars):
-    """Apply a task's runtime_env env_vars to os.environ; return what restore_env needs."""
-    import os
-    saved = {name: os.environ.get(name) for name in env_vars}
-    os.environ.update(env_vars)
-    return saved
-
-
-def restore_env(saved):
-    import os
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+def __getattr__(name):
+    if name in _MOVED_TO_EXECUTE:
+        from purerun.core import execute
+        return getattr(execute, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,19 +1,37 @@
-"""A worker process: runs tasks the node sends it, one at a time.
+"""A worker process: runs the tasks and actor calls the node sends it.
 
 The node forks workers from its own single-threaded process (a fork server: a worker is
 ready in a few milliseconds instead of the ~100 ms a fresh interpreter takes here), so a
 worker starts with the node's modules imported, in the driver's working directory with the
 driver's ``sys.path``. ``run_worker`` is the whole life of the child after the fork.
 
-The reader thread of the worker's Client receives EXECUTE messages and hands them to the
-main thread through a queue; the main thread runs the task, stores its results (large ones
-straight into the arena) and reports TASK_DONE.
+::
+
+    node ── EXECUTE ──▶ Client ──▶ Worker.execute ──▶ execute.Executor ──▶ TASK_DONE ──▶ node
+         ── INTERRUPT ▶        ──▶ Worker.interrupt
+         ── SIGINT ───────────────▶ _on_sigint (KeyboardInterrupt in the running task)
+
+Reading: the main thread reads the socket itself (the Client's inline mode), between tasks
+and while a task waits in get/wait; it takes each EXECUTE in turn (``Client.serve``), runs
+it, stores its results (large ones straight into the arena) and sends TASK_DONE. Once
+something needs reading in the background (a threaded or asyncio actor, a future, another
+thread waiting) the Client's reader thread reads instead, for good, and hands each EXECUTE
+to the main thread through the ``tasks`` queue (``Worker._received``).
+
+Where calls run: a task, an actor's creation and a plain actor's calls on the main thread;
+a threaded actor's calls on a thread pool per concurrency group; an asyncio actor's calls as
+coroutines on one event-loop thread, a semaphore per concurrency group bounding them.
+
+Cancelling: the node sends SIGINT for a running task, INTERRUPT for an actor call it has
+sent here. An asyncio actor's call is cancelled (its coroutine, or its wait for a turn);
+any other actor call is only marked, as in Ray: it does not start if it has not yet, and a
+running one can see it in ``RuntimeContext.is_canceled()``. Either way its task id is in
+``Worker.cancelled`` until the call ends.
 """
 
 import asyncio
 import atexit
 import concurrent.futures
-import inspect
 import os
 import queue
 import random
@@ -27,25 +45,29 @@ import traceback
 from purerun import exceptions
 from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
-from purerun.core.protocol import ARENA, ERROR
-from purerun.actor import _ActorExit
-from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, apply_env_vars,
-                                    restore_env, retryable, split_returns)
+from purerun.core.execute import Executor
+from purerun.core.execute import dump_error as _dump_error  # noqa: F401 (local mode's import)
+from purerun.core.protocol import ARENA
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 _PR_SET_PDEATHSIG = 1
+
+# A plain actor's call that ran longer than this makes the next call, read before it ended,
+# look for messages first (an INTERRUPT for it). Below it the read would cost more than the
+# call, and a cancellation that close to the call's start races with it anyway.
+BACKLOG_READ_AFTER_S = 0.001
 
 
 def run_worker(sock: socket.socket, arena_fd: int, info: dict, stdout_fd: int,
                stderr_fd: int, keep_fds) -> None:
     """Entry point of a freshly forked worker; never returns."""
+    global _worker
     code = 1
     try:
         _become_worker(stdout_fd, stderr_fd, keep_fds)
-        tasks = queue.SimpleQueue()
-        client = Client(sock, "worker", info=info, arena_fd=arena_fd, on_execute=tasks.put,
-                        inline=True)
+        client = Client(sock, "worker", info=info, arena_fd=arena_fd, inline=True)
         context.client = client
-        worker = Worker(client, tasks)
+        worker = _worker = Worker(client, queue.SimpleQueue())
         profile_dir = os.environ.get("PURERUN_WORKER_PROFILE")
         if profile_dir:  # for tuning: one cProfile dump per worker, in this directory
             import cProfile
@@ -92,23 +114,31 @@ def _become_worker(stdout_fd, stderr_fd, keep_fds):
         pass
 
 
+# True while a task runs on the main thread: only then does SIGINT cancel anything.
 _running = False
+# This process's Worker, for the signal handler.
+_worker = None
 
 
 def _on_sigint(signum, frame):
     # The node sends SIGINT to cancel the running task (purerun.cancel without force).
-    if _running:
-        client = context.client
-        if client is not None and client.pumping:
-            client.interrupt_pending = True  # raised once the message in hand is handled
-        else:
-            raise KeyboardInterrupt
+    if not _running:
+        return
+    client = context.client
+    task = client.current_task
+    if task is not None:
+        _worker.cancelled.add(task.task_id)
+    if client.pumping:
+        client.interrupt_pending = True  # raised once the message in hand is handled
+    else:
+        raise KeyboardInterrupt
 
 
 class Worker:
     def __init__(self, client: Client, tasks: queue.SimpleQueue):
         self.client = client
         self.functions = {}          # function key -> callable
+        self.pickled = {}            # function key -> pickled function, until first used
         self.calls = {}              # function key -> number of calls run (for max_calls)
         self.tasks = tasks
         self.actor = None            # the instance, in a worker that hosts an actor
@@ -118,6 +148,21 @@ class Worker:
         self.method_groups = {}      # method name -> its concurrency group
         self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.gpu_ids_set = None      # what CUDA_VISIBLE_DEVICES was last set for
+        # Actor calls received and not finished: task id -> the asyncio task running it
+        # (asyncio actors, once it started), else None. Calls still in the Client's
+        # deferred queue (read inline, not handed over yet) are not in it.
+        self.actor_calls = {}
+        # Inline reading: calls wait in the Client's deferred queue, read before a long
+        # call that ran last had ended (see _run_inline_actor_call).
+        self.backlog = False
+        # Task ids of calls here that were cancelled (SIGINT, INTERRUPT), until they end.
+        self.cancelled = set()
+        self.executor = Executor(self._function_of, client._value_of, client.store_payload,
+                                 release=self._release_dep, created=self._become_actor,
+                                 node_ip=client.info.get("node_ip"))
+        client.on_execute = self._received
+        client.on_interrupt = self.interrupt
+        client.task_cancelled = self.task_cancelled  # read by RuntimeContext.is_canceled
 
     def run(self):
         if self.client.inline and self.client.serve(self.execute):
@@ -129,8 +174,17 @@ class Worker:
             msg = get()
             if msg is None:
                 return
-            if self.execute(msg):
+            if msg[0] == protocol.INTERRUPT:
+                self.interrupt(msg[1], queued=True)
+            elif self.execute(msg):
                 return
+
+    def _received(self, msg):
+        """An EXECUTE the reader thread read: note an actor call, queue it for the main thread."""
+        spec = msg[1]
+        if spec.kind == ACTOR_METHOD:
+            self.actor_calls[spec.task_id] = None
+        self.tasks.put(msg)
 
     def execute(self, msg) -> bool:
         """Run one task, or hand an actor call to the actor's threads or event loop.
@@ -138,7 +192,10 @@ class Worker:
         Returns True if this worker must exit afterwards (max_calls, or the actor ended).
         """
         _, spec, dep_payloads, pickled_fn, gpu_ids = msg
+        if pickled_fn is not None and spec.function_key not in self.functions:
+            self.pickled[spec.function_key] = pickled_fn
         if spec.kind == ACTOR_METHOD:
+            self.actor_calls.setdefault(spec.task_id, None)
             if self.loop is not None:
                 asyncio.run_coroutine_threadsafe(self._run_async(spec, dep_payloads), self.loop)
                 return False
@@ -146,7 +203,54 @@ class Worker:
                 pool = self.pools.get(self._group_of(spec)) or self.pools[None]
                 pool.submit(self._run_in_thread, spec, dep_payloads)
                 return False
-        return self._run_and_report(spec, dep_payloads, pickled_fn, gpu_ids)
+            if self.client.inline:
+                return self._run_inline_actor_call(spec, dep_payloads)
+        return self._run_and_report(spec, dep_payloads, gpu_ids)
+
+    def _run_inline_actor_call(self, spec, dep_payloads):
+        """A plain actor's call, with the main thread reading the socket between calls.
+
+        Calls read while an earlier one ran wait in the Client's deferred queue and would
+        start without another read: after a long call, the next one first reads what the
+        node sent meanwhile, such as an INTERRUPT for it.
+        """
+        client = self.client
+        if self.backlog:
+            client._pump(0)
+        started = time.monotonic()
+        exiting = self._run_and_report(spec, dep_payloads, ())
+        self.backlog = bool(client._deferred) and \
+            time.monotonic() - started > BACKLOG_READ_AFTER_S
+        return exiting
+
+    def interrupt(self, task_id, queued=False):
+        """INTERRUPT: the node cancelled an actor call it sent here.
+
+        Runs on whichever thread reads the socket, so it never sends. ``queued``: called
+        again from the main thread's queue, behind the EXECUTEs read before it.
+        """
+        calls = self.actor_calls
+        if task_id in calls or any(msg[1].task_id == task_id
+                                   for msg in list(self.client._deferred)):
+            self.cancelled.add(task_id)
+            task = calls.get(task_id)
+            if task is not None:
+                self.loop.call_soon_threadsafe(task.cancel)
+        elif not queued and not self.client.inline:
+            # Its EXECUTE may be between the deferred queue and ``actor_calls`` (the main
+            # thread hands it over right now): look again from the main thread, in order.
+            self.tasks.put((protocol.INTERRUPT, task_id))
+        # Otherwise the call has finished, and its result stands. A call that finishes
+        # between the check and the add above leaves its id in ``cancelled``: task ids are
+        # never reused, so that costs a few bytes, never a wrong answer.
+
+    def task_cancelled(self, task_id) -> bool:
+        """Whether the call ``task_id`` was cancelled (RuntimeContext.is_canceled)."""
+        client = self.client
+        if client.inline and not client.pumping and \
+                threading.get_ident() == client._inline_thread:
+            client._pump(0)  # nothing else reads the socket while this call runs
+        return task_id in self.cancelled
 
     def _group_of(self, spec):
         """The concurrency group of an actor call: the call's option, else the method's."""
@@ -155,72 +259,77 @@ class Worker:
         return self.method_groups.get(spec.method)
 
     def _run_in_thread(self, spec, dep_payloads):
-        if self._run_and_report(spec, dep_payloads, None, ()):
+        if self._run_and_report(spec, dep_payloads, ()):
             self.tasks.put(None)  # wake the main thread so the process can exit
 
-    def _run_and_report(self, spec, dep_payloads, pickled_fn, gpu_ids):
+    def _run_and_report(self, spec, dep_payloads, gpu_ids):
         global _running
         client = self.client
         client.current_task = spec
-        if spec.kind != ACTOR_METHOD:
+        kind = spec.kind
+        env_vars = None
+        if kind != ACTOR_METHOD:
             client.gpu_ids = gpu_ids
             self._set_gpus(gpu_ids)
-        main_thread = threading.current_thread() is threading.main_thread()
+            if kind == ACTOR_CREATION:
+                self._set_actor_identity(spec)
+                if spec.env_vars:
+                    os.environ.update(spec.env_vars)  # for the actor's whole life
+            else:
+                env_vars = spec.env_vars
+        task_id = spec.task_id
         started = time.time()
-        result = None
-        if spec.kind == ACTOR_CREATION:
-            self._set_actor_identity(spec)
-        env_vars = spec.env_vars
-        saved_env = apply_env_vars(env_vars) if env_vars and spec.kind != ACTOR_CREATION else None
-        if env_vars and spec.kind == ACTOR_CREATION:
-            os.environ.update(env_vars)  # for the actor's whole life
+        # The return value stays alive until TASK_DONE is sent: refs inside it must not be
+        # dropped before the node has recorded that the stored result holds them.
+        keep = []
         try:
-            _running = main_thread
-            try:
-                fn = self._callable(spec, pickled_fn)
-                args, kwargs = self._arguments(spec, dep_payloads)
-                result = fn(*args, **kwargs)
-                # Drop our references to the arguments now, so zero-copy views of them die
-                # and their pins go back to the node ahead of TASK_DONE.
-                del args, kwargs
-                if spec.kind == ACTOR_CREATION:
-                    self._become_actor(spec, result)
-                    result = None
-            finally:
-                _running = False
-            # ``result`` stays alive until TASK_DONE is sent: refs inside it must not be
-            # dropped before the node has recorded that the stored result holds them.
-            outcome = (self._store_results(spec, result), False,
-                       spec.method == "__ray_terminate__")
-        except BaseException as exc:  # the user's error is the task's result
-            outcome = self._failure(spec, exc)
+            if kind == ACTOR_METHOD and task_id in self.cancelled:
+                # Cancelled before it started: it does not start.
+                self.executor.release_arguments(spec, dep_payloads)
+                outcome = self.executor.cancelled(spec), False, False
+            else:
+                _running = threading.current_thread() is threading.main_thread()
+                try:
+                    outcome = self.executor.run(spec, dep_payloads, instance=self.actor,
+                                                env_vars=env_vars, keep=keep)
+                finally:
+                    _running = False
         finally:
             client.current_task = None
-            if saved_env is not None:
-                restore_env(saved_env)
+            if kind == ACTOR_METHOD:
+                self.actor_calls.pop(task_id, None)
+            if self.cancelled:
+                self.cancelled.discard(task_id)
             _flush_output()
         return self._report(spec, *outcome, started)
 
     async def _run_async(self, spec, dep_payloads):
-        semaphore = self.semaphores.get(self._group_of(spec)) or self.semaphores[None]
-        async with semaphore:
-            started = time.time()
-            self.client.current_task = spec
-            try:
-                fn = self._callable(spec, None)
-                args, kwargs = self._arguments(spec, dep_payloads)
-                result = fn(*args, **kwargs)
-                del args, kwargs
-                if inspect.isawaitable(result):
-                    result = await result
-                outcome = (self._store_results(spec, result), False,
-                           spec.method == "__ray_terminate__")
-            except BaseException as exc:
-                outcome = self._failure(spec, exc)
-            finally:
-                _flush_output()
-            if self._report(spec, *outcome, started):
-                self.tasks.put(None)
+        task_id = spec.task_id
+        self.actor_calls[task_id] = asyncio.current_task()
+        started = time.time()
+        keep = []  # as in _run_and_report
+        try:
+            # Registered above before this check, and interrupt() adds before it looks the
+            # task up: a cancellation is seen here or cancels the asyncio task, or both.
+            if task_id in self.cancelled:
+                raise asyncio.CancelledError
+            semaphore = self.semaphores.get(self._group_of(spec)) or self.semaphores[None]
+            async with semaphore:
+                started = time.time()
+                self.client.current_task = spec
+                # run_async catches whatever the call raises, cancellation included, and
+                # nothing here awaits once it has returned.
+                outcome = await self.executor.run_async(spec, dep_payloads, self.actor,
+                                                        keep=keep)
+        except asyncio.CancelledError:  # before its turn came: it never started
+            self.executor.release_arguments(spec, dep_payloads)
+            outcome = self.executor.cancelled(spec), False, False
+        finally:
+            self.actor_calls.pop(task_id, None)
+            self.cancelled.discard(task_id)
+            _flush_output()
+        if self._report(spec, *outcome, started):
+            self.tasks.put(None)
 
     def _report(self, spec, results, retry, exiting, started):
         if spec.max_calls and not exiting:
@@ -233,27 +342,23 @@ class Worker:
                           (started, time.time())))
         return exiting
 
-    def _failure(self, spec, exc):
-        """(results, retry, exiting) for a task that raised ``exc``."""
-        if isinstance(exc, _DependencyFailed):
-            return [(oid, ERROR, exc.payload, ()) for oid in spec.return_ids()], False, False
-        if isinstance(exc, (_ActorExit, exceptions.AsyncioActorExit)) and self.actor is not None:
-            return self._store_results(spec, None), False, True
-        retry = False
-        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-            error = exceptions.TaskCancelledError(spec.task_id.hex())
-        else:
-            error = self._task_error(spec, exc)
-            retry = retryable(spec, exc)
-        payload = _dump_error(error, spec)
-        return [(oid, ERROR, payload, ()) for oid in spec.return_ids()], retry, False
+    def _function_of(self, spec):
+        """The function of a task or the class of an actor creation, by function key."""
+        key = spec.function_key
+        fn = self.functions.get(key)
+        if fn is None:
+            pickled = self.pickled.get(key)
+            if pickled is None:
+                raise exceptions.RaySystemError("the node sent a task for a function this "
+                                                "worker has never received")
+            fn = self.functions[key] = serialization.deserialize(pickled)
+            del self.pickled[key]
+        return fn
 
-    def _callable(self, spec, pickled_fn):
-        if spec.kind == ACTOR_METHOD:
-            if spec.method == "__ray_terminate__":
-                return _no_op
-            return getattr(self.actor, spec.method)
-        return self._function(spec.function_key, pickled_fn)
+    def _release_dep(self, object_id, entry):
+        # Return the pin the node gave us with an arena location we will not read.
+        if entry[0] == ARENA:
+            self.client._unpin(object_id)
 
     def _set_actor_identity(self, spec):
         # Set before __init__ runs, so it can use get_runtime_context() and exit_actor().
@@ -265,6 +370,8 @@ class Worker:
         client.actor_resources = dict(actor.hold or {})
         client.actor_meta = actor.meta
         client.actor_env_vars = spec.env_vars
+        # The node counts the actor's restarts in its creation's attempt.
+        client.actor_restarted = spec.attempt > 0
 
     def _become_actor(self, spec, instance):
         actor = spec.actor
@@ -309,63 +416,6 @@ class Worker:
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
 
-    def _function(self, key, pickled):
-        fn = self.functions.get(key)
-        if fn is None:
-            if pickled is None:
-                raise exceptions.RaySystemError("the node sent a task for a function this "
-                                                "worker has never received")
-            fn = self.functions[key] = serialization.deserialize(pickled)
-        return fn
-
-    def _arguments(self, spec, dep_payloads):
-        client = self.client
-        for kind, payload in dep_payloads:
-            if kind == ERROR:
-                # Return the pins the node gave us with the locations we will not read.
-                for object_id, (other, _) in zip(spec.deps, dep_payloads):
-                    if other == ARENA:
-                        client._unpin(object_id)
-                raise _DependencyFailed(payload)
-        values = [client._value_of(object_id, entry)
-                  for object_id, entry in zip(spec.deps, dep_payloads)]
-        if spec.args_in_store:
-            args, kwargs = values.pop()
-        elif spec.args is None:
-            return (), {}
-        else:
-            meta, buffers = spec.args
-            args, kwargs = serialization.deserialize(meta, buffers)
-        if values:
-            args = [values[a.index] if type(a) is Dep else a for a in args]
-            if kwargs:
-                kwargs = {k: values[v.index] if type(v) is Dep else v
-                          for k, v in kwargs.items()}
-        return args, kwargs
-
-    def _store_results(self, spec, result):
-        values = split_returns(spec, result)
-        store = self.client.store_payload
-        results = []
-        for object_id, value in zip(spec.return_ids(), values):
-            sv = serialization.serialize(value)
-            kind, payload = store(sv)
-            results.append((object_id, kind, payload, sv.contained))
-        return results
-
-    def _task_error(self, spec, exc):
-        actor_id = spec.actor_id.hex() if spec.actor_id is not None else None
-        return exceptions.RayTaskError.from_exception(
-            exc, spec.name, proctitle="purerun::" + spec.name, pid=os.getpid(),
-            ip=self.client.info.get("node_ip"), actor_id=actor_id,
-            actor_repr=repr(self.actor) if self.actor is not None else None)
-
-
-
-def _no_op():
-    return None
-
-
 
 def _graceful_exit_hooks():
     """An actor ending on purpose (exit_actor, __ray_terminate__) runs its atexit handlers."""
@@ -373,28 +423,6 @@ def _graceful_exit_hooks():
         atexit._run_exitfuncs()
     except Exception:
         pass
-
-
-class _DependencyFailed(Exception):
-    """An argument's task failed: this task fails with that same error."""
-
-    def __init__(self, payload):
-        super().__init__()
-        self.payload = payload
-
-
-def _dump_error(error, spec):
-    try:
-        return serialization.dumps(error)
-    except Exception:
-        # The exception itself cannot be pickled: keep its type name and text.
-        cause = getattr(error, "cause", None)
-        text = f"{type(cause or error).__name__}: {cause or error}"
-        plain = exceptions.RayTaskError(spec.name, getattr(error, "traceback_str", text),
-                                        exceptions.UnserializableException(text)
-                                        if hasattr(exceptions, "UnserializableException")
-                                        else RuntimeError(text), pid=os.getpid())
-        return serialization.dumps(plain)
 
 
 def _flush_output():

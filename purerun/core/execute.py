@@ -1,0 +1,382 @@
+"""Running one call: a task, an actor's creation or an actor method, from its TaskSpec and
+its arguments' payloads to the results TASK_DONE carries. No sockets, no threads.
+
+::
+
+    caller (a worker, or local mode)         Executor.run / run_async
+    ────────────────────────────────         ───────────────────────────────────────────────
+    spec, dep_payloads  ───────────────────▶ arguments: an ERROR payload (a failed dependency)
+                                               fails the call with that very error; each
+                                               other payload is read (``read``), and the
+                                               values replace the Dep markers in spec.args
+                                             call: ``functions(spec)`` for a task or a
+                                               creation (whose instance goes to ``created``),
+                                               the instance's method for an actor call;
+                                               env_vars applied around it
+                                             results: split by num_returns, serialized, each
+                                               made a payload (``store``)
+                                             failure: the call's own error as a RayTaskError
+                                               with the remote traceback; a cancellation as
+                                               TaskCancelledError; exit_actor() as the end of
+                                               the actor; whether to retry (retry_exceptions)
+    (results, retry, exiting)  ◀───────────  results: [(object_id, kind, payload, contained)]
+
+What differs between the two callers is passed to ``Executor``; everything else is here,
+once:
+
+* ``functions(spec)``: the function of a task or the class of a creation. A worker
+  unpickles it from its function table; local mode has it at hand.
+* ``read(object_id, (kind, payload))``: a dependency's value. A worker reads INLINE
+  payloads and zero-copy views of the arena (under a pin the node gave it); local mode
+  unpickles from its object table.
+* ``release(object_id, (kind, payload))``: give back a dependency payload that will not be
+  read (the call failed first). A worker returns the arena pin; local mode has nothing to do.
+* ``store(serialized_value) -> (kind, payload)``: a result as a payload. A worker keeps
+  small ones inline and writes large ones into the arena; local mode keeps all inline.
+* ``created(spec, instance)``: an actor's ``__init__`` returned this instance.
+* ``node_ip``: written into RayTaskError.
+* ``interrupt_cancels``: a KeyboardInterrupt during the call is a cancellation (a worker:
+  the node sends SIGINT to cancel) or propagates (local mode: it is the user's Ctrl-C).
+
+How local mode is meant to call it, one Executor per LocalClient::
+
+    executor = Executor(
+        functions=lambda spec: table[spec.function_key],   # tasks' functions, actor classes
+        read=lambda object_id, entry: serialization.deserialize(*entry[1]),
+        store=lambda sv: (INLINE, serialization.to_inline(sv)),
+        created=lambda spec, instance: setattr(actors[spec.actor_id], "instance", instance),
+        node_ip=LOCAL_NODE_IP, interrupt_cancels=False)
+    # The copied call's payload goes in spec.args (``_Call.payload``); a dependency missing
+    # from the table is (ERROR, dumps(ObjectLostError(...))).
+    dep_payloads = [(stored.kind, stored.payload) for stored in entries]
+    results, retry, exiting = executor.run(spec, dep_payloads, instance=actor.instance,
+                                           env_vars=actor.creation.env_vars)
+    # An async actor's method: run its coroutine to the end on the actor's loop.
+    results, retry, exiting = loop.run_until_complete(executor.run_async(
+        spec, dep_payloads, actor.instance, env_vars=actor.creation.env_vars))
+
+One rule differs from local mode today: exit_actor() ends the actor only from a method
+(``exiting``); raised in ``__init__`` it is the creation's error, as in a worker.
+"""
+
+import asyncio
+import inspect
+import os
+import sys
+
+from purerun import exceptions
+from purerun.actor import _ActorExit
+from purerun.core import serialization
+from purerun.core.protocol import ERROR, INLINE
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep
+
+# The method an actor's handle calls to end it after the calls queued before it.
+TERMINATE = "__ray_terminate__"
+
+# What exit_actor() raises in a method: the end of the actor, not an error.
+_ACTOR_EXITS = (_ActorExit, exceptions.AsyncioActorExit)
+
+
+class Executor:
+    """Runs calls for one process; see the module docstring for the arguments.
+
+    Args:
+        functions: ``functions(spec)`` returns the function of a task or the class of an
+            actor creation. Called inside the call: what it raises is the call's error.
+        read: ``read(object_id, (kind, payload))`` returns a dependency's value.
+        store: ``store(serialized_value)`` returns ``(kind, payload)`` for a result.
+        release: ``release(object_id, (kind, payload))`` gives back a dependency payload
+            that will not be read; None if there is nothing to give back.
+        created: ``created(spec, instance)`` takes an actor's new instance; None to drop it.
+        node_ip: the IP written into RayTaskError.
+        interrupt_cancels: a KeyboardInterrupt during a call makes it TaskCancelledError
+            (True) or propagates (False).
+    """
+
+    def __init__(self, functions, read, store, *, release=None, created=None, node_ip=None,
+                 interrupt_cancels=True):
+        self.functions = functions
+        self.read = read
+        self.store = store
+        self.release = release
+        self.created = created
+        self.node_ip = node_ip
+        self.interrupt_cancels = interrupt_cancels
+
+    def run(self, spec, dep_payloads, *, instance=None, env_vars=None, keep=None):
+        """Run one call to its end.
+
+        Args:
+            spec: the TaskSpec.
+            dep_payloads: ``(kind, payload)`` of each of ``spec.deps``, in order.
+            instance: the actor's instance, for an actor method.
+            env_vars: runtime_env env_vars applied to os.environ for the call, then restored.
+            keep: a list the call's return value is appended to. Refs inside the value must
+                not be dropped before the node has the results that hold them: the caller
+                keeps the list until it has sent them.
+
+        Returns:
+            ``(results, retry, exiting)``: results is ``[(object_id, kind, payload,
+            contained_ids)]``, one per return id; retry says the call should run again (its
+            retry_exceptions policy); exiting says the actor ends with this call.
+        """
+        # An exception the caller is handling must not become the context of the call's own.
+        outer = sys.exc_info()[1]
+        saved_env = apply_env_vars(env_vars) if env_vars else None
+        try:
+            try:
+                fn = self._callable(spec, instance)
+            except BaseException as exc:
+                self.release_arguments(spec, dep_payloads)
+                return self.failure(spec, exc, instance, outer)
+            try:
+                args, kwargs = self.arguments(spec, dep_payloads)
+                value = fn(*args, **kwargs)
+                # Drop the arguments now, so zero-copy views of them die and their pins go
+                # back ahead of the results.
+                del args, kwargs
+                if spec.kind == ACTOR_CREATION:
+                    if self.created is not None:
+                        self.created(spec, value)
+                    value = None  # the actor object's value; the instance lives on
+                elif keep is not None:
+                    keep.append(value)
+                return self.results(spec, value), False, spec.method == TERMINATE
+            except BaseException as exc:  # the user's error is the call's result
+                return self.failure(spec, exc, instance, outer)
+        finally:
+            if saved_env is not None:
+                restore_env(saved_env)
+
+    async def run_async(self, spec, dep_payloads, instance, *, env_vars=None, keep=None):
+        """Run one call of an asyncio actor on the running loop; as ``run``.
+
+        A coroutine method is awaited, a plain one called. Cancelling the asyncio task
+        running this makes the call's result TaskCancelledError. ``env_vars`` change the
+        whole process: only for a caller that runs one coroutine at a time.
+        """
+        saved_env = apply_env_vars(env_vars) if env_vars else None
+        try:
+            try:
+                fn = self._callable(spec, instance)
+            except BaseException as exc:
+                self.release_arguments(spec, dep_payloads)
+                return self.failure(spec, exc, instance)
+            try:
+                args, kwargs = self.arguments(spec, dep_payloads)
+                value = fn(*args, **kwargs)
+                del args, kwargs
+                if inspect.isawaitable(value):
+                    value = await value
+                if keep is not None:
+                    keep.append(value)
+                return self.results(spec, value), False, spec.method == TERMINATE
+            except BaseException as exc:  # caught next to the call: the user's frames
+                return self.failure(spec, exc, instance)
+        finally:
+            if saved_env is not None:
+                restore_env(saved_env)
+
+    def _callable(self, spec, instance):
+        if spec.kind == ACTOR_METHOD:
+            if spec.method == TERMINATE:
+                return _no_op
+            return getattr(instance, spec.method)
+        return self.functions(spec)
+
+    def arguments(self, spec, dep_payloads):
+        """The call's ``(args, kwargs)``, Dep markers replaced by the dependencies' values.
+
+        Raises:
+            DependencyFailed: a dependency is an error (every payload is released).
+        """
+        deps = spec.deps
+        values = []
+        if dep_payloads:
+            for kind, payload in dep_payloads:
+                if kind == ERROR:
+                    self.release_arguments(spec, dep_payloads)
+                    raise DependencyFailed(payload)
+            read = self.read
+            try:
+                for object_id, entry in zip(deps, dep_payloads):
+                    values.append(read(object_id, entry))
+            except BaseException:
+                # The values read so far release themselves; the rest were never touched.
+                self._release(deps[len(values) + 1:], dep_payloads[len(values) + 1:])
+                raise
+        if spec.args_in_store:
+            args, kwargs = values.pop()
+        elif spec.args is None:
+            return (), {}
+        else:
+            meta, buffers = spec.args
+            args, kwargs = serialization.deserialize(meta, buffers)
+        if values:
+            args = [values[a.index] if type(a) is Dep else a for a in args]
+            if kwargs:
+                kwargs = {k: values[v.index] if type(v) is Dep else v
+                          for k, v in kwargs.items()}
+        return args, kwargs
+
+    def release_arguments(self, spec, dep_payloads):
+        """Give back every dependency payload of a call that will not read them."""
+        if dep_payloads:
+            self._release(spec.deps, dep_payloads)
+
+    def _release(self, object_ids, dep_payloads):
+        release = self.release
+        if release is not None:
+            for object_id, entry in zip(object_ids, dep_payloads):
+                release(object_id, entry)
+
+    def results(self, spec, value):
+        """The results of a call that returned ``value``.
+
+        Raises:
+            ValueError: the value does not match num_returns.
+            TypeError: a value cannot be pickled.
+        """
+        values = split_returns(spec, value)
+        store = self.store
+        results = []
+        for object_id, item in zip(spec.return_ids(), values):
+            sv = serialization.serialize(item)
+            kind, payload = store(sv)
+            results.append((object_id, kind, payload, sv.contained))
+        return results
+
+    def failure(self, spec, exc, instance=None, outer=None):
+        """``(results, retry, exiting)`` of a call that raised ``exc``.
+
+        Args:
+            instance: the actor's instance, for the error's actor_repr.
+            outer: an exception the caller was handling when the call started, cut out of
+                ``exc``'s chain.
+        """
+        if type(exc) is DependencyFailed:  # the dependency's error, passed through as it is
+            return error_results(spec, exc.payload), False, False
+        if spec.kind == ACTOR_METHOD and isinstance(exc, _ACTOR_EXITS):
+            return none_results(spec), False, True
+        if isinstance(exc, KeyboardInterrupt) and not self.interrupt_cancels:
+            raise exc
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+            return self.cancelled(spec), False, False
+        if outer is not None:
+            _forget_context(exc, outer)
+        error = exceptions.RayTaskError.from_exception(
+            exc, spec.name, proctitle="purerun::" + spec.name, pid=os.getpid(),
+            ip=self.node_ip, actor_id=spec.actor_id.hex() if spec.actor_id is not None else None,
+            actor_repr=repr(instance) if instance is not None else None)
+        return error_results(spec, dump_error(error, spec)), retryable(spec, exc), False
+
+    def cancelled(self, spec):
+        """The results of a cancelled call: TaskCancelledError for each return id."""
+        return error_results(spec, serialization.dumps(
+            exceptions.TaskCancelledError(spec.task_id.hex())))
+
+
+class DependencyFailed(Exception):
+    """An argument's task failed: this call fails with that same error (``payload``)."""
+
+    def __init__(self, payload):
+        super().__init__()
+        self.payload = payload
+
+
+def error_results(spec, payload):
+    """Results that are all the same pickled error."""
+    return [(object_id, ERROR, payload, ()) for object_id in spec.return_ids()]
+
+
+def none_results(spec):
+    """Results that are all None (a call that ended its actor)."""
+    payload = serialization.to_inline(serialization.serialize(None))
+    return [(object_id, INLINE, payload, ()) for object_id in spec.return_ids()]
+
+
+def split_returns(spec, result):
+    """The call's return values as a tuple of ``spec.num_returns`` items.
+
+    Raises:
+        ValueError: the result does not match num_returns.
+    """
+    n = spec.num_returns
+    if n == 1:
+        return (result,)
+    if n == 0:
+        if result is not None:
+            raise ValueError(f"Task {spec.name} has num_returns=0 but returned "
+                             f"{type(result).__name__}, not None.")
+        return ()
+    try:
+        values = tuple(result)
+    except TypeError:
+        raise ValueError(f"Task {spec.name} has num_returns={n} but returned a "
+                         f"non-iterable {type(result).__name__}.") from None
+    if len(values) != n:
+        raise ValueError(f"Task {spec.name} has num_returns={n} but returned "
+                         f"{len(values)} values.")
+    return values
+
+
+def retryable(spec, exc):
+    """Whether the call is run again after raising ``exc`` (its retry_exceptions policy)."""
+    policy = spec.retry_exceptions
+    if not policy or spec.max_retries == 0 or not isinstance(exc, Exception):
+        return False
+    if policy is True:
+        return True
+    try:
+        classes = serialization.deserialize(policy)
+    except Exception:
+        return False
+    return isinstance(exc, tuple(classes))
+
+
+def apply_env_vars(env_vars):
+    """Apply runtime_env env_vars to os.environ; return what restore_env needs."""
+    saved = {name: os.environ.get(name) for name in env_vars}
+    os.environ.update(env_vars)
+    return saved
+
+
+def restore_env(saved):
+    """Undo apply_env_vars."""
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def dump_error(error, spec):
+    """Pickle a call's error; one that cannot be pickled keeps its type name and text."""
+    try:
+        return serialization.dumps(error)
+    except Exception:
+        cause = getattr(error, "cause", None)
+        text = f"{type(cause or error).__name__}: {cause or error}"
+        plain = exceptions.RayTaskError(spec.name, getattr(error, "traceback_str", text),
+                                        exceptions.UnserializableException(text),
+                                        pid=os.getpid())
+        return serialization.dumps(plain)
+
+
+def _forget_context(exc, outer):
+    """Cut ``outer`` (the caller's exception being handled) out of ``exc``'s chain."""
+    seen = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.__context__ is outer:
+            current.__context__ = None
+        pending.append(current.__cause__)
+        pending.append(current.__context__)
+
+
+def _no_op():
+    return None
