@@ -291,3 +291,21 @@ def test_is_canceled_is_refused_in_a_driver_and_in_an_async_actor():
                 return str(exc)
 
     assert "asyncio" in purerun.get(Async.remote().ask.remote(), timeout=30)
+
+
+@purerun.remote
+def sleep_long():
+    import time
+    time.sleep(60)
+    return "finished"
+
+
+def test_a_cancel_right_after_submit_always_wins_against_the_start():
+    # The cancel reaches the node while the task is being dispatched or just started: the
+    # signal may come before the worker runs it. Either way it must not run to its end.
+    for _ in range(20):
+        ref = sleep_long.remote()
+        purerun.cancel(ref)
+        with pytest.raises(exceptions.TaskCancelledError):
+            purerun.get(ref, timeout=30)
+    assert isinstance(purerun.get(quick.remote(), timeout=30), int)

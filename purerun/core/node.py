@@ -66,6 +66,7 @@ class Node:
         self.session_dir = config["session_dir"]
         self.loop = EventLoop()
         self.pids = {}              # worker id -> pid, while its process may be alive
+        self.worker_conns = {}      # worker id -> its Connection, while open
         self.to_reap = []           # pids of exited or killed workers not yet waited for
         self.reaping = False        # a reap timer is set
         self.pipes = {}             # fd -> [pid, stream, partial line]
@@ -108,6 +109,12 @@ class Node:
         self._signal(action.worker_id, signal.SIGKILL)
 
     def _do_interrupt_worker(self, action):
+        conn = self.worker_conns.get(action.worker_id)
+        if conn is not None and not conn.closed:
+            try:  # what was sent to it before (an INTERRUPT) is in its socket before the signal
+                conn.flush()
+            except OSError:
+                pass
         self._signal(action.worker_id, signal.SIGINT)
 
     def _signal(self, worker_id, signum):
@@ -144,6 +151,7 @@ class Node:
         conn = Connection(parent, address=f"worker {worker_id} (pid {pid})")
         conn.peer = worker_id
         self.pids[worker_id] = pid
+        self.worker_conns[worker_id] = conn
         self.loop.add_connection(conn, self.on_messages, self.on_close)
         for fd, stream in ((out_r, 1), (err_r, 2)):
             os.set_blocking(fd, False)
@@ -175,6 +183,7 @@ class Node:
             return
         worker_id = conn.peer
         if worker_id is not None:
+            self.worker_conns.pop(worker_id, None)
             pid = self.pids.pop(worker_id, None)
             if pid is not None:
                 self.to_reap.append(pid)

@@ -594,6 +594,9 @@ class NodeState:
         elif task.force_cancelled:
             self._out.append(KillWorker(task.worker_id))
         else:
+            # The INTERRUPT names the task, for a worker the signal reaches before the task
+            # has started (it then does not start); the signal stops a running one.
+            self._send(self.workers[task.worker_id].token, (protocol.INTERRUPT, spec.task_id))
             self._out.append(InterruptWorker(task.worker_id))
 
     def _on_free(self, token, msg):

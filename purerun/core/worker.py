@@ -116,13 +116,19 @@ def _become_worker(stdout_fd, stderr_fd, keep_fds):
 
 # True while a task runs on the main thread: only then does SIGINT cancel anything.
 _running = False
+# A SIGINT came while no task ran on the main thread: the task it was meant for may not have
+# started yet. The node sends an INTERRUPT naming that task before the signal; the next task
+# to start reads it first (see _run_and_report), so a cancel that races the start still wins.
+_sigint_missed = False
 # This process's Worker, for the signal handler.
 _worker = None
 
 
 def _on_sigint(signum, frame):
     # The node sends SIGINT to cancel the running task (purerun.cancel without force).
+    global _sigint_missed
     if not _running:
+        _sigint_missed = True
         return
     client = context.client
     task = client.current_task
@@ -229,6 +235,11 @@ class Worker:
         Runs on whichever thread reads the socket, so it never sends. ``queued``: called
         again from the main thread's queue, behind the EXECUTEs read before it.
         """
+        if self.actor is None and self.loop is None and self.pools is None:
+            # A task worker: the task named is running, about to start, or done. The next
+            # start checks ``cancelled``; a finished task's id just stays (ids are unique).
+            self.cancelled.add(task_id)
+            return
         calls = self.actor_calls
         if task_id in calls or any(msg[1].task_id == task_id
                                    for msg in list(self.client._deferred)):
@@ -263,7 +274,7 @@ class Worker:
             self.tasks.put(None)  # wake the main thread so the process can exit
 
     def _run_and_report(self, spec, dep_payloads, gpu_ids):
-        global _running
+        global _running, _sigint_missed
         client = self.client
         client.current_task = spec
         kind = spec.kind
@@ -290,8 +301,20 @@ class Worker:
             else:
                 _running = threading.current_thread() is threading.main_thread()
                 try:
-                    outcome = self.executor.run(spec, dep_payloads, instance=self.actor,
-                                                env_vars=env_vars, keep=keep)
+                    if _running and _sigint_missed and kind != ACTOR_METHOD:
+                        # A cancel signal came before this task started: read the INTERRUPT
+                        # that came with it, to see whether it named this task.
+                        _sigint_missed = False
+                        try:
+                            client._pump(0)
+                        except KeyboardInterrupt:  # a new signal, now that it runs
+                            self.cancelled.add(task_id)
+                    if kind != ACTOR_METHOD and task_id in self.cancelled:
+                        self.executor.release_arguments(spec, dep_payloads)
+                        outcome = self.executor.cancelled(spec), False, False
+                    else:
+                        outcome = self.executor.run(spec, dep_payloads, instance=self.actor,
+                                                    env_vars=env_vars, keep=keep)
                 finally:
                     _running = False
         finally:
