@@ -28,7 +28,7 @@ from purerun import exceptions
 from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
 from purerun.core.protocol import ARENA, ERROR
-from purerun.actor import _ActorExit
+from purerun.exceptions import _ActorExit
 from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, apply_env_vars,
                                     restore_env, retryable, split_returns)
 
