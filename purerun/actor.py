@@ -12,15 +12,7 @@ import inspect
 from purerun import options as _options
 from purerun.core import context, serialization
 from purerun.core.ids import ActorID
-
-
-def _client():
-    client = context.client
-    if client is None:
-        from purerun import api
-        api._auto_init()
-        client = context.client
-    return client
+from purerun.exceptions import AsyncioActorExit, _ActorExit
 
 
 class ActorClassMeta:
@@ -98,7 +90,7 @@ class ActorClass:
             ValueError: ``name`` is taken in the namespace (and get_if_exists is False).
         """
         self._shared.check_init(args, kwargs)
-        return _client().create_actor(self, args, kwargs)
+        return context.get_or_start().create_actor(self, args, kwargs)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
@@ -242,7 +234,7 @@ class ActorMethod:
         if sig is not None:
             sig.bind(*args, **kwargs)  # a wrong call raises TypeError here, in the caller
         num_returns = self._method_options.get("num_returns", 1)
-        refs = _client().submit_actor_method(handle, self._name, self._method_options,
+        refs = context.get_or_start().submit_actor_method(handle, self._name, self._method_options,
                                              args, kwargs)
         if num_returns == 1:
             return refs[0]
@@ -260,12 +252,7 @@ def exit_actor():
     client = context.client
     if client is None or getattr(client, "actor_id", None) is None:
         raise TypeError("exit_actor API is called on a non-actor worker.")
-    from purerun.exceptions import AsyncioActorExit
     raise _ActorExit() if not client.actor_is_async else AsyncioActorExit()
-
-
-class _ActorExit(SystemExit):
-    """Raised by exit_actor(): unwinds the method, then the worker exits for good."""
 
 
 def make_actor_class(cls, actor_options):

@@ -290,20 +290,6 @@ def _register_atexit():
         _atexit_registered = True
 
 
-def _auto_init():
-    with context.lifecycle_lock:
-        if context.client is None:
-            init()
-
-
-def _client():
-    client = context.client
-    if client is None:
-        _auto_init()
-        client = context.client
-    return client
-
-
 def _require_client(what):
     client = context.client
     if client is None:
@@ -404,7 +390,7 @@ def get(object_refs, *, timeout=None):
         WorkerCrashedError, TaskCancelledError, ObjectLostError, ...: as named.
         ValueError: object_refs is neither an ObjectRef nor a list of them.
     """
-    client = _client()
+    client = context.get_or_start()
     if timeout is not None and (isinstance(timeout, bool) or
                                 not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
@@ -429,7 +415,7 @@ def put(value, *, _owner=None):
         ObjectStoreFullError: the value does not fit even after spilling.
         TypeError: the value cannot be serialized, or is itself an ObjectRef.
     """
-    return _client().put(value)
+    return context.get_or_start().put(value)
 
 
 def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
@@ -453,7 +439,7 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"The 'timeout' argument must be a non-negative number or None, "
                          f"got {timeout!r}")
-    client = _client()
+    client = context.get_or_start()
     if not ray_waitables:
         # As in Ray: nothing to wait for is not an error, whatever num_returns says.
         return [], []
@@ -477,12 +463,12 @@ def cancel(ray_waitable, *, force=False, recursive=True):
     if not isinstance(ray_waitable, ObjectRef):
         raise TypeError("purerun.cancel() only supported for object refs. "
                         f"For actors, try purerun.kill(). Got: {type(ray_waitable)}.")
-    _client().cancel(ray_waitable, force, recursive)
+    context.get_or_start().cancel(ray_waitable, force, recursive)
 
 
 def get_gpu_ids():
     """The GPU ids assigned to the current task or actor (empty in the driver)."""
-    client = _client()
+    client = context.get_or_start()
     return list(getattr(client, "gpu_ids", ()) or ())
 
 
@@ -504,7 +490,7 @@ def available_resources():
 def get_runtime_context():
     """Information about the current driver, task or actor (see RuntimeContext)."""
     from purerun.runtime_context import RuntimeContext
-    return RuntimeContext(_client())
+    return RuntimeContext(context.get_or_start())
 
 
 def timeline(filename=None):
@@ -539,7 +525,7 @@ def kill(actor, *, no_restart=True):
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"purerun.kill() only supported for actors. For tasks, try "
                          f"purerun.cancel(). Got: {type(actor)}.")
-    _client().kill_actor(actor, no_restart)
+    context.get_or_start().kill_actor(actor, no_restart)
 
 
 def get_actor(name, namespace=None):
@@ -552,4 +538,8 @@ def get_actor(name, namespace=None):
         raise ValueError("Please supply a non-empty value to get_actor")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
-    return _client().get_actor(name, namespace)
+    return context.get_or_start().get_actor(name, namespace)
+
+
+# f.remote(), put(), get(), ... before any init() start the default runtime, as in Ray.
+context.set_starter(init)

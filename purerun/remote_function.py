@@ -50,11 +50,7 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         """Run the function as a task; returns an ObjectRef (a list if num_returns > 1)."""
         self._shared.check_call(args, kwargs)
-        client = context.client
-        if client is None:
-            from purerun import api
-            api._auto_init()
-            client = context.client
+        client = context.client or context.get_or_start()
         fields = self._fields
         if fields is None:
             fields = self._fields = self._spec_fields()

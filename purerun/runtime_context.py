@@ -1,6 +1,7 @@
 """RuntimeContext: what the current driver, task or actor can learn about itself."""
 
-from purerun.core.ids import ActorID, JobID, NodeID, TaskID, WorkerID
+from purerun.actor import ActorHandle
+from purerun.core.ids import ActorID, JobID, NodeID, TaskID, WorkerID, object_id
 
 
 class RuntimeContext:
@@ -102,15 +103,10 @@ class RuntimeContext:
             RuntimeError: not called from inside an actor.
         """
         client = self._client
-        handle = getattr(client, "current_actor_handle", None)
-        if handle is not None:
-            return handle
         meta = getattr(client, "actor_meta", None)
         actor_id = getattr(client, "actor_id", None)
         if actor_id is None or meta is None:
             raise RuntimeError("This method is only available in an actor.")
-        from purerun.actor import ActorHandle
-        from purerun.core.ids import object_id
         return ActorHandle(actor_id, meta, client.borrow_ref(object_id(actor_id, 0)))
 
     @property

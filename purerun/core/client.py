@@ -41,10 +41,10 @@ import weakref
 
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
+from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
 from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, ActorSpec, TaskSpec,
                                     extract_deps)
-from purerun.object_ref import ObjectRef
 
 logger = logging.getLogger("purerun")
 
@@ -365,7 +365,7 @@ class Client:
         """
         if not args and not kwargs:
             return None, False, [], [], None
-        args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+        args, kwargs, deps = extract_deps(args, kwargs)
         sv = serialization.serialize((args, kwargs))
         if sv.size <= INLINE_THRESHOLD:
             return serialization.to_inline(sv), False, deps, sv.contained, None

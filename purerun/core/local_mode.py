@@ -56,9 +56,11 @@ import threading
 import time
 
 from purerun import exceptions
+from purerun.exceptions import _ActorExit
 from purerun import options as _options
-from purerun.actor import ActorHandle, _ActorExit
+from purerun.actor import ActorHandle
 from purerun.core import ids, serialization
+from purerun.core.object_ref import ObjectRef
 from purerun.core.client import _as_raisable
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.scheduler import RESOURCE_UNIT
@@ -66,8 +68,8 @@ from purerun.core.client import merge_env_vars, split_ready
 from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, ActorSpec, Dep, TaskSpec,
                                     apply_env_vars, extract_deps, restore_env, retryable,
                                     split_returns)
+from purerun.core.timeline import TIMELINE_MAX_EVENTS, chrome_trace
 from purerun.core.worker import _dump_error
-from purerun.object_ref import ObjectRef
 
 # The job id of the one driver of a local session: the first job a node would number.
 LOCAL_JOB_ID = (1).to_bytes(4, "little")
@@ -186,7 +188,7 @@ class LocalClient:
         self._named = {}           # (namespace, name) -> _LocalActor
         self._functions = set()    # keys of the functions run, for stats
         self._kv = {}
-        self._timeline = collections.deque(maxlen=100_000)  # task spans for timeline()
+        self._timeline = collections.deque(maxlen=TIMELINE_MAX_EVENTS)  # task spans for timeline()
         self._running_tasks = 0
         self._local = threading.local()
         self._closed = False
@@ -243,12 +245,12 @@ class LocalClient:
                     and running.actor.restarted)
 
     @property
-    def current_actor_handle(self):
+    def actor_meta(self):
+        """The running actor's class metadata (get_runtime_context().current_actor)."""
         running = self._running()
         if running is None or running.actor is None:
             return None
-        actor = running.actor
-        return ActorHandle(actor.actor_id, actor.meta, self.new_ref(actor.object_id))
+        return running.actor.meta
 
     # -- references --------------------------------------------------------------------------------
 
@@ -483,7 +485,6 @@ class LocalClient:
         if op == "kv_get":
             return self._kv.get(args[0])
         if op == "timeline":
-            from purerun.core.node import chrome_trace
             return chrome_trace(self._timeline, LOCAL_NODE_IP)
         raise ValueError(f"unknown request {op!r}")
 
@@ -921,7 +922,7 @@ def _copy_arguments(args, kwargs):
     """
     if not args and not kwargs:
         return _Call(None, [])
-    args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+    args, kwargs, deps = extract_deps(args, kwargs)
     sv = serialization.serialize((args, kwargs))
     return _Call(serialization.to_inline(sv), deps)
 

@@ -43,6 +43,7 @@ from purerun.core.object_store import ObjectStore, error_payload
 from purerun.core.object_store import STORED_ON_DISK
 from purerun.core.protocol import ARENA, ERROR, STORED
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
+from purerun.core.timeline import TIMELINE_MAX_EVENTS, chrome_trace
 # Imported here, before any fork, so that workers start with it loaded.
 from purerun.core.worker import run_worker
 
@@ -54,8 +55,6 @@ MAX_WORKERS_PER_CPU = 8
 MIN_MAX_WORKERS = 32
 # Workers kept warm from the start, so the first tasks do not wait for a fork.
 PRESTART_WORKERS_MAX = 4
-# Task events kept for purerun.timeline(): the most recent ones, a bounded amount of memory.
-TIMELINE_MAX_EVENTS = 100_000
 # How long shutdown waits for killed workers to be reaped.
 REAP_TIMEOUT = 5.0
 
@@ -1136,14 +1135,6 @@ class Node:
         self.listener.close()
         self.store.close()
         shutil.rmtree(self.session_dir, ignore_errors=True)
-
-
-def chrome_trace(spans, node_ip):
-    """Task spans as Chrome trace events (chrome://tracing, Perfetto), as Ray's timeline."""
-    return [{"cat": "task", "name": name, "pid": f"Node {node_ip}", "tid": f"worker {pid}",
-             "ts": start * 1e6, "dur": (end - start) * 1e6, "ph": "X",
-             "args": {"task_id": task_id.hex()}}
-            for name, pid, (start, end), task_id in spans]
 
 
 def main(config_json, owner_fd):
