@@ -15,8 +15,11 @@ import tempfile
 from collections.abc import Mapping
 
 from purerun import options as _options
+from purerun.actor import ActorHandle, make_actor_class
 from purerun.core import context, protocol
 from purerun.object_ref import ObjectRef
+from purerun.remote_function import RemoteFunction
+from purerun.runtime_context import RuntimeContext
 
 logger = logging.getLogger("purerun")
 
@@ -344,31 +347,39 @@ def remote(*args, **kwargs):
 
 def _make_remote(target, task_options):
     if inspect.isclass(target):
-        from purerun.actor import make_actor_class
         checked = _options.validate_options("actor", task_options)
         return make_actor_class(target, checked)
     if not callable(target):
         raise TypeError("The @purerun.remote decorator must be applied to a function or to "
                         f"a class, not to {type(target).__name__}.")
-    from purerun.remote_function import RemoteFunction
     checked = _options.validate_options("task", task_options)
     return RemoteFunction(target, checked)
 
 
 def method(*args, **kwargs):
-    """Set per-method options of an actor class: ``@purerun.method(num_returns=2)``."""
-    valid = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
-             "enable_task_events", "_generator_backpressure_num_objects", "tensor_transport"}
+    """Set the options of an actor method: ``@purerun.method(num_returns=2)``.
+
+    Args:
+        **kwargs: ``num_returns``, ``max_task_retries`` (default: the actor's),
+            ``retry_exceptions``, ``concurrency_group``, ``name``, and, accepted for
+            compatibility with Ray, ``enable_task_events``, ``tensor_transport`` and
+            ``_generator_backpressure_num_objects``.
+
+    Returns:
+        A decorator for a method of an actor class.
+
+    Raises:
+        ValueError: no keyword arguments or some positional ones, an unknown option, or
+            an invalid value for one.
+        TypeError: a value of the wrong type.
+    """
     if args or not kwargs:
         raise ValueError("The @purerun.method decorator takes keyword arguments only, for "
                          "example '@purerun.method(num_returns=2)'.")
-    bad = sorted(set(kwargs) - valid)
-    if bad:
-        raise ValueError(f"Invalid option keyword(s) {bad} for purerun.method; valid ones "
-                         f"are {sorted(valid)}.")
+    checked = _options.validate_options("method", kwargs)
 
     def decorator(fn):
-        fn.__purerun_method_options__ = dict(kwargs)
+        fn.__purerun_method_options__ = checked
         return fn
     return decorator
 
@@ -489,7 +500,6 @@ def available_resources():
 
 def get_runtime_context():
     """Information about the current driver, task or actor (see RuntimeContext)."""
-    from purerun.runtime_context import RuntimeContext
     return RuntimeContext(context.get_or_start())
 
 
@@ -521,7 +531,6 @@ def kill(actor, *, no_restart=True):
     Raises:
         ValueError: ``actor`` is not an ActorHandle.
     """
-    from purerun.actor import ActorHandle
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"purerun.kill() only supported for actors. For tasks, try "
                          f"purerun.cancel(). Got: {type(actor)}.")
@@ -529,16 +538,25 @@ def kill(actor, *, no_restart=True):
 
 
 def get_actor(name, namespace=None):
-    """The handle of the named actor ``name`` (in ``namespace``, default: this job's).
+    """The handle of the live actor named ``name``.
+
+    Args:
+        name: the name the actor was given with ``.options(name=...)``.
+        namespace: the namespace it was named in (default: this job's).
+
+    Returns:
+        A new ActorHandle to it.
 
     Raises:
         ValueError: no such actor, or an empty name.
+        TypeError: ``namespace`` is not a string.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("Please supply a non-empty value to get_actor")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
-    return context.get_or_start().get_actor(name, namespace)
+    actor_id, meta, actor_ref = context.get_or_start().get_actor(name, namespace)
+    return ActorHandle(actor_id, meta, actor_ref)
 
 
 # f.remote(), put(), get(), ... before any init() start the default runtime, as in Ray.

@@ -4,6 +4,7 @@ import inspect
 
 from purerun import options as _options
 from purerun.core import context, serialization
+from purerun.core.client import function_key
 
 
 class RemoteFunction:
@@ -48,7 +49,22 @@ class RemoteFunction:
                               _shared=self._shared)
 
     def remote(self, *args, **kwargs):
-        """Run the function as a task; returns an ObjectRef (a list if num_returns > 1)."""
+        """Run the function as a task.
+
+        Args:
+            *args, **kwargs: the function's arguments. An ObjectRef passed as an argument
+                itself is replaced by its value when the task runs; ObjectRefs inside other
+                arguments stay references.
+
+        Returns:
+            An ObjectRef to the result; a list of ``num_returns`` ObjectRefs when
+            ``num_returns`` > 1, and None when it is 0.
+
+        Raises:
+            TypeError: the arguments do not match the function's signature, or the
+                function or an argument cannot be serialized.
+            ValueError: ``num_returns`` is "dynamic" or "streaming" (not supported).
+        """
         self._shared.check_call(args, kwargs)
         client = context.client or context.get_or_start()
         fields = self._fields
@@ -66,25 +82,7 @@ class RemoteFunction:
         raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
 
     def _spec_fields(self):
-        opts = self._options
-        retry = opts.get("retry_exceptions", False)
-        if isinstance(retry, (list, tuple)):
-            retry = serialization.dumps(tuple(retry))
-        num_returns = opts.get("num_returns", 1)
-        if not isinstance(num_returns, int):
-            raise ValueError(f"num_returns={num_returns!r} (dynamic or streaming generators) "
-                             "is not supported by purerun; use an integer.")
-        max_calls = opts.get("max_calls", 0)
-        env_vars = _options.env_vars_of(opts.get("runtime_env"))
-        return {
-            "name": self.__qualname__,
-            "num_returns": num_returns,
-            "resources": _options.resource_request(opts, "task"),
-            "max_retries": opts.get("max_retries", 3),
-            "retry_exceptions": retry,
-            "max_calls": max_calls,
-            "env_vars": env_vars or None,
-        }
+        return {"name": self.__qualname__, **_options.task_fields(self._options)}
 
     def _export(self):
         """(function key, pickled function), pickled once per function."""
@@ -126,7 +124,6 @@ class _FunctionExport:
 
     def export(self):
         if self.pickled is None:
-            from purerun.core.client import function_key
             try:
                 pickled = serialization.dumps(self.function)
             except Exception as exc:
