@@ -70,8 +70,21 @@ class RuntimeContext:
         return os.path.basename(self._info().get("session_dir", "") or "")
 
     def get(self) -> dict:
-        return {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace,
-                "task_id": self.task_id, "actor_id": self.actor_id}
+        """The current context as a dict (deprecated in Ray in favour of the getters).
+
+        Returns:
+            ``job_id``, ``node_id`` and ``namespace``; in a task or actor call also
+            ``task_id``, and in an actor also ``actor_id``. As in Ray, an id the caller
+            does not have is left out rather than given as None.
+        """
+        context = {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace}
+        task_id = self.task_id
+        if task_id is not None:
+            context["task_id"] = task_id
+        actor_id = self.actor_id
+        if actor_id is not None:
+            context["actor_id"] = actor_id
+        return context
 
     @property
     def job_id(self):
