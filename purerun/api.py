@@ -323,10 +323,19 @@ def remote(*args, **kwargs):
 
     Use as ``@purerun.remote`` or ``@purerun.remote(num_cpus=2, ...)``.
 
+    Args:
+        *args: the function or class, when used without parentheses.
+        **kwargs: task options for a function, actor options for a class (see
+            ``purerun.options.OPTIONS``).
+
+    Returns:
+        A RemoteFunction or an ActorClass (or, given options, a decorator making one).
+
     Raises:
         TypeError: used on something that is not a function or class, or given positional
             arguments.
-        ValueError: an unknown option, or an invalid value for one.
+        ValueError: an unknown option, an invalid value for one, or an ``async def``
+            function (a task must return its result, not a coroutine).
     """
     if len(args) == 1 and not kwargs and (inspect.isfunction(args[0]) or inspect.isclass(args[0])
                                           or callable(args[0])):

@@ -15,6 +15,13 @@ class RemoteFunction:
     """
 
     def __init__(self, function, task_options, _shared=None):
+        if inspect.iscoroutinefunction(function):
+            # As in Ray: a task returns its value, and a coroutine is no value.
+            raise ValueError(
+                f"'async def' cannot be a remote function ({function.__qualname__}): a task "
+                "must return its result, not a coroutine. Run the coroutine inside a plain "
+                "function with asyncio.run(...), or make it a method of an actor (an actor "
+                "with async methods runs them on an event loop).")
         self._function = function
         self._options = task_options
         # Pickled function and its key, shared by every .options() copy.

@@ -551,6 +551,16 @@ def test_remote_with_bad_options_fails_at_decoration(options, error, words):
             return 1
 
 
+def test_remote_on_an_async_function_raises_value_error():
+    async def coroutine_function():
+        return 1
+
+    with pytest.raises(ValueError, match="'async def' cannot be a remote function"):
+        purerun.remote(coroutine_function)
+    with pytest.raises(ValueError, match="asyncio.run"):
+        purerun.remote(num_cpus=1)(coroutine_function)
+
+
 def test_remote_needs_a_function_or_class():
     with pytest.raises(TypeError):
         purerun.remote(1, 2)
