@@ -1,22 +1,20 @@
 """The public API: init, shutdown, remote, get, put, wait and friends, as in Ray 2.x.
 
-Runtime state lives in ``purerun.core.context``; nothing here keeps any.
+Each call checks its arguments and delegates: to the client of this process, or, to start
+or reach a node, to ``purerun.core.launcher``. Runtime state lives in
+``purerun.core.context``; nothing here keeps any.
 """
 
 import atexit
 import inspect
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 from collections.abc import Mapping
 
 from purerun import options as _options
 from purerun.actor import ActorHandle, make_actor_class
-from purerun.core import context, protocol
+from purerun.core import context, launcher, protocol
+from purerun.core.client import Client
 from purerun.object_ref import ObjectRef
 from purerun.remote_function import RemoteFunction
 from purerun.runtime_context import RuntimeContext
@@ -35,12 +33,6 @@ _IGNORED_INIT_KWARGS = frozenset({
 })
 
 _atexit_registered = False
-
-# The node runs site, like the driver, so that import hooks installed by .pth files (editable
-# installs of purerun or of the user's own packages) work in it and in the workers it forks;
-# then it takes the driver's sys.path, so both import the same modules.
-_NODE_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-              "from purerun.core.node import main; main(sys.argv[2], sys.argv[3])")
 
 
 class RuntimeContextInfo(Mapping):
@@ -96,9 +88,10 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
 
     Args:
         address: None or "local" starts a new node on this host (None first looks at
-            ``PURERUN_ADDRESS``); "auto" connects to the node named by ``PURERUN_ADDRESS``
-            and raises ConnectionError if there is none; any other value is the path of a
-            running node's socket (or its session directory).
+            ``PURERUN_ADDRESS``, then ``RAY_ADDRESS``); "auto" connects to the node named by
+            those, else to the one ``purerun start`` left running, and raises
+            ConnectionError if there is none; any other value is the path of a running
+            node's socket (or its session directory).
         num_cpus: CPUs the node offers to tasks (default: this machine's count).
         num_gpus: GPUs the node offers (default: the GPUs found on this machine).
         resources: custom resources, e.g. ``{"accelerator": 2}``.
@@ -119,7 +112,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             unknown keyword argument was given.
         ValueError: an invalid resource specification, or resources given while connecting
             to an existing node.
-        ConnectionError: address="auto" but no running node was found.
+        TypeError: ``resources`` is not a dict of str to numbers.
+        ConnectionError: address="auto" but no running node was found, or nothing listens
+            at the address given.
     """
     unknown = sorted(set(kwargs) - _IGNORED_INIT_KWARGS)
     if unknown:
@@ -132,30 +127,24 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             raise RuntimeError("Maybe you called purerun.init twice by accident? This error "
                                "can be suppressed by passing in 'ignore_reinit_error=True' or "
                                "by calling 'purerun.shutdown()' prior to 'purerun.init()'.")
+        _options.check_runtime_env(runtime_env)  # before anything is started
         log_to_driver = True if log_to_driver is None else bool(log_to_driver)
-        if address is None:
-            address = os.environ.get("PURERUN_ADDRESS") or None
-        elif address == "auto":
-            address = os.environ.get("PURERUN_ADDRESS") or _started_node_address()
-            if not address:
-                raise ConnectionError("Could not find any running purerun node: start one with "
-                                      "'purerun start', or set PURERUN_ADDRESS to its address.")
-        if address == "local":
-            address = None
-        node_resources = _node_resources(num_cpus, num_gpus, resources)
+        address = launcher.resolve_address(address)
+        node_resources = launcher.node_resources(num_cpus, num_gpus, resources)
         if local_mode:
             from purerun.core.local_mode import LocalClient
             client = LocalClient(node_resources, namespace=namespace)
         elif address is None:
-            client = _start_node(node_resources, object_store_memory, log_to_driver)
+            sock, node = launcher.start_owned_node(node_resources, object_store_memory)
+            client = Client(sock, "driver", log_to_driver=log_to_driver, node=node)
         else:
             if any(v is not None for v in (num_cpus, num_gpus, resources, labels,
                                            object_store_memory)):
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus, "
                                  "resources, labels and object_store_memory must not be "
                                  "provided.")
-            client = _connect(address, log_to_driver)
-        _options.check_runtime_env(runtime_env)
+            client = Client(launcher.connect(address), "driver", log_to_driver=log_to_driver)
+            client.wait_welcome()
         client.namespace = namespace
         client.job_env_vars = _options.env_vars_of(runtime_env)
         if not local_mode:
@@ -165,118 +154,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         return RuntimeContextInfo(client)
 
 
-def _node_resources(num_cpus, num_gpus, resources):
-    if resources is not None:
-        if not isinstance(resources, dict):
-            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
-        for name, amount in resources.items():
-            if name in ("CPU", "GPU"):
-                raise ValueError(f"Use the num_cpus and num_gpus arguments of init() instead "
-                                 f"of resources={{'{name}': ...}}.")
-            if not isinstance(name, str):
-                raise TypeError(f"Resource names must be strings, got {name!r}")
-            _check_amount(f"resources[{name!r}]", amount)
-    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if value is not None:
-            _check_amount(name, value)
-    cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
-    gpus = _detect_gpus() if num_gpus is None else num_gpus
-    import psutil
-    total = {"CPU": float(cpus), "memory": float(int(psutil.virtual_memory().available * 0.7))}
-    if gpus:
-        total["GPU"] = float(gpus)
-    for name, amount in (resources or {}).items():
-        total[name] = float(amount)
-    return total
-
-
-def _check_amount(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-
-
-def _detect_gpus():
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
-    try:
-        return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
-    except OSError:
-        return 0
-
-
-def _temp_root():
-    # Not "purerun": a script run from the temp dir would import that folder as the package.
-    root = os.path.join(tempfile.gettempdir(), "purerun-sessions")
-    os.makedirs(root, exist_ok=True)
-    return root
-
-
-def _started_node_address():
-    """The address of the node ``purerun start`` left running, if there is one."""
-    try:
-        with open(os.path.join(_temp_root(), CURRENT_NODE_FILE)) as f:
-            return json.load(f)["address"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-# Where `purerun start` records its node (address and pid) for address="auto" and `stop`.
-CURRENT_NODE_FILE = "current_node.json"
-
-
-def _start_node(node_resources, object_store_memory, log_to_driver):
-    from purerun.core.client import Client
-
-    driver_sock, node_sock = socket.socketpair()
-    try:
-        process = _spawn_node(node_resources, object_store_memory, node_sock.fileno())
-    finally:
-        node_sock.close()
-    return Client(driver_sock, "driver", log_to_driver=log_to_driver, node_process=process)
-
-
-def _spawn_node(node_resources, object_store_memory, owner_fd=None):
-    """Start a node process; with ``owner_fd`` it lives as long as that connection."""
-    from purerun.core.ids import random_id
-    from purerun.core.object_store import default_store_size
-    import psutil
-
-    if object_store_memory is None:
-        memory = psutil.virtual_memory()
-        object_store_memory = default_store_size(memory.total, memory.available)
-    elif (isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int)
-          or object_store_memory <= 0):
-        raise ValueError("object_store_memory must be a positive number of bytes, got "
-                         f"{object_store_memory!r}")
-    session_dir = tempfile.mkdtemp(prefix="session_", dir=_temp_root())
-    config = {"session_dir": session_dir, "node_id": random_id().hex(),
-              "resources": node_resources, "object_store_memory": object_store_memory,
-              "gpu_ids": list(range(int(node_resources.get("GPU", 0))))}
-    return subprocess.Popen(
-        [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
-         "none" if owner_fd is None else str(owner_fd)],
-        pass_fds=[] if owner_fd is None else [owner_fd], cwd=os.getcwd(),
-        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        # An owned node reports crashes on its driver's stderr; a standalone one must not
-        # hold on to the terminal (or pipe) of the command that started it.
-        stderr=subprocess.DEVNULL if owner_fd is None else None, close_fds=True)
-
-
-def _connect(address, log_to_driver):
-    from purerun.core.client import Client
-    path = address
-    if os.path.isdir(path):
-        path = os.path.join(path, "node.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise ConnectionError(f"Could not connect to a purerun node at {address!r}: {exc}")
-    client = Client(sock, "driver", log_to_driver=log_to_driver)
-    client.wait_welcome()
-    return client
+# f.remote(), put(), get(), ... before any init() start the default runtime, as in Ray.
+context.set_starter(init)
 
 
 def _session_info(client):
@@ -566,7 +445,3 @@ def get_actor(name, namespace=None):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
     actor_id, meta, actor_ref = context.get_or_start().get_actor(name, namespace)
     return ActorHandle(actor_id, meta, actor_ref)
-
-
-# f.remote(), put(), get(), ... before any init() start the default runtime, as in Ray.
-context.set_starter(init)

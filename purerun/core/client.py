@@ -94,14 +94,16 @@ class Client:
             from the first message.
         arena_fd: the arena's file descriptor, when already known (workers).
         log_to_driver: print worker output relayed by the node.
+        node: the ``launcher.NodeProcess`` of a node this driver started and owns: close()
+            stops it.
     """
 
     def __init__(self, sock, mode, *, info=None, arena_fd=None, log_to_driver=True,
-                 node_process=None, on_execute=None, inline=False):
+                 node=None, on_execute=None, inline=False):
         self.sock = sock
         self.is_worker = mode == "worker"
         self.log_to_driver = log_to_driver
-        self.node_process = node_process
+        self.node = node
         self.info = info
         self._welcome = threading.Event()
         self._arena = None
@@ -907,7 +909,7 @@ class Client:
         if not self._closed:
             try:
                 self.flush()
-                if self.node_process is not None:
+                if self.node is not None:
                     self.send((protocol.REQUEST, 0, "shutdown", ()))
             except Exception:
                 pass
@@ -917,16 +919,8 @@ class Client:
         except OSError:
             pass
         self.sock.close()
-        if self.node_process is not None:
-            try:
-                code = self.node_process.wait(timeout)
-            except Exception:
-                self.node_process.kill()
-                code = self.node_process.wait()
-            if code != 0 and self.info is not None:
-                # The node died (or was killed) before it could clean up after itself.
-                import shutil
-                shutil.rmtree(self.info.get("session_dir") or "", ignore_errors=True)
+        if self.node is not None:
+            self.node.reap(timeout)
         self._flush_event.set()
 
 
