@@ -307,6 +307,13 @@ def get(object_refs, *, timeout=None):
 def put(value, *, _owner=None):
     """Store a value in the object store.
 
+    The value is serialized now: changing it afterwards does not change the stored copy.
+
+    Args:
+        value: any value cloudpickle can serialize, except an ObjectRef. ObjectRefs inside
+            it stay references, and keep their objects alive as long as this one lives.
+        _owner: accepted for compatibility with Ray and ignored: the caller owns it.
+
     Returns:
         An ObjectRef to it.
 
@@ -320,8 +327,18 @@ def put(value, *, _owner=None):
 def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     """Wait until ``num_returns`` of the given ObjectRefs are ready, or the timeout passes.
 
+    An object whose task failed counts as ready (``get`` raises its error).
+
+    Args:
+        ray_waitables: a list of distinct ObjectRefs.
+        num_returns: how many must be ready (1 to their number).
+        timeout: seconds to wait at most; None waits for ever, 0 returns at once.
+        fetch_local: accepted for compatibility with Ray; on one node every ready object
+            is local already.
+
     Returns:
-        (ready, not_ready): two lists of ObjectRefs, each in the order given.
+        (ready, not_ready): two lists of ObjectRefs, each in the order given; ``ready``
+        holds at most ``num_returns`` of them.
 
     Raises:
         TypeError: not a list of ObjectRefs.
@@ -357,7 +374,16 @@ def cancel(ray_waitable, *, force=False, recursive=True):
 
     A pending task is dropped; a running one gets KeyboardInterrupt (or, with force=True,
     its worker is killed). get() on it then raises TaskCancelledError (WorkerCrashedError
-    when forced). Cancelled tasks are not retried.
+    when forced). Cancelled tasks are not retried. A task that has finished is left alone.
+
+    Args:
+        ray_waitable: an ObjectRef returned by the task (or actor call) to cancel.
+        force: kill the worker running the task instead of interrupting it.
+        recursive: also cancel the tasks that this task submitted.
+
+    Raises:
+        TypeError: ``ray_waitable`` is not an ObjectRef.
+        ValueError: ``force=True`` for an actor call (use ``purerun.kill`` on the actor).
     """
     if not isinstance(ray_waitable, ObjectRef):
         raise TypeError("purerun.cancel() only supported for object refs. "
@@ -366,28 +392,60 @@ def cancel(ray_waitable, *, force=False, recursive=True):
 
 
 def get_gpu_ids():
-    """The GPU ids assigned to the current task or actor (empty in the driver)."""
+    """The GPU ids assigned to the current task or actor.
+
+    Returns:
+        A list of ints, empty in the driver and in tasks that asked for no GPU.
+    """
     client = context.get_or_start()
     return list(getattr(client, "gpu_ids", ()) or ())
 
 
 def nodes():
-    """A list with a dict describing each node of the cluster."""
+    """Describe each node of the cluster.
+
+    Returns:
+        A list with one dict per node, with Ray's keys: ``NodeID``, ``Alive``,
+        ``NodeManagerAddress``, ``NodeManagerHostname``, ``Resources`` (its total
+        resources), ...
+
+    Raises:
+        RuntimeError: purerun has not been started (this call does not start it).
+    """
     return _require_client("nodes").request("nodes")
 
 
 def cluster_resources():
-    """Total resources of the cluster, e.g. {"CPU": 8.0, "memory": ...}."""
+    """The total resources of the cluster.
+
+    Returns:
+        Resource name -> amount, e.g. ``{"CPU": 8.0, "memory": ...}``.
+
+    Raises:
+        RuntimeError: purerun has not been started (this call does not start it).
+    """
     return _require_client("cluster_resources").request("cluster_resources")
 
 
 def available_resources():
-    """Resources not in use right now; a resource with nothing available is left out."""
+    """The resources not in use right now.
+
+    Returns:
+        Resource name -> amount; a resource with nothing available is left out.
+
+    Raises:
+        RuntimeError: purerun has not been started (this call does not start it).
+    """
     return _require_client("available_resources").request("available_resources")
 
 
 def get_runtime_context():
-    """Information about the current driver, task or actor (see RuntimeContext)."""
+    """Information about the current driver, task or actor.
+
+    Returns:
+        A RuntimeContext: ids (job, node, task, actor, worker), the namespace and the
+        resources assigned to the running task or actor.
+    """
     return RuntimeContext(context.get_or_start())
 
 

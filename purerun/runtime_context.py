@@ -15,28 +15,64 @@ class RuntimeContext:
         return client.info if client.info is not None else client.wait_welcome()
 
     def get_job_id(self) -> str:
+        """The id of the job (driver) this code runs for.
+
+        Returns:
+            The JobID as a hex string.
+        """
         return self.job_id.hex()
 
     def get_node_id(self) -> str:
+        """The id of the node this process belongs to.
+
+        Returns:
+            The NodeID as a hex string.
+        """
         return self.node_id.hex()
 
     def get_task_id(self):
+        """The id of the task or actor call running in this thread.
+
+        Returns:
+            The TaskID as a hex string; None in a driver.
+        """
         task = getattr(self._client, "current_task", None)
         return task.task_id.hex() if task is not None else None
 
     def get_worker_id(self) -> str:
+        """The id of this worker process.
+
+        Returns:
+            The WorkerID as a hex string (all zeros in a driver).
+        """
         info = self._info()
         return WorkerID(info.get("worker_id", 0).to_bytes(16, "little")
                         if "worker_id" in info else b"\0" * 16).hex()
 
     def get_actor_id(self):
+        """The id of the actor this code runs in.
+
+        Returns:
+            The ActorID as a hex string; None outside an actor.
+        """
         actor_id = getattr(self._client, "actor_id", None)
         return actor_id.hex() if actor_id is not None else None
 
     def get_actor_name(self):
+        """The name of the actor this code runs in.
+
+        Returns:
+            The name it was given, or None (outside an actor, or an anonymous one).
+        """
         return getattr(self._client, "actor_name", None)
 
     def get_task_name(self):
+        """The name of the task or actor call running in this thread.
+
+        Returns:
+            The function's qualified name (``Class.method`` for actor calls); None in a
+            driver.
+        """
         task = getattr(self._client, "current_task", None)
         return task.name if task is not None else None
 
@@ -47,6 +83,11 @@ class RuntimeContext:
         return None
 
     def get_assigned_resources(self) -> dict:
+        """The resources held for the running task, or for the actor this code runs in.
+
+        Returns:
+            Resource name -> amount; empty in a driver.
+        """
         client = self._client
         if getattr(client, "actor_id", None) is not None:
             return dict(getattr(client, "actor_resources", None) or {})
@@ -54,6 +95,11 @@ class RuntimeContext:
         return dict(task.resources or {}) if task is not None else {}
 
     def get_accelerator_ids(self) -> dict:
+        """The accelerators assigned to this task or actor.
+
+        Returns:
+            ``{"GPU": [ids as strings]}``.
+        """
         return {"GPU": [str(g) for g in (getattr(self._client, "gpu_ids", ()) or ())]}
 
     def get_resource_ids(self) -> dict:
