@@ -242,8 +242,8 @@ class ActorMethod:
 
         Args:
             **method_options: any option ``@purerun.method`` takes (``num_returns``,
-                ``max_task_retries``, ``retry_exceptions``, ``concurrency_group``, ...),
-                and ``name``.
+                ``max_task_retries``, ``retry_exceptions``, ``concurrency_group``,
+                ``name``, ...); they override the method's declared ones.
 
         Returns:
             An object with ``.remote(...)`` (and ``.options(...)``).
