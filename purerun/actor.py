@@ -11,16 +11,9 @@ import inspect
 
 from purerun import options as _options
 from purerun.core import context, serialization
+from purerun.core.client import function_key
 from purerun.core.ids import ActorID
-
-
-def _client():
-    client = context.client
-    if client is None:
-        from purerun import api
-        api._auto_init()
-        client = context.client
-    return client
+from purerun.exceptions import AsyncioActorExit, _ActorExit
 
 
 class ActorClassMeta:
@@ -28,14 +21,13 @@ class ActorClassMeta:
 
     Fields:
         class_name, module: for repr and errors.
-        methods: name -> dict of per-method options (num_returns, max_task_retries,
-            retry_exceptions, concurrency_group).
+        methods: name -> dict of the method's validated ``@purerun.method`` options.
         is_async: the class has an ``async def`` method: it runs on an event loop.
         signatures: name -> inspect.Signature without ``self`` (None where unknown), so
             that every handle, wherever it travelled, checks call arguments in the caller.
     """
 
-    __slots__ = ("class_name", "module", "methods", "is_async", "signatures")
+    __slots__ = ("class_name", "module", "methods", "is_async", "signatures", "_call_fields")
 
     def __init__(self, class_name, module, methods, is_async, signatures=None):
         self.class_name = class_name
@@ -43,6 +35,15 @@ class ActorClassMeta:
         self.methods = methods
         self.is_async = is_async
         self.signatures = signatures or {}
+        self._call_fields = {}  # method name -> options.method_fields(...), made once
+
+    def call_fields(self, name):
+        """The TaskSpec fields of a call of method ``name`` with its declared options."""
+        fields = self._call_fields.get(name)
+        if fields is None:
+            fields = self._call_fields[name] = _options.method_fields(
+                self.methods.get(name, {}))
+        return fields
 
     def __reduce__(self):
         return ActorClassMeta, (self.class_name, self.module, self.methods, self.is_async,
@@ -91,14 +92,26 @@ class ActorClass:
                           _shared=self._shared)
 
     def remote(self, *args, **kwargs):
-        """Create an actor; returns its ActorHandle at once (creation runs in the background).
+        """Create an actor; its ``__init__`` runs in the background.
+
+        Args:
+            *args, **kwargs: the arguments of ``__init__``.
+
+        Returns:
+            The new actor's ActorHandle, at once. With ``get_if_exists=True`` and a live
+            actor of that name, a handle to that actor instead.
 
         Raises:
-            TypeError: the arguments do not match ``__init__``.
+            TypeError: the arguments do not match ``__init__``, or the class or an argument
+                cannot be serialized.
             ValueError: ``name`` is taken in the namespace (and get_if_exists is False).
         """
         self._shared.check_init(args, kwargs)
-        return _client().create_actor(self, args, kwargs)
+        fields = _options.actor_fields(self._options, self._meta)
+        actor_id, meta, actor_ref = context.get_or_start().create_actor(
+            self, fields.spec, fields.resources, fields.env_vars, fields.get_if_exists,
+            args, kwargs)
+        return ActorHandle(actor_id, meta, actor_ref, fields.max_pending_calls)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
@@ -135,7 +148,6 @@ class _ClassExport:
 
     def export(self):
         if self.pickled is None:
-            from purerun.core.client import function_key
             try:
                 pickled = serialization.dumps(self.cls)
             except Exception as exc:
@@ -184,9 +196,9 @@ class ActorHandle:
     def __getattr__(self, name):
         meta = self.__dict__.get("_meta")
         if meta is not None and name in meta.methods:
-            return ActorMethod(self, name, meta.methods[name])
+            return ActorMethod(self, name, meta.methods[name], meta.call_fields(name))
         if name == "__ray_terminate__":
-            return ActorMethod(self, name, {"num_returns": 1})
+            return ActorMethod(self, name, {}, _TERMINATE_FIELDS)
         cls = meta.class_name if meta is not None else "actor"
         raise AttributeError(f"'ActorHandle' object for {cls} has no method '{name}'")
 
@@ -215,40 +227,67 @@ def _rebuild_handle(actor_id, meta, actor_ref, max_pending_calls=-1):
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``; ``.options(num_returns=...)``."""
 
-    def __init__(self, handle, name, method_options):
+    def __init__(self, handle, name, method_options, fields):
         self._handle = handle
         self._name = name
-        self._method_options = method_options
+        self._method_options = method_options  # validated method options
+        self._fields = fields                  # options.method_fields(method_options)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
     def options(self, **method_options):
-        valid = {"num_returns", "max_task_retries", "retry_exceptions", "concurrency_group",
-                 "name", "enable_task_events"}
-        bad = sorted(set(method_options) - valid)
-        if bad:
-            raise ValueError(f"Invalid option keyword(s) {bad} for actor methods; valid ones "
-                             f"are {sorted(valid)}.")
-        merged = dict(self._method_options)
-        merged.update(method_options)
-        return ActorMethod(self._handle, self._name, merged)
+        """A copy of this method with some call options changed.
+
+        Args:
+            **method_options: any option ``@purerun.method`` takes (``num_returns``,
+                ``max_task_retries``, ``retry_exceptions``, ``concurrency_group``,
+                ``name``, ...); they override the method's declared ones.
+
+        Returns:
+            An object with ``.remote(...)`` (and ``.options(...)``).
+
+        Raises:
+            ValueError / TypeError: an unknown option, or an invalid value for one.
+        """
+        checked = _options.validate_options("method", method_options, in_options_call=True)
+        merged = _options.merge(self._method_options, checked)
+        return ActorMethod(self._handle, self._name, merged, _options.method_fields(merged))
 
     def remote(self, *args, **kwargs):
-        """Call the method on the actor; returns an ObjectRef (a list if num_returns > 1)."""
+        """Call the method on the actor.
+
+        Args:
+            *args, **kwargs: the method's arguments (without ``self``).
+
+        Returns:
+            An ObjectRef to the result; a list of ``num_returns`` ObjectRefs when
+            ``num_returns`` > 1, and None when it is 0.
+
+        Raises:
+            TypeError: the arguments do not match the method's signature, or an argument
+                cannot be serialized.
+            PendingCallsLimitExceeded: the handle's ``max_pending_calls`` calls are in
+                flight.
+        """
         handle = self._handle
         sig = handle._meta.signatures.get(self._name)
         if sig is not None:
             sig.bind(*args, **kwargs)  # a wrong call raises TypeError here, in the caller
-        num_returns = self._method_options.get("num_returns", 1)
-        refs = _client().submit_actor_method(handle, self._name, self._method_options,
-                                             args, kwargs)
+        fields = self._fields
+        refs = context.get_or_start().submit_actor_method(handle, self._name, fields, args,
+                                                          kwargs)
+        num_returns = fields["num_returns"]
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:
             return None
         return refs
+
+
+# __ray_terminate__ (Ray's name): ends the actor after the calls before it, as exit_actor().
+_TERMINATE_FIELDS = _options.method_fields({})
 
 
 def exit_actor():
@@ -260,12 +299,7 @@ def exit_actor():
     client = context.client
     if client is None or getattr(client, "actor_id", None) is None:
         raise TypeError("exit_actor API is called on a non-actor worker.")
-    from purerun.exceptions import AsyncioActorExit
     raise _ActorExit() if not client.actor_is_async else AsyncioActorExit()
-
-
-class _ActorExit(SystemExit):
-    """Raised by exit_actor(): unwinds the method, then the worker exits for good."""
 
 
 def make_actor_class(cls, actor_options):

@@ -1,22 +1,23 @@
 """The public API: init, shutdown, remote, get, put, wait and friends, as in Ray 2.x.
 
-Runtime state lives in ``purerun.core.context``; nothing here keeps any.
+Each call checks its arguments and delegates: to the client of this process, or, to start
+or reach a node, to ``purerun.core.launcher``. Runtime state lives in
+``purerun.core.context``; nothing here keeps any.
 """
 
 import atexit
 import inspect
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 from collections.abc import Mapping
 
 from purerun import options as _options
-from purerun.core import context, protocol
+from purerun.actor import ActorHandle, make_actor_class
+from purerun.core import context, launcher, protocol
+from purerun.core.client import Client
 from purerun.object_ref import ObjectRef
+from purerun.remote_function import RemoteFunction
+from purerun.runtime_context import RuntimeContext
 
 logger = logging.getLogger("purerun")
 
@@ -32,12 +33,6 @@ _IGNORED_INIT_KWARGS = frozenset({
 })
 
 _atexit_registered = False
-
-# The node runs site, like the driver, so that import hooks installed by .pth files (editable
-# installs of purerun or of the user's own packages) work in it and in the workers it forks;
-# then it takes the driver's sys.path, so both import the same modules.
-_NODE_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-              "from purerun.core.node import main; main(sys.argv[2], sys.argv[3])")
 
 
 class RuntimeContextInfo(Mapping):
@@ -93,9 +88,10 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
 
     Args:
         address: None or "local" starts a new node on this host (None first looks at
-            ``PURERUN_ADDRESS``); "auto" connects to the node named by ``PURERUN_ADDRESS``
-            and raises ConnectionError if there is none; any other value is the path of a
-            running node's socket (or its session directory).
+            ``PURERUN_ADDRESS``, then ``RAY_ADDRESS``); "auto" connects to the node named by
+            those, else to the one ``purerun start`` left running, and raises
+            ConnectionError if there is none; any other value is the path of a running
+            node's socket (or its session directory).
         num_cpus: CPUs the node offers to tasks (default: this machine's count).
         num_gpus: GPUs the node offers (default: the GPUs found on this machine).
         resources: custom resources, e.g. ``{"accelerator": 2}``.
@@ -116,7 +112,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             unknown keyword argument was given.
         ValueError: an invalid resource specification, or resources given while connecting
             to an existing node.
-        ConnectionError: address="auto" but no running node was found.
+        TypeError: ``resources`` is not a dict of str to numbers.
+        ConnectionError: address="auto" but no running node was found, or nothing listens
+            at the address given.
     """
     unknown = sorted(set(kwargs) - _IGNORED_INIT_KWARGS)
     if unknown:
@@ -129,30 +127,24 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             raise RuntimeError("Maybe you called purerun.init twice by accident? This error "
                                "can be suppressed by passing in 'ignore_reinit_error=True' or "
                                "by calling 'purerun.shutdown()' prior to 'purerun.init()'.")
+        _options.check_runtime_env(runtime_env)  # before anything is started
         log_to_driver = True if log_to_driver is None else bool(log_to_driver)
-        if address is None:
-            address = os.environ.get("PURERUN_ADDRESS") or None
-        elif address == "auto":
-            address = os.environ.get("PURERUN_ADDRESS") or _started_node_address()
-            if not address:
-                raise ConnectionError("Could not find any running purerun node: start one with "
-                                      "'purerun start', or set PURERUN_ADDRESS to its address.")
-        if address == "local":
-            address = None
-        node_resources = _node_resources(num_cpus, num_gpus, resources)
+        address = launcher.resolve_address(address)
+        node_resources = launcher.node_resources(num_cpus, num_gpus, resources)
         if local_mode:
             from purerun.core.local_mode import LocalClient
             client = LocalClient(node_resources, namespace=namespace)
         elif address is None:
-            client = _start_node(node_resources, object_store_memory, log_to_driver)
+            sock, node = launcher.start_owned_node(node_resources, object_store_memory)
+            client = Client(sock, "driver", log_to_driver=log_to_driver, node=node)
         else:
             if any(v is not None for v in (num_cpus, num_gpus, resources, labels,
                                            object_store_memory)):
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus, "
                                  "resources, labels and object_store_memory must not be "
                                  "provided.")
-            client = _connect(address, log_to_driver)
-        _options.check_runtime_env(runtime_env)
+            client = Client(launcher.connect(address), "driver", log_to_driver=log_to_driver)
+            client.wait_welcome()
         client.namespace = namespace
         client.job_env_vars = _options.env_vars_of(runtime_env)
         if not local_mode:
@@ -162,118 +154,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         return RuntimeContextInfo(client)
 
 
-def _node_resources(num_cpus, num_gpus, resources):
-    if resources is not None:
-        if not isinstance(resources, dict):
-            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
-        for name, amount in resources.items():
-            if name in ("CPU", "GPU"):
-                raise ValueError(f"Use the num_cpus and num_gpus arguments of init() instead "
-                                 f"of resources={{'{name}': ...}}.")
-            if not isinstance(name, str):
-                raise TypeError(f"Resource names must be strings, got {name!r}")
-            _check_amount(f"resources[{name!r}]", amount)
-    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if value is not None:
-            _check_amount(name, value)
-    cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
-    gpus = _detect_gpus() if num_gpus is None else num_gpus
-    import psutil
-    total = {"CPU": float(cpus), "memory": float(int(psutil.virtual_memory().available * 0.7))}
-    if gpus:
-        total["GPU"] = float(gpus)
-    for name, amount in (resources or {}).items():
-        total[name] = float(amount)
-    return total
-
-
-def _check_amount(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-
-
-def _detect_gpus():
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
-    try:
-        return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
-    except OSError:
-        return 0
-
-
-def _temp_root():
-    # Not "purerun": a script run from the temp dir would import that folder as the package.
-    root = os.path.join(tempfile.gettempdir(), "purerun-sessions")
-    os.makedirs(root, exist_ok=True)
-    return root
-
-
-def _started_node_address():
-    """The address of the node ``purerun start`` left running, if there is one."""
-    try:
-        with open(os.path.join(_temp_root(), CURRENT_NODE_FILE)) as f:
-            return json.load(f)["address"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-# Where `purerun start` records its node (address and pid) for address="auto" and `stop`.
-CURRENT_NODE_FILE = "current_node.json"
-
-
-def _start_node(node_resources, object_store_memory, log_to_driver):
-    from purerun.core.client import Client
-
-    driver_sock, node_sock = socket.socketpair()
-    try:
-        process = _spawn_node(node_resources, object_store_memory, node_sock.fileno())
-    finally:
-        node_sock.close()
-    return Client(driver_sock, "driver", log_to_driver=log_to_driver, node_process=process)
-
-
-def _spawn_node(node_resources, object_store_memory, owner_fd=None):
-    """Start a node process; with ``owner_fd`` it lives as long as that connection."""
-    from purerun.core.ids import random_id
-    from purerun.core.object_store import default_store_size
-    import psutil
-
-    if object_store_memory is None:
-        memory = psutil.virtual_memory()
-        object_store_memory = default_store_size(memory.total, memory.available)
-    elif (isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int)
-          or object_store_memory <= 0):
-        raise ValueError("object_store_memory must be a positive number of bytes, got "
-                         f"{object_store_memory!r}")
-    session_dir = tempfile.mkdtemp(prefix="session_", dir=_temp_root())
-    config = {"session_dir": session_dir, "node_id": random_id().hex(),
-              "resources": node_resources, "object_store_memory": object_store_memory,
-              "gpu_ids": list(range(int(node_resources.get("GPU", 0))))}
-    return subprocess.Popen(
-        [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
-         "none" if owner_fd is None else str(owner_fd)],
-        pass_fds=[] if owner_fd is None else [owner_fd], cwd=os.getcwd(),
-        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        # An owned node reports crashes on its driver's stderr; a standalone one must not
-        # hold on to the terminal (or pipe) of the command that started it.
-        stderr=subprocess.DEVNULL if owner_fd is None else None, close_fds=True)
-
-
-def _connect(address, log_to_driver):
-    from purerun.core.client import Client
-    path = address
-    if os.path.isdir(path):
-        path = os.path.join(path, "node.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise ConnectionError(f"Could not connect to a purerun node at {address!r}: {exc}")
-    client = Client(sock, "driver", log_to_driver=log_to_driver)
-    client.wait_welcome()
-    return client
+# f.remote(), put(), get(), ... before any init() start the default runtime, as in Ray.
+context.set_starter(init)
 
 
 def _session_info(client):
@@ -288,20 +170,6 @@ def _register_atexit():
     if not _atexit_registered:
         atexit.register(shutdown, _exiting_interpreter=True)
         _atexit_registered = True
-
-
-def _auto_init():
-    with context.lifecycle_lock:
-        if context.client is None:
-            init()
-
-
-def _client():
-    client = context.client
-    if client is None:
-        _auto_init()
-        client = context.client
-    return client
 
 
 def _require_client(what):
@@ -334,10 +202,19 @@ def remote(*args, **kwargs):
 
     Use as ``@purerun.remote`` or ``@purerun.remote(num_cpus=2, ...)``.
 
+    Args:
+        *args: the function or class, when used without parentheses.
+        **kwargs: task options for a function, actor options for a class (see
+            ``purerun.options.OPTIONS``).
+
+    Returns:
+        A RemoteFunction or an ActorClass (or, given options, a decorator making one).
+
     Raises:
         TypeError: used on something that is not a function or class, or given positional
             arguments.
-        ValueError: an unknown option, or an invalid value for one.
+        ValueError: an unknown option, an invalid value for one, or an ``async def``
+            function (a task must return its result, not a coroutine).
     """
     if len(args) == 1 and not kwargs and (inspect.isfunction(args[0]) or inspect.isclass(args[0])
                                           or callable(args[0])):
@@ -358,31 +235,39 @@ def remote(*args, **kwargs):
 
 def _make_remote(target, task_options):
     if inspect.isclass(target):
-        from purerun.actor import make_actor_class
         checked = _options.validate_options("actor", task_options)
         return make_actor_class(target, checked)
     if not callable(target):
         raise TypeError("The @purerun.remote decorator must be applied to a function or to "
                         f"a class, not to {type(target).__name__}.")
-    from purerun.remote_function import RemoteFunction
     checked = _options.validate_options("task", task_options)
     return RemoteFunction(target, checked)
 
 
 def method(*args, **kwargs):
-    """Set per-method options of an actor class: ``@purerun.method(num_returns=2)``."""
-    valid = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
-             "enable_task_events", "_generator_backpressure_num_objects", "tensor_transport"}
+    """Set the options of an actor method: ``@purerun.method(num_returns=2)``.
+
+    Args:
+        **kwargs: ``num_returns``, ``max_task_retries`` (default: the actor's),
+            ``retry_exceptions``, ``concurrency_group``, ``name``, and, accepted for
+            compatibility with Ray, ``enable_task_events``, ``tensor_transport`` and
+            ``_generator_backpressure_num_objects``.
+
+    Returns:
+        A decorator for a method of an actor class.
+
+    Raises:
+        ValueError: no keyword arguments or some positional ones, an unknown option, or
+            an invalid value for one.
+        TypeError: a value of the wrong type.
+    """
     if args or not kwargs:
         raise ValueError("The @purerun.method decorator takes keyword arguments only, for "
                          "example '@purerun.method(num_returns=2)'.")
-    bad = sorted(set(kwargs) - valid)
-    if bad:
-        raise ValueError(f"Invalid option keyword(s) {bad} for purerun.method; valid ones "
-                         f"are {sorted(valid)}.")
+    checked = _options.validate_options("method", kwargs)
 
     def decorator(fn):
-        fn.__purerun_method_options__ = dict(kwargs)
+        fn.__purerun_method_options__ = checked
         return fn
     return decorator
 
@@ -404,7 +289,7 @@ def get(object_refs, *, timeout=None):
         WorkerCrashedError, TaskCancelledError, ObjectLostError, ...: as named.
         ValueError: object_refs is neither an ObjectRef nor a list of them.
     """
-    client = _client()
+    client = context.get_or_start()
     if timeout is not None and (isinstance(timeout, bool) or
                                 not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
@@ -422,6 +307,13 @@ def get(object_refs, *, timeout=None):
 def put(value, *, _owner=None):
     """Store a value in the object store.
 
+    The value is serialized now: changing it afterwards does not change the stored copy.
+
+    Args:
+        value: any value cloudpickle can serialize, except an ObjectRef. ObjectRefs inside
+            it stay references, and keep their objects alive as long as this one lives.
+        _owner: accepted for compatibility with Ray and ignored: the caller owns it.
+
     Returns:
         An ObjectRef to it.
 
@@ -429,14 +321,24 @@ def put(value, *, _owner=None):
         ObjectStoreFullError: the value does not fit even after spilling.
         TypeError: the value cannot be serialized, or is itself an ObjectRef.
     """
-    return _client().put(value)
+    return context.get_or_start().put(value)
 
 
 def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     """Wait until ``num_returns`` of the given ObjectRefs are ready, or the timeout passes.
 
+    An object whose task failed counts as ready (``get`` raises its error).
+
+    Args:
+        ray_waitables: a list of distinct ObjectRefs.
+        num_returns: how many must be ready (1 to their number).
+        timeout: seconds to wait at most; None waits for ever, 0 returns at once.
+        fetch_local: accepted for compatibility with Ray; on one node every ready object
+            is local already.
+
     Returns:
-        (ready, not_ready): two lists of ObjectRefs, each in the order given.
+        (ready, not_ready): two lists of ObjectRefs, each in the order given; ``ready``
+        holds at most ``num_returns`` of them.
 
     Raises:
         TypeError: not a list of ObjectRefs.
@@ -453,7 +355,7 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"The 'timeout' argument must be a non-negative number or None, "
                          f"got {timeout!r}")
-    client = _client()
+    client = context.get_or_start()
     if not ray_waitables:
         # As in Ray: nothing to wait for is not an error, whatever num_returns says.
         return [], []
@@ -472,39 +374,79 @@ def cancel(ray_waitable, *, force=False, recursive=True):
 
     A pending task is dropped; a running one gets KeyboardInterrupt (or, with force=True,
     its worker is killed). get() on it then raises TaskCancelledError (WorkerCrashedError
-    when forced). Cancelled tasks are not retried.
+    when forced). Cancelled tasks are not retried. A task that has finished is left alone.
+
+    Args:
+        ray_waitable: an ObjectRef returned by the task (or actor call) to cancel.
+        force: kill the worker running the task instead of interrupting it.
+        recursive: also cancel the tasks that this task submitted.
+
+    Raises:
+        TypeError: ``ray_waitable`` is not an ObjectRef.
+        ValueError: ``force=True`` for an actor call (use ``purerun.kill`` on the actor).
     """
     if not isinstance(ray_waitable, ObjectRef):
         raise TypeError("purerun.cancel() only supported for object refs. "
                         f"For actors, try purerun.kill(). Got: {type(ray_waitable)}.")
-    _client().cancel(ray_waitable, force, recursive)
+    context.get_or_start().cancel(ray_waitable, force, recursive)
 
 
 def get_gpu_ids():
-    """The GPU ids assigned to the current task or actor (empty in the driver)."""
-    client = _client()
+    """The GPU ids assigned to the current task or actor.
+
+    Returns:
+        A list of ints, empty in the driver and in tasks that asked for no GPU.
+    """
+    client = context.get_or_start()
     return list(getattr(client, "gpu_ids", ()) or ())
 
 
 def nodes():
-    """A list with a dict describing each node of the cluster."""
+    """Describe each node of the cluster.
+
+    Returns:
+        A list with one dict per node, with Ray's keys: ``NodeID``, ``Alive``,
+        ``NodeManagerAddress``, ``NodeManagerHostname``, ``Resources`` (its total
+        resources), ...
+
+    Raises:
+        RuntimeError: purerun has not been started (this call does not start it).
+    """
     return _require_client("nodes").request("nodes")
 
 
 def cluster_resources():
-    """Total resources of the cluster, e.g. {"CPU": 8.0, "memory": ...}."""
+    """The total resources of the cluster.
+
+    Returns:
+        Resource name -> amount, e.g. ``{"CPU": 8.0, "memory": ...}``.
+
+    Raises:
+        RuntimeError: purerun has not been started (this call does not start it).
+    """
     return _require_client("cluster_resources").request("cluster_resources")
 
 
 def available_resources():
-    """Resources not in use right now; a resource with nothing available is left out."""
+    """The resources not in use right now.
+
+    Returns:
+        Resource name -> amount; a resource with nothing available is left out.
+
+    Raises:
+        RuntimeError: purerun has not been started (this call does not start it).
+    """
     return _require_client("available_resources").request("available_resources")
 
 
 def get_runtime_context():
-    """Information about the current driver, task or actor (see RuntimeContext)."""
-    from purerun.runtime_context import RuntimeContext
-    return RuntimeContext(_client())
+    """Information about the current driver, task or actor.
+
+    Returns:
+        A RuntimeContext: ids (job, node, task, actor, worker), the namespace and the
+        resources assigned to the running task or actor.
+    """
+    return RuntimeContext(context.get_or_start())
 
 
 def timeline(filename=None):
@@ -535,21 +477,29 @@ def kill(actor, *, no_restart=True):
     Raises:
         ValueError: ``actor`` is not an ActorHandle.
     """
-    from purerun.actor import ActorHandle
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"purerun.kill() only supported for actors. For tasks, try "
                          f"purerun.cancel(). Got: {type(actor)}.")
-    _client().kill_actor(actor, no_restart)
+    context.get_or_start().kill_actor(actor, no_restart)
 
 
 def get_actor(name, namespace=None):
-    """The handle of the named actor ``name`` (in ``namespace``, default: this job's).
+    """The handle of the live actor named ``name``.
+
+    Args:
+        name: the name the actor was given with ``.options(name=...)``.
+        namespace: the namespace it was named in (default: this job's).
+
+    Returns:
+        A new ActorHandle to it.
 
     Raises:
         ValueError: no such actor, or an empty name.
+        TypeError: ``namespace`` is not a string.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("Please supply a non-empty value to get_actor")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
-    return _client().get_actor(name, namespace)
+    actor_id, meta, actor_ref = context.get_or_start().get_actor(name, namespace)
+    return ActorHandle(actor_id, meta, actor_ref)

@@ -822,6 +822,11 @@ class AsyncioActorExit(RayError):
     """Raised when an asyncio actor intentionally exits via ``exit_actor()``."""
 
 
+class _ActorExit(SystemExit):
+    """Raised by ``exit_actor()`` in a threaded actor: unwinds the method, then the worker
+    exits for good. A SystemExit, so that user code's ``except Exception`` lets it pass."""
+
+
 class RuntimeEnvSetupError(RayError):
     """Raised when a runtime environment fails to be set up.
 

@@ -1,5 +1,6 @@
 """``purerun.internal``: lower-level calls Ray keeps under ``ray.internal``."""
 
+from purerun.core import context
 from purerun.object_ref import ObjectRef
 
 
@@ -24,5 +25,4 @@ def free(object_refs, local_only=False):
                         f"{type(object_refs).__name__}")
     if not object_refs:
         return
-    from purerun import api
-    api._client().free(object_refs)
+    context.get_or_start().free(object_refs)

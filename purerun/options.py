@@ -1,10 +1,15 @@
-"""Every option that ``@remote(...)`` and ``.options(...)`` accept, declared once.
+"""Every option that ``@remote(...)``, ``@method(...)`` and ``.options(...)`` accept, declared
+once, and what they mean for the specs the runtime runs.
 
 The table ``OPTIONS`` below is the single home of each option's name, what it applies to
-(tasks, actors or both), its default and its check. Everything else — the per-kind lookup
-tables, the "valid ones are ..." lists in error messages, ``defaults()`` — is derived from
-it at import time, so that ``validate_options`` (run on every ``.options()`` call) only
+(tasks, actors, actor methods), its default and its check. Everything else — the per-kind
+lookup tables, the "valid ones are ..." lists in error messages, ``defaults()`` — is derived
+from it at import time, so that ``validate_options`` (run on every ``.options()`` call) only
 does one dict lookup and one check per option given.
+
+The runtime never reads options: ``task_fields``, ``actor_fields`` and ``method_fields``
+turn validated options into the fields of ``core.task_spec.TaskSpec`` and ``ActorSpec``
+(with every default applied here, once), and the public classes pass those down.
 
 The option set, defaults and checks match Ray 2.x's remote options. purerun also accepts
 the 2020 names ``num_return_vals`` (for ``num_returns``) and ``max_reconstructions`` (for
@@ -25,19 +30,30 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
+from purerun.core import serialization
+from purerun.core.scheduler import RESOURCE_UNIT
+from purerun.core.task_spec import ActorSpec
+
 TASK = "task"
 ACTOR = "actor"
-_KINDS = (TASK, ACTOR)
-_BOTH = frozenset(_KINDS)
+METHOD = "method"
+_KINDS = (TASK, ACTOR, METHOD)
+_BOTH = frozenset((TASK, ACTOR))
+_ALL = frozenset(_KINDS)
 _TASK_ONLY = frozenset((TASK,))
 _ACTOR_ONLY = frozenset((ACTOR,))
-
-# Fractional resource amounts are tracked in units of 1/10000, as in Ray: a smaller
-# non-zero amount would round to nothing and the request would silently be free.
-RESOURCE_UNIT_SCALING = 10_000
+_METHOD_ONLY = frozenset((METHOD,))
+_TASK_AND_METHOD = frozenset((TASK, METHOD))
+_ACTOR_AND_METHOD = frozenset((ACTOR, METHOD))
 
 # Ray's DEFAULT_TASK_MAX_RETRIES: a task is retried this many times if its worker dies.
 DEFAULT_TASK_MAX_RETRIES = 3
+
+# Calls an actor runs at once when max_concurrency is not given, as in Ray. A threaded
+# actor runs one call at a time, so its methods need no locks; an asyncio actor's calls are
+# coroutines that give way whenever they wait, so many can be in flight on its one thread.
+DEFAULT_MAX_CONCURRENCY = 1
+DEFAULT_ASYNC_MAX_CONCURRENCY = 1000
 
 # A task asking for a given accelerator_type needs this much of the node resource
 # "accelerator_type:<type>": enough to require the accelerator, too little to limit how
@@ -53,11 +69,12 @@ class Option:
 
     Attributes:
         name: The keyword, as in Ray 2.x.
-        applies_to: The kinds ("task", "actor") that accept it.
-        default: The default value (for tasks, when ``actor_default`` is set).
+        applies_to: The kinds ("task", "actor", "method") that accept it.
+        default: The default value (for the kinds without one of their own below).
         check: ``check(name, value, kind)`` raises TypeError for a value of the wrong type
             and ValueError for a value of the right type that is not allowed.
         actor_default: The default for actors when it differs from ``default``.
+        method_default: The default for actor methods when it differs from ``default``.
         none_means_default: ``None`` only means "not set": validation replaces it by the
             default.
         allowed_in_options_call: False for options that can only be set in the decorator.
@@ -70,6 +87,7 @@ class Option:
     default: Any
     check: Callable[[str, Any, str], None]
     actor_default: Any = _UNSET
+    method_default: Any = _UNSET
     none_means_default: bool = False
     allowed_in_options_call: bool = True
     rejected_for: Optional[str] = None
@@ -78,6 +96,8 @@ class Option:
         """The default value of this option for ``kind``."""
         if kind == ACTOR and self.actor_default is not _UNSET:
             return self.actor_default
+        if kind == METHOD and self.method_default is not _UNSET:
+            return self.method_default
         return self.default
 
 
@@ -113,6 +133,9 @@ def _is_number(value: Any) -> bool:
 def _check_amount(label: str, value: Any) -> None:
     """A resource amount: a finite number >= 0, at most 4 decimal places of precision.
 
+    The scheduler counts amounts in units of 1/RESOURCE_UNIT, as Ray does: a smaller
+    non-zero amount would round to nothing, and the request would silently be free.
+
     ``label`` says what the amount is for, e.g. "option 'num_cpus'".
     """
     if not _is_number(value):
@@ -124,10 +147,10 @@ def _check_amount(label: str, value: Any) -> None:
         raise ValueError(
             f"The quantity of {label} must be a finite number >= 0, but got {value!r}."
         )
-    if 0 < value and int(value * RESOURCE_UNIT_SCALING) == 0:
+    if 0 < value and int(value * RESOURCE_UNIT) == 0:
         raise ValueError(
             f"The precision of the fractional quantity of {label} cannot go beyond "
-            f"{1 / RESOURCE_UNIT_SCALING}, but got {value!r}."
+            f"{1 / RESOURCE_UNIT}, but got {value!r}."
         )
 
 
@@ -391,7 +414,8 @@ OPTIONS: Tuple[Option, ...] = (
         rejected_for="Setting 'object_store_memory' is not implemented for tasks",
     ),
     # -- tasks and actors: identity, environment, placement -----------------------------
-    Option("name", _BOTH, None, _check_name),
+    # For an actor method (in .options()), the name of that call.
+    Option("name", _ALL, None, _check_name),
     Option("runtime_env", _BOTH, None, lambda name, value, kind: check_runtime_env(value)),
     Option("scheduling_strategy", _BOTH, None, _check_scheduling_strategy),
     # Deprecated in Ray in favour of scheduling_strategy. "default" (not None) is the
@@ -408,9 +432,12 @@ OPTIONS: Tuple[Option, ...] = (
     Option("_metadata", _BOTH, None, _DICT),
     Option("label_selector", _BOTH, None, _check_label_selector),
     Option("fallback_strategy", _BOTH, None, _instance_of((list,), "a list")),
-    Option("enable_task_events", _BOTH, True, _check_bool),
+    Option("enable_task_events", _ALL, True, _check_bool),
+    # -- tasks and actor methods ---------------------------------------------------------
+    Option("num_returns", _TASK_AND_METHOD, 1, _check_num_returns, none_means_default=True),
+    Option("retry_exceptions", _TASK_AND_METHOD, False, _check_retry_exceptions),
+    Option("_generator_backpressure_num_objects", _TASK_AND_METHOD, None, _check_backpressure),
     # -- tasks only ----------------------------------------------------------------------
-    Option("num_returns", _TASK_ONLY, 1, _check_num_returns, none_means_default=True),
     Option(
         "max_calls",
         _TASK_ONLY,
@@ -426,8 +453,6 @@ OPTIONS: Tuple[Option, ...] = (
         _counting(-1, "None, 0, -1 or a positive integer, where -1 represents infinity"),
         none_means_default=True,
     ),
-    Option("retry_exceptions", _TASK_ONLY, False, _check_retry_exceptions),
-    Option("_generator_backpressure_num_objects", _TASK_ONLY, None, _check_backpressure),
     # -- actors only ---------------------------------------------------------------------
     Option(
         "max_restarts",
@@ -436,11 +461,13 @@ OPTIONS: Tuple[Option, ...] = (
         _counting(-1, "None, 0, -1 or a positive integer, where -1 represents infinity"),
         none_means_default=True,
     ),
+    # For a method: None is the actor's own max_task_retries.
     Option(
         "max_task_retries",
-        _ACTOR_ONLY,
+        _ACTOR_AND_METHOD,
         0,
         _counting(-1, "None, 0, -1 or a positive integer, where -1 represents infinity"),
+        method_default=None,
         none_means_default=True,
     ),
     # None: 1 for a threaded actor, 1000 for an asyncio actor (decided when the class is
@@ -458,12 +485,19 @@ OPTIONS: Tuple[Option, ...] = (
     Option("namespace", _ACTOR_ONLY, None, _check_namespace),
     Option("get_if_exists", _ACTOR_ONLY, False, _check_bool),
     Option("allow_out_of_order_execution", _ACTOR_ONLY, None, _instance_of((bool,), "a bool")),
+    # -- actor methods only --------------------------------------------------------------
+    # None: the group the method was declared in, else the actor's default group.
+    Option("concurrency_group", _METHOD_ONLY, None, _STR),
+    # How tensors in the results travel between GPUs (Ray's "nccl", "gloo", ...): purerun
+    # has one host and no GPU transport, so the results go through the object store.
+    Option("tensor_transport", _METHOD_ONLY, None, _STR),
 )
 
 # Old names still accepted, per kind: old name -> Ray 2.x name.
 ALIASES: Mapping[str, Mapping[str, str]] = {
     TASK: {"num_return_vals": "num_returns"},
     ACTOR: {"max_reconstructions": "max_restarts"},
+    METHOD: {},
 }
 
 # Derived lookup tables (one dict lookup per given option on the hot path).
@@ -471,7 +505,7 @@ _BY_KIND: Dict[str, Dict[str, Option]] = {
     kind: {opt.name: opt for opt in OPTIONS if kind in opt.applies_to} for kind in _KINDS
 }
 _ALL_BY_NAME: Dict[str, Option] = {opt.name: opt for opt in OPTIONS}
-_KIND_WORDS = {TASK: "remote functions", ACTOR: "actors"}
+_KIND_WORDS = {TASK: "remote functions", ACTOR: "actors", METHOD: "actor methods"}
 _VALID_TEXT = {kind: str(list(_BY_KIND[kind])) for kind in _KINDS}
 
 # --------------------------------------------------------------------------------------
@@ -481,7 +515,7 @@ def _table(kind: str) -> Dict[str, Option]:
     try:
         return _BY_KIND[kind]
     except (KeyError, TypeError):
-        raise ValueError(f"kind must be 'task' or 'actor', not {kind!r}.") from None
+        raise ValueError(f"kind must be 'task', 'actor' or 'method', not {kind!r}.") from None
 
 
 def _check_combination(options: Mapping[str, Any]) -> None:
@@ -506,8 +540,10 @@ def validate_options(
     """Check remote options and return them with old names renamed.
 
     Args:
-        kind: "task" for ``@remote`` on a function, "actor" for ``@remote`` on a class.
-        options: The keyword arguments given to ``@remote(...)`` or ``.options(...)``.
+        kind: "task" for ``@remote`` on a function, "actor" for ``@remote`` on a class,
+            "method" for ``@method`` and an actor method's ``.options()``.
+        options: The keyword arguments given to ``@remote(...)``, ``@method(...)`` or
+            ``.options(...)``.
         in_options_call: True when ``options`` are the arguments of ``.options()``. Then
             options that can only be set in the decorator (``max_calls``,
             ``concurrency_groups``) are refused, and rules that involve several options
@@ -561,15 +597,16 @@ def defaults(kind: str) -> Dict[str, Any]:
     """Return the default value of every option that applies to ``kind``.
 
     Args:
-        kind: "task" or "actor".
+        kind: "task", "actor" or "method".
 
     Returns:
         A new dict of option name to default. ``num_cpus`` is 1 for tasks and None for
         actors (1 CPU to place the actor, 0 while it runs); ``max_concurrency`` is None
-        (1 for threaded actors, 1000 for asyncio actors).
+        (1 for threaded actors, 1000 for asyncio actors); a method's ``max_task_retries``
+        is None (the actor's).
 
     Raises:
-        ValueError: ``kind`` is neither "task" nor "actor".
+        ValueError: ``kind`` is not one of those.
     """
     return {name: opt.default_for(kind) for name, opt in _table(kind).items()}
 
@@ -662,3 +699,128 @@ def running_actor_request(options: Mapping[str, Any]) -> Dict[str, float]:
         )
         cpus = 1 if asks else 0
     return _demand(options, cpus)
+
+
+# --------------------------------------------------------------------------------------
+# Options -> spec fields. Each default is applied here, from the table; callers pass the
+# results to the runtime as they are.
+
+_DEFAULTS: Dict[str, Dict[str, Any]] = {kind: defaults(kind) for kind in _KINDS}
+
+
+def _with_defaults(kind: str, options: Mapping[str, Any]) -> Dict[str, Any]:
+    return {**_DEFAULTS[kind], **options}
+
+
+def _returns_count(num_returns: Any) -> int:
+    if isinstance(num_returns, str):  # "dynamic" or "streaming": valid in Ray, not here
+        raise ValueError(f"num_returns={num_returns!r} (dynamic or streaming generators) "
+                         "is not supported by purerun; use an integer.")
+    return int(num_returns)
+
+
+def _retry_policy(retry_exceptions: Any):
+    """TaskSpec.retry_exceptions: True, False, or the pickled tuple of exception classes."""
+    if isinstance(retry_exceptions, (list, tuple)):
+        return serialization.dumps(tuple(retry_exceptions))
+    return retry_exceptions
+
+
+def task_fields(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Return the TaskSpec fields that a remote function's options fix for all its calls.
+
+    Args:
+        options: Validated task options (missing ones take their defaults).
+
+    Returns:
+        A new dict of ``TaskSpec`` keyword arguments: ``num_returns``, ``resources``,
+        ``max_retries``, ``retry_exceptions`` (True, False or a pickled tuple of exception
+        classes), ``max_calls`` and ``env_vars`` (None when there are none).
+
+    Raises:
+        ValueError: ``num_returns`` is "dynamic" or "streaming", which purerun does not
+            support.
+    """
+    full = _with_defaults(TASK, options)
+    return {
+        "num_returns": _returns_count(full["num_returns"]),
+        "resources": resource_request(options, TASK),
+        "max_retries": full["max_retries"],
+        "retry_exceptions": _retry_policy(full["retry_exceptions"]),
+        "max_calls": full["max_calls"],
+        "env_vars": env_vars_of(full["runtime_env"]),
+    }
+
+
+@dataclass(frozen=True)
+class ActorFields:
+    """What an actor class's options fix for an actor made from it.
+
+    Attributes:
+        spec: The ``ActorSpec`` its creation carries.
+        resources: What a node must have free to place it (see ``resource_request``).
+        env_vars: Its own runtime_env env_vars (not those it inherits), or None.
+        get_if_exists: Return the live actor of the same name instead of failing.
+        max_pending_calls: Calls one handle may have in flight (-1: no limit).
+    """
+
+    spec: ActorSpec
+    resources: Dict[str, float]
+    env_vars: Optional[Dict[str, str]]
+    get_if_exists: bool
+    max_pending_calls: int
+
+
+def actor_fields(options: Mapping[str, Any], meta: Any) -> ActorFields:
+    """Return what the runtime needs to create an actor with these options.
+
+    Args:
+        options: Validated actor options (missing ones take their defaults).
+        meta: The class's ``actor.ActorClassMeta``: its name, and whether it is an asyncio
+            actor (which changes the default ``max_concurrency``).
+
+    Returns:
+        An ``ActorFields``, with a new ``ActorSpec``.
+    """
+    full = _with_defaults(ACTOR, options)
+    max_concurrency = full["max_concurrency"]
+    if max_concurrency is None:
+        max_concurrency = DEFAULT_ASYNC_MAX_CONCURRENCY if meta.is_async \
+            else DEFAULT_MAX_CONCURRENCY
+    groups = full["concurrency_groups"]
+    spec = ActorSpec(
+        class_name=meta.class_name, meta=meta, name=full["name"], namespace=full["namespace"],
+        detached=full["lifetime"] == "detached", max_restarts=full["max_restarts"],
+        max_task_retries=full["max_task_retries"], max_concurrency=max_concurrency,
+        # A list names groups with the default limit (as Ray accepts); a dict sets limits.
+        concurrency_groups=({group: max_concurrency for group in groups}
+                            if isinstance(groups, list) else dict(groups or {})),
+        is_async=meta.is_async, hold=running_actor_request(options))
+    return ActorFields(spec=spec, resources=resource_request(options, ACTOR),
+                       env_vars=env_vars_of(full["runtime_env"]),
+                       get_if_exists=bool(full["get_if_exists"]),
+                       max_pending_calls=full["max_pending_calls"])
+
+
+def method_fields(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Return the TaskSpec fields that an actor method's options fix for its calls.
+
+    Args:
+        options: Validated method options (missing ones take their defaults).
+
+    Returns:
+        A new dict of ``TaskSpec`` keyword arguments: ``num_returns``, ``max_retries``
+        (None: the actor's ``max_task_retries``), ``retry_exceptions`` and
+        ``concurrency_group`` (None: the method's declared group).
+
+    Raises:
+        ValueError: ``num_returns`` is "dynamic" or "streaming", which purerun does not
+            support.
+    """
+    full = _with_defaults(METHOD, options)
+    return {
+        "num_returns": _returns_count(full["num_returns"]),
+        "max_retries": full["max_task_retries"],
+        "retry_exceptions": _retry_policy(full["retry_exceptions"]),
+        "concurrency_group": full["concurrency_group"],
+    }

@@ -4,6 +4,7 @@ import inspect
 
 from purerun import options as _options
 from purerun.core import context, serialization
+from purerun.core.client import function_key
 
 
 class RemoteFunction:
@@ -14,6 +15,13 @@ class RemoteFunction:
     """
 
     def __init__(self, function, task_options, _shared=None):
+        if inspect.iscoroutinefunction(function):
+            # As in Ray: a task returns its value, and a coroutine is no value.
+            raise ValueError(
+                f"'async def' cannot be a remote function ({function.__qualname__}): a task "
+                "must return its result, not a coroutine. Run the coroutine inside a plain "
+                "function with asyncio.run(...), or make it a method of an actor (an actor "
+                "with async methods runs them on an event loop).")
         self._function = function
         self._options = task_options
         # Pickled function and its key, shared by every .options() copy.
@@ -48,13 +56,24 @@ class RemoteFunction:
                               _shared=self._shared)
 
     def remote(self, *args, **kwargs):
-        """Run the function as a task; returns an ObjectRef (a list if num_returns > 1)."""
+        """Run the function as a task.
+
+        Args:
+            *args, **kwargs: the function's arguments. An ObjectRef passed as an argument
+                itself is replaced by its value when the task runs; ObjectRefs inside other
+                arguments stay references.
+
+        Returns:
+            An ObjectRef to the result; a list of ``num_returns`` ObjectRefs when
+            ``num_returns`` > 1, and None when it is 0.
+
+        Raises:
+            TypeError: the arguments do not match the function's signature, or the
+                function or an argument cannot be serialized.
+            ValueError: ``num_returns`` is "dynamic" or "streaming" (not supported).
+        """
         self._shared.check_call(args, kwargs)
-        client = context.client
-        if client is None:
-            from purerun import api
-            api._auto_init()
-            client = context.client
+        client = context.client or context.get_or_start()
         fields = self._fields
         if fields is None:
             fields = self._fields = self._spec_fields()
@@ -70,25 +89,7 @@ class RemoteFunction:
         raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
 
     def _spec_fields(self):
-        opts = self._options
-        retry = opts.get("retry_exceptions", False)
-        if isinstance(retry, (list, tuple)):
-            retry = serialization.dumps(tuple(retry))
-        num_returns = opts.get("num_returns", 1)
-        if not isinstance(num_returns, int):
-            raise ValueError(f"num_returns={num_returns!r} (dynamic or streaming generators) "
-                             "is not supported by purerun; use an integer.")
-        max_calls = opts.get("max_calls", 0)
-        env_vars = _options.env_vars_of(opts.get("runtime_env"))
-        return {
-            "name": self.__qualname__,
-            "num_returns": num_returns,
-            "resources": _options.resource_request(opts, "task"),
-            "max_retries": opts.get("max_retries", 3),
-            "retry_exceptions": retry,
-            "max_calls": max_calls,
-            "env_vars": env_vars or None,
-        }
+        return {"name": self.__qualname__, **_options.task_fields(self._options)}
 
     def _export(self):
         """(function key, pickled function), pickled once per function."""
@@ -130,7 +131,6 @@ class _FunctionExport:
 
     def export(self):
         if self.pickled is None:
-            from purerun.core.client import function_key
             try:
                 pickled = serialization.dumps(self.function)
             except Exception as exc:

@@ -1,6 +1,7 @@
 """RuntimeContext: what the current driver, task or actor can learn about itself."""
 
-from purerun.core.ids import ActorID, JobID, NodeID, TaskID, WorkerID
+from purerun.actor import ActorHandle
+from purerun.core.ids import ActorID, JobID, NodeID, TaskID, WorkerID, object_id
 
 
 class RuntimeContext:
@@ -14,27 +15,63 @@ class RuntimeContext:
         return client.info if client.info is not None else client.wait_welcome()
 
     def get_job_id(self) -> str:
+        """The id of the job (driver) this code runs for.
+
+        Returns:
+            The JobID as a hex string.
+        """
         return self.job_id.hex()
 
     def get_node_id(self) -> str:
+        """The id of the node this process belongs to.
+
+        Returns:
+            The NodeID as a hex string.
+        """
         return self.node_id.hex()
 
     def get_task_id(self):
+        """The id of the task or actor call running in this thread.
+
+        Returns:
+            The TaskID as a hex string; None in a driver.
+        """
         task = getattr(self._client, "current_task", None)
         return task.task_id.hex() if task is not None else None
 
     def get_worker_id(self) -> str:
+        """The id of this worker process.
+
+        Returns:
+            The WorkerID as a hex string (all zeros in a driver).
+        """
         info = self._info()
         return WorkerID(info.get("worker_id") or b"\0" * 16).hex()
 
     def get_actor_id(self):
+        """The id of the actor this code runs in.
+
+        Returns:
+            The ActorID as a hex string; None outside an actor.
+        """
         actor_id = getattr(self._client, "actor_id", None)
         return actor_id.hex() if actor_id is not None else None
 
     def get_actor_name(self):
+        """The name of the actor this code runs in.
+
+        Returns:
+            The name it was given, or None (outside an actor, or an anonymous one).
+        """
         return getattr(self._client, "actor_name", None)
 
     def get_task_name(self):
+        """The name of the task or actor call running in this thread.
+
+        Returns:
+            The function's qualified name (``Class.method`` for actor calls); None in a
+            driver.
+        """
         task = getattr(self._client, "current_task", None)
         return task.name if task is not None else None
 
@@ -45,6 +82,11 @@ class RuntimeContext:
         return None
 
     def get_assigned_resources(self) -> dict:
+        """The resources held for the running task, or for the actor this code runs in.
+
+        Returns:
+            Resource name -> amount; empty in a driver.
+        """
         client = self._client
         if getattr(client, "actor_id", None) is not None:
             return dict(getattr(client, "actor_resources", None) or {})
@@ -52,6 +94,11 @@ class RuntimeContext:
         return dict(task.resources or {}) if task is not None else {}
 
     def get_accelerator_ids(self) -> dict:
+        """The accelerators assigned to this task or actor.
+
+        Returns:
+            ``{"GPU": [ids as strings]}``.
+        """
         return {"GPU": [str(g) for g in (getattr(self._client, "gpu_ids", ()) or ())]}
 
     def get_resource_ids(self) -> dict:
@@ -68,8 +115,21 @@ class RuntimeContext:
         return os.path.basename(self._info().get("session_dir", "") or "")
 
     def get(self) -> dict:
-        return {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace,
-                "task_id": self.task_id, "actor_id": self.actor_id}
+        """The current context as a dict (deprecated in Ray in favour of the getters).
+
+        Returns:
+            ``job_id``, ``node_id`` and ``namespace``; in a task or actor call also
+            ``task_id``, and in an actor also ``actor_id``. As in Ray, an id the caller
+            does not have is left out rather than given as None.
+        """
+        context = {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace}
+        task_id = self.task_id
+        if task_id is not None:
+            context["task_id"] = task_id
+        actor_id = self.actor_id
+        if actor_id is not None:
+            context["actor_id"] = actor_id
+        return context
 
     @property
     def job_id(self):
@@ -101,15 +161,10 @@ class RuntimeContext:
             RuntimeError: not called from inside an actor.
         """
         client = self._client
-        handle = getattr(client, "current_actor_handle", None)
-        if handle is not None:
-            return handle
         meta = getattr(client, "actor_meta", None)
         actor_id = getattr(client, "actor_id", None)
         if actor_id is None or meta is None:
             raise RuntimeError("This method is only available in an actor.")
-        from purerun.actor import ActorHandle
-        from purerun.core.ids import object_id
         return ActorHandle(actor_id, meta, client.borrow_ref(object_id(actor_id, 0)))
 
     @property

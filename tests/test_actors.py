@@ -632,6 +632,20 @@ def test_invalid_method_options_raise_value_error(kill_at_end):
         purerun.method(bogus=1)
 
 
+def test_method_options_are_checked_the_same_in_the_decorator_and_in_options(kill_at_end):
+    counter = kill_at_end(Counter.remote())
+    for give in (purerun.method, counter.incr.options):
+        with pytest.raises(ValueError, match="num_returns"):
+            give(num_returns=-1)
+        with pytest.raises(TypeError, match="concurrency_group"):
+            give(concurrency_group=1)
+        with pytest.raises(ValueError, match="Invalid option keyword max_restarts"):
+            give(max_restarts=1)
+        give(name="call", tensor_transport="nccl", _generator_backpressure_num_objects=2,
+             enable_task_events=False, max_task_retries=1)
+    assert get(counter.incr.options(name="call", max_task_retries=None).remote(2)) == 2
+
+
 # --- 3. ordering, handles as values, ObjectRef arguments -----------------------------------
 
 

@@ -465,6 +465,35 @@ def test_runtime_context_in_tasks(cluster):
     assert first["task"] != second["task"]
 
 
+@purerun.remote
+def context_dict_in_task():
+    return purerun.get_runtime_context().get()
+
+
+@purerun.remote
+class ContextReporter:
+    def context(self):
+        return purerun.get_runtime_context().get()
+
+
+def test_runtime_context_get_leaves_out_what_the_caller_does_not_have(cluster):
+    # As in Ray: a driver has no task and no actor id, a task no actor id.
+    driver = purerun.get_runtime_context()
+    assert set(driver.get()) == {"job_id", "node_id", "namespace"}
+    assert driver.get()["job_id"] == driver.job_id
+    ref = context_dict_in_task.remote()
+    in_task = purerun.get(ref)
+    assert set(in_task) == {"job_id", "node_id", "namespace", "task_id"}
+    assert in_task["task_id"] == ref.task_id()
+    actor = ContextReporter.remote()
+    try:
+        in_actor = purerun.get(actor.context.remote())
+        assert set(in_actor) == {"job_id", "node_id", "namespace", "task_id", "actor_id"}
+        assert in_actor["actor_id"] == actor._ray_actor_id
+    finally:
+        purerun.kill(actor)
+
+
 def test_get_gpu_ids_is_empty_without_gpus(cluster):
     assert purerun.get_gpu_ids() == []
 
@@ -520,6 +549,16 @@ def test_remote_with_bad_options_fails_at_decoration(options, error, words):
         @purerun.remote(**options)
         def f():
             return 1
+
+
+def test_remote_on_an_async_function_raises_value_error():
+    async def coroutine_function():
+        return 1
+
+    with pytest.raises(ValueError, match="'async def' cannot be a remote function"):
+        purerun.remote(coroutine_function)
+    with pytest.raises(ValueError, match="asyncio.run"):
+        purerun.remote(num_cpus=1)(coroutine_function)
 
 
 def test_remote_needs_a_function_or_class():

@@ -1,5 +1,5 @@
-"""Unit tests of purerun.options: the option table, validation, defaults, merging and the
-resource requests derived from options."""
+"""Unit tests of purerun.options: the option table, validation, defaults, merging, the
+resource requests derived from options, and the spec fields made of them."""
 
 import math
 
@@ -9,11 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from purerun import options as opts
+from purerun.actor import ActorClassMeta
+from purerun.core import serialization
 from purerun.options import (
+    actor_fields,
     defaults,
     merge,
+    method_fields,
     resource_request,
     running_actor_request,
+    task_fields,
     validate_options,
 )
 
@@ -31,6 +36,11 @@ BOTH = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type", "name
         "runtime_env", "scheduling_strategy", "placement_group", "placement_group_bundle_index",
         "placement_group_capture_child_tasks", "_metadata", "label_selector",
         "fallback_strategy", "enable_task_events"}
+# What actor methods take (Ray's @ray.method and ActorMethod.options), and which of those
+# neither tasks nor actors take.
+METHOD = {"num_returns", "max_task_retries", "retry_exceptions", "concurrency_group", "name",
+          "enable_task_events", "tensor_transport", "_generator_backpressure_num_objects"}
+METHOD_ONLY = {"concurrency_group", "tensor_transport"}
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -39,20 +49,22 @@ BOTH = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type", "name
 def test_table_declares_each_option_once():
     names = [opt.name for opt in opts.OPTIONS]
     assert len(names) == len(set(names))
-    assert set(names) == TASK_ONLY | ACTOR_ONLY | BOTH
+    assert set(names) == TASK_ONLY | ACTOR_ONLY | BOTH | METHOD_ONLY
 
 
 @pytest.mark.parametrize("opt", opts.OPTIONS, ids=lambda o: o.name)
 def test_applies_to_matches_ray(opt):
-    if opt.name in TASK_ONLY:
-        assert opt.applies_to == {"task"}
-    elif opt.name in ACTOR_ONLY:
-        assert opt.applies_to == {"actor"}
-    else:
-        assert opt.applies_to == {"task", "actor"}
+    expected = set()
+    if opt.name in TASK_ONLY | BOTH:
+        expected.add("task")
+    if opt.name in ACTOR_ONLY | BOTH:
+        expected.add("actor")
+    if opt.name in METHOD:
+        expected.add("method")
+    assert opt.applies_to == expected
 
 
-@pytest.mark.parametrize("kind", ["task", "actor"])
+@pytest.mark.parametrize("kind", ["task", "actor", "method"])
 def test_defaults_pass_their_own_checks(kind):
     decorator_only = {"max_calls", "concurrency_groups"}
     checked = validate_options(kind, defaults(kind))
@@ -90,6 +102,15 @@ def test_actor_defaults():
     assert d["get_if_exists"] is False
 
 
+def test_method_defaults():
+    d = defaults("method")
+    assert set(d) == METHOD
+    assert d["num_returns"] == 1
+    assert d["max_task_retries"] is None  # the actor's own
+    assert d["retry_exceptions"] is False
+    assert d["concurrency_group"] is None
+
+
 def test_defaults_returns_a_fresh_dict():
     first = defaults("task")
     first["num_cpus"] = 99
@@ -98,7 +119,7 @@ def test_defaults_returns_a_fresh_dict():
 
 @pytest.mark.parametrize("function", [defaults, lambda kind: validate_options(kind, {})])
 def test_unknown_kind_is_rejected(function):
-    with pytest.raises(ValueError, match="'task' or 'actor'"):
+    with pytest.raises(ValueError, match="'task', 'actor' or 'method'"):
         function("job")
 
 
@@ -131,6 +152,12 @@ def test_actor_only_options_are_invalid_for_tasks(name):
 def test_task_only_options_are_invalid_for_actors(name):
     with pytest.raises(ValueError, match=f"Invalid option keyword {name} for actors"):
         validate_options("actor", {name: None})
+
+
+@pytest.mark.parametrize("name", ["max_restarts", "num_cpus", "max_retries", "lifetime"])
+def test_task_and_actor_options_are_invalid_for_methods(name):
+    with pytest.raises(ValueError, match=f"Invalid option keyword {name} for actor methods"):
+        validate_options("method", {name: None})
 
 
 def test_object_store_memory_for_a_task_says_why():
@@ -220,6 +247,12 @@ VALID = [
     ("actor", "namespace", "team-a"), ("actor", "namespace", None),
     ("actor", "get_if_exists", False),
     ("actor", "allow_out_of_order_execution", True),
+    ("method", "num_returns", 2), ("method", "num_returns", None),
+    ("method", "max_task_retries", 2), ("method", "max_task_retries", None),
+    ("method", "retry_exceptions", [ValueError]), ("method", "name", "call"),
+    ("method", "concurrency_group", "io"), ("method", "concurrency_group", None),
+    ("method", "tensor_transport", "nccl"), ("method", "enable_task_events", False),
+    ("method", "_generator_backpressure_num_objects", 4),
 ]
 
 # (kind, option, value, expected exception): wrong types raise TypeError, wrong values
@@ -277,6 +310,9 @@ INVALID = [
     ("actor", "namespace", "", ValueError), ("actor", "namespace", 1, TypeError),
     ("actor", "get_if_exists", None, TypeError), ("actor", "get_if_exists", 1, TypeError),
     ("actor", "allow_out_of_order_execution", "yes", TypeError),
+    ("method", "num_returns", -1, ValueError), ("method", "max_task_retries", -2, ValueError),
+    ("method", "retry_exceptions", "yes", TypeError),
+    ("method", "concurrency_group", 1, TypeError), ("method", "tensor_transport", 2, TypeError),
 ]
 
 
@@ -488,3 +524,82 @@ def test_resource_request_rejects_an_unknown_kind():
 )
 def test_running_actor_request(options, expected):
     assert running_actor_request(options) == expected
+
+
+# --- spec fields ------------------------------------------------------------------------------
+
+
+def test_task_fields_of_the_defaults():
+    assert task_fields({}) == {"num_returns": 1, "resources": {"CPU": 1.0}, "max_retries": 3,
+                               "retry_exceptions": False, "max_calls": 0, "env_vars": None}
+
+
+def test_task_fields_of_given_options():
+    checked = validate_options("task", {
+        "num_returns": np.int64(2), "num_cpus": 0.5, "max_retries": -1, "max_calls": 4,
+        "retry_exceptions": [KeyError], "runtime_env": {"env_vars": {"A": "1"}}})
+    fields = task_fields(checked)
+    assert fields["num_returns"] == 2 and type(fields["num_returns"]) is int
+    assert fields["resources"] == {"CPU": 0.5}
+    assert fields["max_retries"] == -1 and fields["max_calls"] == 4
+    assert serialization.deserialize(fields["retry_exceptions"]) == (KeyError,)
+    assert fields["env_vars"] == {"A": "1"}
+
+
+@pytest.mark.parametrize("fields", [task_fields, method_fields])
+@pytest.mark.parametrize("num_returns", ["dynamic", "streaming"])
+def test_generator_returns_are_refused_when_the_fields_are_made(fields, num_returns):
+    with pytest.raises(ValueError, match="not supported by purerun"):
+        fields({"num_returns": num_returns})
+
+
+def test_method_fields():
+    assert method_fields({}) == {"num_returns": 1, "max_retries": None,
+                                 "retry_exceptions": False, "concurrency_group": None}
+    fields = method_fields(validate_options("method", {
+        "num_returns": 0, "max_task_retries": 2, "retry_exceptions": True,
+        "concurrency_group": "io"}))
+    assert fields == {"num_returns": 0, "max_retries": 2, "retry_exceptions": True,
+                      "concurrency_group": "io"}
+
+
+def _meta(is_async=False):
+    return ActorClassMeta("Counter", "tests", {}, is_async)
+
+
+def test_actor_fields_of_the_defaults():
+    fields = actor_fields({}, _meta())
+    spec = fields.spec
+    assert (spec.class_name, spec.name, spec.namespace, spec.detached) == \
+        ("Counter", None, None, False)
+    assert (spec.max_restarts, spec.max_task_retries, spec.max_concurrency) == (0, 0, 1)
+    assert spec.concurrency_groups == {} and spec.is_async is False
+    assert spec.hold == {}  # placed with 1 CPU, holds none while running
+    assert fields.resources == {"CPU": 1.0}
+    assert fields.env_vars is None
+    assert fields.get_if_exists is False
+    assert fields.max_pending_calls == -1
+
+
+def test_an_asyncio_actor_runs_many_calls_at_once_by_default():
+    assert actor_fields({}, _meta(is_async=True)).spec.max_concurrency == 1000
+    assert actor_fields({"max_concurrency": 3}, _meta(is_async=True)).spec.max_concurrency == 3
+
+
+def test_actor_fields_of_given_options():
+    checked = validate_options("actor", {
+        "name": "c", "namespace": "team", "lifetime": "detached", "max_restarts": -1,
+        "max_task_retries": 2, "max_concurrency": 4, "concurrency_groups": ["io"],
+        "num_gpus": 1, "get_if_exists": True, "max_pending_calls": 8,
+        "runtime_env": {"env_vars": {"A": "1"}}})
+    fields = actor_fields(checked, _meta())
+    spec = fields.spec
+    assert (spec.name, spec.namespace, spec.detached) == ("c", "team", True)
+    assert (spec.max_restarts, spec.max_task_retries, spec.max_concurrency) == (-1, 2, 4)
+    assert spec.concurrency_groups == {"io": 4}  # a list takes the default limit
+    assert spec.hold == {"CPU": 1.0, "GPU": 1.0}
+    assert fields.resources == {"CPU": 1.0, "GPU": 1.0}
+    assert fields.env_vars == {"A": "1"}
+    assert fields.get_if_exists is True and fields.max_pending_calls == 8
+    assert actor_fields({"concurrency_groups": {"io": 2}}, _meta()).spec.concurrency_groups \
+        == {"io": 2}

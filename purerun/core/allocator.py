@@ -49,12 +49,13 @@ from typing import Dict, Optional
 
 from sortedcontainers import SortedList
 
-__all__ = ["Allocator", "DEFAULT_ALIGNMENT"]
+__all__ = ["Allocator", "ALIGNMENT"]
 
 # 64 bytes is a cache line on x86-64 and most ARM cores, and the alignment
 # Arrow and NumPy SIMD kernels want for buffers. Objects deserialized zero-copy
-# from the arena can therefore be used in place.
-DEFAULT_ALIGNMENT = 64
+# from the arena can therefore be used in place. serialization.arena_layout places buffers
+# within a block on the same boundary.
+ALIGNMENT = 64
 
 
 class Allocator:
@@ -78,7 +79,7 @@ class Allocator:
             positive power of two.
     """
 
-    def __init__(self, capacity: int, alignment: int = DEFAULT_ALIGNMENT):
+    def __init__(self, capacity: int, alignment: int = ALIGNMENT):
         capacity = operator.index(capacity)
         alignment = operator.index(alignment)
         if capacity <= 0:

@@ -41,10 +41,9 @@ import weakref
 
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
+from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
-from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, ActorSpec, TaskSpec,
-                                    extract_deps)
-from purerun.object_ref import ObjectRef
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, TaskSpec, extract_deps
 
 logger = logging.getLogger("purerun")
 
@@ -95,15 +94,16 @@ class Client:
             from the first message.
         arena_fd: the arena's file descriptor, when already known (workers).
         log_to_driver: print worker output relayed by the node.
+        node: the ``launcher.NodeProcess`` of a node this driver started and owns: close()
+            stops it.
     """
 
     def __init__(self, sock, mode, *, info=None, arena_fd=None, log_to_driver=True,
-                 node_process=None, on_execute=None, inline=False):
+                 node=None, on_execute=None, inline=False):
         self.sock = sock
-        self.mode = mode
         self.is_worker = mode == "worker"
         self.log_to_driver = log_to_driver
-        self.node_process = node_process
+        self.node = node
         self.info = info
         self._welcome = threading.Event()
         self._arena = None
@@ -367,7 +367,7 @@ class Client:
         """
         if not args and not kwargs:
             return None, False, [], [], None
-        args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+        args, kwargs, deps = extract_deps(args, kwargs)
         sv = serialization.serialize((args, kwargs))
         if sv.size <= INLINE_THRESHOLD:
             return serialization.to_inline(sv), False, deps, sv.contained, None
@@ -380,20 +380,20 @@ class Client:
         return None, True, deps, [], keepalive
 
     def submit_task(self, remote_function, fields, args, kwargs):
-        key, pickled = remote_function._export()
-        return self.submit(fields, key, pickled, args, kwargs)
-
-    def submit(self, spec_fields, fn_key, pickled_fn, args, kwargs):
         """Submit a task; return its return ObjectRefs.
 
-        ``spec_fields`` is a dict of TaskSpec fields fixed per (function, options).
+        Args:
+            remote_function: what ``@remote`` made of the function; ``_export()`` gives its
+                key and pickled bytes.
+            fields: TaskSpec fields fixed per (function, options): ``name`` and what
+                ``options.task_fields`` gives.
         """
+        fn_key, pickled_fn = remote_function._export()
         self.export_function(fn_key, pickled_fn)
         payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
-        task_id = ids.new_task_id()
-        spec = TaskSpec(task_id=task_id, function_key=fn_key, args=payload,
+        spec = TaskSpec(task_id=ids.new_task_id(), function_key=fn_key, args=payload,
                         args_in_store=in_store, deps=deps, contained=contained,
-                        job_id=self.job_id, **spec_fields)
+                        job_id=self.job_id, **fields)
         inherited = self.inherited_env_vars()
         if inherited:
             spec.env_vars = merge_env_vars(inherited, spec.env_vars)
@@ -404,73 +404,68 @@ class Client:
 
     # -- actors ------------------------------------------------------------------------------------
 
-    def create_actor(self, actor_class, args, kwargs):
-        """Submit an actor's creation; return its handle at once."""
-        from purerun import options as _options
-        from purerun.actor import ActorHandle
-        opts = actor_class._options
+    def create_actor(self, actor_class, actor, resources, env_vars, get_if_exists, args,
+                     kwargs):
+        """Submit an actor's creation; return at once.
+
+        Args:
+            actor_class: what ``@remote`` made of the class; ``_export()`` gives its key
+                and pickled bytes.
+            actor: its ActorSpec.
+            resources: what a node must have free to place it.
+            env_vars: its own runtime_env env_vars (it also inherits this process's).
+            get_if_exists: a live actor of the same name is the answer, if there is one.
+
+        Returns:
+            ``(actor_id, meta, actor_ref)``: the actor's id, its class's ActorClassMeta,
+            and a reference to its actor object, counted for the handle made of them.
+
+        Raises:
+            ValueError: the name is taken in the namespace (and not get_if_exists).
+        """
         key, pickled = actor_class._export()
         self.export_function(key, pickled)
-        meta = actor_class._meta
         actor_id = ids.new_task_id()
-        max_pending = opts.get("max_pending_calls", -1)
-        if max_pending is None:
-            max_pending = -1
-        name = opts.get("name")
-        namespace = opts.get("namespace")
-        if name is not None:
+        if actor.name is not None:
             # Registered before the creation is submitted, so a taken name fails here, in
             # the caller; the node then also holds the actor object for us.
-            existing = self.request("register_actor", name, namespace, self.job_id, actor_id,
-                                    meta, bool(opts.get("get_if_exists")))
+            existing = self.request("register_actor", actor.name, actor.namespace,
+                                    self.job_id, actor_id, actor.meta, get_if_exists)
             if existing is not None:
                 existing_id, existing_meta = existing
-                return ActorHandle(existing_id, existing_meta,
-                                   self.new_ref(ids.object_id(existing_id, 0), subscribed=True),
-                                   max_pending_calls=max_pending)
+                return existing_id, existing_meta, self.new_ref(
+                    ids.object_id(existing_id, 0), subscribed=True)
         payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
-        max_concurrency = opts.get("max_concurrency")
-        if max_concurrency is None:
-            max_concurrency = 1000 if meta.is_async else 1
-        env_vars = _options.env_vars_of(opts.get("runtime_env"))
         inherited = self.inherited_env_vars()
         if inherited:
-            env_vars = {**inherited, **(env_vars or {})}
-        groups = opts.get("concurrency_groups")
-        actor = ActorSpec(
-            class_name=meta.class_name, meta=meta, name=name, namespace=namespace,
-            detached=opts.get("lifetime") == "detached",
-            max_restarts=opts.get("max_restarts", 0) or 0,
-            max_task_retries=opts.get("max_task_retries", 0) or 0,
-            max_concurrency=max_concurrency,
-            # A list names groups with the default limit (as Ray accepts); a dict sets limits.
-            concurrency_groups=({g: max_concurrency for g in groups}
-                                if isinstance(groups, list) else dict(groups or {})),
-            is_async=meta.is_async, hold=_options.running_actor_request(opts))
-        spec = TaskSpec(task_id=actor_id, name=meta.class_name + ".__init__", function_key=key,
-                        args=payload, args_in_store=in_store, deps=deps, contained=contained,
-                        resources=_options.resource_request(opts, "actor"),
-                        kind=ACTOR_CREATION, actor_id=actor_id, job_id=self.job_id,
-                        env_vars=env_vars, actor=actor)
+            env_vars = merge_env_vars(inherited, env_vars)
+        spec = TaskSpec(task_id=actor_id, name=actor.class_name + ".__init__",
+                        function_key=key, args=payload, args_in_store=in_store, deps=deps,
+                        contained=contained, resources=resources, kind=ACTOR_CREATION,
+                        actor_id=actor_id, job_id=self.job_id, env_vars=env_vars,
+                        actor=actor)
         actor_ref = self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
         self.send((protocol.SUBMIT, spec))
         del keepalive
-        return ActorHandle(actor_id, meta, actor_ref, max_pending_calls=max_pending)
+        return actor_id, actor.meta, actor_ref
 
-    def submit_actor_method(self, handle, method, method_options, args, kwargs):
+    def submit_actor_method(self, handle, method, fields, args, kwargs):
+        """Submit a call of ``method`` on the handle's actor; return its return ObjectRefs.
+
+        Args:
+            handle: the ActorHandle (its actor id, class metadata and pending-calls cap).
+            fields: TaskSpec fields of the call, as ``options.method_fields`` gives them.
+
+        Raises:
+            PendingCallsLimitExceeded: the handle's cap of calls in flight is reached.
+        """
         if handle._max_pending_calls > 0:
             self._check_pending_calls(handle)
         payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
-        retry = method_options.get("retry_exceptions", False)
-        if isinstance(retry, (list, tuple)):
-            retry = serialization.dumps(tuple(retry))
-        group = method_options.get("concurrency_group")
         spec = TaskSpec(task_id=ids.new_task_id(), name=f"{handle._meta.class_name}.{method}",
                         function_key=None, args=payload, args_in_store=in_store, deps=deps,
-                        contained=contained, num_returns=method_options.get("num_returns", 1),
-                        max_retries=method_options.get("max_task_retries"),
-                        retry_exceptions=retry, kind=ACTOR_METHOD, actor_id=handle._actor_id,
-                        method=method, job_id=self.job_id, concurrency_group=group)
+                        contained=contained, kind=ACTOR_METHOD, actor_id=handle._actor_id,
+                        method=method, job_id=self.job_id, **fields)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
         self._actor_calls.update(spec.return_ids())  # cancel(force=True) refuses these
         self.send_soon((protocol.SUBMIT, spec))
@@ -492,7 +487,14 @@ class Client:
         self.request("kill_actor", handle._actor_id, no_restart)
 
     def get_actor(self, name, namespace):
-        from purerun.actor import ActorHandle
+        """Look up the live actor named ``name`` in ``namespace`` (None: this job's).
+
+        Returns:
+            ``(actor_id, meta, actor_ref)``, as ``create_actor`` does.
+
+        Raises:
+            ValueError: there is no such actor.
+        """
         found = self.request("get_actor", name, namespace, self.job_id)
         if found is None:
             where = f" in namespace {namespace!r}" if namespace else ""
@@ -502,8 +504,7 @@ class Client:
                              "matching the namespace of the actor.")
         actor_id, meta = found
         # The node added our hold on the actor object before answering.
-        return ActorHandle(actor_id, meta, self.new_ref(ids.object_id(actor_id, 0),
-                                                        subscribed=True))
+        return actor_id, meta, self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
 
     def inherited_env_vars(self):
         """runtime_env env_vars that tasks submitted from here inherit (job, task, actor)."""
@@ -913,7 +914,7 @@ class Client:
         if not self._closed:
             try:
                 self.flush()
-                if self.node_process is not None:
+                if self.node is not None:
                     self.send((protocol.REQUEST, 0, "shutdown", ()))
             except Exception:
                 pass
@@ -923,16 +924,8 @@ class Client:
         except OSError:
             pass
         self.sock.close()
-        if self.node_process is not None:
-            try:
-                code = self.node_process.wait(timeout)
-            except Exception:
-                self.node_process.kill()
-                code = self.node_process.wait()
-            if code != 0 and self.info is not None:
-                # The node died (or was killed) before it could clean up after itself.
-                import shutil
-                shutil.rmtree(self.info.get("session_dir") or "", ignore_errors=True)
+        if self.node is not None:
+            self.node.reap(timeout)
         self._flush_event.set()
 
 

@@ -65,7 +65,7 @@ import os
 import sys
 
 from purerun import exceptions
-from purerun.actor import _ActorExit
+from purerun.exceptions import _ActorExit
 from purerun.core import serialization
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep

@@ -56,18 +56,17 @@ import threading
 import time
 
 from purerun import exceptions
-from purerun import options as _options
-from purerun.actor import ActorHandle, _ActorExit
-from purerun.core import ids, serialization, timeline
-from purerun.core.client import _as_raisable
+from purerun.core import ids, serialization
+from purerun.core.client import _as_raisable, merge_env_vars, split_ready
+from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.scheduler import RESOURCE_UNIT
-from purerun.core.client import merge_env_vars, split_ready
-from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, ActorSpec, Dep, TaskSpec,
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, Dep, TaskSpec,
                                     apply_env_vars, extract_deps, restore_env, retryable,
                                     split_returns)
+from purerun.core.timeline import TIMELINE_MAX_EVENTS, chrome_trace
 from purerun.core.worker import _dump_error
-from purerun.object_ref import ObjectRef
+from purerun.exceptions import _ActorExit
 
 # The job id of the one driver of a local session: the first job a node would number.
 LOCAL_JOB_ID = (1).to_bytes(4, "little")
@@ -133,18 +132,19 @@ class _LocalActor:
                  "namespace", "hold", "restarts_left", "max_task_retries", "state", "cause",
                  "instance", "loop", "restarted", "node_hold", "lock")
 
-    def __init__(self, actor_id, meta, cls, creation, call, options, namespace):
+    def __init__(self, actor_id, cls, creation, call, namespace):
+        actor = creation.actor
         self.actor_id = actor_id
         self.object_id = ids.object_id(actor_id, 0)
-        self.meta = meta
+        self.meta = actor.meta
         self.cls = cls
         self.creation = creation      # the TaskSpec of __init__, run again on a restart
         self.call = call              # its copied arguments
-        self.name = options.get("name")
-        self.namespace = namespace
-        self.hold = _options.running_actor_request(options)
-        self.restarts_left = options.get("max_restarts", 0) or 0
-        self.max_task_retries = options.get("max_task_retries", 0) or 0
+        self.name = actor.name
+        self.namespace = namespace    # the one it is named in (the job's, if not given)
+        self.hold = actor.hold or {}
+        self.restarts_left = actor.max_restarts
+        self.max_task_retries = actor.max_task_retries
         self.state = ALIVE
         self.cause = None
         self.instance = None
@@ -164,7 +164,6 @@ class LocalClient:
         namespace: the namespace for named actors of this job.
     """
 
-    mode = "local"
     is_worker = False
 
     def __init__(self, node_resources, namespace=None):
@@ -185,8 +184,7 @@ class LocalClient:
         self._actors = {}          # actor id -> _LocalActor, while its actor object lives
         self._named = {}           # (namespace, name) -> _LocalActor
         self._functions = set()    # keys of the functions run, for stats
-        self._kv = {}
-        self._timeline = collections.deque(maxlen=timeline.MAX_EVENTS)  # task spans for timeline()
+        self._timeline = collections.deque(maxlen=TIMELINE_MAX_EVENTS)  # task spans for timeline()
         self._running_tasks = 0
         self._local = threading.local()
         self._closed = False
@@ -243,12 +241,12 @@ class LocalClient:
                     and running.actor.restarted)
 
     @property
-    def current_actor_handle(self):
+    def actor_meta(self):
+        """The running actor's class metadata (get_runtime_context().current_actor)."""
         running = self._running()
         if running is None or running.actor is None:
             return None
-        actor = running.actor
-        return ActorHandle(actor.actor_id, actor.meta, self.new_ref(actor.object_id))
+        return running.actor.meta
 
     # -- references --------------------------------------------------------------------------------
 
@@ -438,16 +436,9 @@ class LocalClient:
                 return source.env_vars
         return self.job_env_vars
 
-    def _actor_env_vars(self, opts):
-        own = _options.env_vars_of(opts.get("runtime_env"))
-        inherited = self._inherited_env_vars()
-        if inherited:
-            return {**inherited, **(own or {})}
-        return own
-
     def request(self, op, *args, timeout=None):
         """Answer what the node answers: cluster_resources, available_resources, nodes,
-        stats, kv_put, kv_get.
+        stats, timeline.
 
         Raises:
             ValueError: an unknown request.
@@ -474,16 +465,8 @@ class LocalClient:
                         "functions": len(self._functions), "num_objects": len(self._objects),
                         "arena_capacity": 0, "arena_used": 0, "arena_largest_free": 0,
                         "spilled_bytes": 0, "num_spilled": 0, "num_restored": 0}
-        if op == "kv_put":
-            key, value, overwrite = args
-            if not overwrite and key in self._kv:
-                return False
-            self._kv[key] = value
-            return True
-        if op == "kv_get":
-            return self._kv.get(args[0])
         if op == "timeline":
-            return timeline.chrome_trace(self._timeline, LOCAL_NODE_IP)
+            return chrome_trace(self._timeline, LOCAL_NODE_IP)
         raise ValueError(f"unknown request {op!r}")
 
     # -- tasks -------------------------------------------------------------------------------------
@@ -667,59 +650,58 @@ class LocalClient:
 
     # -- actors ------------------------------------------------------------------------------------
 
-    def create_actor(self, actor_class, args, kwargs):
-        """Create an actor: run its ``__init__`` now; return its handle.
+    def create_actor(self, actor_class, actor, resources, env_vars, get_if_exists, args,
+                     kwargs):
+        """Create an actor: run its ``__init__`` now.
 
-        An error in ``__init__`` does not raise here: every later call raises ActorDiedError
-        with it as the cause, as on the real runtime.
+        Takes what ``Client.create_actor`` takes. An error in ``__init__`` does not raise
+        here: every later call raises ActorDiedError with it as the cause, as on the real
+        runtime.
+
+        Returns:
+            ``(actor_id, meta, actor_ref)``, as ``Client.create_actor`` does.
 
         Raises:
             ValueError: the name is taken in the namespace (and get_if_exists is False).
             TypeError: the class or an argument cannot be pickled.
         """
         self._check_open()
-        opts = actor_class._options
         key, _pickled = actor_class._export()
-        meta = actor_class._meta
-        max_pending = opts.get("max_pending_calls", -1)
-        if max_pending is None:
-            max_pending = -1
-        name = opts.get("name")
-        namespace = self._namespace_of(opts.get("namespace"))
+        name = actor.name
+        namespace = self._namespace_of(actor.namespace)
         if name is not None:
             with self._lock:
                 existing = self._named.get((namespace, name))
             if existing is not None and existing.state == ALIVE:
-                if not opts.get("get_if_exists"):
+                if not get_if_exists:
                     raise ValueError(f"The name {name} (namespace={namespace}) is already "
                                      "taken. Please use a different name or get the existing "
                                      f"actor using purerun.get_actor('{name}', "
                                      f"namespace='{namespace}').")
-                return ActorHandle(existing.actor_id, existing.meta,
-                                   self.new_ref(existing.object_id),
-                                   max_pending_calls=max_pending)
+                return existing.actor_id, existing.meta, self.new_ref(existing.object_id)
         call = _copy_arguments(args, kwargs)
+        inherited = self._inherited_env_vars()
+        if inherited:
+            env_vars = merge_env_vars(inherited, env_vars)
         actor_id = ids.new_task_id()
-        creation = TaskSpec(task_id=actor_id, name=meta.class_name + ".__init__",
+        creation = TaskSpec(task_id=actor_id, name=actor.class_name + ".__init__",
                             function_key=key, args=None, args_in_store=False, deps=call.deps,
-                            contained=[], resources=_options.resource_request(opts, "actor"),
-                            kind=ACTOR_CREATION, actor_id=actor_id, job_id=self.job_id,
-                            env_vars=self._actor_env_vars(opts),
-                            actor=ActorSpec(class_name=meta.class_name, meta=meta, name=name,
-                                            namespace=namespace))
-        actor = _LocalActor(actor_id, meta, actor_class._cls, creation, call, opts, namespace)
-        handle_ref = self.new_ref(actor.object_id)
+                            contained=[], resources=resources, kind=ACTOR_CREATION,
+                            actor_id=actor_id, job_id=self.job_id, env_vars=env_vars,
+                            actor=actor)
+        local = _LocalActor(actor_id, actor_class._cls, creation, call, namespace)
+        actor_ref = self.new_ref(local.object_id)
         with self._lock:
-            self._actors[actor_id] = actor
-            if name is not None or opts.get("lifetime") == "detached":
+            self._actors[actor_id] = local
+            if name is not None or actor.detached:
                 # Named and detached actors do not end with their handles.
-                self._hold(actor.object_id)
-                actor.node_hold = True
+                self._hold(local.object_id)
+                local.node_hold = True
             if name is not None:
-                self._named[(namespace, name)] = actor
-        with actor.lock:
-            self._start_actor(actor)
-        return ActorHandle(actor_id, meta, handle_ref, max_pending_calls=max_pending)
+                self._named[(namespace, name)] = local
+        with local.lock:
+            self._start_actor(local)
+        return actor_id, actor.meta, actor_ref
 
     def _start_actor(self, actor):
         """Run ``__init__`` (again, on a restart); the actor is ALIVE or DEAD afterwards.
@@ -746,30 +728,30 @@ class LocalClient:
             actor.loop = asyncio.new_event_loop()
         self._use(actor.hold, +1)
 
-    def submit_actor_method(self, handle, method, method_options, args, kwargs):
+    def submit_actor_method(self, handle, method, fields, args, kwargs):
         """Call an actor's method now; return its return ObjectRefs.
+
+        Takes what ``Client.submit_actor_method`` takes.
 
         Raises:
             TypeError: an argument cannot be pickled.
         """
         self._check_open()
         call = _copy_arguments(args, kwargs)
-        retry = method_options.get("retry_exceptions", False)
-        if isinstance(retry, (list, tuple)):
-            retry = serialization.dumps(tuple(retry))
         with self._lock:
             actor = self._actors.get(handle._actor_id)
-        max_retries = method_options.get("max_task_retries")
+        max_retries = fields["max_retries"]
         if max_retries is None:
             max_retries = actor.max_task_retries if actor is not None else 0
         if method == "__ray_terminate__":
             max_retries = 0
         spec = TaskSpec(task_id=ids.new_task_id(), name=f"{handle._meta.class_name}.{method}",
                         function_key=None, args=None, args_in_store=False, deps=call.deps,
-                        contained=[], num_returns=method_options.get("num_returns", 1),
+                        contained=[], num_returns=fields["num_returns"],
                         resources=dict(actor.hold) if actor is not None else {},
-                        max_retries=max_retries, retry_exceptions=retry, kind=ACTOR_METHOD,
-                        actor_id=handle._actor_id, method=method, job_id=self.job_id)
+                        max_retries=max_retries, retry_exceptions=fields["retry_exceptions"],
+                        kind=ACTOR_METHOD, actor_id=handle._actor_id, method=method,
+                        job_id=self.job_id, concurrency_group=fields["concurrency_group"])
         refs = [self.new_ref(object_id) for object_id in spec.return_ids()]
         if actor is None:
             self._store_error(spec, self._actor_died_error(actor, handle))
@@ -820,7 +802,10 @@ class LocalClient:
             self._actor_dead(actor, None)
 
     def get_actor(self, name, namespace):
-        """A new handle to the live actor named ``name``.
+        """Look up the live actor named ``name`` in ``namespace`` (None: this job's).
+
+        Returns:
+            ``(actor_id, meta, actor_ref)``, as ``Client.get_actor`` does.
 
         Raises:
             ValueError: there is no such actor (or it is dead).
@@ -834,7 +819,7 @@ class LocalClient:
                              "be because 1. You are trying to look up a named actor you didn't "
                              "create. 2. The named actor died. 3. You did not use a namespace "
                              "matching the namespace of the actor.")
-        return ActorHandle(actor.actor_id, actor.meta, self.new_ref(actor.object_id))
+        return actor.actor_id, actor.meta, self.new_ref(actor.object_id)
 
     def _namespace_of(self, namespace):
         if namespace is not None:
@@ -920,7 +905,7 @@ def _copy_arguments(args, kwargs):
     """
     if not args and not kwargs:
         return _Call(None, [])
-    args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+    args, kwargs, deps = extract_deps(args, kwargs)
     sv = serialization.serialize((args, kwargs))
     return _Call(serialization.to_inline(sv), deps)
 

@@ -46,7 +46,7 @@ DISCONNECTED = -3      # (DISCONNECTED,)                   the token's connectio
 WORKER_OUTPUT = -4     # (WORKER_OUTPUT, pid, stream, text) lines a worker printed
 
 # Events still shown by purerun.timeline(): the most recent ones, a bounded amount of memory.
-TIMELINE_MAX_EVENTS = timeline.MAX_EVENTS
+TIMELINE_MAX_EVENTS = timeline.TIMELINE_MAX_EVENTS
 
 
 # ── actions ───────────────────────────────────────────────────────────────────────────────

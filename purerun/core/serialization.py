@@ -16,6 +16,8 @@ import types
 
 import cloudpickle
 
+from purerun.core.allocator import ALIGNMENT
+
 
 _local = threading.local()
 
@@ -121,7 +123,7 @@ def to_inline(sv: SerializedValue):
     return (sv.meta, tuple(bytes(b) for b in sv.buffers))
 
 
-def arena_layout(sv: SerializedValue, alignment: int = 64):
+def arena_layout(sv: SerializedValue, alignment: int = ALIGNMENT):
     """Where the parts of ``sv`` go in an arena block: (total_size, meta_len, spans).
 
     The pickle stream comes first; every buffer starts on an ``alignment`` boundary so that

@@ -1,5 +1,7 @@
 """TaskSpec: everything the node and a worker need to run one task or actor call."""
 
+from purerun.core.object_ref import ObjectRef
+
 # Kinds of task.
 NORMAL = 0
 ACTOR_CREATION = 1
@@ -154,7 +156,7 @@ def _task_spec(task_id, name, function_key, args, args_in_store, deps, contained
 
 # -- what every submitter does the same way (Client and local mode) ------------------------------
 
-def extract_deps(args, kwargs, ref_type):
+def extract_deps(args, kwargs):
     """Replace top-level ObjectRefs by ``Dep`` markers; nested refs stay refs.
 
     Returns:
@@ -162,16 +164,16 @@ def extract_deps(args, kwargs, ref_type):
         object ids in marker order.
     """
     deps = []
-    if any(type(a) is ref_type for a in args):
+    if any(type(a) is ObjectRef for a in args):
         args = list(args)
         for i, a in enumerate(args):
-            if type(a) is ref_type:
+            if type(a) is ObjectRef:
                 args[i] = Dep(len(deps))
                 deps.append(a._id)
-    if kwargs and any(type(v) is ref_type for v in kwargs.values()):
+    if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
         kwargs = dict(kwargs)
         for k, v in kwargs.items():
-            if type(v) is ref_type:
+            if type(v) is ObjectRef:
                 kwargs[k] = Dep(len(deps))
                 deps.append(v._id)
     return args, kwargs, deps

@@ -1,0 +1,117 @@
+"""ObjectRef: a reference to a value in the object store, as in Ray.
+
+A runtime object, not a mere name: each one is counted by the client that made it
+(``Client.new_ref``/``borrow_ref``), its ``__del__`` tells that client it is gone, and its
+``__reduce__`` records it while a value that contains it is serialized, so that the node
+keeps the object alive for as long as the containing value lives. ``purerun.ObjectRef`` is
+this class.
+"""
+
+from purerun.core import context, serialization
+from purerun.core.ids import TaskID
+
+
+class ObjectRef:
+    """A reference to an object that a task returns or ``put`` stores.
+
+    Hashable and comparable by id; passing it to a task as a top-level argument passes its
+    value, passing it inside a container passes the reference. ``await ref`` works in asyncio
+    code and ``ref.future()`` gives a ``concurrent.futures.Future``.
+
+    While any ObjectRef to an object exists in any process, the object is kept.
+    """
+
+    __slots__ = ("_id", "_client", "__weakref__")
+
+    def __init__(self, object_id: bytes, _client=None):
+        # The client counted this reference when it made it; see Client.new_ref/borrow_ref.
+        self._id = object_id
+        self._client = _client
+
+    def __del__(self):
+        client = self._client
+        if client is not None:
+            client.drop_ref(self._id)
+
+    def binary(self) -> bytes:
+        """The object's id.
+
+        Returns:
+            The id as bytes (20 of them: the task id of the task that makes the object,
+            then the index of the return value).
+        """
+        return self._id
+
+    def hex(self) -> str:
+        """The object's id as a hexadecimal string.
+
+        Returns:
+            ``self.binary().hex()``.
+        """
+        return self._id.hex()
+
+    def task_id(self) -> TaskID:
+        """The id of the task that makes this object (for ``put``: of the put itself).
+
+        Returns:
+            A TaskID.
+        """
+        return TaskID(self._id[:-4])
+
+    def is_nil(self) -> bool:
+        """Whether this is the nil reference (an id of all 0xff bytes)."""
+        return self._id == b"\xff" * len(self._id)
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __eq__(self, other):
+        return isinstance(other, ObjectRef) and self._id == other._id
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __repr__(self):
+        return f"ObjectRef({self._id.hex()})"
+
+    def __reduce__(self):
+        recording = serialization.recording_refs()
+        if recording is not None:
+            recording.append(self._id)
+        return _rebuild_ref, (self._id,)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def future(self):
+        """A ``concurrent.futures.Future`` that completes with this object's value.
+
+        Returns:
+            The future; its result is the value, or it raises the task's error.
+        """
+        client = self._client or context.get_or_start()
+        return client.future(self)
+
+    def as_future(self):
+        """An asyncio future for the value, bound to the running event loop.
+
+        Returns:
+            The asyncio future; its result is the value, or it raises the task's error.
+        """
+        import asyncio  # not at the top: most programs never need it, and it is slow to import
+        return asyncio.wrap_future(self.future())
+
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild_ref(object_id):
+    client = context.client
+    if client is None:
+        # Unpickled outside a runtime (e.g. plain pickle.loads in user code): a dead reference.
+        return ObjectRef(object_id, None)
+    return client.borrow_ref(object_id)
