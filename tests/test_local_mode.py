@@ -904,7 +904,7 @@ def test_a_stored_value_keeps_the_objects_it_refers_to(local):
     assert _num_objects(local) == 2
     assert ray.get(ray.get(outer)["ref"]) == "inner"
     del outer
-    assert _num_objects(local) == 0 and inner_id not in local._objects
+    assert _num_objects(local) == 0 and local.state.objects.get(inner_id) is None
 
 
 def test_an_actor_ends_with_its_last_handle_unless_named(local):

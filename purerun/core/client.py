@@ -497,11 +497,7 @@ class Client:
         """
         found = self.request("get_actor", name, namespace, self.job_id)
         if found is None:
-            where = f" in namespace {namespace!r}" if namespace else ""
-            raise ValueError(f"Failed to look up actor with name '{name}'{where}. This could "
-                             "be because 1. You are trying to look up a named actor you didn't "
-                             "create. 2. The named actor died. 3. You did not use a namespace "
-                             "matching the namespace of the actor.")
+            raise actor_not_found(name, namespace)
         actor_id, meta = found
         # The node added our hold on the actor object before answering.
         return actor_id, meta, self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
@@ -927,6 +923,15 @@ class Client:
         if self.node is not None:
             self.node.reap(timeout)
         self._flush_event.set()
+
+
+def actor_not_found(name, namespace):
+    """get_actor's error for a name no live actor holds."""
+    where = f" in namespace {namespace!r}" if namespace else ""
+    return ValueError(f"Failed to look up actor with name '{name}'{where}. This could be "
+                      "because 1. You are trying to look up a named actor you didn't create. "
+                      "2. The named actor died. 3. You did not use a namespace matching the "
+                      "namespace of the actor.")
 
 
 def split_ready(refs, present, num_returns):

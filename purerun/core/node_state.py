@@ -143,14 +143,17 @@ class NodeState:
         control: the ControlStore (embedded on a lone node).
         max_workers, max_starting_workers: the scheduler's caps.
         keep_log: keep the last this many stimuli in ``log`` (0: none), for debugging.
+        enforce_resources: False (local mode) to place every task at once, whatever it asks
+            for; resources are then only counted, for ``available_resources``.
     """
 
     def __init__(self, config, store, control, *, max_workers, max_starting_workers,
-                 keep_log=0):
+                 keep_log=0, enforce_resources=True):
         self.config = config
         self.node_id = config["node_id"]
         self.resources = config["resources"]
         self.control = control
+        self.enforce_resources = enforce_resources
         gpu_ids = tuple(config.get("gpu_ids") or range(int(self.resources.get("GPU", 0))))
         self.scheduler = sched.Scheduler(self.resources, gpu_ids, max_workers=max_workers,
                                          max_starting_workers=max_starting_workers)
@@ -395,7 +398,7 @@ class NodeState:
 
     def _resubmit(self, task):
         spec = task.spec
-        self._schedule(sched.SubmitTask(spec.task_id, spec.resources,
+        self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec),
                                         self.objects.missing(spec.deps)))
 
     def _release_worker(self, worker_id):
@@ -487,7 +490,14 @@ class NodeState:
         elif spec.kind == ACTOR_CREATION:
             self._create_actor(task, missing)
         else:
-            self._schedule(sched.SubmitTask(spec.task_id, spec.resources, missing))
+            self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec), missing))
+
+    def _demand(self, spec):
+        """What the scheduler places ``spec`` by: its resources, unless they are not enforced."""
+        return spec.resources if self.enforce_resources else {}
+
+    def _hold(self, creation):
+        return creation.actor.hold if self.enforce_resources else None
 
     def _on_export(self, token, msg):
         self.control.export_function(msg[1], msg[2])
@@ -631,8 +641,8 @@ class NodeState:
             self.control.register_actor(None, spec.actor.namespace, spec.job_id,
                                         actor.actor_id, actor.meta, detached=actor.detached)
         self.control.actor_state(actor.actor_id, PENDING, self.node_id)
-        self._schedule(sched.SubmitTask(spec.task_id, spec.resources, missing, dedicated=True,
-                                        hold=spec.actor.hold))
+        self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec), missing,
+                                        dedicated=True, hold=self._hold(spec)))
 
     def _submit_actor_call(self, task):
         spec = task.spec
@@ -693,9 +703,9 @@ class NodeState:
         creation = actor.creation
         creation.attempt = actor.num_restarts  # the worker tells __init__ it is a restart
         self.tasks.add(creation, actor.owner)
-        self._schedule(sched.SubmitTask(creation.task_id, creation.resources,
+        self._schedule(sched.SubmitTask(creation.task_id, self._demand(creation),
                                         self.objects.missing(creation.deps), dedicated=True,
-                                        hold=creation.actor.hold))
+                                        hold=self._hold(creation)))
 
     def _actor_dead(self, actor):
         """The actor is gone for good: fail what waits for it, free what it held."""
@@ -789,7 +799,17 @@ class NodeState:
         return self.control.cluster_resources()
 
     def _request_available_resources(self, token):
-        return self.scheduler.available_resources()
+        if self.enforce_resources:
+            return self.scheduler.available_resources()
+        # Not enforced: what is left of the totals after what runs and what actors hold.
+        free = {name: sched.units(amount) for name, amount in self.resources.items()}
+        used = [t.spec.resources for t in self.tasks.tasks.values()
+                if t.worker_id is not None and t.spec.kind != ACTOR_METHOD]
+        used += [a.creation.actor.hold or {} for a in self.actors.values() if a.state == ALIVE]
+        for demand in used:
+            for name, amount in (demand or {}).items():
+                free[name] = free.get(name, 0) - sched.units(amount)
+        return {name: units / sched.RESOURCE_UNIT for name, units in free.items() if units > 0}
 
     def _request_nodes(self, token):
         return self.control.nodes()

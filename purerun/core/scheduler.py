@@ -1024,6 +1024,11 @@ class Scheduler:
 # ─── helpers ─────────────────────────────────────────────────────────────────────────────────
 
 
+def units(amount: float) -> int:
+    """An amount in the scheduler's integer units (1/RESOURCE_UNIT)."""
+    return int(round(float(amount) * RESOURCE_UNIT))
+
+
 def _to_shape(amounts: Mapping[str, float], what: str) -> tuple:
     """Turn {name: amount} into a sorted tuple of (name, units), zero amounts dropped."""
     shape = []
