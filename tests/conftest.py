@@ -36,6 +36,13 @@ import time
 
 import psutil
 import pytest
+from hypothesis import settings
+
+# Property and model tests draw the same examples on every CI run, so a failure there is
+# reproducible from the log; elsewhere they explore new ones each run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Processes and shared memory get this long to disappear after a test: enough for an
 # orderly shutdown (stop workers, unlink the arena) on a loaded CI machine.
