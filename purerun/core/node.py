@@ -150,6 +150,7 @@ class Node:
         os.close(err_w)
         conn = Connection(parent, address=f"worker {worker_id} (pid {pid})")
         conn.peer = worker_id
+        conn.flush_first = True
         self.pids[worker_id] = pid
         self.worker_conns[worker_id] = conn
         self.loop.add_connection(conn, self.on_messages, self.on_close)

@@ -285,8 +285,12 @@ class NodeState:
             objects.release(object_id)
         if peer.worker is not None:
             self._worker_gone(peer.worker)
-        elif token == self.owner:
-            self._out.append(Stop())
+        else:
+            # The job table shows it ended. Its pending tasks and unnamed actors still run on:
+            # only its named non-detached actors end with it (below).
+            self.control.job_finished(peer.job_id)
+            if token == self.owner:
+                self._out.append(Stop())
         # Named (not detached) actors live as long as the process that made them.
         for actor in list(self.actors.values()):
             if actor.owner == token and actor.node_hold and not actor.detached:

@@ -301,6 +301,7 @@ class Connection:
         peer: Free for the owner (its own per-connection state); never touched here.
         closed: True once closed, whoever closed it.
         address: The peer, as text ("127.0.0.1:5100", "unix:/path/node.sock").
+        flush_first: Written before the connections without it in each loop turn.
 
     Inside an EventLoop, output leaves at the end of the loop turn. Outside one (a Client's
     threads) call ``flush`` yourself; a Connection has no lock of its own, so send and flush
@@ -308,7 +309,8 @@ class Connection:
     """
 
     __slots__ = ("sock", "fd", "address", "peer", "closed", "_out", "_fds", "_reader", "_hs",
-                 "_dirty", "_writing", "_loop", "_on_messages", "_on_close", "_on_accept",
+                 "flush_first", "_dirty", "_writing", "_loop", "_on_messages", "_on_close",
+                 "_on_accept",
                  "_hs_timer")
 
     def __init__(self, sock: socket.socket, handshake=None, address=None):
@@ -321,11 +323,15 @@ class Connection:
         self.address = address if address is not None else _peer_text(sock)
         self.peer = None
         self.closed = False
+        # Written before the other connections each loop turn. The node sets it on its
+        # workers: a worker's next task goes out ahead of results to drivers, which are
+        # waiting anyway (measured: 15 vs 9 batches of 1000 tiny tasks per second).
+        self.flush_first = False
         self._out = []             # framed bytes queued, joined into one send per flush
         self._fds = None           # descriptors to attach to the next send (send_fds)
         self._reader = FrameReader()
         self._hs = handshake.begin() if handshake is not None else None
-        self._dirty = set()        # the loop's set of connections with output, once added
+        self._dirty = {}          # the loop's connections with output (keys), once added
         self._writing = False      # registered for EVENT_WRITE
         self._loop = None
         self._on_messages = None
@@ -360,7 +366,7 @@ class Connection:
         """
         if not self.closed:
             self._out.append(_encode(msg))
-            self._dirty.add(self)
+            self._dirty[self] = None
 
     def send_encoded(self, frames) -> None:
         """Queue bytes already framed by ``protocol.encode`` or ``encode_many``.
@@ -369,7 +375,7 @@ class Connection:
         """
         if not self.closed:
             self._out.append(frames)
-            self._dirty.add(self)
+            self._dirty[self] = None
 
     def send_fds(self, msg, fds) -> None:
         """Queue one message with file descriptors attached (SCM_RIGHTS; unix sockets only).
@@ -462,13 +468,13 @@ class Connection:
         hs = self._hs
         if not hs.feed(data):
             if hs.output:
-                self._dirty.add(self)
+                self._dirty[self] = None
             return []
         self._hs = None
         if hs.output:   # our last handshake message goes out before any frame
             self._out.insert(0, bytes(hs.output))
         if self._out:
-            self._dirty.add(self)
+            self._dirty[self] = None
         return self._reader.feed(hs.leftover) if hs.leftover else []
 
     def _flush_failed_handshake(self):
@@ -711,6 +717,10 @@ def _handshake_blocking(sock, session, deadline, text, timeout):
 
 # -- the loop -------------------------------------------------------------------------------------
 
+def _flushed_later(conn):
+    return not conn.flush_first
+
+
 class Timer:
     """A callback scheduled with ``EventLoop.call_later``; ``cancel()`` it to drop it."""
 
@@ -747,7 +757,11 @@ class EventLoop:
         self.clock = clock
         self._selector = selectors.DefaultSelector()
         self._select = self._selector.select
-        self._dirty = set()        # connections with output queued since their last flush
+        # Connections with output queued since their last flush, as keys in the order their
+        # output was queued; each turn writes those marked flush_first, then the rest, in that
+        # order. (A set's order followed memory addresses, and with it how soon a worker got
+        # its next task: a 9 vs 15 batches/s swing between two builds of the same code.)
+        self._dirty = {}
         self._timers = []          # heap of (when, sequence, Timer)
         self._sequence = itertools.count()
         self._running = False
@@ -786,10 +800,10 @@ class EventLoop:
         if isinstance(what, Connection):
             if what._loop is not self:
                 return
-            self._dirty.discard(what)
-            what._dirty = set()
+            self._dirty.pop(what, None)
+            what._dirty = {}
             if what._out:
-                what._dirty.add(what)
+                what._dirty[what] = None
             what._loop = None
             what._writing = False
             if what._hs_timer is not None:
@@ -832,7 +846,7 @@ class EventLoop:
                     self._read(target)
                 if events & selectors.EVENT_WRITE:
                     # Written below with everything else: one send per connection per turn.
-                    self._dirty.add(target)
+                    self._dirty[target] = None
             else:
                 target()
         if self._timers and self._timers[0][0] <= self.clock():
@@ -855,8 +869,8 @@ class EventLoop:
         dirty = self._dirty
         # invariant: a connection is in _dirty iff it may have output this flush could write;
         # a callback run from here (on_close) may add others, flushed next turn.
-        for conn in tuple(dirty):
-            dirty.discard(conn)
+        for conn in sorted(dirty, key=_flushed_later):
+            del dirty[conn]
             if conn.closed:
                 continue
             try:
@@ -889,7 +903,7 @@ class EventLoop:
         conn._dirty = self._dirty
         self._selector.register(conn.sock, _READ, conn)
         if pending:
-            self._dirty.add(conn)
+            self._dirty[conn] = None
         hs = conn._hs
         if hs is not None:
             conn._hs_timer = self.call_later(
@@ -966,7 +980,7 @@ class EventLoop:
         if conn.closed:
             return
         conn.closed = True
-        self._dirty.discard(conn)
+        self._dirty.pop(conn, None)
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
