@@ -178,14 +178,3 @@ def extract_deps(args, kwargs):
                 deps.append(v._id)
     return args, kwargs, deps
 
-
-# split_returns, retryable, apply_env_vars and restore_env live in core.execute, with the rest
-# of running a call; they stay importable from here.
-_MOVED_TO_EXECUTE = ("split_returns", "retryable", "apply_env_vars", "restore_env")
-
-
-def __getattr__(name):
-    if name in _MOVED_TO_EXECUTE:
-        from purerun.core import execute
-        return getattr(execute, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
