@@ -6,6 +6,8 @@ import pytest
 
 import purerun
 
+from helpers import wait_for
+
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
@@ -16,10 +18,7 @@ def cluster():
 
 @purerun.remote
 def wait_for_file(path):
-    import time
-    deadline = time.time() + 60
-    while not os.path.exists(path) and time.time() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: os.path.exists(path), timeout=60, interval=0.005, message=path)
     return "released"
 
 
