@@ -6,7 +6,6 @@ allocator. Each test feeds wire messages and node-internal events and reads the 
 
 import pickle
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -392,7 +391,7 @@ def test_a_disconnecting_process_releases_everything_it_held():
 def test_actor_calls_from_one_caller_are_sent_in_order():
     node = Node()
     spec = actor_spec()
-    worker = start_actor(node, spec)
+    start_actor(node, spec)
     calls = [call(spec) for _ in range(5)]
     for c in calls:
         node.feed("driver", (protocol.SUBMIT, c))
@@ -444,7 +443,7 @@ def test_cancel_of_a_sent_actor_call_asks_the_worker_to_interrupt_it():
 def test_a_call_waiting_for_its_argument_holds_back_only_its_own_callers_calls():
     node = Node(cpus=2)
     spec = actor_spec()
-    worker = start_actor(node, spec)
+    start_actor(node, spec)
     node.connect("other")
     pending = task()
     node.feed("driver", (protocol.SUBMIT, pending))
@@ -568,7 +567,7 @@ def test_a_named_actor_is_found_by_name_and_its_name_is_freed_when_it_dies():
     spec.job_id = job
     node.feed("driver", (protocol.REQUEST, 1, "register_actor",
                          ("svc", None, job, spec.actor_id, None, False)))
-    worker = start_actor(node, spec)
+    start_actor(node, spec)
     node.feed("driver", (protocol.REQUEST, 2, "get_actor", ("svc", None, job)))
     [(_t, (_, _, ok, found))] = node.take(protocol.REPLY)
     assert ok and found[0] == spec.actor_id

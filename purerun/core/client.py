@@ -43,7 +43,8 @@ from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, TaskSpec, extract_deps
+from purerun.core.task_spec import (ACTOR_METHOD, TaskSpec, creation_spec,
+                                    extract_deps)
 
 logger = logging.getLogger("purerun")
 
@@ -439,11 +440,9 @@ class Client:
         inherited = self.inherited_env_vars()
         if inherited:
             env_vars = merge_env_vars(inherited, env_vars)
-        spec = TaskSpec(task_id=actor_id, name=actor.class_name + ".__init__",
-                        function_key=key, args=payload, args_in_store=in_store, deps=deps,
-                        contained=contained, resources=resources, kind=ACTOR_CREATION,
-                        actor_id=actor_id, job_id=self.job_id, env_vars=env_vars,
-                        actor=actor)
+        spec = creation_spec(actor_id, key, actor, resources, env_vars, self.job_id,
+                             args=payload, args_in_store=in_store, deps=deps,
+                             contained=contained)
         actor_ref = self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
         self.send((protocol.SUBMIT, spec))
         del keepalive

@@ -58,7 +58,8 @@ from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_STAR
                                      KillWorker, NodeState, Send, StartWorker)
 from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ERROR, INLINE
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, TaskSpec, extract_deps
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, TaskSpec, creation_spec,
+                                    extract_deps)
 
 LOCAL_NODE_IP = "127.0.0.1"
 
@@ -459,11 +460,9 @@ class LocalClient:
         inherited = self._inherited_env_vars()
         if inherited:
             env_vars = merge_env_vars(inherited, env_vars)
-        spec = TaskSpec(task_id=actor_id, name=actor.class_name + ".__init__",
-                        function_key=key, args=payload, args_in_store=False, deps=deps,
-                        contained=contained, resources=resources, kind=ACTOR_CREATION,
-                        actor_id=actor_id, job_id=self.job_id, env_vars=env_vars,
-                        actor=actor)
+        spec = creation_spec(actor_id, key, actor, resources, env_vars, self.job_id,
+                             args=payload, args_in_store=False, deps=deps,
+                             contained=contained)
         [actor_ref] = self._submit(spec)
         return actor_id, actor.meta, actor_ref
 

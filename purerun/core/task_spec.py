@@ -143,6 +143,15 @@ class TaskSpec:
         return f"TaskSpec({self.name}, {self.task_id.hex()[:12]})"
 
 
+def creation_spec(actor_id, function_key, actor, resources, env_vars, job_id, *, args,
+                  args_in_store, deps, contained):
+    """The TaskSpec of an actor's creation: its ``__init__`` as a task, id ``actor_id``."""
+    return TaskSpec(task_id=actor_id, name=actor.class_name + ".__init__",
+                    function_key=function_key, args=args, args_in_store=args_in_store,
+                    deps=deps, contained=contained, resources=resources, kind=ACTOR_CREATION,
+                    actor_id=actor_id, job_id=job_id, env_vars=env_vars, actor=actor)
+
+
 def _task_spec(task_id, name, function_key, args, args_in_store, deps, contained, num_returns,
                resources, max_retries, retry_exceptions, max_calls, kind, actor_id, method,
                job_id, attempt, env_vars, concurrency_group, actor):

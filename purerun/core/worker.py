@@ -46,7 +46,6 @@ from purerun import exceptions
 from purerun.core import context, ids, protocol, serialization
 from purerun.core.client import Client
 from purerun.core.execute import Executor
-from purerun.core.execute import dump_error as _dump_error  # noqa: F401 (local mode's import)
 from purerun.core.protocol import ARENA
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
