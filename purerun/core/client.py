@@ -111,6 +111,8 @@ class Client:
         self._arena_view = None
         if info is not None:
             self._set_info(info, arena_fd)
+        else:  # ids made before the node's WELCOME wait for the node's number in it
+            ids.set_node_number(ids.UNNUMBERED, self.wait_welcome)
 
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
@@ -173,6 +175,7 @@ class Client:
 
     def _set_info(self, info, arena_fd):
         self.info = info
+        ids.set_node_number(info["node_number"])
         if arena_fd is not None:
             self._arena = mmap.mmap(arena_fd, info["arena_size"])
             os.close(arena_fd)

@@ -3,8 +3,11 @@
 An id is raw bytes on the wire and in every table (cheap to hash and compare); the public
 ``*ID`` classes wrap them only where users see them.
 
-A task id is a per-process random prefix plus a counter, so making one costs a few hundred
-nanoseconds and two processes never collide. An object id is the id of the task that made it
+A task id is a per-process prefix plus a counter, so making one costs a few hundred
+nanoseconds and two processes never collide. The prefix is the number of the node the process
+is attached to (4 bytes, issued by the control store, unique in the cluster) and 4 random
+bytes: any node can tell from an id which node *owns* the object, that is, knows where its
+value is (see core/node_state.py, "borrowing"). An object id is the id of the task that made it
 plus a 4-byte index (return value ``i`` of that task); a ``put`` takes a fresh task id with index 0.
 """
 
@@ -15,17 +18,40 @@ import threading
 TASK_ID_SIZE = 16
 OBJECT_ID_SIZE = TASK_ID_SIZE + 4
 
-_prefix = os.urandom(8)
+NODE_NUMBER_SIZE = 4
+# Node number 0: not attached to a node yet (no id this process makes should carry it).
+UNNUMBERED = 0
+
+_node_number = UNNUMBERED
+_prefix = UNNUMBERED.to_bytes(NODE_NUMBER_SIZE, "little") + os.urandom(4)
 _counter = itertools.count(1)
 _pid = os.getpid()
 _lock = threading.Lock()
+# Called (once) by the first new_task_id of a process that does not know its node's number
+# yet: a driver whose node has not said hello. It sets the number (see set_node_number).
+_await_number = None
+
+
+def set_node_number(number: int, await_number=None) -> None:
+    """Make the ids of this process carry ``number``, its node's number (fresh prefix).
+
+    Args:
+        number: what the control store issued to the node this process is attached to.
+        await_number: with ``number`` 0, a function that blocks until the number is known
+            (and calls this function with it); the first id made waits for it.
+    """
+    global _node_number, _prefix, _await_number
+    with _lock:
+        _node_number = number
+        _prefix = number.to_bytes(NODE_NUMBER_SIZE, "little") + os.urandom(4)
+        _await_number = await_number if number == UNNUMBERED else None
 
 
 def reseed():
     """Give this process a fresh id prefix (called in a freshly forked child)."""
     global _prefix, _counter, _pid
     with _lock:
-        _prefix = os.urandom(8)
+        _prefix = _node_number.to_bytes(NODE_NUMBER_SIZE, "little") + os.urandom(4)
         _counter = itertools.count(1)
         _pid = os.getpid()
 
@@ -34,7 +60,14 @@ def new_task_id() -> bytes:
     # next() on itertools.count is atomic under the GIL: no lock on the hot path.
     if os.getpid() != _pid:  # a fork we did not make (user code forking a worker)
         reseed()
+    if _await_number is not None:
+        _await_number()
     return _prefix + next(_counter).to_bytes(8, "little")
+
+
+def owner_number(object_or_task_id: bytes) -> int:
+    """The number of the node that owns an object (or task): where it was submitted or put."""
+    return int.from_bytes(object_or_task_id[:NODE_NUMBER_SIZE], "little")
 
 
 def object_id(task_id: bytes, index: int) -> bytes:

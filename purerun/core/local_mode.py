@@ -130,6 +130,7 @@ class LocalClient:
             created=self._created, node_ip=LOCAL_NODE_IP, interrupt_cancels=False)
         self._feed(DRIVER, (DRIVER_CONNECTED, True))
         self.info = dict(self.state.welcome_info(DRIVER), resources=dict(node_resources))
+        ids.set_node_number(self.state.node_number)
         if namespace is not None:
             self.request("set_namespace", namespace)
 

@@ -239,7 +239,7 @@ class NodeState:
         """What a connecting process is told first (WELCOME); ``token`` None: a worker."""
         config = self.config
         peer = self.peers.get(token) if token is not None else None
-        return {"node_id": self.node_id,
+        return {"node_id": self.node_id, "node_number": self.node_number,
                 "job_id": peer.job_id if peer is not None else ids.job_id_bytes(0),
                 "session_dir": config.get("session_dir"),
                 "arena_size": config.get("arena_size"), "address": config.get("address"),
