@@ -32,7 +32,8 @@ from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from purerun.core import serialization
 from purerun.core.scheduler import RESOURCE_UNIT
-from purerun.core.task_spec import ActorSpec
+from purerun.core.task_spec import NODE_AFFINITY, ActorSpec
+from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 TASK = "task"
 ACTOR = "actor"
@@ -749,7 +750,25 @@ def task_fields(options: Mapping[str, Any]) -> Dict[str, Any]:
         "retry_exceptions": _retry_policy(full["retry_exceptions"]),
         "max_calls": full["max_calls"],
         "env_vars": env_vars_of(full["runtime_env"]),
+        "strategy": strategy_field(full["scheduling_strategy"]),
     }
+
+
+def strategy_field(value: Any):
+    """The ``TaskSpec.strategy`` for a ``scheduling_strategy`` option value.
+
+    Returns:
+        None for None and "DEFAULT", "SPREAD", or ``(NODE_AFFINITY, node id bytes, soft)``
+        for a ``NodeAffinitySchedulingStrategy``. Other strategy objects (placement groups,
+        labels) are placed as the default.
+    """
+    if value is None or value == "DEFAULT":
+        return None
+    if value == "SPREAD":
+        return "SPREAD"
+    if isinstance(value, NodeAffinitySchedulingStrategy):
+        return (NODE_AFFINITY, bytes.fromhex(value.node_id), bool(value.soft))
+    return None
 
 
 @dataclass(frozen=True)
@@ -795,7 +814,8 @@ def actor_fields(options: Mapping[str, Any], meta: Any) -> ActorFields:
         # A list names groups with the default limit (as Ray accepts); a dict sets limits.
         concurrency_groups=({group: max_concurrency for group in groups}
                             if isinstance(groups, list) else dict(groups or {})),
-        is_async=meta.is_async, hold=running_actor_request(options))
+        is_async=meta.is_async, hold=running_actor_request(options),
+        strategy=strategy_field(full["scheduling_strategy"]))
     return ActorFields(spec=spec, resources=resource_request(options, ACTOR),
                        env_vars=env_vars_of(full["runtime_env"]),
                        get_if_exists=bool(full["get_if_exists"]),

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from purerun import options as opts
 from purerun.actor import ActorClassMeta
 from purerun.core import serialization
+from purerun.core.task_spec import NODE_AFFINITY
+from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from purerun.options import (
     actor_fields,
     defaults,
@@ -531,7 +533,24 @@ def test_running_actor_request(options, expected):
 
 def test_task_fields_of_the_defaults():
     assert task_fields({}) == {"num_returns": 1, "resources": {"CPU": 1.0}, "max_retries": 3,
-                               "retry_exceptions": False, "max_calls": 0, "env_vars": None}
+                               "retry_exceptions": False, "max_calls": 0, "env_vars": None,
+                               "strategy": None}
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("DEFAULT", None), ("SPREAD", "SPREAD"),
+    (NodeAffinitySchedulingStrategy("ab" * 16, soft=True), (NODE_AFFINITY, b"\xab" * 16, True)),
+])
+def test_the_scheduling_strategy_becomes_the_spec_strategy(value, expected):
+    fields = task_fields(validate_options("task", {"scheduling_strategy": value}))
+    assert fields["strategy"] == expected
+
+
+@pytest.mark.parametrize("args, error", [
+    ((b"ab", True), TypeError), (("zz", True), ValueError), (("ab", 1), TypeError)])
+def test_node_affinity_rejects_what_is_not_a_node_id(args, error):
+    with pytest.raises(error):
+        NodeAffinitySchedulingStrategy(*args)
 
 
 def test_task_fields_of_given_options():

@@ -58,11 +58,12 @@ class Actor:
 
     __slots__ = ("actor_id", "creation", "owner", "state", "worker_id", "queues", "inflight",
                  "window", "restarts_left", "cause", "namespace", "terminating", "node_hold",
-                 "meta", "num_restarts", "unreferenced")
+                 "meta", "num_restarts", "unreferenced", "node")
 
     def __init__(self, creation, owner):
         spec = creation.actor
         self.actor_id = creation.actor_id
+        self.node = None                #: the RemoteNode hosting it, if not this node
         self.creation = creation        #: the creation TaskSpec, re-run on each restart
         self.owner = owner              #: token of the process that created it
         self.state = PENDING

@@ -31,19 +31,26 @@ from purerun.core import ids, protocol, serialization, timeline
 from purerun.core import scheduler as sched
 from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
-from purerun.core.object_table import ObjectTable, error_payload
-from purerun.core.protocol import ARENA, ERROR
+from purerun.core.object_table import ObjectTable, block_length, error_payload
+from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from purerun.core.tasks import TaskTable
 
-__all__ = ["NodeState", "Send", "StartWorker", "KillWorker", "InterruptWorker", "Stop",
-           "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED", "WORKER_OUTPUT"]
+__all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
+           "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
+           "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "DEFERRED"]
 
 # ── node-internal events (never on the wire) ──────────────────────────────────────────────
 DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
 WORKER_STARTED = -2    # (WORKER_STARTED, worker_id, pid)  the process of a StartWorker is up
 DISCONNECTED = -3      # (DISCONNECTED,)                   the token's connection closed
 WORKER_OUTPUT = -4     # (WORKER_OUTPUT, pid, stream, text) lines a worker printed
+TICK = -5              # (TICK,)                           every HEARTBEAT_INTERVAL_S, with a head
+NODE_DIED = -6         # (NODE_DIED, node_id)              the head declared another node dead
+HEAD_LOST = -7         # (HEAD_LOST, reason)               the head's connection closed
+
+# A request method returns this when it answers later, itself (with _reply).
+DEFERRED = object()
 
 # Events still shown by purerun.timeline(): the most recent ones, a bounded amount of memory.
 TIMELINE_MAX_EVENTS = timeline.TIMELINE_MAX_EVENTS
@@ -99,6 +106,18 @@ class InterruptWorker(Action):
         self.worker_id = worker_id
 
 
+class PushObject(Action):
+    """Stream the arena block ``(offset, length)`` of ``object_id`` to the node connected as
+    ``token``, as DATA raw frames; then feed back ``(UNPIN, [object_id])`` from ``token``."""
+    __slots__ = ("token", "object_id", "offset", "length")
+
+    def __init__(self, token, object_id, offset, length):
+        self.token = token
+        self.object_id = object_id
+        self.offset = offset
+        self.length = length
+
+
 class Stop(Action):
     """The node's work is over (its owner left, or shutdown was asked): stop serving."""
     __slots__ = ()
@@ -109,10 +128,12 @@ class Stop(Action):
 class Peer:
     """A connected process (driver or worker) and what it holds in the object table."""
 
-    __slots__ = ("kind", "refs", "pins", "reservations", "worker", "job_id", "log_to_driver")
+    __slots__ = ("kind", "refs", "pins", "reservations", "worker", "job_id", "log_to_driver",
+                 "node_id")
 
     def __init__(self, kind, job_id=None):
-        self.kind = kind             #: "driver" or "worker"
+        self.kind = kind             #: "driver", "worker", or "node" (another node, connected)
+        self.node_id = None          #: for a node
         self.refs = set()            #: object ids this process holds ObjectRefs to
         self.pins = {}               #: object id -> arena locations handed out, not returned
         self.reservations = set()    #: arena offsets allocated for it, not yet sealed
@@ -131,6 +152,34 @@ class Worker:
         self.functions = set()       #: function keys this worker has received
         self.task = None             #: the Task running here (tasks and actor creations)
         self.actor_id = None         #: the actor it hosts, from its creation's dispatch
+
+
+class RemoteNode:
+    """Another node of the cluster, as this one sees it; also the token of the connection
+    this node opens to it (the node process connects on the first Send to it).
+
+    Every node talks to another as one of its clients (see protocol.py, node -> node): what
+    this node places there, borrows from there or fetches from there goes out through this
+    token, and the answers come back from it.
+    """
+
+    __slots__ = ("node_id", "number", "address", "alive", "resources", "available")
+
+    def __init__(self, node_id, number, address):
+        self.node_id = node_id
+        self.number = number
+        self.address = address       #: "host:port" of its TCP listener
+        self.alive = True
+        self.resources = {}          #: totals
+        self.available = {}          #: free at its last report, less what was placed since
+
+    def __repr__(self):
+        return f"RemoteNode({self.node_id.hex()[:12]}, {self.address})"
+
+
+def _fits(demand, have):
+    return all(have.get(name, 0) + 1e-9 >= amount for name, amount in demand.items()
+               if amount > 0)
 
 
 class NodeState:
@@ -169,10 +218,22 @@ class NodeState:
         self.timeline = collections.deque(maxlen=TIMELINE_MAX_EVENTS)
         self.log = collections.deque(maxlen=keep_log) if keep_log else None
         self._out = []
+        self._request_id = None      #: the REQUEST being answered, for DEFERRED ones
+        # -- the cluster: other nodes, and what crosses to them --
+        self.remote = {}             #: node id -> RemoteNode, every other node seen
+        self.by_number = {}          #: node number -> RemoteNode
+        self.pulls = {}              #: object id -> [RemoteNode, offset, total, received]
+        self.awaited = set()         #: ids local tasks wait for: pull them when REMOTE
+        self.locates = {}            #: object id -> [[token, request_id, object_ids], ...]
+        self.actor_nodes = {}        #: actor id -> RemoteNode, for actors owned elsewhere
+        self.head_lost = None        #: why the head is gone, once it is
+        self.spread_next = 0
+        self.function_cache = {}     #: function key -> pickled function
         #: this node's number in the cluster: worker ids are unique across nodes with it
         self.node_number = control.register_node(
-            self.node_id, config.get("address"), self.resources,
-            hostname=config.get("hostname"), node_ip=config.get("node_ip", "127.0.0.1"))
+            self.node_id, config.get("tcp_address") or config.get("address"), self.resources,
+            labels=config.get("labels"), hostname=config.get("hostname"),
+            node_ip=config.get("node_ip", "127.0.0.1"))
         self._handlers = {
             protocol.SUBMIT: self._on_submit,
             protocol.EXPORT: self._on_export,
@@ -191,6 +252,17 @@ class NodeState:
             WORKER_STARTED: self._on_worker_started,
             DISCONNECTED: self._on_disconnected,
             WORKER_OUTPUT: self._on_worker_output,
+            protocol.NODE_HELLO: self._on_node_hello,
+            protocol.RESULTS: self._on_results,
+            protocol.FETCH: self._on_fetch,
+            protocol.DATA: self._on_data,
+            protocol.FETCH_FAILED: self._on_fetch_failed,
+            protocol.OBJECT: self._on_object,
+            protocol.REPLY: self._on_remote_reply,
+            protocol.WARN: self._on_remote_warn,
+            TICK: self._on_tick,
+            NODE_DIED: self._on_node_died,
+            HEAD_LOST: self._on_head_lost,
         }
         self.requests = {
             "alloc": self._request_alloc,
@@ -222,6 +294,9 @@ class NodeState:
             deleted = self.objects.deleted
             while deleted:
                 self._actor_object_deleted(deleted.pop())
+            dropped = self.objects.dropped_remote
+            if dropped:
+                self._give_back(dropped)
         finally:
             out = self._out
             self._out = []
@@ -272,6 +347,12 @@ class NodeState:
         self._schedule(sched.WorkerStarted(worker.worker_id))
 
     def _on_disconnected(self, token, msg):
+        if type(token) is RemoteNode:
+            # What was placed or pulled there was to come back on this connection: lost with
+            # it. A node's own connections do not break while it lives, so this is its death.
+            self._node_died(token, f"the connection to node {token.node_id.hex()} at "
+                                   f"{token.address} closed")
+            return
         peer = self.peers.pop(token, None)
         if peer is None:
             return
@@ -285,7 +366,7 @@ class NodeState:
             objects.release(object_id)
         if peer.worker is not None:
             self._worker_gone(peer.worker)
-        else:
+        elif peer.kind == "driver":
             # The job table shows it ended. Its pending tasks and unnamed actors still run on:
             # only its named non-detached actors end with it (below).
             self.control.job_finished(peer.job_id)
@@ -341,7 +422,7 @@ class NodeState:
         key = spec.function_key
         pickled = None
         if key is not None and key not in worker.functions:
-            pickled = self.control.get_function(key)
+            pickled = self._function(key)
             worker.functions.add(key)
         task.worker_id = worker.worker_id
         if spec.kind == ACTOR_CREATION:
@@ -419,19 +500,51 @@ class NodeState:
     def _seal(self, object_id, kind, payload, contained):
         """Store a value and tell whoever waits for it."""
         objects = self.objects
+        if contained and self.remote:
+            for inner in contained:
+                if objects.get(inner) is None:
+                    self._borrow(inner)   # the value holds it: so must this node
         entry, subscribers = objects.seal(object_id, kind, payload, contained)
         if subscribers:
-            msg = (protocol.OBJECT, object_id) + objects.announced(entry)
-            for token in subscribers:
+            self._announce(object_id, entry, subscribers)
+        if entry.kind == REMOTE:
+            # Ready, but not here: a reader here waits until it is pulled.
+            if (object_id in self.awaited or object_id in self.actor_waits
+                    or object_id in self.locates):
+                self._pull(object_id)
+        else:
+            self._became_local(object_id)
+        objects.after_seal(object_id)
+
+    def _announce(self, object_id, entry, tokens):
+        """Tell ``tokens`` that ``object_id`` is ready: clients as ``announced``, nodes as
+        ``remote_form`` (where to fetch it)."""
+        msg = None
+        peers = self.peers
+        for token in tokens:
+            peer = peers.get(token)
+            if peer is not None and peer.kind == "node":
+                self._send(token, (protocol.OBJECT, object_id)
+                           + self.objects.remote_form(entry, self.node_id))
+            else:
+                if msg is None:
+                    msg = (protocol.OBJECT, object_id) + self.objects.announced(entry)
                 self._send(token, msg)
+
+    def _became_local(self, object_id):
+        """``object_id`` can be read here now: run what waited for it."""
         self._schedule(sched.ObjectReady(object_id))
+        self.awaited.discard(object_id)
         waiting = self.actor_waits.pop(object_id, None)
         if waiting:
             for actor_id in waiting:
                 actor = self.actors.get(actor_id)
                 if actor is not None:
                     self._pump(actor)
-        objects.after_seal(object_id)
+        locates = self.locates.pop(object_id, None)
+        if locates:
+            for record in locates:
+                self._locate_progress(record)
 
     def _fail(self, task, error):
         payload = error_payload(error)
@@ -444,13 +557,16 @@ class NodeState:
         owner_peer = self.peers.get(owner)
         worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
         objects = self.objects
+        to_node = owner_peer is not None and owner_peer.kind == "node"
         for object_id, kind, payload, contained in results:
             if kind == ARENA and worker is not None:
                 self.peers[worker.token].reservations.discard(payload[0])
-            if owner_peer is not None and object_id in owner_peer.refs:
+            if owner_peer is not None and object_id in owner_peer.refs and not to_node:
                 # The owner always hears about its results; no SUBSCRIBE needed.
                 objects.subscribe(object_id, owner)
             self._seal(object_id, kind, payload, contained)
+        if to_node:
+            self._send_results(owner, owner_peer, spec)
         if spec.kind == ACTOR_CREATION:
             return  # an actor keeps its creation arguments: a restart needs them again
         for object_id in spec.deps:
@@ -478,23 +594,54 @@ class NodeState:
         for object_id in spec.return_ids():
             objects.expect(object_id).holds += 1
             refs.add(object_id)
-        missing = set()
+        if self.head_lost is not None and peer.kind != "node":
+            self._fail(task, exceptions.RaySystemError(
+                f"The cluster's head is gone ({self.head_lost}): no new task can be "
+                "scheduled. Restart the head and the nodes, then the driver."))
+            return
         for object_id in spec.deps:
-            if not objects.hold(object_id):
-                # Unknown: freed, or never existed here. The task fails with ObjectLostError.
+            if not self._hold_object(object_id):
+                # Unknown: freed, or never existed. The task fails with ObjectLostError.
+                objects.expect(object_id).holds += 1
                 self._seal(object_id, ERROR, error_payload(exceptions.ObjectLostError(
                     object_id.hex())), ())
-                objects.hold(object_id)
-            elif objects.is_pending(object_id):
-                missing.add(object_id)
         for object_id in spec.contained:
-            objects.hold(object_id)
+            self._hold_object(object_id)
         if spec.kind == ACTOR_METHOD:
             self._submit_actor_call(task)
-        elif spec.kind == ACTOR_CREATION:
-            self._create_actor(task, missing)
+            return
+        missing = objects.missing(spec.deps)
+        target = None
+        if self.remote and peer.kind != "node":  # placed here by another node: it runs here
+            try:
+                target = self._place(spec)
+            except (exceptions.TaskUnschedulableError,
+                    exceptions.ActorUnschedulableError) as exc:
+                self._fail(task, exc)
+                return
+        if spec.kind == ACTOR_CREATION:
+            self._create_actor(task, missing, target)
+        elif target is not None:
+            self._forward(task, target)
         else:
+            self._want(missing)
             self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec), missing))
+
+    def _hold_object(self, object_id):
+        """One more hold on ``object_id``, borrowing it from its owner if this node has no
+        entry for it. False if it is unknown here and cannot be borrowed."""
+        objects = self.objects
+        return objects.hold(object_id) or (self._borrow(object_id) and objects.hold(object_id))
+
+    def _want(self, missing):
+        """Local tasks wait for ``missing``: pull what is on another node, note the rest."""
+        objects = self.objects
+        for object_id in missing:
+            entry = objects.get(object_id)
+            if entry is not None and entry.kind == REMOTE:
+                self._pull(object_id)
+            else:
+                self.awaited.add(object_id)
 
     def _demand(self, spec):
         """What the scheduler places ``spec`` by: its resources, unless they are not enforced."""
@@ -505,6 +652,14 @@ class NodeState:
 
     def _on_export(self, token, msg):
         self.control.export_function(msg[1], msg[2])
+
+    def _function(self, key):
+        """A pickled function, from the control store (once per node: they never change)."""
+        cache = self.function_cache
+        pickled = cache.get(key)
+        if pickled is None:
+            pickled = cache[key] = self.control.get_function(key)
+        return pickled
 
     def _on_put(self, token, msg):
         _, object_id, kind, payload, contained = msg
@@ -523,13 +678,14 @@ class NodeState:
                 self._send(token, (protocol.OBJECT, object_id, ERROR, error_payload(
                     exceptions.ObjectLostError(object_id.hex()))))
             elif entry.kind is not None:
-                self._send(token, (protocol.OBJECT, object_id) + objects.announced(entry))
+                self._announce(object_id, entry, (token,))
             else:
                 objects.subscribe(object_id, token)
 
     def _on_add_refs(self, token, msg):
-        refs = self.peers[token].refs
-        hold = self.objects.hold
+        peer = self.peers[token]
+        refs = peer.refs
+        hold = self.objects.hold if peer.kind == "node" or not self.remote else self._hold_object
         for object_id in msg[1]:
             if object_id not in refs and hold(object_id):
                 refs.add(object_id)
@@ -620,6 +776,7 @@ class NodeState:
     def _on_request(self, token, msg):
         _, request_id, op, args = msg
         method = self.requests.get(op)
+        self._request_id = request_id
         try:
             if method is None:
                 raise ValueError(f"unknown request {op!r}")
@@ -627,13 +784,15 @@ class NodeState:
         except Exception as exc:
             self._send(token, (protocol.REPLY, request_id, False, exc))
         else:
-            self._send(token, (protocol.REPLY, request_id, True, result))
+            if result is not DEFERRED:
+                self._send(token, (protocol.REPLY, request_id, True, result))
 
     # ── actors ─────────────────────────────────────────────────────────────────────────────
 
-    def _create_actor(self, task, missing):
+    def _create_actor(self, task, missing, target=None):
         spec = task.spec
         actor = Actor(spec, task.owner)
+        placed_here = self.peers[task.owner].kind == "node"  # by its owner, which entered it
         self.actors[actor.actor_id] = actor
         self.objects.watched.add(actor.object_id)
         actor.namespace = self.control.namespace_of(spec.actor.namespace, spec.job_id)
@@ -641,9 +800,15 @@ class NodeState:
             # Named and detached actors do not end with their handles.
             self.objects.hold(actor.object_id)
             actor.node_hold = True
-        if actor.name is None:  # a named one was entered by the client, before submitting
+        if actor.name is None and not placed_here:
+            # (a named one was entered by the client, before submitting)
             self.control.register_actor(None, spec.actor.namespace, spec.job_id,
                                         actor.actor_id, actor.meta, detached=actor.detached)
+        if target is not None:
+            actor.node = target
+            self.control.actor_state(actor.actor_id, PENDING, target.node_id)
+            self._forward(task, target)
+            return
         self.control.actor_state(actor.actor_id, PENDING, self.node_id)
         self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec), missing,
                                         dedicated=True, hold=self._hold(spec)))
@@ -651,6 +816,14 @@ class NodeState:
     def _submit_actor_call(self, task):
         spec = task.spec
         actor = self.actors.get(spec.actor_id)
+        if actor is None and self.remote:
+            remote = self._actor_node(spec.actor_id)
+            if remote is not None:
+                self._forward(task, remote)
+                return
+        elif actor is not None and actor.node is not None and actor.state != DEAD:
+            self._forward(task, actor.node)   # it lives there; that node queues and orders
+            return
         if actor is None or actor.state == DEAD:
             self._fail(task, actor.died_error() if actor is not None else actor_died_error(
                 spec.actor_id, None, "The actor is dead: it was killed, exited, or its "
@@ -719,7 +892,8 @@ class NodeState:
         error = actor.died_error()
         for task in actor._transition_any_dead():
             self._fail(task, error)
-        self.control.actor_state(actor.actor_id, DEAD, self.node_id)
+        if actor.node is None or not actor.node.alive:  # else its node reports that
+            self.control.actor_state(actor.actor_id, DEAD, self.node_id)
         if worker_id is not None:
             self._release_worker(worker_id)
         objects = self.objects
@@ -785,6 +959,392 @@ class NodeState:
         else:
             self._pump(actor)
 
+    # ── the cluster: other nodes ──────────────────────────────────────────────────────────
+
+    def _on_node_hello(self, token, msg):
+        peer = self.peers[token] = Peer("node")
+        peer.node_id = msg[1]
+
+    def _node_by_number(self, number):
+        remote = self.by_number.get(number)
+        if remote is None:
+            self._refresh_nodes()
+            remote = self.by_number.get(number)
+        return remote
+
+    def _refresh_nodes(self):
+        """Take the control store's node table: new nodes, deaths, free resources."""
+        for record in self.control.node_table():
+            node_id = record["node_id"]
+            if node_id == self.node_id:
+                continue
+            remote = self.remote.get(node_id)
+            if remote is None:
+                if not record["alive"]:
+                    continue
+                remote = self.remote[node_id] = RemoteNode(node_id, record["number"],
+                                                           record["address"])
+                self.by_number[remote.number] = remote
+            if not record["alive"]:
+                if remote.alive:
+                    self._node_died(remote, f"node {node_id.hex()} was declared dead")
+                continue
+            remote.resources = record["resources"]
+            remote.available = record["available"]
+
+    def _on_tick(self, token, msg):
+        if self.head_lost is not None:
+            return
+        self.control.heartbeat(self.node_id, self.scheduler.available_resources(),
+                               {"tasks": len(self.tasks), "actors": len(self.actors),
+                                "objects": len(self.objects.entries)})
+        self._refresh_nodes()
+
+    def _on_head_lost(self, token, msg):
+        self.head_lost = msg[1]
+
+    def _on_node_died(self, token, msg):
+        remote = self.remote.get(msg[1])
+        if remote is not None:
+            self._node_died(remote, f"node {remote.node_id.hex()} at {remote.address} died")
+
+    def _node_died(self, remote, why):
+        """``remote`` is gone: re-place or fail what was there, lose what only it held."""
+        if not remote.alive:
+            return
+        remote.alive = False
+        node_id = remote.node_id
+        error = exceptions.NodeDiedError(f"The node running this work is gone: {why}.")
+        for actor_id, where in list(self.actor_nodes.items()):
+            if where is remote:
+                del self.actor_nodes[actor_id]
+        actors = [a for a in self.actors.values() if a.node is remote and a.state != DEAD]
+        for task in [t for t in self.tasks.tasks.values() if t.node is remote]:
+            task.node = None
+            kind = task.spec.kind
+            if kind == ACTOR_CREATION:
+                continue   # with its actor, below
+            if kind == ACTOR_METHOD:
+                actor = self.actors.get(task.spec.actor_id)
+                if actor is not None and actor.can_restart() and task.can_retry():
+                    task.retry()
+                    actor.enqueue(task)   # sent again once it is placed anew
+                else:
+                    self._fail(task, exceptions.ActorDiedError(None) if actor is None
+                               else actor_died_error(actor.actor_id, actor.class_name,
+                                                     f"The actor's node died: {why}."))
+            elif TaskTable.retried_after_loss(task):
+                task.retry()
+                self._place_again(task)
+            else:
+                self._fail(task, error)
+        for actor in actors:
+            self._remote_actor_lost(actor, why)
+        # Values that were only there, and values borrowed from there.
+        objects = self.objects
+        for object_id, entry in list(objects.entries.items()):
+            if entry.remote_hold == node_id and entry.kind != REMOTE:
+                entry.remote_hold = None
+                if entry.kind is None:   # borrowed from it, never answered: its owner died
+                    self._seal(object_id, ERROR, error_payload(exceptions.OwnerDiedError(
+                        object_id.hex())), ())
+            elif entry.kind == REMOTE and entry.payload[0] == node_id:
+                entry.remote_hold = None
+                self._lose(object_id, exceptions.ObjectLostError(object_id.hex()))
+
+    def _remote_actor_lost(self, actor, why):
+        """An actor this node owns lived on a node that died: place it anew, or it is dead."""
+        actor.node = None
+        self.control.actor_state(actor.actor_id, RESTARTING if actor.can_restart() else DEAD,
+                                 self.node_id)
+        if not actor.can_restart():
+            actor.cause = actor_died_error(actor.actor_id, actor.class_name,
+                                           f"The actor's node died: {why}.")
+            self._actor_dead(actor)
+            return
+        if actor.restarts_left > 0:
+            actor.restarts_left -= 1
+        actor.num_restarts += 1
+        actor.state = PENDING
+        creation = actor.creation
+        creation.attempt = actor.num_restarts
+        task = self.tasks.get(creation.task_id) or self.tasks.add(creation, actor.owner)
+        target = self._place(creation) if self.remote else None
+        if target is not None:
+            actor.node = target
+            self._forward(task, target)
+        else:
+            self._schedule(sched.SubmitTask(creation.task_id, self._demand(creation),
+                                            self.objects.missing(creation.deps),
+                                            dedicated=True, hold=self._hold(creation)))
+        queued = [t for q in actor.queues.values() for t in q]
+        actor.queues.clear()
+        for call in queued:
+            if actor.node is not None:
+                self._forward(call, actor.node)
+            else:
+                actor.enqueue(call)
+
+    def _place_again(self, task):
+        spec = task.spec
+        try:
+            target = self._place(spec) if self.remote else None
+        except (exceptions.TaskUnschedulableError, exceptions.ActorUnschedulableError) as exc:
+            self._fail(task, exc)
+            return
+        if target is not None:
+            self._forward(task, target)
+        else:
+            self._resubmit(task)
+
+    # placement
+
+    def _place(self, spec):
+        """Where a task submitted here runs: None for this node, else a RemoteNode.
+
+        Raises:
+            TaskUnschedulableError, ActorUnschedulableError: a hard node affinity names a
+                node that is dead, unknown, or too small for it.
+        """
+        demand = spec.resources or {}
+        strategy = spec.strategy
+        if strategy == "SPREAD":
+            return self._spread(demand)
+        if strategy is not None:
+            _, node_id, soft = strategy
+            if node_id == self.node_id and _fits(demand, self.resources):
+                return None
+            remote = self.remote.get(node_id)
+            if remote is not None and remote.alive and _fits(demand, remote.resources):
+                return remote
+            if not soft:
+                if node_id != self.node_id and (remote is None or not remote.alive):
+                    why = (f"the node {node_id.hex()} it must run on (NodeAffinity"
+                           f"SchedulingStrategy with soft=False) is "
+                           f"{'dead' if remote is not None else 'not in the cluster'}")
+                else:
+                    why = (f"the node {node_id.hex()} it must run on (soft=False) does not "
+                           f"have the resources it asks for: {demand}")
+                error = (exceptions.ActorUnschedulableError if spec.kind == ACTOR_CREATION
+                         else exceptions.TaskUnschedulableError)
+                raise error(why)
+        if (_fits(demand, self.resources) and self.scheduler.num_pending == 0
+                and _fits(demand, self.scheduler.available_resources())):
+            return None   # the submitter's node, when it has room now
+        best = None
+        for remote in self.remote.values():
+            if remote.alive and _fits(demand, remote.available) and (
+                    best is None or remote.available.get("CPU", 0)
+                    > best.available.get("CPU", 0)):
+                best = remote
+        if best is not None:
+            self._take(best, demand)
+            return best
+        if _fits(demand, self.resources):
+            return None   # wait here for room
+        for remote in self.remote.values():
+            if remote.alive and _fits(demand, remote.resources):
+                return remote   # only that node can ever run it
+        return None       # nobody can: it waits here, with a warning
+
+    def _spread(self, demand):
+        candidates = [None] if _fits(demand, self.resources) else []
+        candidates += [r for r in self.remote.values() if r.alive and _fits(demand, r.resources)]
+        if not candidates:
+            return None
+        target = candidates[self.spread_next % len(candidates)]
+        self.spread_next += 1
+        if target is not None:
+            self._take(target, demand)
+        return target
+
+    @staticmethod
+    def _take(remote, demand):
+        available = remote.available
+        for name, amount in demand.items():
+            if amount > 0:
+                available[name] = available.get(name, 0) - amount
+
+    def _forward(self, task, target):
+        """Place ``task`` on ``target``: it runs there; its RESULTS come back here."""
+        task.node = target
+        self._send(target, (protocol.SUBMIT, task.spec))
+
+    def _actor_node(self, actor_id):
+        """The RemoteNode an actor this node does not host lives on, from the control store;
+        None if it is dead, unknown, or not placed on another node."""
+        remote = self.actor_nodes.get(actor_id)
+        if remote is not None and remote.alive:
+            return remote
+        info = self.control.actor_info(actor_id)
+        if info is None or info["state"] == DEAD or info["node_id"] in (None, self.node_id):
+            return None
+        remote = self.remote.get(info["node_id"])
+        if remote is None:
+            self._refresh_nodes()
+            remote = self.remote.get(info["node_id"])
+        if remote is None or not remote.alive:
+            return None
+        self.actor_nodes[actor_id] = remote
+        return remote
+
+    # results of work placed elsewhere
+
+    def _send_results(self, owner, owner_peer, spec):
+        """Tell the node that placed ``spec`` here its results. Small values travel whole
+        and this node forgets them; stored ones (and any holding refs, or an actor's
+        handle) stay here, held for that node until it sends DROP_REFS."""
+        objects = self.objects
+        items = []
+        keep_all = spec.kind == ACTOR_CREATION   # its object is the actor's lifetime
+        for object_id in spec.return_ids():
+            entry = objects.get(object_id)
+            if entry is None or entry.kind is None:
+                continue
+            kind, payload = objects.remote_form(entry, self.node_id)
+            held = keep_all or kind == REMOTE or bool(entry.contained)
+            items.append((object_id, kind, payload, held))
+            if not held and object_id in owner_peer.refs:
+                owner_peer.refs.discard(object_id)
+                objects.release(object_id)
+        self._send(owner, (protocol.RESULTS, spec.task_id, items))
+
+    def _on_results(self, token, msg):
+        _, task_id, items = msg
+        task = self.tasks.get(task_id)
+        if task is None or task.node is not token:   # failed or re-placed meanwhile
+            back = [item[0] for item in items if item[3]]
+            if back:
+                self._send(token, (protocol.DROP_REFS, back))
+            return
+        task.node = None
+        objects = self.objects
+        for object_id, _kind, _payload, held in items:
+            if held:
+                objects.expect(object_id).remote_hold = token.node_id
+        results = [(object_id, kind, payload, ()) for object_id, kind, payload, _ in items]
+        spec = task.spec
+        if spec.kind == ACTOR_CREATION:
+            self._finish(task, results)
+            actor = self.actors.get(spec.actor_id)
+            if actor is not None and actor.state != DEAD:
+                if results and results[0][1] == ERROR:
+                    actor.node = None   # it failed there, and its node reported it
+                    cause = serialization.deserialize(results[0][2])
+                    actor.cause = exceptions.ActorDiedError(cause if isinstance(
+                        cause, exceptions.RayTaskError) else None)
+                    self._actor_dead(actor)
+                else:
+                    actor.state = ALIVE
+            return
+        self._finish(task, results)
+
+    def _give_back(self, dropped):
+        """Entries deleted here that held refs on other nodes: DROP_REFS there."""
+        by_node = {}
+        for object_id, node_id in dropped:
+            by_node.setdefault(node_id, []).append(object_id)
+        dropped.clear()
+        for node_id, object_ids in by_node.items():
+            remote = self.remote.get(node_id)
+            if remote is not None and remote.alive:
+                self._send(remote, (protocol.DROP_REFS, object_ids))
+
+    # borrowing: refs to objects other nodes own
+
+    def _borrow(self, object_id):
+        """Enter an object another node owns (pending) and borrow it: that node holds it for
+        this one and says when it is ready. False if it is owned here or by nobody alive."""
+        number = ids.owner_number(object_id)
+        if number == self.node_number or number == ids.UNNUMBERED:
+            return False
+        owner = self._node_by_number(number)
+        if owner is None or not owner.alive:
+            return False
+        self.objects.expect(object_id).remote_hold = owner.node_id
+        self._send(owner, (protocol.ADD_REFS, [object_id]))
+        self._send(owner, (protocol.SUBSCRIBE, [object_id]))
+        return True
+
+    def _on_object(self, token, msg):
+        """A borrowed object's value (or where it is), from its owner."""
+        _, object_id, kind, payload = msg
+        entry = self.objects.get(object_id)
+        if entry is not None and entry.kind is None:
+            self._seal(object_id, kind, payload, ())
+
+    def _on_remote_reply(self, token, msg):
+        pass   # the requests this node makes of others (kill_actor) want no answer
+
+    def _on_remote_warn(self, token, msg):
+        for peer_token, peer in self.peers.items():
+            if peer.kind == "driver":
+                self._send(peer_token, msg)
+
+    # pulling values from other nodes, and serving such pulls
+
+    def pull_destination(self, object_id):
+        """Where the node process writes the DATA of a pull: an arena offset, or None."""
+        pull = self.pulls.get(object_id)
+        return pull[1] if pull is not None else None
+
+    def _pull(self, object_id):
+        if object_id in self.pulls:
+            return
+        entry = self.objects.get(object_id)
+        holder_id, total, _meta_len, _spans = entry.payload
+        holder = self.remote.get(holder_id)
+        if holder is None or not holder.alive:
+            self._lose(object_id, exceptions.ObjectLostError(object_id.hex()))
+            return
+        try:
+            offset = self.objects.alloc(max(total, 1))
+        except exceptions.ObjectStoreFullError as exc:
+            self._lose(object_id, exc)
+            return
+        self.pulls[object_id] = [holder, offset, total, 0]
+        self._send(holder, (protocol.FETCH, object_id))
+
+    def _on_data(self, token, msg):
+        _, object_id, _offset, length, total = msg
+        pull = self.pulls.get(object_id)
+        if pull is None:
+            return
+        pull[3] += length
+        if pull[3] < total:
+            return
+        del self.pulls[object_id]
+        if self.objects.localize(object_id, pull[1]):
+            self._became_local(object_id)
+        else:
+            self.objects.store.free_block(pull[1])
+
+    def _on_fetch_failed(self, token, msg):
+        _, object_id, payload = msg
+        self._lose(object_id, payload=payload)
+
+    def _lose(self, object_id, error=None, payload=None):
+        """A REMOTE value cannot be had: it is an error here now, for whoever waits."""
+        pull = self.pulls.pop(object_id, None)
+        if pull is not None:
+            self.objects.store.free_block(pull[1])
+        if payload is None:
+            payload = error_payload(error)
+        if self.objects.lose_remote(object_id, payload):
+            self._became_local(object_id)
+
+    def _on_fetch(self, token, msg):
+        object_id = msg[1]
+        peer = self.peers[token]
+        kind, payload = self._hand_out(peer, object_id)
+        if kind != ARENA:
+            if kind != ERROR:
+                payload = error_payload(exceptions.ObjectLostError(object_id.hex()))
+            self._send(token, (protocol.FETCH_FAILED, object_id, payload))
+            return
+        offset, meta_len, spans = payload
+        self._out.append(PushObject(token, object_id, offset, block_length(meta_len, spans)))
+
     # ── requests ───────────────────────────────────────────────────────────────────────────
 
     def _request_alloc(self, token, size):
@@ -794,7 +1354,28 @@ class NodeState:
 
     def _request_locate(self, token, object_ids):
         peer = self.peers[token]
-        return [self._hand_out(peer, object_id) for object_id in object_ids]
+        objects = self.objects
+        elsewhere = [oid for oid in object_ids if objects.not_local(oid)]
+        if not elsewhere:
+            return [self._hand_out(peer, object_id) for object_id in object_ids]
+        # On another node: answered once pulled here (or failed).
+        record = [token, self._request_id, object_ids]
+        for object_id in elsewhere:
+            self.locates.setdefault(object_id, []).append(record)
+            entry = objects.get(object_id)
+            if entry.kind == REMOTE:
+                self._pull(object_id)
+        return DEFERRED
+
+    def _locate_progress(self, record):
+        token, request_id, object_ids = record
+        if request_id is None or any(self.objects.not_local(oid) for oid in object_ids):
+            return
+        record[1] = None
+        peer = self.peers.get(token)
+        if peer is not None:
+            self._send(token, (protocol.REPLY, request_id, True,
+                               [self._hand_out(peer, oid) for oid in object_ids]))
 
     def _request_shutdown(self, token):
         self._out.append(Stop())
@@ -803,6 +1384,13 @@ class NodeState:
         return self.control.cluster_resources()
 
     def _request_available_resources(self, token):
+        if self.remote:
+            total = self.scheduler.available_resources()
+            for remote in self.remote.values():
+                if remote.alive:
+                    for name, amount in remote.available.items():
+                        total[name] = total.get(name, 0) + amount
+            return {name: amount for name, amount in total.items() if amount > 0}
         if self.enforce_resources:
             return self.scheduler.available_resources()
         # Not enforced: what is left of the totals after what runs and what actors hold.
@@ -839,18 +1427,29 @@ class NodeState:
         if found is None:
             return None
         actor = self.actors.get(found[0])
-        if actor is None or actor.state == DEAD:
+        if actor is None and self.remote:   # it lives on another node, maybe
+            if self._actor_node(found[0]) is None:
+                return None
+        elif actor is None or actor.state == DEAD:
             return None
-        self._add_hold(token, actor.object_id)
+        self._add_hold(token, ids.object_id(found[0], 0))
         return found
 
     def _add_hold(self, token, object_id):
         refs = self.peers[token].refs
-        if object_id not in refs and self.objects.hold(object_id):
+        if object_id not in refs and self._hold_object(object_id):
             refs.add(object_id)
 
     def _request_kill_actor(self, token, actor_id, no_restart):
         actor = self.actors.get(actor_id)
+        remote = actor.node if actor is not None else (
+            self._actor_node(actor_id) if self.remote else None)
+        if remote is not None:   # where it lives decides
+            if actor is not None and no_restart:
+                actor.restarts_left = 0
+                actor.terminating = True
+            self._send(remote, (protocol.REQUEST, 0, "kill_actor", (actor_id, no_restart)))
+            return
         if actor is None or actor.state == DEAD:
             return
         if no_restart:

@@ -17,8 +17,9 @@ fake store built on the real (pure) allocator.
 
 Entry lifecycle::
 
-    (none) ──expect──▶ pending ──seal──▶ ready (INLINE | ARENA | ERROR)
+    (none) ──expect──▶ pending ──seal──▶ ready (INLINE | ARENA | ERROR | REMOTE)
                                            │  ARENA ──spill──▶ ON_DISK ──restore──▶ ARENA
+                                           │  REMOTE ──localize (pulled)──▶ ARENA
                                            │  any ──free_early──▶ ERROR (ObjectFreedError)
                                            ▼
                      deleted when holds == 0 and pins == 0 (never earlier)
@@ -30,14 +31,20 @@ an arena location is only ever handed out with a pin, so a value being read is n
 spilled or freed. ``locations`` names the nodes holding a copy; on one node it is this node.
 
 Deletions are reported, not acted on: ``deleted`` collects the ids of *watched* objects
-(actor objects: the last handle going stops the actor) for NodeState to take.
+(actor objects: the last handle going stops the actor) for NodeState to take, and
+``dropped_remote`` the ``(object_id, node_id)`` of deleted entries that held a reference on
+another node (``remote_hold``), which NodeState gives back there with DROP_REFS.
+
+Other nodes' values. A REMOTE entry's bytes are in another node's store; it is *ready* (its
+subscribers are told so) but not *local*: a task here cannot read it until it has been pulled
+into this arena (``localize``). ``not_local`` is the test for "a reader here must wait".
 """
 
 import collections
 
 from purerun import exceptions
 from purerun.core import serialization
-from purerun.core.protocol import ARENA, ERROR, ON_DISK, STORED
+from purerun.core.protocol import ARENA, ERROR, ON_DISK, REMOTE, STORED
 
 __all__ = ["ObjectEntry", "ObjectTable"]
 
@@ -46,7 +53,7 @@ class ObjectEntry:
     """One object. ``kind`` is None while pending, else a payload kind (protocol.INLINE...)."""
 
     __slots__ = ("kind", "payload", "holds", "pins", "contained", "block", "subscribers",
-                 "freed", "locations")
+                 "freed", "locations", "remote_hold")
 
     def __init__(self):
         self.kind = None           #: None while pending; INLINE, ARENA, ERROR or ON_DISK
@@ -58,6 +65,7 @@ class ObjectEntry:
         self.subscribers = None    #: tokens to tell when it is ready (a set), or None
         self.freed = False         #: purerun.internal.free ran: the value is gone early
         self.locations = None      #: node ids holding a copy, once ready
+        self.remote_hold = None    #: the node where this node holds a ref to it, if any
 
 
 class ObjectTable:
@@ -78,6 +86,7 @@ class ObjectTable:
         self.in_arena = collections.OrderedDict()
         self.watched = set()       #: ids whose deletion NodeState wants to hear of
         self.deleted = []          #: watched ids deleted since NodeState last took them
+        self.dropped_remote = []   #: (object id, node id) of deleted entries held elsewhere
         self.spilled_bytes = 0
         self.num_spilled = 0
         self.num_restored = 0
@@ -108,7 +117,9 @@ class ObjectTable:
             return entry, None
         entry.kind = kind
         entry.payload = payload
-        if self.node_id is not None:
+        if kind == REMOTE:
+            entry.locations = {payload[0]}
+        elif self.node_id is not None:
             entry.locations = {self.node_id}
         if kind == ARENA:
             entry.block = payload[0]
@@ -187,13 +198,61 @@ class ObjectTable:
             ObjectStoreFullError: a spilled value cannot be read back (pinned data fills it).
         """
         entry = self.entries.get(object_id)
-        if entry is None or entry.kind is None:
+        if entry is None or entry.kind is None or entry.kind == REMOTE:
+            # invariant: NodeState pulls a REMOTE value before anyone here is handed it
             raise exceptions.ObjectLostError(object_id.hex())
         if entry.kind == ON_DISK:
             self.restore(object_id, entry)
         if entry.kind == ARENA:
             self.pin(object_id)
         return entry.kind, entry.payload
+
+    def localize(self, object_id, offset):
+        """A REMOTE value's bytes were pulled into the block at ``offset``: it is ARENA now.
+
+        Returns:
+            True; False if the entry is gone or not REMOTE any more (the block is then the
+            caller's to free).
+        """
+        entry = self.entries.get(object_id)
+        if entry is None or entry.kind != REMOTE:
+            return False
+        _node, _total, meta_len, spans = entry.payload
+        entry.kind = ARENA
+        entry.payload = (offset, meta_len, spans)
+        entry.block = offset
+        if self.node_id is not None:
+            entry.locations = {self.node_id}
+        self.in_arena[object_id] = None
+        return True
+
+    def lose_remote(self, object_id, payload):
+        """A REMOTE value cannot be fetched (its holder died, or lost it): it is the ERROR
+        ``payload`` now. False if the entry is gone or not REMOTE."""
+        entry = self.entries.get(object_id)
+        if entry is None or entry.kind != REMOTE:
+            return False
+        entry.kind = ERROR
+        entry.payload = payload
+        entry.locations = {self.node_id} if self.node_id is not None else None
+        return True
+
+    def not_local(self, object_id):
+        """True while a reader here must wait for ``object_id``: pending, or on another node."""
+        entry = self.entries.get(object_id)
+        return entry is not None and (entry.kind is None or entry.kind == REMOTE)
+
+    def remote_form(self, entry, node_id):
+        """How a ready value is described to another node: small ones whole, stored ones as
+        REMOTE (where to FETCH the block from: this node, ``node_id``, or the holder)."""
+        kind = entry.kind
+        if kind == ARENA:
+            offset, meta_len, spans = entry.payload
+            return REMOTE, (node_id, block_length(meta_len, spans), meta_len, spans)
+        if kind == ON_DISK:
+            _path, total, meta_len, spans = entry.payload
+            return REMOTE, (node_id, total, meta_len, spans)
+        return kind, entry.payload
 
     # ── capacity ───────────────────────────────────────────────────────────────────────────
 
@@ -292,6 +351,8 @@ class ObjectTable:
         if entry.block is not None:
             self.store.free_block(entry.block)
             entry.block = None
+        if entry.remote_hold is not None:
+            self.dropped_remote.append((object_id, entry.remote_hold))
         for inner in entry.contained:
             self.release(inner)
 
@@ -306,16 +367,18 @@ class ObjectTable:
         return entry is not None and entry.kind is None
 
     def missing(self, object_ids):
-        """The ids among ``object_ids`` that are not ready (pending or unknown)."""
+        """The ids among ``object_ids`` a task here must wait for: pending, unknown, or on
+        another node."""
         entries = self.entries
-        return {d for d in object_ids if entries.get(d) is None or entries[d].kind is None}
+        return {d for d in object_ids
+                if entries.get(d) is None or entries[d].kind is None or entries[d].kind == REMOTE}
 
     @staticmethod
     def announced(entry):
         """How a ready value is announced to its subscribers: small ones whole, stored ones
         as STORED (the reader asks for a location)."""
         kind = entry.kind
-        if kind == ARENA or kind == ON_DISK:
+        if kind == ARENA or kind == ON_DISK or kind == REMOTE:
             return (STORED, None)
         return (kind, entry.payload)
 
@@ -325,6 +388,11 @@ class ObjectTable:
                 "arena_used": store.used, "arena_largest_free": store.largest_free,
                 "spilled_bytes": self.spilled_bytes, "num_spilled": self.num_spilled,
                 "num_restored": self.num_restored}
+
+
+def block_length(meta_len, spans):
+    """Bytes of an object's block: its metadata, then its buffers (spans relative to it)."""
+    return (spans[-1][0] + spans[-1][1]) if spans else meta_len
 
 
 def error_payload(error):

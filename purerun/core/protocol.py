@@ -31,6 +31,7 @@ TO_NODE = "client -> node"
 TO_CLIENT = "node -> client"
 TO_WORKER = "node -> worker"
 FROM_WORKER = "worker -> node"
+BETWEEN_NODES = "node -> node"
 
 
 class Message:
@@ -84,6 +85,19 @@ WARN = _message(24, "WARN", TO_CLIENT, "text")
 EXECUTE = _message(25, "EXECUTE", TO_WORKER, "spec dep_payloads pickled_function gpu_ids")
 INTERRUPT = _message(26, "INTERRUPT", TO_WORKER, "task_id")   # cancel this running actor call
 
+# -- node -> node (TCP, after the HMAC handshake) -----------------------------------------------
+# A node that connects to another acts as one of its clients: it SUBMITs tasks placed there,
+# SUBSCRIBEs to objects it borrows, sends ADD_REFS / DROP_REFS / CANCEL / REQUEST, and hears
+# OBJECT / REPLY / WARN back, as a driver would. These kinds are the rest of that talk.
+NODE_HELLO = _message(30, "NODE_HELLO", BETWEEN_NODES, "node_id")  # first frame, connector
+# The holder of a task the asker placed there: its results, [(object_id, kind, payload)];
+# the asker keeps a hold on every REMOTE one until it sends DROP_REFS.
+RESULTS = _message(31, "RESULTS", BETWEEN_NODES, "task_id results")
+FETCH = _message(32, "FETCH", BETWEEN_NODES, "object_id")     # -> DATA chunks, or FETCH_FAILED
+# A raw frame: ``length`` bytes of the object's block, from ``offset``, follow the header.
+DATA = _message(33, "DATA", BETWEEN_NODES, "object_id offset length total")
+FETCH_FAILED = _message(34, "FETCH_FAILED", BETWEEN_NODES, "object_id error_payload")
+
 # -- REQUEST operations: op -> (argument names, what the REPLY carries) -------------------------
 REQUESTS = {
     "alloc": (("size",), "an arena offset, reserved for the asker until it PUTs or leaves"),
@@ -118,6 +132,9 @@ ERROR = _payload(2, "ERROR", "pickled exception (raised by get)")
 STORED = _payload(3, "STORED", "None")
 # Node-internal, never sent: the value was spilled to a file; spans relative to its start.
 ON_DISK = _payload(4, "ON_DISK", "(path, total_size, meta_len, spans)")
+# Between nodes: the value's block is in another node's store; FETCH it from there.
+# Spans are relative to the block's start, as ON_DISK's.
+REMOTE = _payload(5, "REMOTE", "(node_id, total_size, meta_len, spans)")
 
 # Where a value sits can change (spilled to disk, restored elsewhere in the arena), so an ARENA
 # location is only ever handed to a process together with a pin that keeps it valid: in the

@@ -7,6 +7,9 @@ NORMAL = 0
 ACTOR_CREATION = 1
 ACTOR_METHOD = 2
 
+# TaskSpec.strategy for NodeAffinitySchedulingStrategy: (NODE_AFFINITY, node_id, soft).
+NODE_AFFINITY = "NODE_AFFINITY"
+
 
 class Dep:
     """Stands in the pickled arguments for a top-level ObjectRef argument ``index``.
@@ -38,15 +41,16 @@ class ActorSpec:
         concurrency_groups: group name -> its own limit.
         is_async: it has ``async def`` methods and runs them on one event loop.
         hold: the resources it keeps while alive, once ``__init__`` has returned.
+        strategy: where it may be placed (``TaskSpec.strategy`` of its creation).
     """
 
     __slots__ = ("class_name", "meta", "name", "namespace", "detached", "max_restarts",
                  "max_task_retries", "max_concurrency", "concurrency_groups", "is_async",
-                 "hold")
+                 "hold", "strategy")
 
     def __init__(self, *, class_name, meta=None, name=None, namespace=None, detached=False,
                  max_restarts=0, max_task_retries=0, max_concurrency=1,
-                 concurrency_groups=None, is_async=False, hold=None):
+                 concurrency_groups=None, is_async=False, hold=None, strategy=None):
         self.class_name = class_name
         self.meta = meta
         self.name = name
@@ -58,20 +62,22 @@ class ActorSpec:
         self.concurrency_groups = concurrency_groups or {}
         self.is_async = is_async
         self.hold = hold
+        self.strategy = strategy
 
     def __reduce__(self):
         return _actor_spec, (self.class_name, self.meta, self.name, self.namespace,
                              self.detached, self.max_restarts, self.max_task_retries,
                              self.max_concurrency, self.concurrency_groups, self.is_async,
-                             self.hold)
+                             self.hold, self.strategy)
 
 
 def _actor_spec(class_name, meta, name, namespace, detached, max_restarts, max_task_retries,
-                max_concurrency, concurrency_groups, is_async, hold):
+                max_concurrency, concurrency_groups, is_async, hold, strategy):
     return ActorSpec(class_name=class_name, meta=meta, name=name, namespace=namespace,
                      detached=detached, max_restarts=max_restarts,
                      max_task_retries=max_task_retries, max_concurrency=max_concurrency,
-                     concurrency_groups=concurrency_groups, is_async=is_async, hold=hold)
+                     concurrency_groups=concurrency_groups, is_async=is_async, hold=hold,
+                     strategy=strategy)
 
 
 class TaskSpec:
@@ -95,17 +101,19 @@ class TaskSpec:
             actor's whole life), or None.
         concurrency_group: an actor call's group chosen at the call (None: the method's).
         actor: the ActorSpec of an ACTOR_CREATION, else None.
+        strategy: where it may run: None (the default: here if it fits, else a node that
+            has room), ``"SPREAD"``, or ``(NODE_AFFINITY, node_id, soft)``.
     """
 
     __slots__ = ("task_id", "name", "function_key", "args", "args_in_store", "deps", "contained",
                  "num_returns", "resources", "max_retries", "retry_exceptions", "max_calls",
                  "kind", "actor_id", "method", "job_id", "attempt", "env_vars",
-                 "concurrency_group", "actor")
+                 "concurrency_group", "actor", "strategy")
 
     def __init__(self, *, task_id, name, function_key, args, args_in_store, deps, contained,
                  num_returns=1, resources=None, max_retries=0, retry_exceptions=False,
                  max_calls=0, kind=NORMAL, actor_id=None, method=None, job_id=None, attempt=0,
-                 env_vars=None, concurrency_group=None, actor=None):
+                 env_vars=None, concurrency_group=None, actor=None, strategy=None):
         self.task_id = task_id
         self.name = name
         self.function_key = function_key
@@ -126,6 +134,7 @@ class TaskSpec:
         self.env_vars = env_vars
         self.concurrency_group = concurrency_group
         self.actor = actor
+        self.strategy = strategy
 
     def __reduce__(self):
         # Positional on the wire: this is pickled for every task, and keywords cost.
@@ -133,7 +142,8 @@ class TaskSpec:
                             self.args_in_store, self.deps, self.contained, self.num_returns,
                             self.resources, self.max_retries, self.retry_exceptions,
                             self.max_calls, self.kind, self.actor_id, self.method, self.job_id,
-                            self.attempt, self.env_vars, self.concurrency_group, self.actor)
+                            self.attempt, self.env_vars, self.concurrency_group, self.actor,
+                            self.strategy)
 
     def return_ids(self):
         tid = self.task_id
@@ -149,18 +159,20 @@ def creation_spec(actor_id, function_key, actor, resources, env_vars, job_id, *,
     return TaskSpec(task_id=actor_id, name=actor.class_name + ".__init__",
                     function_key=function_key, args=args, args_in_store=args_in_store,
                     deps=deps, contained=contained, resources=resources, kind=ACTOR_CREATION,
-                    actor_id=actor_id, job_id=job_id, env_vars=env_vars, actor=actor)
+                    actor_id=actor_id, job_id=job_id, env_vars=env_vars, actor=actor,
+                    strategy=actor.strategy)
 
 
 def _task_spec(task_id, name, function_key, args, args_in_store, deps, contained, num_returns,
                resources, max_retries, retry_exceptions, max_calls, kind, actor_id, method,
-               job_id, attempt, env_vars, concurrency_group, actor):
+               job_id, attempt, env_vars, concurrency_group, actor, strategy):
     return TaskSpec(task_id=task_id, name=name, function_key=function_key, args=args,
                     args_in_store=args_in_store, deps=deps, contained=contained,
                     num_returns=num_returns, resources=resources, max_retries=max_retries,
                     retry_exceptions=retry_exceptions, max_calls=max_calls, kind=kind,
                     actor_id=actor_id, method=method, job_id=job_id, attempt=attempt,
-                    env_vars=env_vars, concurrency_group=concurrency_group, actor=actor)
+                    env_vars=env_vars, concurrency_group=concurrency_group, actor=actor,
+                    strategy=strategy)
 
 
 # -- what every submitter does the same way (Client and local mode) ------------------------------

@@ -33,7 +33,8 @@ def retries_left(spec):
 class Task:
     """One submitted task or actor call, from submit until its results are sealed."""
 
-    __slots__ = ("spec", "owner", "worker_id", "cancelled", "force_cancelled", "children")
+    __slots__ = ("spec", "owner", "worker_id", "cancelled", "force_cancelled", "children",
+                 "node")
 
     def __init__(self, spec, owner):
         self.spec = spec                #: its TaskSpec
@@ -42,6 +43,7 @@ class Task:
         self.cancelled = False          #: cancel() reached it
         self.force_cancelled = False    #: ... with force=True (its worker is killed)
         self.children = None            #: ids of tasks it submitted (for recursive cancel)
+        self.node = None                #: the RemoteNode it was placed on, None: this node
 
     def can_retry(self):
         return retries_left(self.spec) != 0
