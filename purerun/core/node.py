@@ -35,13 +35,13 @@ import socket
 import sys
 import time
 
-from purerun.core import protocol
-from purerun.core.control_store import ControlStore
-from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_OUTPUT,
-                                     WORKER_STARTED, InterruptWorker, KillWorker, NodeState,
-                                     Send, StartWorker, Stop)
+from purerun.core import protocol, transport
+from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
+from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, NODE_DIED, TICK,
+                                     WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker,
+                                     NodeState, PushObject, RemoteNode, Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
-from purerun.core.transport import Connection, EventLoop, Listener
+from purerun.core.transport import Connection, EventLoop, HmacHandshake, Listener
 # Imported here, before any fork, so that workers start with it loaded.
 from purerun.core.worker import run_worker
 
@@ -58,6 +58,10 @@ REAP_TIMEOUT = 5.0
 # How often exited workers are waited for while some are left: they are gone already (their
 # socket closed), so this only bounds how long a zombie entry lingers.
 REAP_INTERVAL = 0.05
+# A pulled object crosses in raw frames of this size: large enough that per-frame costs
+# vanish next to the copy, small enough that other messages on the connection pass between
+# two of them within milliseconds.
+TRANSFER_CHUNK = 4 * 1024 * 1024
 
 
 class Node:
@@ -75,25 +79,134 @@ class Node:
         self.address = os.path.join(self.session_dir, "node.sock")
         self.store = ObjectStore(config["object_store_memory"],
                                  spill_dir=os.path.join(self.session_dir, "spill"))
+        self.arena_view = memoryview(self.store.arena.map)
         resources = config["resources"]
         cpus = resources.get("CPU", 1)
         state_config = dict(config, address=self.address, arena_size=self.store.arena.size,
                             hostname=socket.gethostname())
+        self.node_conns = {}        # node id -> Connection this node opened to it
+        self.tcp_listener = None
+        self.head = None
+        if config.get("head"):
+            control = self._join(config["head"], config.get("node_host"), state_config)
+        else:
+            control = ControlStore()
         self.state = NodeState(
-            state_config, self.store, ControlStore(),
+            state_config, self.store, control,
             max_workers=max(MIN_MAX_WORKERS, int(MAX_WORKERS_PER_CPU * max(cpus, 1))),
             max_starting_workers=max(1, int(cpus)))
         self.prestart = min(PRESTART_WORKERS_MAX, max(1, int(cpus)))
 
         self.listener = Listener.unix(self.address)
         self.loop.add_listener(self.listener, self.add_driver)
+        if self.head is not None:
+            self.loop.add_listener(self.tcp_listener, self.add_node_peer)
+            self.loop.add_connection(self.head.conn, self.head.on_messages, self._head_closed)
+            self.head.on_event = self._head_event
+            self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
         self.actions = {
             Send: self._do_send,
             StartWorker: self._do_start_worker,
             KillWorker: self._do_kill_worker,
             InterruptWorker: self._do_interrupt_worker,
+            PushObject: self._do_push,
             Stop: self._do_stop,
         }
+
+    # -- the cluster -------------------------------------------------------------------------------
+
+    def _join(self, head_address, node_host, state_config):
+        """Connect to the head and listen for other nodes; returns the head's store."""
+        from purerun.core import auth
+        from purerun.core.remote_control import RemoteControlStore
+        self.token = auth.load_token()
+        if self.token is None:
+            raise RuntimeError(auth.missing_token_text())
+        self.head = RemoteControlStore.connect(head_address, self.token)
+        # Other nodes reach this one on the address its head connection leaves from, unless
+        # told otherwise: the interface that routes to the head routes to the cluster.
+        host = node_host or self.head.conn.sock.getsockname()[0]
+        self.tcp_listener = Listener.tcp(0, host=host,
+                                         handshake=HmacHandshake(self.token, transport.SERVER))
+        port = self.tcp_listener.address[1]
+        state_config["tcp_address"] = f"{host}:{port}"
+        state_config["node_ip"] = host
+        return self.head
+
+    def _tick(self):
+        if self.running:
+            self.run(self.state.handle(None, (TICK,)))
+            self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
+
+    def _head_event(self, kind, data):
+        if kind == "node_dead":
+            self.run(self.state.handle(None, (NODE_DIED, data["node_id"])))
+
+    def _head_closed(self, conn, reason):
+        if self.loop is not None:
+            logger.warning("lost the head: %s", reason)
+            self.run(self.state.handle(None, (HEAD_LOST, reason)))
+
+    def add_node_peer(self, conn):
+        """Another node connected (authenticated); its NODE_HELLO comes first."""
+        conn.raw_sink = None
+        self.loop.add_connection(conn, self.on_messages, self.on_close)
+
+    def _node_conn(self, remote):
+        """The connection to ``remote``, opened on first use (None if it cannot be)."""
+        conn = self.node_conns.get(remote.node_id)
+        if conn is not None:
+            return None if conn.closed else conn
+        host, _, port = remote.address.rpartition(":")
+        try:
+            conn = transport.connect((host, int(port)), self.token)
+        except (ConnectionError, OSError, ValueError) as exc:
+            logger.warning("cannot reach node %s at %s: %s", remote.node_id.hex(),
+                           remote.address, exc)
+            self.node_conns[remote.node_id] = _CLOSED
+            self.loop.call_later(0, lambda: self.run(self.state.handle(remote,
+                                                                       (DISCONNECTED,))))
+            return None
+        conn.peer = remote
+        conn.raw_sink = self._sink
+        self.node_conns[remote.node_id] = conn
+        self.loop.add_connection(conn, self._on_remote_messages, self._on_remote_close)
+        conn.send((protocol.NODE_HELLO, self.state.node_id))
+        return conn
+
+    def _on_remote_messages(self, conn, messages):
+        self.on_messages(conn, messages, conn.peer)
+
+    def _on_remote_close(self, conn, reason):
+        if self.loop is not None:
+            self.run(self.state.handle(conn.peer, (DISCONNECTED,)))
+
+    def _sink(self, msg, nbytes):
+        """Where the raw bytes of a DATA frame go: straight into this node's arena."""
+        if msg[0] != protocol.DATA:
+            return None
+        start = self.state.pull_destination(msg[1])
+        if start is None or msg[2] + nbytes > msg[4]:
+            return None
+        start += msg[2]
+        return self.arena_view[start:start + nbytes]
+
+    def _do_push(self, action):
+        conn = action.token
+        view = self.arena_view[action.offset:action.offset + action.length]
+        object_id, total = action.object_id, action.length
+
+        def send_chunk(start):
+            if conn.closed:
+                return
+            end = min(start + TRANSFER_CHUNK, total)
+            last = end >= total
+            conn.send_raw((protocol.DATA, object_id, start, end - start, total), view[start:end],
+                          on_sent=done if last else (lambda: send_chunk(end)))
+
+        def done():
+            self.run(self.state.handle(conn, (protocol.UNPIN, [object_id])))
+        send_chunk(0)
 
     # -- NodeState's actions -----------------------------------------------------------------------
 
@@ -103,7 +216,12 @@ class Node:
             do[type(action)](action)
 
     def _do_send(self, action):
-        action.token.send(action.msg)
+        token = action.token
+        if type(token) is RemoteNode:
+            token = self._node_conn(token)
+            if token is None:
+                return
+        token.send(action.msg)
 
     def _do_kill_worker(self, action):
         self._signal(action.worker_id, signal.SIGKILL)
@@ -169,11 +287,12 @@ class Node:
         conn.send_fds((protocol.WELCOME, self.state.welcome_info(conn)), [self.store.arena.fd])
         return conn
 
-    def on_messages(self, conn, messages):
+    def on_messages(self, conn, messages, token=None):
         handle = self.state.handle
+        token = conn if token is None else token
         for msg in messages:
             try:
-                self.run(handle(conn, msg))
+                self.run(handle(token, msg))
             except Exception:
                 logger.exception("error handling message %r from %s", msg[0], conn.address)
             if conn.closed:
@@ -274,8 +393,20 @@ class Node:
             except OSError:
                 pass
         self.listener.close()
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
+        if self.head is not None:
+            self.head.close()
+        self.arena_view.release()
         self.store.close()
         shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+class _Closed:
+    closed = True
+
+
+_CLOSED = _Closed()   # a node that could not be reached: no second attempt
 
 
 def main(config_json, owner_fd):
