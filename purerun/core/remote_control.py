@@ -136,6 +136,7 @@ class RemoteControlStore:
         self._lost_reason = None      # set once the connection is lost
         self._loop = None
         self._delivery_timer = None
+        # poll, not select.select: a node's descriptors can number past select's 1024.
         self._poller = select.poll()
         self._poller.register(conn.fd, _POLL_IN)
 
