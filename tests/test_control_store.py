@@ -18,6 +18,7 @@ from purerun.core.control_store import (
     JOB_ID_SIZE,
     MAX_DEAD_NODES_KEPT,
     NODE_DEATH_TIMEOUT_S,
+    NODE_LOAD,
     REMOTE_METHODS,
     ControlStore,
     worker_id,
@@ -533,6 +534,84 @@ def test_available_resources_are_the_last_reports_of_live_nodes(store, clock):
     assert store.cluster_resources() == {"CPU": 2.0}
 
 
+def test_node_table_lists_live_and_dead_nodes_compactly(store):
+    store.register_node(N1, "10.0.0.1:7000", {"CPU": 4, "GPU": 1}, labels={"zone": "a"},
+                        hostname="box1", node_ip="10.0.0.1")
+    store.register_node(N2, "10.0.0.2:7000", {"CPU": 2}, node_ip="10.0.0.2")
+    store.heartbeat(N1, {"CPU": 2.5}, {"tasks": 3, "actors": 1})
+    store.node_dead(N2)
+    assert store.node_table() == [
+        {"node_id": N1, "number": 1, "address": "10.0.0.1:7000", "node_ip": "10.0.0.1",
+         "hostname": "box1", "alive": True, "resources": {"CPU": 4.0, "GPU": 1.0},
+         "available": {"CPU": 2.5}, "labels": {"zone": "a"},
+         "load": {"tasks": 3, "actors": 1}},
+        # A dead node keeps its resources here (nodes() shows {} for it, as Ray does).
+        {"node_id": N2, "number": 2, "address": "10.0.0.2:7000", "node_ip": "10.0.0.2",
+         "hostname": "10.0.0.2", "alive": False, "resources": {"CPU": 2.0},
+         "available": {"CPU": 2.0}, "labels": {}, "load": {}},
+    ]
+
+
+def test_node_table_is_a_copy(clock):
+    s = ControlStore(clock=clock)
+    s.register_node(N1, "a", {"CPU": 1}, labels={"zone": "a"})
+    (row,) = s.node_table()
+    row["labels"]["zone"] = "b"
+    row["resources"]["CPU"] = 9
+    assert s.node_table()[0]["labels"] == {"zone": "a"}
+    assert s.node_table()[0]["resources"] == {"CPU": 1.0}
+
+
+def test_heartbeat_load_is_kept_per_node_and_summed_over_live_nodes(store):
+    store.register_node(N1, "a", {"CPU": 1})
+    store.register_node(N2, "b", {"CPU": 1})
+    store.register_node(N3, "c", {"CPU": 1})
+    store.heartbeat(N1, None, {"tasks": 2, "actors": 1, "objects": 5,
+                               "object_store_bytes": 1000})
+    store.heartbeat(N2, load={"tasks": 1, "objects": 1})
+    store.heartbeat(N3, load={"tasks": 100})
+    store.node_dead(N3)                          # a dead node's load no longer counts
+    stats = store.stats()
+    assert (stats["tasks"], stats["actors_on_nodes"], stats["objects_on_nodes"],
+            stats["object_store_bytes"]) == (3, 1, 6, 1000)
+    store.heartbeat(N1)                          # no report: keep the last one
+    assert store.stats()["tasks"] == 3
+    store.heartbeat(N1, load={})                 # an empty report: nothing there now
+    assert store.stats()["tasks"] == 1
+
+
+@pytest.mark.parametrize("load, error, message", [
+    ({"task": 1}, ValueError, "not one of tasks"),
+    ({"tasks": -1}, ValueError, "int >= 0"),
+    ({"tasks": 1.5}, ValueError, "int >= 0"),
+    ({"tasks": True}, ValueError, "int >= 0"),
+    ([("tasks", 1)], TypeError, "dict of counts"),
+])
+def test_heartbeat_rejects_a_bad_load_and_keeps_the_last_report(store, load, error, message):
+    store.register_node(N1, "a", {"CPU": 2})
+    store.heartbeat(N1, {"CPU": 2}, {"tasks": 4})
+    with pytest.raises(error, match=message):
+        store.heartbeat(N1, {"CPU": 1}, load)
+    (row,) = store.node_table()
+    assert row["load"] == {"tasks": 4} and row["available"] == {"CPU": 2.0}
+
+
+def test_a_reregistered_node_starts_with_no_load(store):
+    store.register_node(N1, "a", {"CPU": 1})
+    store.heartbeat(N1, load={"tasks": 4})
+    store.register_node(N1, "a", {"CPU": 1})
+    assert store.node_table()[0]["load"] == {} and store.stats()["tasks"] == 0
+
+
+def test_every_load_key_has_a_stats_key_of_its_own():
+    assert len(set(NODE_LOAD.values())) == len(NODE_LOAD)
+    stats = ControlStore().stats()
+    base = {"jobs", "jobs_running", "kv_keys", "functions", "actors", "named_actors",
+            "nodes_alive", "nodes_dead", "objects"}
+    assert set(stats) == base | set(NODE_LOAD.values())
+    assert not base & set(NODE_LOAD.values())
+
+
 def test_node_dead_of_an_unknown_node_is_none(store):
     assert store.node_dead(N1) is None
 
@@ -687,6 +766,7 @@ def test_every_public_method_crosses_pickle(clock, wall):
     wire.register_node(N1, "addr", {"CPU": 2}, {"l": "v"}, "host", "10.0.0.1")
     wire.register_node(N2, "addr2", {"CPU": 2})
     wire.heartbeat(N1, {"CPU": 1})
+    wire.heartbeat(N1, None, {"tasks": 1})
     wire.register_actor("a", None, j, A1, META, False, False)
     assert wire.register_actor("a", None, j, A2, META, True, False) == (A1, META)
     wire.get_named_actor("a", None, j)
@@ -701,6 +781,7 @@ def test_every_public_method_crosses_pickle(clock, wall):
     wire.forget(b"o" * 20)
     wire.add_location(b"p" * 20, N1)
     wire.nodes()
+    wire.node_table()
     wire.cluster_resources()
     wire.available_resources()
     clock.advance(NODE_DEATH_TIMEOUT_S + 1)
@@ -725,7 +806,8 @@ def test_stats_counts_every_table(store):
     store.register_actor(None, None, JOB1, A2, META)
     assert store.stats() == {"jobs": 1, "jobs_running": 1, "kv_keys": 2, "functions": 0,
                              "actors": 2, "named_actors": 1, "nodes_alive": 1,
-                             "nodes_dead": 0, "objects": 1}
+                             "nodes_dead": 0, "objects": 1, "tasks": 0, "actors_on_nodes": 0,
+                             "objects_on_nodes": 0, "object_store_bytes": 0}
 
 
 # ─── random sequences ────────────────────────────────────────────────────────────────────────
@@ -866,6 +948,8 @@ class ClusterMachine(RuleBasedStateMachine):
             assert self.s.locations(obj) == self.where.get(obj, set())
             assert self.s.locations(obj) <= set(self.alive)
         assert {bytes.fromhex(n["NodeID"]): n["Alive"] for n in self.s.nodes()} == {
+            **{n: True for n in self.alive}, **{n: False for n in self.dead}}
+        assert {row["node_id"]: row["alive"] for row in self.s.node_table()} == {
             **{n: True for n in self.alive}, **{n: False for n in self.dead}}
         total = sum(self.cpus[n] for n in self.alive)
         assert self.s.cluster_resources() == ({"CPU": float(total)} if self.alive else {})

@@ -18,9 +18,10 @@ thread, while it handles its drivers' and workers' requests (``register_actor``,
 
 **A head** owns the one ``ControlStore`` of a multi-host cluster. It reads ``(method, args)``
 requests from authenticated TCP connections (one per node), calls the same method on its
-store, and sends back the result or the exception. A node will talk to it through a
-``RemoteControlStore`` with this very interface (not written yet), so that code above the node
-cannot tell which one it holds. Only the names in ``REMOTE_METHODS`` may be called that way.
+store, and sends back the result or the exception (``core/head.py``). A node talks to it
+through a ``RemoteControlStore`` (``core/remote_control.py``) with this very interface, so that
+code above the node cannot tell which one it holds. Only the names in ``REMOTE_METHODS`` may be
+called that way.
 
 What crosses the wire is therefore plain data: every argument and every result is bytes, str,
 int, float, bool, None, or dicts, lists, tuples and sets of those, except an actor's ``meta``,
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_DEAD_NODES_KEPT",
     "JOB_ID_SIZE",
     "ACTOR_STATES",
+    "NODE_LOAD",
     "worker_id",
 ]
 
@@ -78,6 +80,16 @@ ACTOR_STATES = ("PENDING", "ALIVE", "RESTARTING", "DEAD")
 # node's own worker counter. Two nodes therefore never make the same worker id.
 WORKER_ID_SIZE = 16
 NODE_NUMBER_SIZE = 4
+# What a node may report of its load with each heartbeat (``heartbeat(load=...)``), and the
+# key ``stats()`` sums it under over the live nodes. The store's own "actors" and "objects"
+# count its tables (registered actors, objects with a known location), which is not what is
+# running, so the nodes' counts get keys of their own.
+NODE_LOAD = {
+    "tasks": "tasks",                            # tasks queued or running on the node
+    "actors": "actors_on_nodes",                 # actor workers alive there
+    "objects": "objects_on_nodes",               # objects in its object store
+    "object_store_bytes": "object_store_bytes",  # bytes those objects take there
+}
 
 
 def worker_id(node_number: int, local_id: int) -> bytes:
@@ -130,13 +142,14 @@ class _Actor:
 
 class _Node:
     __slots__ = ("node_id", "number", "address", "node_ip", "hostname", "resources",
-                 "available", "labels", "last_heartbeat", "alive", "fallout")
+                 "available", "labels", "last_heartbeat", "alive", "fallout", "load")
 
     def __init__(self, node_id, number):
         self.node_id = node_id
         self.number = number
         self.alive = True
         self.fallout = None             # once dead: what died with it (see node_dead)
+        self.load = {}                  # its last heartbeat's load (NODE_LOAD keys)
 
 
 def _units(resources: Mapping[str, float], what: str, clamp: bool = False) -> dict:
@@ -156,6 +169,20 @@ def _units(resources: Mapping[str, float], what: str, clamp: bool = False) -> di
                              f"{name!r}: {amount!r}")
         units[name] = max(0, round(amount * RESOURCE_UNIT))
     return units
+
+
+def _load(load) -> dict:
+    if not isinstance(load, Mapping):
+        raise TypeError(f"load must be a dict of counts, got {type(load).__name__}")
+    counts = {}
+    for name, count in load.items():
+        if name not in NODE_LOAD:
+            raise ValueError(f"load reports {name!r}, which is not one of "
+                             f"{', '.join(NODE_LOAD)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"load[{name!r}] must be an int >= 0, got {count!r}")
+        counts[name] = count
+    return counts
 
 
 def _kv_bytes(value, what: str) -> bytes:
@@ -585,27 +612,43 @@ class ControlStore:
         node.resources = units
         node.available = dict(units)
         node.labels = dict(labels or {})
+        node.load = {}
         node.last_heartbeat = self._clock()
         return node.number
 
     def heartbeat(self, node_id: bytes,
-                  available_resources: Optional[Mapping[str, float]] = None) -> bool:
-        """A node says it is alive, and optionally what it has free right now.
+                  available_resources: Optional[Mapping[str, float]] = None,
+                  load: Optional[Mapping[str, int]] = None) -> bool:
+        """A node says it is alive, and optionally what it has free and how busy it is.
 
         Args:
             node_id: the node.
             available_resources: its free resources (name to amount; a resource left out has
                 none free), or None to keep the last report.
+            load: counts of what it holds now, keys from ``NODE_LOAD`` (``tasks``,
+                ``actors``, ``objects``, ``object_store_bytes``; a key left out counts 0),
+                or None to keep the last report. ``stats()`` sums them over the live nodes.
 
         Returns:
             True; False if the node is unknown or was declared dead, in which case it should
             stop (and a new node may register under a new id).
+
+        Raises:
+            ValueError: a load key not in ``NODE_LOAD``, or a count that is not an int >= 0;
+                bad available resources.
+            TypeError: ``load`` or ``available_resources`` is not a dict.
         """
         node = self._nodes.get(node_id)
         if node is None or not node.alive:
             return False
-        if available_resources is not None:
-            node.available = _units(available_resources, "available_resources", clamp=True)
+        # Both checked before either is kept: a bad report changes nothing.
+        available = (None if available_resources is None
+                     else _units(available_resources, "available_resources", clamp=True))
+        counts = None if load is None else _load(load)
+        if available is not None:
+            node.available = available
+        if counts is not None:
+            node.load = counts
         node.last_heartbeat = self._clock()
         return True
 
@@ -692,6 +735,30 @@ class ControlStore:
             "MetricsExportPort": 0, "Labels": dict(node.labels),
         } for node in self._nodes.values()]
 
+    def node_table(self) -> list[dict]:
+        """Every node, live and recently dead, in registration order, compactly: what nodes
+        read to decide where work goes (``nodes()`` is the same table in Ray's shape).
+
+        Returns:
+            One dict per node::
+
+                {"node_id": bytes, "number": int, "address": str, "node_ip": str,
+                 "hostname": str, "alive": bool,
+                 "resources": {name: total}, "available": {name: free at its last report},
+                 "labels": {str: str}, "load": {NODE_LOAD key: count at its last report}}
+
+            Unlike ``nodes()``, a dead node keeps its resources (read ``alive``). A resource
+            with nothing free is left out of ``available``.
+        """
+        return [{
+            "node_id": node.node_id, "number": node.number, "address": node.address,
+            "node_ip": node.node_ip, "hostname": node.hostname, "alive": node.alive,
+            "resources": _amounts(node.resources),
+            "available": _amounts({name: units for name, units in node.available.items()
+                                   if units > 0}),
+            "labels": dict(node.labels), "load": dict(node.load),
+        } for node in self._nodes.values()]
+
     def cluster_resources(self) -> dict[str, float]:
         """The total resources of the live nodes, summed, as ``ray.cluster_resources()``."""
         return _amounts(_sum(node.resources for node in self._nodes.values() if node.alive))
@@ -748,14 +815,27 @@ class ControlStore:
     # ── all of it ───────────────────────────────────────────────────────────────────────────
 
     def stats(self) -> dict[str, int]:
-        """How many entries each table holds, for ``purerun status`` and tests."""
-        return {"jobs": len(self._jobs),
-                "jobs_running": sum(not job.is_dead for job in self._jobs.values()),
-                "kv_keys": sum(len(table) for table in self._kv.values()),
-                "functions": len(self._functions), "actors": len(self._actors),
-                "named_actors": len(self._names),
-                "nodes_alive": sum(node.alive for node in self._nodes.values()),
-                "nodes_dead": len(self._dead_nodes), "objects": len(self._locations)}
+        """How many entries each table holds, and the live nodes' load summed, for
+        ``purerun status`` and tests.
+
+        Returns:
+            ``jobs``, ``jobs_running``, ``kv_keys``, ``functions``, ``actors`` (registered,
+            not dead), ``named_actors``, ``nodes_alive``, ``nodes_dead``, ``objects`` (with
+            a known location); then each ``NODE_LOAD`` count summed over the live nodes'
+            last heartbeats, under its key there (``tasks``, ``actors_on_nodes``,
+            ``objects_on_nodes``, ``object_store_bytes``).
+        """
+        counts = {"jobs": len(self._jobs),
+                  "jobs_running": sum(not job.is_dead for job in self._jobs.values()),
+                  "kv_keys": sum(len(table) for table in self._kv.values()),
+                  "functions": len(self._functions), "actors": len(self._actors),
+                  "named_actors": len(self._names),
+                  "nodes_alive": sum(node.alive for node in self._nodes.values()),
+                  "nodes_dead": len(self._dead_nodes), "objects": len(self._locations)}
+        live = [node.load for node in self._nodes.values() if node.alive]
+        for name, key in NODE_LOAD.items():
+            counts[key] = sum(load.get(name, 0) for load in live)
+        return counts
 
 
 def _sum(tables) -> dict[str, int]:
