@@ -38,6 +38,8 @@ from purerun.core.ids import random_id
 
 # The socket a node listens on, in its session directory (core/node.py binds it).
 SOCKET_NAME = "node.sock"
+# A standalone node's stderr, in its session directory.
+NODE_ERRORS_FILE = "node.err"
 # Where `purerun start` records its node, in temp_root().
 CURRENT_NODE_FILE = "current_node.json"
 # Where an address to connect to may be given, first one set wins. RAY_ADDRESS too, so that
@@ -191,9 +193,10 @@ def connect(address):
 class NodeProcess:
     """A node process this process started, and its session directory."""
 
-    def __init__(self, process, session_dir):
+    def __init__(self, process, session_dir, node_id=None):
         self.process = process        # subprocess.Popen
         self.session_dir = session_dir
+        self.node_id = node_id        # hex
 
     @property
     def pid(self):
@@ -214,14 +217,24 @@ class NodeProcess:
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.address):
             if self.process.poll() is not None:
+                errors = self.errors()
                 self._remove_session_dir()
-                raise NodeStartError("The purerun node exited at start-up.")
+                raise NodeStartError("The purerun node exited at start-up." + (
+                    f" It said:\n{errors}" if errors else ""))
             if time.monotonic() >= deadline:
                 self.process.kill()
                 self.process.wait()
                 self._remove_session_dir()
                 raise NodeStartError("The purerun node did not start in time.")
             time.sleep(POLL_INTERVAL_S)
+
+    def errors(self, limit=4000):
+        """The end of what a standalone node wrote to stderr ("" if nothing)."""
+        try:
+            with open(os.path.join(self.session_dir, NODE_ERRORS_FILE), "rb") as f:
+                return f.read()[-limit:].decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
 
     def reap(self, timeout):
         """Wait for the node to exit (told to, or its owner's connection closed); kill it if
@@ -239,7 +252,8 @@ class NodeProcess:
         shutil.rmtree(self.session_dir, ignore_errors=True)
 
 
-def spawn_node(resources, object_store_memory, owner_fd=None):
+def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_host=None,
+               labels=None, env=None):
     """Start a node process in a new session directory.
 
     Args:
@@ -248,6 +262,12 @@ def spawn_node(resources, object_store_memory, owner_fd=None):
             capped by what /dev/shm has free).
         owner_fd: a socket the node serves as its owning driver's connection: the node
             stops when it closes. None: a standalone node, which runs until SIGTERM.
+        head: "host:port" of a head to join (the node then needs the cluster token, see
+            core/auth.py), or None for a node on its own.
+        node_host: the address it listens on for other nodes (default: the one its head
+            connection leaves from).
+        labels: its labels (str to str).
+        env: the node's environment (default: this process's).
 
     Returns:
         The NodeProcess, at once (the node listens a little later).
@@ -267,27 +287,37 @@ def spawn_node(resources, object_store_memory, owner_fd=None):
     session_dir = tempfile.mkdtemp(prefix="session_", dir=temp_root())
     config = {"session_dir": session_dir, "node_id": random_id().hex(),
               "resources": resources, "object_store_memory": object_store_memory,
-              "gpu_ids": list(range(int(resources.get("GPU", 0))))}
+              "gpu_ids": list(range(int(resources.get("GPU", 0)))), "head": head,
+              "node_host": node_host, "labels": labels or {}}
+    # A standalone node writes its errors to a file in its session directory (shown if it
+    # fails to start); it must not hold on to the terminal or pipe of whoever started it.
+    err = None
+    if owner_fd is None:
+        err = open(os.path.join(session_dir, NODE_ERRORS_FILE), "wb")
     process = subprocess.Popen(
         [sys.executable, "-c", _NODE_BOOT, json.dumps(sys.path), json.dumps(config),
          "none" if owner_fd is None else str(owner_fd)],
         pass_fds=[] if owner_fd is None else [owner_fd], cwd=os.getcwd(),
         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        # An owned node reports crashes on its driver's stderr; a standalone one must not
-        # hold on to the terminal (or pipe) of the command that started it.
-        stderr=subprocess.DEVNULL if owner_fd is None else None, close_fds=True)
-    return NodeProcess(process, session_dir)
+        # An owned node reports crashes on its driver's stderr.
+        stderr=err, close_fds=True, env=env)
+    if err is not None:
+        err.close()
+    return NodeProcess(process, session_dir, config["node_id"])
 
 
-def start_owned_node(resources, object_store_memory):
+def start_owned_node(resources, object_store_memory, head=None):
     """Start a node that lives as long as the returned connection to it.
+
+    Args:
+        head: "host:port" of a head for it to join, or None.
 
     Returns:
         (socket, NodeProcess): the driver's end of its connection, and the process.
     """
     driver_sock, node_sock = socket.socketpair()
     try:
-        node = spawn_node(resources, object_store_memory, node_sock.fileno())
+        node = spawn_node(resources, object_store_memory, node_sock.fileno(), head=head)
     except BaseException:
         driver_sock.close()
         raise

@@ -37,7 +37,8 @@ import time
 
 from purerun.core import protocol, transport
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
-from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, NODE_DIED, TICK,
+from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, NODE_ADDED,
+                                     NODE_DIED, TICK,
                                      WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker,
                                      NodeState, PushObject, RemoteNode, Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
@@ -121,7 +122,10 @@ class Node:
         from purerun.core.remote_control import RemoteControlStore
         self.token = auth.load_token()
         if self.token is None:
-            raise RuntimeError(auth.missing_token_text())
+            raise RuntimeError(
+                "This node cannot join the head at " + head_address + ": no cluster token "
+                "was found. Give it the head's token in $PURERUN_AUTH_TOKEN, or name the "
+                f"file with $PURERUN_AUTH_TOKEN_PATH, or copy it to {auth.default_token_path()}.")
         self.head = RemoteControlStore.connect(head_address, self.token)
         # Other nodes reach this one on the address its head connection leaves from, unless
         # told otherwise: the interface that routes to the head routes to the cluster.
@@ -141,6 +145,8 @@ class Node:
     def _head_event(self, kind, data):
         if kind == "node_dead":
             self.run(self.state.handle(None, (NODE_DIED, data["node_id"])))
+        elif kind == "node_added" and data["node_id"] != self.state.node_id:
+            self.run(self.state.handle(None, (NODE_ADDED,)))
 
     def _head_closed(self, conn, reason):
         if self.loop is not None:
@@ -149,7 +155,6 @@ class Node:
 
     def add_node_peer(self, conn):
         """Another node connected (authenticated); its NODE_HELLO comes first."""
-        conn.raw_sink = None
         self.loop.add_connection(conn, self.on_messages, self.on_close)
 
     def _node_conn(self, remote):
@@ -168,7 +173,8 @@ class Node:
                                                                        (DISCONNECTED,))))
             return None
         conn.peer = remote
-        conn.raw_sink = self._sink
+        if hasattr(conn, "raw_sink"):
+            conn.raw_sink = self._sink
         self.node_conns[remote.node_id] = conn
         self.loop.add_connection(conn, self._on_remote_messages, self._on_remote_close)
         conn.send((protocol.NODE_HELLO, self.state.node_id))

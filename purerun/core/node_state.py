@@ -38,7 +38,7 @@ from purerun.core.tasks import TaskTable
 
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
            "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
-           "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "DEFERRED"]
+           "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "DEFERRED"]
 
 # ── node-internal events (never on the wire) ──────────────────────────────────────────────
 DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
@@ -48,6 +48,7 @@ WORKER_OUTPUT = -4     # (WORKER_OUTPUT, pid, stream, text) lines a worker print
 TICK = -5              # (TICK,)                           every HEARTBEAT_INTERVAL_S, with a head
 NODE_DIED = -6         # (NODE_DIED, node_id)              the head declared another node dead
 HEAD_LOST = -7         # (HEAD_LOST, reason)               the head's connection closed
+NODE_ADDED = -8        # (NODE_ADDED,)                     the head says a node joined
 
 # A request method returns this when it answers later, itself (with _reply).
 DEFERRED = object()
@@ -227,6 +228,8 @@ class NodeState:
         self.locates = {}            #: object id -> [[token, request_id, object_ids], ...]
         self.actor_nodes = {}        #: actor id -> RemoteNode, for actors owned elsewhere
         self.head_lost = None        #: why the head is gone, once it is
+        #: joined to a head: other nodes may come, so placement and borrowing are on
+        self.clustered = bool(config.get("head"))
         self.spread_next = 0
         self.function_cache = {}     #: function key -> pickled function
         #: this node's number in the cluster: worker ids are unique across nodes with it
@@ -263,6 +266,7 @@ class NodeState:
             TICK: self._on_tick,
             NODE_DIED: self._on_node_died,
             HEAD_LOST: self._on_head_lost,
+            NODE_ADDED: lambda token, msg: self._refresh_nodes(),
         }
         self.requests = {
             "alloc": self._request_alloc,
@@ -500,7 +504,7 @@ class NodeState:
     def _seal(self, object_id, kind, payload, contained):
         """Store a value and tell whoever waits for it."""
         objects = self.objects
-        if contained and self.remote:
+        if contained and self.clustered:
             for inner in contained:
                 if objects.get(inner) is None:
                     self._borrow(inner)   # the value holds it: so must this node
@@ -612,7 +616,7 @@ class NodeState:
             return
         missing = objects.missing(spec.deps)
         target = None
-        if self.remote and peer.kind != "node":  # placed here by another node: it runs here
+        if self.clustered and peer.kind != "node":  # placed here by another node: it runs here
             try:
                 target = self._place(spec)
             except (exceptions.TaskUnschedulableError,
@@ -685,7 +689,7 @@ class NodeState:
     def _on_add_refs(self, token, msg):
         peer = self.peers[token]
         refs = peer.refs
-        hold = self.objects.hold if peer.kind == "node" or not self.remote else self._hold_object
+        hold = self.objects.hold if peer.kind == "node" or not self.clustered else self._hold_object
         for object_id in msg[1]:
             if object_id not in refs and hold(object_id):
                 refs.add(object_id)
@@ -816,7 +820,7 @@ class NodeState:
     def _submit_actor_call(self, task):
         spec = task.spec
         actor = self.actors.get(spec.actor_id)
-        if actor is None and self.remote:
+        if actor is None and self.clustered:
             remote = self._actor_node(spec.actor_id)
             if remote is not None:
                 self._forward(task, remote)
@@ -1069,7 +1073,7 @@ class NodeState:
         creation = actor.creation
         creation.attempt = actor.num_restarts
         task = self.tasks.get(creation.task_id) or self.tasks.add(creation, actor.owner)
-        target = self._place(creation) if self.remote else None
+        target = self._place(creation) if self.clustered else None
         if target is not None:
             actor.node = target
             self._forward(task, target)
@@ -1088,7 +1092,7 @@ class NodeState:
     def _place_again(self, task):
         spec = task.spec
         try:
-            target = self._place(spec) if self.remote else None
+            target = self._place(spec) if self.clustered else None
         except (exceptions.TaskUnschedulableError, exceptions.ActorUnschedulableError) as exc:
             self._fail(task, exc)
             return
@@ -1115,6 +1119,9 @@ class NodeState:
             if node_id == self.node_id and _fits(demand, self.resources):
                 return None
             remote = self.remote.get(node_id)
+            if remote is None and node_id != self.node_id:
+                self._refresh_nodes()
+                remote = self.remote.get(node_id)
             if remote is not None and remote.alive and _fits(demand, remote.resources):
                 return remote
             if not soft:
@@ -1142,9 +1149,12 @@ class NodeState:
             return best
         if _fits(demand, self.resources):
             return None   # wait here for room
-        for remote in self.remote.values():
-            if remote.alive and _fits(demand, remote.resources):
-                return remote   # only that node can ever run it
+        for attempt in range(2):
+            for remote in self.remote.values():
+                if remote.alive and _fits(demand, remote.resources):
+                    return remote   # only that node can ever run it
+            if attempt == 0:
+                self._refresh_nodes()   # a node that joined since the last tick, maybe
         return None       # nobody can: it waits here, with a warning
 
     def _spread(self, demand):
@@ -1427,7 +1437,7 @@ class NodeState:
         if found is None:
             return None
         actor = self.actors.get(found[0])
-        if actor is None and self.remote:   # it lives on another node, maybe
+        if actor is None and self.clustered:   # it lives on another node, maybe
             if self._actor_node(found[0]) is None:
                 return None
         elif actor is None or actor.state == DEAD:
@@ -1443,7 +1453,7 @@ class NodeState:
     def _request_kill_actor(self, token, actor_id, no_restart):
         actor = self.actors.get(actor_id)
         remote = actor.node if actor is not None else (
-            self._actor_node(actor_id) if self.remote else None)
+            self._actor_node(actor_id) if self.clustered else None)
         if remote is not None:   # where it lives decides
             if actor is not None and no_restart:
                 actor.restarts_left = 0
