@@ -163,7 +163,9 @@ MAX_FRAME_SIZE = 1 << 30
 # memory to send from. Without a bound, a corrupt length would make a reader that discards
 # the frame swallow the rest of the stream as its payload, and never say why.
 MAX_RAW_SIZE = 1 << 40
-# A raw payload nobody wants is read into a scratch buffer of this size and forgotten.
+# A raw payload nobody wants is read into a scratch buffer of this size and forgotten: as
+# big as a plain read, so discarding takes no more syscalls than reading messages, and
+# small enough to keep for good in any reader that ever discarded one.
 DISCARD_SIZE = RECV_SIZE
 
 

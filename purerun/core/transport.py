@@ -484,8 +484,8 @@ class Connection:
             data: A contiguous buffer (a memoryview of an mmap, bytes, a bytearray) of at
                 most ``MAX_RAW_SIZE`` bytes.
             on_sent: Called with no argument once the last byte of ``data`` was handed to
-                the kernel (from ``flush``, in the loop's thread): the buffer may be
-                released or reused from then on.
+                the kernel (from the ``flush`` that wrote it: in a loop, the loop's
+                thread): the buffer may be released or reused from then on.
             on_dropped: Called with no argument instead if the connection closes first
                 (from whatever closed it, before its ``on_close``; at once if it is closed
                 already). Exactly one of the two is called, once. Pass the same function to
