@@ -20,7 +20,9 @@ than small classes on the wire because pickling a tuple costs 0.4 us against 2.6
 NamedTuple, and a tiny task crosses a socket four times.
 
 A frame is a 4-byte little-endian length followed by the pickled message. Large values never
-travel here: they sit in the node's shared-memory arena and messages carry their location.
+travel in one: they sit in the node's shared-memory arena and messages carry their location.
+Between nodes a value's bytes travel in raw frames: a message followed by bytes that are never
+pickled, written from one arena and read into another (the framing section below).
 """
 
 import pickle
@@ -141,8 +143,27 @@ REMOTE = _payload(5, "REMOTE", "(node_id, total_size, meta_len, spans)")
 # answer to "locate", and in EXECUTE for a task's arguments. Each one handed out is returned
 # by one UNPIN, sent when the last zero-copy view made from it dies.
 
+# -- framing --------------------------------------------------------------------------------------
+#
+# Every frame starts with a 4-byte little-endian word: the length of the pickled message that
+# follows. A raw frame sets RAW_FLAG in that word and carries bytes after its message that
+# are never pickled (a chunk of an object, straight from one arena into another):
+#
+#   frame      <I len(body)              body (pickled message)
+#   raw frame  <I RAW_FLAG | len(body)   <Q nbytes   body (pickled message)   nbytes raw bytes
+#
+# A normal frame is unchanged by raw frames and costs nothing more: the flag only shows in a
+# length no message may have (MAX_FRAME_SIZE < RAW_FLAG), so a reader that knows nothing of
+# raw frames refuses one as an oversized frame and closes the connection, and a reader that
+# does meets the flag only on the branch that already rejects oversized lengths. The raw
+# length comes before the message so that it is checked before anything is unpickled, and
+# the message before the bytes so that the reader knows where they go before they arrive.
+
 _HEADER = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
+_RAW_HEADER = struct.Struct("<IQ")
+RAW_HEADER_SIZE = _RAW_HEADER.size
+RAW_FLAG = 1 << 31
 _dumps = pickle.dumps
 _loads = pickle.loads
 PROTOCOL = 5
@@ -151,18 +172,27 @@ PROTOCOL = 5
 # syscall, small enough not to matter per connection.
 RECV_SIZE = 256 * 1024
 # A frame announcing more than this is garbage or hostile, never a real message: large values
-# travel through the shared-memory arena (or in chunks between nodes), so a frame holds
+# travel through the shared-memory arena (or in raw frames between nodes), so a frame holds
 # metadata and small inline values. The bound stops one bad length from growing a buffer
 # without end; it is generous because a pickled function may close over a big constant.
 MAX_FRAME_SIZE = 1 << 30
+# A raw frame announcing more bytes than this (1 TiB) is corrupt: no host has that much
+# memory to send from. Without a bound, a corrupt length would make a reader that discards
+# the frame swallow the rest of the stream as its payload, and never say why.
+MAX_RAW_SIZE = 1 << 40
+# A raw payload nobody wants is read into a scratch buffer of this size and forgotten: as
+# big as a plain read, so discarding takes no more syscalls than reading messages, and
+# small enough to keep for good in any reader that ever discarded one.
+DISCARD_SIZE = RECV_SIZE
 
 
 class ProtocolError(ConnectionError):
     """A peer broke the framing or the handshake; the connection must be closed.
 
-    Raised for a frame longer than ``MAX_FRAME_SIZE``, a frame whose body does not unpickle,
-    or bytes that are not a valid handshake. A ``ConnectionError``, like ``ssl.SSLError`` is
-    an ``OSError``: code that already handles a lost connection handles this one too.
+    Raised for a frame longer than ``MAX_FRAME_SIZE``, a raw frame longer than
+    ``MAX_RAW_SIZE`` or where none is expected, a frame whose body does not unpickle, or
+    bytes that are not a valid handshake. A ``ConnectionError``, like ``ssl.SSLError`` is an
+    ``OSError``: code that already handles a lost connection handles this one too.
     """
 
 
@@ -182,23 +212,96 @@ def encode_many(msgs) -> bytes:
     return b"".join(parts)
 
 
+def encode_raw(msg, nbytes: int) -> bytes:
+    """The head of one raw frame: all of it but the ``nbytes`` raw bytes that follow it.
+
+    Args:
+        msg: A picklable message; the receiver gets it once all the raw bytes are in.
+        nbytes: How many raw bytes the sender writes right after this head.
+
+    Returns:
+        The framed head, to be written immediately before the raw bytes.
+
+    Raises:
+        ValueError: ``nbytes`` is negative or more than ``MAX_RAW_SIZE``, or the pickled
+            message is longer than ``MAX_FRAME_SIZE``.
+    """
+    if not 0 <= nbytes <= MAX_RAW_SIZE:
+        raise ValueError(f"a raw frame carries 0 to {MAX_RAW_SIZE} bytes, not {nbytes}; "
+                         "send a larger payload as several raw frames")
+    body = _dumps(msg, PROTOCOL)
+    if len(body) > MAX_FRAME_SIZE:
+        raise ValueError(f"a raw frame's message pickles to {len(body)} bytes, more than the "
+                         f"{MAX_FRAME_SIZE} a message may have; put the bulk in the raw bytes")
+    return _RAW_HEADER.pack(RAW_FLAG | len(body), nbytes) + body
+
+
+def raw_view(data) -> memoryview:
+    """A flat view of the bytes of ``data``, a raw payload's buffer, whatever its item type.
+
+    Raises:
+        TypeError: ``data`` is not a buffer, or not a contiguous one.
+    """
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view.release()
+        raise TypeError("a raw payload's buffer must be contiguous")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
 class FrameReader:
     """Turns a byte stream into messages; feed it whatever recv returned.
 
+    A raw frame's message is not returned when it is decoded but once its raw bytes are all
+    in, in its place among the other messages. As soon as the message is decoded,
+    ``raw_sink(msg, nbytes)`` says where the bytes go: it returns a writable buffer of
+    exactly ``nbytes`` bytes (a memoryview of the receiving arena, say), or None to have them
+    read and discarded (the message is still returned, so its owner can tell and log it).
+    Whatever of the payload ``feed`` was given is copied there; while more is awaited
+    (``raw_left``) nothing else is buffered, so a reader may receive the rest straight into
+    the sink's buffer: ``sock.recv_into(reader.raw_buffer(limit))``, then
+    ``reader.raw_filled(n)``.
+
+    Args:
+        raw_sink: ``fn(msg, nbytes) -> writable buffer of nbytes, or None``; None (the
+            default) refuses raw frames.
+
+    Attributes:
+        raw_sink: As above; may be set at any time before a raw frame arrives.
+        raw_left: Raw bytes the frame being received still awaits; 0 between frames.
+        raw_msg: The message of the raw frame being received, or None.
+
     ``feed`` raises ``ProtocolError`` for a frame longer than ``MAX_FRAME_SIZE`` (as soon as
-    its header arrives) or one that does not unpickle; the reader is unusable after that, as
-    is the connection it reads.
+    its header arrives), a raw frame longer than ``MAX_RAW_SIZE`` or with no ``raw_sink``
+    (before its message is unpickled), one that does not unpickle, or a sink that raised or
+    returned an unfit buffer; the reader is unusable after that, as is the connection it
+    reads.
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "raw_sink", "raw_left", "raw_msg", "_raw_view", "_raw_pos",
+                 "_scratch")
 
-    def __init__(self):
+    def __init__(self, raw_sink=None):
         self._buf = bytearray()
+        self.raw_sink = raw_sink
+        self.raw_left = 0
+        self.raw_msg = None
+        self._raw_view = None     # the sink's buffer (a flat byte view); None: discarding
+        self._raw_pos = 0         # how much of it is filled
+        self._scratch = None      # for discarded payloads, made on first use
 
     def feed(self, data) -> list:
         buf = self._buf
+        if self.raw_left:
+            # invariant: buf is empty while a raw payload is awaited
+            msgs, data = self._feed_raw(data)
+            if not data:
+                return msgs
+        else:
+            msgs = []
         buf += data
-        msgs = []
         pos = 0
         end = len(buf)
         unpack = _HEADER.unpack_from
@@ -207,8 +310,19 @@ class FrameReader:
             while end - pos >= HEADER_SIZE:
                 (size,) = unpack(buf, pos)
                 if size > limit:
-                    raise ProtocolError(f"a frame announced {size} bytes, more than the "
-                                        f"{MAX_FRAME_SIZE} a message may have")
+                    if not size & RAW_FLAG:
+                        raise ProtocolError(f"a frame announced {size} bytes, more than the "
+                                            f"{MAX_FRAME_SIZE} a message may have")
+                    if end - pos < RAW_HEADER_SIZE:
+                        break
+                    after = self._start_raw(buf, view, pos, end)
+                    if after is None:
+                        break          # the raw frame's message is not all in yet
+                    pos = after
+                    if self.raw_left:
+                        break          # pos == end: the rest goes straight to the sink
+                    msgs.append(self._finish_raw())
+                    continue
                 stop = pos + HEADER_SIZE + size
                 if stop > end:
                     break
@@ -222,6 +336,125 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return msgs
+
+    # -- raw frames --
+
+    def _start_raw(self, buf, view, pos, end):
+        # A raw frame's header is at buf[pos:]. Returns where the bytes after what it took
+        # of them begin, or None while its message is incomplete.
+        word, nbytes = _RAW_HEADER.unpack_from(buf, pos)
+        size = word ^ RAW_FLAG
+        if self.raw_sink is None:
+            raise ProtocolError(f"a raw frame of {nbytes} bytes arrived where none is "
+                                "expected (this connection has no raw sink)")
+        if size > MAX_FRAME_SIZE:
+            raise ProtocolError(f"a raw frame's message announced {size} bytes, more than "
+                                f"the {MAX_FRAME_SIZE} a message may have")
+        if nbytes > MAX_RAW_SIZE:
+            raise ProtocolError(f"a raw frame announced {nbytes} raw bytes, more than the "
+                                f"{MAX_RAW_SIZE} one may carry")
+        start = pos + RAW_HEADER_SIZE
+        stop = start + size
+        if stop > end:
+            return None
+        try:
+            msg = _loads(view[start:stop])
+        except Exception as exc:
+            raise ProtocolError(f"a raw frame's message of {size} bytes does not unpickle: "
+                                f"{exc!r}") from exc
+        self._open_raw(msg, nbytes)
+        taken = min(nbytes, end - stop)
+        if taken:
+            self._write_raw(view[stop:stop + taken])
+        return stop + taken
+
+    def _open_raw(self, msg, nbytes):
+        try:
+            target = self.raw_sink(msg, nbytes)
+        except Exception as exc:
+            raise ProtocolError(f"the raw sink failed on a raw frame of {nbytes} bytes "
+                                f"({msg!r:.200}): {exc!r}") from exc
+        if target is not None:
+            try:
+                target = raw_view(target)
+            except TypeError as exc:
+                raise ProtocolError(f"the raw sink returned {type(target).__name__}, not a "
+                                    f"contiguous buffer: {exc}") from None
+            if target.nbytes != nbytes or (target.readonly and nbytes):
+                problem = (f"the raw sink returned a {'read-only ' if target.readonly else ''}"
+                           f"buffer of {target.nbytes} bytes for a raw frame of {nbytes}")
+                target.release()
+                raise ProtocolError(problem)
+        self.raw_msg = msg
+        self._raw_view = target
+        self._raw_pos = 0
+        self.raw_left = nbytes
+
+    def _write_raw(self, chunk):
+        n = len(chunk)
+        target = self._raw_view
+        if target is not None:
+            pos = self._raw_pos
+            target[pos:pos + n] = chunk
+            self._raw_pos = pos + n
+        self.raw_left -= n
+
+    def _feed_raw(self, data):
+        # (messages completed, the rest of data) for bytes fed while a payload is awaited.
+        left = self.raw_left
+        if len(data) <= left:
+            self._write_raw(data)
+            return ([] if self.raw_left else [self._finish_raw()]), b""
+        with memoryview(data) as chunk:
+            self._write_raw(chunk[:left])
+        return [self._finish_raw()], memoryview(data)[left:]
+
+    def _finish_raw(self):
+        msg = self.raw_msg
+        self.raw_msg = None
+        if self._raw_view is not None:
+            self._raw_view.release()
+            self._raw_view = None
+        return msg
+
+    def raw_buffer(self, limit: int) -> memoryview:
+        """Where the next bytes of the raw payload being received go, at most ``limit``.
+
+        Only while ``raw_left`` is not 0: a slice of the sink's buffer, or of a scratch
+        buffer when the payload is discarded. Receive into it, then call ``raw_filled``.
+        """
+        n = min(self.raw_left, limit)
+        target = self._raw_view
+        if target is None:
+            scratch = self._scratch
+            if scratch is None:
+                scratch = self._scratch = memoryview(bytearray(DISCARD_SIZE))
+            return scratch[:n]
+        pos = self._raw_pos
+        return target[pos:pos + n]
+
+    def raw_filled(self, n: int) -> list:
+        """``n`` bytes were received into the last ``raw_buffer``.
+
+        Returns:
+            ``[msg]``, the raw frame's message, once its payload is all in; else ``[]``.
+        """
+        self._raw_pos += n
+        self.raw_left -= n
+        if self.raw_left:
+            return []
+        return [self._finish_raw()]
+
+    def release(self) -> None:
+        """Let go of the sink's buffer of a raw frame cut off (its connection closed).
+
+        ``raw_msg`` still names the frame; the reader is unusable after this.
+        """
+        if self._raw_view is not None:
+            self._raw_view.release()
+            self._raw_view = None
+        self._scratch = None
+        self.raw_left = 0
 
 
 def send_with_fds(sock: socket.socket, msg, fds) -> None:

@@ -20,14 +20,37 @@ What a connection does with the bytes it receives::
                ├── failed: log a line naming the peer, close this connection
                ▼ succeeded (bytes after it are carried over)
              FrameReader ──▶ pickle.loads ──▶ on_messages(conn, [msg, ...])
+               │                                    ▲ a raw frame's msg, in its place,
+               │ a raw frame: msg decoded           │ once its bytes are all in
+               ▼                                    │
+             raw_sink(msg, nbytes) ──▶ view ◀── recv_into(view[pos:pos + k]), k ≤ 8 MiB
+                                 └──▶ None: read into a small scratch buffer, forgotten
+
+and with what it is given to send::
+
+    send(msg) ───────────▶ framed ─────────────┐
+    send_raw(msg, data) ─▶ msg framed ─────────┼─▶ one queue, ─▶ flush, once a loop turn:
+                       └─▶ memoryview(data) ───┘   in order      one send (sendmsg of the
+                           (no copy)                             frames and views, gathered)
+                                                                  └─▶ on_sent() once a view's
+                                                                      last byte is out
+    the connection closes first ─────────────────────────────────▶ on_dropped() instead
+
+A raw frame (``protocol.encode_raw``) is a message followed by bytes that are never pickled:
+how a large object's bytes go from one node's shared-memory arena to another's. They are
+written from the sender's buffer and read into the receiver's, never gathered into a bytes
+object on the way, and the messages queued before and after travel between raw frames in
+order; the wire format is in ``protocol``.
 
 This module moves bytes and frames; it knows nothing of what the messages mean.
 
 * ``Listener`` accepts connections on a unix socket or a TCP port (``127.0.0.1`` unless told
   otherwise). Given a handshake, every connection it accepts starts by running it.
-* ``Connection`` wraps one connected socket. ``send`` queues a framed message; ``flush``
-  writes what the socket takes without blocking and keeps the rest; ``read`` does one recv
-  and returns the messages it completed. ``peer`` is a free slot for the owner's own state.
+* ``Connection`` wraps one connected socket. ``send`` queues a framed message, and
+  ``send_raw`` a raw frame; ``flush`` writes what the socket takes without blocking and
+  keeps the rest; ``read`` does one recv and returns the messages it completed, a raw
+  frame's payload going into the buffer its ``raw_sink`` hands out. ``peer`` is a free slot
+  for the owner's own state.
 * ``HmacHandshake`` is a mutual challenge-response over a shared cluster token. It runs
   before the first frame is read, because unpickling bytes from an unauthenticated peer is
   running its code. Unix sockets between the processes of one host need none
@@ -47,6 +70,7 @@ is used only from the thread that runs it. (A Client, which has threads, uses a
 Connection's framing and buffer under its own lock, not an EventLoop.)
 """
 
+import collections
 import functools
 import hashlib
 import heapq
@@ -61,12 +85,13 @@ import socket
 import time
 
 from purerun.core import protocol
-from purerun.core.protocol import MAX_FRAME_SIZE, RECV_SIZE, FrameReader, ProtocolError
+from purerun.core.protocol import (MAX_FRAME_SIZE, MAX_RAW_SIZE, RECV_SIZE, FrameReader,
+                                   ProtocolError)
 
 __all__ = [
-    "CLIENT", "SERVER", "LOOPBACK", "MAX_FRAME_SIZE", "Connection", "EventLoop",
-    "FrameReader", "HandshakeError", "HmacHandshake", "Listener", "ProtocolError", "Timer",
-    "connect",
+    "CLIENT", "SERVER", "LOOPBACK", "MAX_FRAME_SIZE", "MAX_RAW_SIZE", "Connection",
+    "EventLoop", "FrameReader", "HandshakeError", "HmacHandshake", "Listener", "ProtocolError",
+    "Timer", "connect",
 ]
 
 logger = logging.getLogger("purerun.transport")
@@ -87,6 +112,17 @@ CONNECT_TIMEOUT = 10.0
 # A shorter token could be guessed offline from one recorded handshake (the nonces and the
 # HMAC travel in the clear). 32 random bytes (secrets.token_bytes) is the intended size.
 MIN_TOKEN_BYTES = 16
+# While a raw payload arrives, one read receives up to this much straight into the owner's
+# buffer: more than a TCP receive buffer holds at once (Linux autotunes it to 6 MiB by
+# default), so one read takes everything there, yet one connection's bulk cannot hold a
+# loop turn for more than a few milliseconds of copying.
+RAW_RECV_SIZE = 8 << 20
+# A flush offers the socket at most this much of a queue holding raw frames, in one sendmsg:
+# more than a TCP send buffer takes at once (Linux autotunes it to 4 MiB by default), so
+# more would only be sliced and looked at in vain...
+SEND_GATHER_SIZE = 8 << 20
+# ... and at most this many buffers, far under IOV_MAX (1024 on Linux and macOS).
+SEND_GATHER_BUFFERS = 64
 
 _encode = protocol.encode
 _READ = selectors.EVENT_READ
@@ -287,6 +323,30 @@ class _HmacSession:
 
 # -- connections ----------------------------------------------------------------------------------
 
+class _RawSend:
+    """A raw frame's payload on its way out: the caller's buffer, how far it went, whom to tell.
+
+    invariant: ``view`` is released, and exactly one of the callbacks called, when it
+    leaves its connection's queue, sent or dropped.
+    """
+
+    __slots__ = ("view", "pos", "on_sent", "on_dropped")
+
+    def __init__(self, view, on_sent, on_dropped):
+        self.view = view
+        self.pos = 0
+        self.on_sent = on_sent
+        self.on_dropped = on_dropped
+
+
+def _tell(fn, what, address):
+    if fn is not None:
+        try:
+            fn()
+        except Exception:
+            logger.exception("error in the %s callback of a raw frame to %s", what, address)
+
+
 class Connection:
     """One connected socket: framed messages out through a buffer, framed messages in.
 
@@ -302,16 +362,22 @@ class Connection:
         closed: True once closed, whoever closed it.
         address: The peer, as text ("127.0.0.1:5100", "unix:/path/node.sock").
         flush_first: Written before the connections without it in each loop turn.
+        raw_sink: Where the payloads of raw frames received go (see ``send_raw``):
+            ``fn(msg, nbytes)`` returns a writable buffer of exactly ``nbytes`` bytes (a
+            memoryview of the arena, say), or None to have them read and discarded; either
+            way ``msg`` is delivered once the payload is in. None (the default): a raw
+            frame received is a ``ProtocolError`` and closes the connection. Called from
+            ``read``, as soon as the raw frame's message is decoded; a sink that raises, or
+            returns a buffer of another size, closes the connection too (it is logged).
 
     Inside an EventLoop, output leaves at the end of the loop turn. Outside one (a Client's
     threads) call ``flush`` yourself; a Connection has no lock of its own, so send and flush
     from one thread at a time.
     """
 
-    __slots__ = ("sock", "fd", "address", "peer", "closed", "_out", "_fds", "_reader", "_hs",
-                 "flush_first", "_dirty", "_writing", "_loop", "_on_messages", "_on_close",
-                 "_on_accept",
-                 "_hs_timer")
+    __slots__ = ("sock", "fd", "address", "peer", "closed", "_out", "_queue", "_fds",
+                 "_reader", "_hs", "flush_first", "_dirty", "_writing", "_loop",
+                 "_on_messages", "_on_close", "_on_accept", "_hs_timer", "_raw_sink")
 
     def __init__(self, sock: socket.socket, handshake=None, address=None):
         sock.setblocking(False)
@@ -328,7 +394,12 @@ class Connection:
         # waiting anyway (measured: 15 vs 9 batches of 1000 tiny tasks per second).
         self.flush_first = False
         self._out = []             # framed bytes queued, joined into one send per flush
+        # Output queued up to the last raw frame, in order: framed bytes and _RawSend
+        # payloads. invariant: all of it goes before _out; empty when no raw frame is queued,
+        # and then flush takes the plain path over _out alone.
+        self._queue = collections.deque()
         self._fds = None           # descriptors to attach to the next send (send_fds)
+        self._raw_sink = None
         self._reader = FrameReader()
         self._hs = handshake.begin() if handshake is not None else None
         self._dirty = {}          # the loop's connections with output (keys), once added
@@ -354,7 +425,28 @@ class Connection:
     @property
     def output_pending(self) -> bool:
         """True while queued output has not all been written."""
-        return bool(self._out) or (self._hs is not None and bool(self._hs.output))
+        return (bool(self._out) or bool(self._queue)
+                or (self._hs is not None and bool(self._hs.output)))
+
+    @property
+    def raw_sink(self):
+        """Where the payloads of raw frames received go; see the class docstring."""
+        return self._raw_sink
+
+    @raw_sink.setter
+    def raw_sink(self, sink):
+        self._raw_sink = sink
+        # Unset, the reader refuses a raw frame before unpickling its message.
+        self._reader.raw_sink = None if sink is None else self._raw_target
+
+    @property
+    def raw_receiving(self):
+        """The message of the raw frame whose payload is arriving now, or None.
+
+        Once the connection closed, the one it cut off, if any: ``on_close`` learns from it
+        which buffer handed out by ``raw_sink`` will never be filled.
+        """
+        return self._reader.raw_msg
 
     # -- out --
 
@@ -377,6 +469,52 @@ class Connection:
             self._out.append(frames)
             self._dirty[self] = None
 
+    def send_raw(self, msg, data, on_sent=None, on_dropped=None) -> None:
+        """Queue one message followed by the bytes of ``data``, sent as they are (a raw frame).
+
+        The bytes are written from ``data`` itself, never copied nor pickled: keep the buffer
+        valid and unchanged until one of the callbacks is called. The receiver's
+        ``raw_sink`` says where they go, and its ``on_messages`` gets ``msg`` once they are
+        all in. Frames queued before and after leave in the order queued, so a message sent
+        after this one waits for the whole payload: send a large value as several raw frames
+        (a few MiB each, the next queued from ``on_sent``), and other messages go out between.
+
+        Args:
+            msg: A picklable message (a tuple, see ``protocol``) saying what the bytes are.
+            data: A contiguous buffer (a memoryview of an mmap, bytes, a bytearray) of at
+                most ``MAX_RAW_SIZE`` bytes.
+            on_sent: Called with no argument once the last byte of ``data`` was handed to
+                the kernel (from the ``flush`` that wrote it: in a loop, the loop's
+                thread): the buffer may be released or reused from then on.
+            on_dropped: Called with no argument instead if the connection closes first
+                (from whatever closed it, before its ``on_close``; at once if it is closed
+                already). Exactly one of the two is called, once. Pass the same function to
+                both when all the owner does is release the buffer.
+
+        Raises:
+            TypeError: ``data`` is not a contiguous buffer.
+            ValueError: ``data`` holds more than ``MAX_RAW_SIZE`` bytes, or ``msg`` pickles
+                to more than ``MAX_FRAME_SIZE``.
+        """
+        view = protocol.raw_view(data)
+        try:
+            head = protocol.encode_raw(msg, view.nbytes)
+        except BaseException:
+            view.release()
+            raise
+        if self.closed:
+            view.release()
+            _tell(on_dropped, "on_dropped", self.address)
+            return
+        queue = self._queue
+        out = self._out
+        if out:
+            queue.append(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+        queue.append(head)
+        queue.append(_RawSend(view, on_sent, on_dropped))
+        self._dirty[self] = None
+
     def send_fds(self, msg, fds) -> None:
         """Queue one message with file descriptors attached (SCM_RIGHTS; unix sockets only).
 
@@ -390,6 +528,9 @@ class Connection:
 
     def flush(self) -> bool:
         """Write what the socket takes now, without blocking; keep the rest.
+
+        Raw payloads are written from their callers' buffers, gathered with the frames
+        around them into one ``sendmsg``; ``on_sent`` is called for each one finished.
 
         Returns:
             True when nothing writable is left (a handshaking connection holds its frames
@@ -408,6 +549,8 @@ class Connection:
                     return False
                 del out[:sent]
             return not out
+        if self._queue:
+            return self._flush_queue()
         out = self._out
         if not out:
             return True
@@ -427,21 +570,93 @@ class Connection:
         out[:] = [memoryview(data)[sent:]]
         return False
 
+    def _flush_queue(self):
+        queue = self._queue
+        out = self._out
+        if out:
+            queue.append(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+        # invariant: the slices of the callers' buffers live only in this list, cleared
+        # before any callback runs (whatever happens), so that the owner can close what
+        # they view (an mmap refuses to close while a view of it exists).
+        buffers = []
+        size = 0
+        for item in queue:
+            buffers.append(item.view[item.pos:] if type(item) is _RawSend else item)
+            size += len(buffers[-1])
+            if size >= SEND_GATHER_SIZE or len(buffers) == SEND_GATHER_BUFFERS:
+                break
+        try:
+            if self._fds is None:
+                sent = self.sock.sendmsg(buffers)
+            else:
+                sent = socket.send_fds(self.sock, buffers, self._fds)
+                self._fds = None
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        finally:
+            buffers.clear()
+        finished = []
+        while queue:
+            item = queue[0]
+            if type(item) is _RawSend:
+                left = item.view.nbytes - item.pos
+                if sent < left:
+                    item.pos += sent
+                    break
+                queue.popleft()
+                item.view.release()
+                finished.append(item.on_sent)
+            else:
+                left = len(item)
+                if sent < left:
+                    if sent:
+                        queue[0] = memoryview(item)[sent:]
+                    break
+                queue.popleft()
+            sent -= left
+        for on_sent in finished:   # last: they may queue more, or close this connection
+            _tell(on_sent, "on_sent", self.address)
+        return not queue and not self._out
+
+    def _drop_output(self):
+        # The connection closed: every raw payload still queued learns it, in order.
+        queue = self._queue
+        dropped = [item for item in queue if type(item) is _RawSend]
+        queue.clear()
+        self._reader.release()
+        for item in dropped:
+            item.view.release()
+            _tell(item.on_dropped, "on_dropped", self.address)
+
     # -- in --
 
     def read(self):
-        """One recv of up to ``protocol.RECV_SIZE`` bytes, through the handshake or the framing.
+        """One recv, through the handshake or the framing.
+
+        Up to ``protocol.RECV_SIZE`` bytes; while a raw payload arrives, up to
+        ``RAW_RECV_SIZE`` of it straight into the buffer ``raw_sink`` gave for it.
 
         Returns:
             The messages this read completed (maybe none), or None when the peer closed.
 
         Raises:
             HandshakeError: The handshake failed.
-            ProtocolError: A frame was too long or did not unpickle.
+            ProtocolError: A frame was too long or did not unpickle, or a raw frame was not
+                wanted (no ``raw_sink``, or the sink failed).
             OSError: The socket failed.
         """
         if self.closed:
             return None
+        reader = self._reader
+        if reader.raw_left:
+            try:
+                n = self.sock.recv_into(reader.raw_buffer(RAW_RECV_SIZE))
+            except (BlockingIOError, InterruptedError):
+                return []
+            if not n:
+                return None
+            return reader.raw_filled(n)
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -449,7 +664,7 @@ class Connection:
         if not data:
             return None
         if self._hs is None:
-            return self._reader.feed(data)
+            return reader.feed(data)
         return self._feed_handshake(data)
 
     def feed(self, data) -> list:
@@ -458,11 +673,20 @@ class Connection:
 
         Raises:
             HandshakeError: The handshake failed.
-            ProtocolError: A frame was too long or did not unpickle.
+            ProtocolError: A frame was too long or did not unpickle, or a raw frame was not
+                wanted.
         """
         if self._hs is None:
             return self._reader.feed(data)
         return self._feed_handshake(data)
+
+    def _raw_target(self, msg, nbytes):
+        try:
+            return self._raw_sink(msg, nbytes)
+        except Exception:
+            logger.exception("the raw sink of the connection with %s failed on %.200r",
+                             self.address, msg)
+            raise
 
     def _feed_handshake(self, data):
         hs = self._hs
@@ -472,8 +696,11 @@ class Connection:
             return []
         self._hs = None
         if hs.output:   # our last handshake message goes out before any frame
-            self._out.insert(0, bytes(hs.output))
-        if self._out:
+            if self._queue:
+                self._queue.appendleft(bytes(hs.output))
+            else:
+                self._out.insert(0, bytes(hs.output))
+        if self._out or self._queue:
             self._dirty[self] = None
         return self._reader.feed(hs.leftover) if hs.leftover else []
 
@@ -489,13 +716,15 @@ class Connection:
     def close(self, reason: str = "closed by this process") -> None:
         """Close the socket (unsent output is dropped; flush first to try to send it).
 
-        In an EventLoop, it stops watching the connection and calls its ``on_close``.
+        Raw frames still queued get their ``on_dropped``. In an EventLoop, it stops watching
+        the connection and calls its ``on_close``.
         """
         if self._loop is not None:
             self._loop._close(self, reason)
         elif not self.closed:
             self.closed = True
             self.sock.close()
+            self._drop_output()
 
 
 def _peer_text(sock):
@@ -748,6 +977,9 @@ class EventLoop:
         on_messages(conn, messages): a read completed these messages (a list, in order).
         on_close(conn, reason): called exactly once for every added connection, whatever
             closed it (the peer, an error, a failed handshake, ``conn.close()``, ``close()``).
+            Raw frames still queued on it get their ``on_dropped`` just before.
+        A raw frame's ``on_sent`` (see ``Connection.send_raw``) runs in the flush at the end
+        of the turn that wrote its last byte; one queued from there leaves the next turn.
         A callback that raises is logged and the loop carries on; the rest of that batch of
         messages is lost with it, so an owner that must not lose messages catches its own
         errors per message.
@@ -802,7 +1034,7 @@ class EventLoop:
                 return
             self._dirty.pop(what, None)
             what._dirty = {}
-            if what._out:
+            if what._out or what._queue:
                 what._dirty[what] = None
             what._loop = None
             what._writing = False
@@ -878,6 +1110,8 @@ class EventLoop:
             except OSError as exc:
                 self._close(conn, f"write failed: {exc}")
                 continue
+            if conn.closed:
+                continue   # by a raw frame's on_sent
             if drained:
                 if conn._writing:
                     conn._writing = False
@@ -989,6 +1223,7 @@ class EventLoop:
             conn._hs_timer.cancel()
             conn._hs_timer = None
         conn.sock.close()
+        conn._drop_output()
         on_close = conn._on_close
         conn._on_messages = conn._on_close = conn._on_accept = None
         if on_close is not None:
