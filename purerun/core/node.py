@@ -173,8 +173,7 @@ class Node:
                                                                        (DISCONNECTED,))))
             return None
         conn.peer = remote
-        if hasattr(conn, "raw_sink"):
-            conn.raw_sink = self._sink
+        conn.raw_sink = self._sink
         self.node_conns[remote.node_id] = conn
         self.loop.add_connection(conn, self._on_remote_messages, self._on_remote_close)
         conn.send((protocol.NODE_HELLO, self.state.node_id))
