@@ -232,6 +232,7 @@ class NodeState:
         self.clustered = bool(config.get("head"))
         self.spread_next = 0
         self.function_cache = {}     #: function key -> pickled function
+        self._moving = False         #: taking queued tasks back to place them elsewhere
         #: this node's number in the cluster: worker ids are unique across nodes with it
         self.node_number = control.register_node(
             self.node_id, config.get("tcp_address") or config.get("address"), self.resources,
@@ -405,7 +406,7 @@ class NodeState:
                     self._task_lost(action.task_id)
                 elif kind is sched.TaskCancelled:
                     task = self.tasks.get(action.task_id)
-                    if task is not None:
+                    if task is not None and not self._moving:
                         self._fail(task, exceptions.TaskCancelledError(action.task_id.hex()))
                 elif kind is sched.Infeasible:
                     self._report_infeasible(action.task_id, action.resources)
@@ -999,10 +1000,39 @@ class NodeState:
     def _on_tick(self, token, msg):
         if self.head_lost is not None:
             return
-        self.control.heartbeat(self.node_id, self.scheduler.available_resources(),
-                               {"tasks": len(self.tasks), "actors": len(self.actors),
-                                "objects": len(self.objects.entries)})
+        alive = self.control.heartbeat(
+            self.node_id, self.scheduler.available_resources(),
+            {"tasks": len(self.tasks), "actors": len(self.actors),
+             "objects": len(self.objects.entries), "object_store_bytes": self.objects.store.used})
+        if not alive:
+            # Declared dead while silent (stopped, or cut off): the cluster has re-placed its
+            # work already, so this node must not go on as if nothing happened.
+            self._out.append(Stop())
+            return
         self._refresh_nodes()
+        self._rebalance()
+
+    def _rebalance(self):
+        """Work queued here for want of room moves to nodes that have room now."""
+        free = [r for r in self.remote.values() if r.alive and r.available.get("CPU", 0) >= 1]
+        if not free:
+            return
+        budget = int(sum(r.available.get("CPU", 0) for r in free))
+        self._moving = True
+        try:
+            for task_id in self.scheduler.queued(budget):
+                task = self.tasks.get(task_id)
+                if task is None or task.spec.strategy is not None:
+                    continue   # pinned or spread on purpose: stays where it was placed
+                demand = task.spec.resources or {}
+                target = next((r for r in free if _fits(demand, r.available)), None)
+                if target is None:
+                    continue
+                self._schedule(sched.CancelTask(task_id))   # answered by TaskCancelled
+                self._take(target, demand)
+                self._forward(task, target)
+        finally:
+            self._moving = False
 
     def _on_head_lost(self, token, msg):
         self.head_lost = msg[1]

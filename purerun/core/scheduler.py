@@ -537,6 +537,22 @@ class Scheduler:
         """Tasks not dispatched yet: waiting for objects, queued, or infeasible."""
         return len(self._pending)
 
+    def queued(self, limit: int) -> list:
+        """Up to ``limit`` ids of tasks whose objects are all there but which wait for room
+        (a worker or resources), oldest first; dedicated ones (actors) left out.
+
+        The node moves such tasks to other nodes that have room (``CancelTask`` takes one
+        back from here).
+        """
+        found = []
+        for cls in self._ready:
+            for task in cls.queue:
+                if task.state is _READY and not task.dedicated:
+                    found.append(task.task_id)
+                    if len(found) >= limit:
+                        return found
+        return found
+
     @property
     def num_starting(self) -> int:
         """Worker processes requested but not yet connected."""

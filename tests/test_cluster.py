@@ -1,0 +1,214 @@
+"""Multi-node clusters on one host: a head and node processes joined over loopback TCP.
+
+Everything here runs real processes through ``purerun.cluster_utils.Cluster``: the head
+serves the control store, each node has its own arena and workers, and objects cross
+between arenas over authenticated TCP connections, as between hosts.
+"""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+import purerun
+from purerun import exceptions
+from purerun.cluster_utils import Cluster
+from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node (1 CPU) and a second node (2 CPUs and the custom resource "b")."""
+    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
+    c.second = c.add_node(num_cpus=2, resources={"b": 8})
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()
+
+
+@purerun.remote
+def node_of(*_args):
+    return purerun.get_runtime_context().get_node_id()
+
+
+def on(node, soft=False):
+    return NodeAffinitySchedulingStrategy(node.node_id, soft=soft)
+
+
+# -- the cluster as a driver sees it ---------------------------------------------------------------
+
+def test_nodes_and_resources_describe_the_whole_cluster(cluster):
+    alive = {n["NodeID"] for n in purerun.nodes() if n["Alive"]}
+    assert alive == {cluster.head_node.node_id, cluster.second.node_id}
+    total = purerun.cluster_resources()
+    assert total["CPU"] == 3 and total["b"] == 8
+    assert purerun.get_runtime_context().get_node_id() == cluster.head_node.node_id
+
+
+def test_a_custom_resource_pins_a_task_to_the_node_that_has_it(cluster):
+    assert purerun.get(node_of.options(resources={"b": 1}).remote()) == cluster.second.node_id
+
+
+def test_node_affinity_runs_there_and_a_hard_one_to_an_unknown_node_fails(cluster):
+    assert purerun.get(node_of.options(scheduling_strategy=on(cluster.second)).remote()) \
+        == cluster.second.node_id
+    assert purerun.get(node_of.options(scheduling_strategy=on(cluster.head_node)).remote()) \
+        == cluster.head_node.node_id
+    nowhere = NodeAffinitySchedulingStrategy("ab" * 16, soft=False)
+    with pytest.raises(exceptions.TaskUnschedulableError, match="not in the cluster"):
+        purerun.get(node_of.options(scheduling_strategy=nowhere).remote())
+    soft = NodeAffinitySchedulingStrategy("ab" * 16, soft=True)
+    assert purerun.get(node_of.options(scheduling_strategy=soft).remote()) in (
+        cluster.head_node.node_id, cluster.second.node_id)
+
+
+def test_spread_uses_every_node(cluster):
+    where = purerun.get([node_of.options(scheduling_strategy="SPREAD").remote()
+                         for _ in range(6)])
+    assert set(where) == {cluster.head_node.node_id, cluster.second.node_id}
+
+
+def test_work_that_does_not_fit_here_now_moves_to_a_node_with_room(cluster):
+    @purerun.remote
+    def hold(seconds):
+        time.sleep(seconds)
+        return purerun.get_runtime_context().get_node_id()
+    # The head node's one CPU is taken for a while: what queues behind it moves to the
+    # second node (at submit, or at the next heartbeat when the node's view was stale).
+    busy = hold.options(scheduling_strategy=on(cluster.head_node)).remote(5.0)
+    where = purerun.get([hold.remote(0) for _ in range(2)], timeout=4)
+    assert cluster.second.node_id in where
+    purerun.get(busy)
+
+
+# -- actors ----------------------------------------------------------------------------------------
+
+@purerun.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, k=1):
+        self.n += k
+        return self.n
+
+    def node(self):
+        return purerun.get_runtime_context().get_node_id()
+
+
+def test_an_actor_on_another_node_runs_calls_in_order(cluster):
+    counter = Counter.options(resources={"b": 1}).remote()
+    assert purerun.get(counter.node.remote()) == cluster.second.node_id
+    assert purerun.get([counter.add.remote() for _ in range(200)]) == list(range(1, 201))
+    purerun.kill(counter)
+
+
+def test_a_handle_passed_to_a_task_on_another_node_reaches_the_actor(cluster):
+    counter = Counter.options(resources={"b": 1}).remote()
+
+    @purerun.remote
+    def bump(handle):
+        return purerun.get(handle.add.remote(10)), purerun.get_runtime_context().get_node_id()
+
+    value, where = purerun.get(bump.options(scheduling_strategy=on(cluster.head_node))
+                               .remote(counter))
+    assert (value, where) == (10, cluster.head_node.node_id)
+    assert purerun.get(counter.add.remote()) == 11
+    purerun.kill(counter)
+
+
+def test_a_named_actor_is_found_from_every_node(cluster):
+    counter = Counter.options(name="shared", resources={"b": 1}).remote()
+    purerun.get(counter.add.remote())
+
+    @purerun.remote
+    def use():
+        return purerun.get(purerun.get_actor("shared").add.remote(5))
+
+    assert purerun.get(use.options(scheduling_strategy=on(cluster.head_node)).remote()) == 6
+    assert purerun.get(use.options(scheduling_strategy=on(cluster.second)).remote()) == 11
+    purerun.kill(counter)
+
+
+def test_killing_an_actor_on_another_node_fails_its_next_calls(cluster):
+    counter = Counter.options(resources={"b": 1}).remote()
+    purerun.get(counter.add.remote())
+    purerun.kill(counter)
+    with pytest.raises(exceptions.RayActorError):
+        purerun.get(counter.add.remote(), timeout=20)
+
+
+# -- objects ---------------------------------------------------------------------------------------
+
+def test_small_and_large_values_put_here_are_read_on_the_other_node(cluster):
+    @purerun.remote
+    def total(values):
+        return int(np.asarray(values).sum())
+
+    small = purerun.put(list(range(100)))
+    large = np.arange(3_000_000, dtype=np.int64)        # 24 MB: through the arenas
+    ref = purerun.put(large)
+    pinned = total.options(scheduling_strategy=on(cluster.second))
+    assert purerun.get([pinned.remote(small), pinned.remote(ref)]) == [4950, int(large.sum())]
+
+
+def test_a_large_result_made_there_is_read_here_zero_copy(cluster):
+    @purerun.remote
+    def make(n):
+        return np.full(n, 7, dtype=np.uint8)
+
+    value = purerun.get(make.options(scheduling_strategy=on(cluster.second)).remote(20_000_000))
+    assert value.shape == (20_000_000,) and int(value[::4096].sum()) == 7 * len(value[::4096])
+    assert not value.flags.writeable   # a view of this node's arena
+
+
+def test_a_value_flows_from_one_node_through_another_and_back(cluster):
+    @purerun.remote
+    def make():
+        return np.ones(2_000_000, dtype=np.float64)
+
+    @purerun.remote
+    def double(x):
+        return x * 2
+
+    made = make.options(scheduling_strategy=on(cluster.second)).remote()
+    doubled = double.options(scheduling_strategy=on(cluster.head_node)).remote(made)
+    again = double.options(scheduling_strategy=on(cluster.second)).remote(doubled)
+    assert float(purerun.get(again).sum()) == 4 * 2_000_000
+
+
+def test_refs_nested_in_a_result_from_another_node_can_be_read(cluster):
+    @purerun.remote
+    def make():
+        return [purerun.put("inner"), purerun.put(np.zeros(1_000_000))]
+
+    inner = purerun.get(make.options(scheduling_strategy=on(cluster.second)).remote())
+    assert purerun.get(inner[0]) == "inner"
+    assert purerun.get(inner[1]).shape == (1_000_000,)
+
+
+def test_wait_sees_results_made_on_another_node(cluster):
+    refs = [node_of.options(scheduling_strategy=on(cluster.second)).remote()
+            for _ in range(4)]
+    ready, pending = purerun.wait(refs, num_returns=4, timeout=30)
+    assert len(ready) == 4 and not pending
+
+
+def test_a_stranger_on_a_node_port_is_dropped_and_the_node_keeps_serving(cluster):
+    record = next(n for n in purerun.nodes() if n["NodeID"] == cluster.second.node_id)
+    host, port = record["ObjectStoreSocketName"].rsplit(":", 1)
+    for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\xff" * 64,
+                    b"purerun\x01" + b"\x00" * 32 + b"\x01" * 32):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(payload)
+            sock.settimeout(5)
+            try:
+                while sock.recv(4096):
+                    pass   # whatever it answers, it then closes
+            except (ConnectionResetError, socket.timeout):
+                pass
+    assert purerun.get(node_of.options(scheduling_strategy=on(cluster.second)).remote()) \
+        == cluster.second.node_id

@@ -1,0 +1,121 @@
+"""A node, or the head, dies under a running multi-node cluster (real processes)."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import purerun
+from helpers import wait_for
+from purerun import exceptions
+from purerun.cluster_utils import Cluster
+from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@purerun.remote
+def node_of(*_args):
+    return purerun.get_runtime_context().get_node_id()
+
+
+def on(node, soft=False):
+    return NodeAffinitySchedulingStrategy(node.node_id, soft=soft)
+
+
+@purerun.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, k=1):
+        self.n += k
+        return self.n
+
+    def node(self):
+        return purerun.get_runtime_context().get_node_id()
+
+
+@pytest.fixture
+def fresh():
+    """A cluster for one test that kills part of it."""
+    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
+    c.second = c.add_node(num_cpus=1, resources={"b": 4})
+    c.third = c.add_node(num_cpus=1, resources={"b": 4})
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()
+
+
+@purerun.remote(max_retries=2)
+def mark_then_hang(path):
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(purerun.get_runtime_context().get_node_id())
+        time.sleep(600)
+    return purerun.get_runtime_context().get_node_id()
+
+
+def _alive(node_id):
+    return any(n["Alive"] for n in purerun.nodes() if n["NodeID"] == node_id)
+
+
+def test_a_node_killed_is_dead_its_task_runs_elsewhere_its_actor_restarts(fresh, tmp_path):
+    victim = fresh.second
+    make = node_of.options(scheduling_strategy=on(victim))
+
+    @purerun.remote
+    def big():
+        return np.ones(1_000_000, dtype=np.uint8)
+
+    lost = big.options(scheduling_strategy=on(victim)).remote()
+    purerun.wait([lost], timeout=30)
+    actor = Counter.options(max_restarts=1, scheduling_strategy=on(victim, soft=True)).remote()
+    assert purerun.get(actor.node.remote()) == victim.node_id
+    marker = tmp_path / "started"
+    task = mark_then_hang.options(scheduling_strategy=on(victim, soft=True)).remote(str(marker))
+    wait_for(marker.exists, timeout=30, message="the task started on the victim")
+
+    fresh.remove_node(victim, allow_graceful=False)
+    wait_for(lambda: not _alive(victim.node_id), timeout=10, message="the node shown dead")
+    assert purerun.get(task, timeout=30) != victim.node_id
+    assert purerun.get(actor.node.remote(), timeout=30) != victim.node_id
+    assert purerun.get(actor.add.remote(), timeout=30) == 1   # a fresh instance
+    with pytest.raises(exceptions.ObjectLostError):
+        purerun.get(lost, timeout=30)
+    with pytest.raises(exceptions.TaskUnschedulableError, match="dead"):
+        purerun.get(make.remote(), timeout=30)
+
+
+def test_a_silent_node_is_declared_dead_and_stops_when_it_wakes(fresh, tmp_path):
+    victim = fresh.third
+    marker = tmp_path / "started"
+    task = mark_then_hang.options(scheduling_strategy=on(victim, soft=True)).remote(str(marker))
+    wait_for(marker.exists, timeout=30, message="the task started on the victim")
+    os.kill(victim.process.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not _alive(victim.node_id), timeout=15,
+                 message="the silent node declared dead")
+        assert purerun.get(task, timeout=30) != victim.node_id
+    finally:
+        os.kill(victim.process.pid, signal.SIGCONT)
+    # Declared dead, it must not carry on: it stops by itself once it runs again.
+    victim.process.wait(30)
+
+
+def test_without_a_head_new_tasks_fail_with_a_clear_error(fresh):
+    assert purerun.get(node_of.remote()) == fresh.head_node.node_id
+    fresh._head.kill()
+    fresh._head.wait()
+
+    def refused():
+        try:
+            purerun.get(node_of.remote(), timeout=30)
+        except exceptions.RaySystemError as exc:
+            return "head is gone" in str(exc)
+        return False
+    wait_for(refused, timeout=10, message="a task refused for want of a head")
+    with pytest.raises(ConnectionError, match="unreachable"):
+        purerun.nodes()
