@@ -70,8 +70,9 @@ def test_a_node_killed_is_dead_its_task_runs_elsewhere_its_actor_restarts(fresh,
     def big():
         return np.ones(1_000_000, dtype=np.uint8)
 
-    lost = big.options(scheduling_strategy=on(victim)).remote()
-    purerun.wait([lost], timeout=30)
+    lost = big.options(scheduling_strategy=on(victim), max_retries=0).remote()
+    remade = big.options(scheduling_strategy=on(victim, soft=True), max_retries=1).remote()
+    purerun.wait([lost, remade], num_returns=2, timeout=30)
     actor = Counter.options(max_restarts=1, scheduling_strategy=on(victim, soft=True)).remote()
     assert purerun.get(actor.node.remote()) == victim.node_id
     marker = tmp_path / "started"
@@ -85,6 +86,7 @@ def test_a_node_killed_is_dead_its_task_runs_elsewhere_its_actor_restarts(fresh,
     assert purerun.get(actor.add.remote(), timeout=30) == 1   # a fresh instance
     with pytest.raises(exceptions.ObjectLostError):
         purerun.get(lost, timeout=30)
+    assert int(purerun.get(remade, timeout=30).sum()) == 1_000_000   # made again elsewhere
     with pytest.raises(exceptions.TaskUnschedulableError, match="dead"):
         purerun.get(make.remote(), timeout=30)
 

@@ -349,3 +349,34 @@ def test_a_lost_connection_to_a_node_counts_as_its_death():
     a.feed(a.state.remote[b.node_id], (DISCONNECTED,))
     [(_, msg)] = a.take(protocol.OBJECT, "driver")
     assert msg[2] == ERROR
+
+
+def test_a_value_lost_with_its_node_is_made_again_when_its_task_has_retries_left():
+    net, a, b = make_net()
+    spec = task(a, strategy=(NODE_AFFINITY, b.node_id, True), max_retries=1)
+    a.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _s, _d)] = b.executes()
+    arena_result(b, worker, spec)
+    [oid] = spec.return_ids()
+    net.kill(b)
+    [(worker, again, _d)] = a.executes()
+    a.feed("driver", (protocol.REQUEST, 5, "locate", ([oid],)))   # waits for the re-run
+    assert a.take(protocol.REPLY, "driver") == []
+    assert again.task_id == spec.task_id and again.attempt == 1
+    done(a, worker, again, "made again")
+    [(_, reply)] = a.take(protocol.REPLY, "driver")
+    kind, payload = reply[3][0]
+    assert kind == INLINE and serialization.deserialize(*payload) == "made again"
+
+
+def test_a_value_lost_with_its_node_and_no_retries_left_raises_object_lost():
+    net, a, b = make_net()
+    spec = task(a, strategy=(NODE_AFFINITY, b.node_id, True), max_retries=0)
+    a.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _s, _d)] = b.executes()
+    arena_result(b, worker, spec)
+    net.kill(b)
+    assert a.executes() == []
+    a.feed("driver", (protocol.REQUEST, 5, "locate", (spec.return_ids(),)))
+    [(_, reply)] = a.take(protocol.REPLY, "driver")
+    assert reply[3][0][0] == ERROR

@@ -33,8 +33,8 @@ from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
 from purerun.core.object_table import ObjectTable, block_length, error_payload
 from purerun.core.protocol import ARENA, ERROR, REMOTE
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
-from purerun.core.tasks import TaskTable
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, NORMAL
+from purerun.core.tasks import TaskTable, retries_left
 
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
            "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
@@ -233,6 +233,9 @@ class NodeState:
         self.spread_next = 0
         self.function_cache = {}     #: function key -> pickled function
         self._moving = False         #: taking queued tasks back to place them elsewhere
+        #: object id -> the TaskSpec that made it, for values only another node holds: if
+        #: that node dies, the task runs again (lineage reconstruction) while retries allow
+        self.lineage = {}
         #: this node's number in the cluster: worker ids are unique across nodes with it
         self.node_number = control.register_node(
             self.node_id, config.get("tcp_address") or config.get("address"), self.resources,
@@ -488,8 +491,10 @@ class NodeState:
 
     def _resubmit(self, task):
         spec = task.spec
-        self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec),
-                                        self.objects.missing(spec.deps)))
+        missing = self.objects.missing(spec.deps)
+        if missing:
+            self._want(missing)
+        self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec), missing))
 
     def _release_worker(self, worker_id):
         """An actor's worker is done on purpose: free its resources and stop the process."""
@@ -1084,7 +1089,41 @@ class NodeState:
                         object_id.hex())), ())
             elif entry.kind == REMOTE and entry.payload[0] == node_id:
                 entry.remote_hold = None
-                self._lose(object_id, exceptions.ObjectLostError(object_id.hex()))
+                if not self._reconstruct(object_id):
+                    self._lose(object_id, exceptions.ObjectLostError(object_id.hex()))
+
+    def _reconstruct(self, object_id):
+        """Run again the task that made a value lost with its node, if its retries allow.
+
+        Returns:
+            True if the task was submitted again (every one of its lost values waits for
+            it now), False if the value is lost for good.
+        """
+        spec = self.lineage.pop(object_id, None)
+        if spec is None or retries_left(spec) == 0:
+            return False
+        if spec.task_id in self.tasks.tasks:
+            return True   # already re-running, for another of its values
+        objects = self.objects
+        held = []
+        for dep in list(spec.deps) + list(spec.contained):
+            if not self._hold_object(dep):
+                for object_id in held:
+                    objects.release(object_id)
+                return False
+            held.append(dep)
+        for return_id in spec.return_ids():
+            entry = objects.get(return_id)
+            if entry is not None and entry.kind == REMOTE:
+                pull = self.pulls.pop(return_id, None)
+                if pull is not None:
+                    objects.store.free_block(pull[1])
+                entry.kind = entry.payload = entry.locations = None
+            self.lineage.pop(return_id, None)
+        task = self.tasks.add(spec, None)
+        task.retry()
+        self._place_again(task)
+        return True
 
     def _remote_actor_lost(self, actor, why):
         """An actor this node owns lived on a node that died: place it anew, or it is dead."""
@@ -1259,11 +1298,13 @@ class NodeState:
             return
         task.node = None
         objects = self.objects
-        for object_id, _kind, _payload, held in items:
+        spec = task.spec
+        for object_id, kind, _payload, held in items:
             if held:
                 objects.expect(object_id).remote_hold = token.node_id
+            if kind == REMOTE and spec.kind == NORMAL:
+                self.lineage[object_id] = spec
         results = [(object_id, kind, payload, ()) for object_id, kind, payload, _ in items]
-        spec = task.spec
         if spec.kind == ACTOR_CREATION:
             self._finish(task, results)
             actor = self.actors.get(spec.actor_id)
@@ -1282,8 +1323,10 @@ class NodeState:
     def _give_back(self, dropped):
         """Entries deleted here that held refs on other nodes: DROP_REFS there."""
         by_node = {}
+        lineage = self.lineage
         for object_id, node_id in dropped:
             by_node.setdefault(node_id, []).append(object_id)
+            lineage.pop(object_id, None)
         dropped.clear()
         for node_id, object_ids in by_node.items():
             remote = self.remote.get(node_id)
