@@ -212,3 +212,21 @@ def test_a_stranger_on_a_node_port_is_dropped_and_the_node_keeps_serving(cluster
                 pass
     assert purerun.get(node_of.options(scheduling_strategy=on(cluster.second)).remote()) \
         == cluster.second.node_id
+
+
+def test_hundreds_of_idle_connections_to_a_node_do_not_stop_it_serving(cluster):
+    record = next(n for n in purerun.nodes() if n["NodeID"] == cluster.second.node_id)
+    host, port = record["ObjectStoreSocketName"].rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(200)]
+    try:
+        # Work crossing to that node (a pull of a large value, tasks) still goes through.
+        big = purerun.put(np.ones(2_000_000))
+
+        @purerun.remote
+        def total(x):
+            return float(x.sum())
+        pinned = total.options(scheduling_strategy=on(cluster.second))
+        assert purerun.get([pinned.remote(big) for _ in range(3)], timeout=30) == [2e6] * 3
+    finally:
+        for sock in idle:
+            sock.close()

@@ -50,8 +50,9 @@ import traceback
 from purerun.core import auth, protocol
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, REMOTE_METHODS, ControlStore
 from purerun.core.protocol import Message
-from purerun.core.transport import (HANDSHAKE_TIMEOUT, LOOPBACK, SERVER, EventLoop,
-                                    HmacHandshake, Listener)
+from purerun.core import transport
+from purerun.core.transport import (HANDSHAKE_TIMEOUT, LOOPBACK, MAX_HANDSHAKING, SERVER,
+                                    EventLoop, HmacHandshake)
 
 __all__ = [
     "Head", "HEAD_MESSAGES", "HEAD_EVENTS", "HEAD_METHODS", "CALL", "RESULT", "EVENT",
@@ -63,10 +64,6 @@ logger = logging.getLogger("purerun.head")
 
 # Next to the 6379 of Ray's GCS, so that a Ray cluster and a purerun head can share a host.
 DEFAULT_PORT = 6380
-# Connections allowed in the handshake at once; a new one beyond it drops the oldest. Far
-# more than nodes ever join at once, and well under the 1024 file descriptors of a default
-# ulimit, so that a flood of connections that never authenticate cannot exhaust them.
-MAX_HANDSHAKING = 512
 
 TO_HEAD = "peer -> head"
 FROM_HEAD = "head -> peer"
@@ -184,44 +181,6 @@ def _is_request_id(value) -> bool:
     return type(value) is int
 
 
-class _GuardedListener(Listener):
-    """A Listener that keeps at most ``limit`` of its accepted connections in the handshake."""
-
-    __slots__ = ("limit", "_handshaking")
-
-    def __init__(self, sock, handshake=None):
-        super().__init__(sock, handshake)
-        self.limit = MAX_HANDSHAKING
-        # invariant: every connection accepted and not yet known to be done with its
-        # handshake (authenticated or closed) is a key here, oldest first
-        self._handshaking = {}
-
-    def accept(self):
-        conn = super().accept()
-        if conn is None:
-            return None
-        waiting = self._handshaking
-        if len(waiting) >= self.limit:
-            for old in [old for old in waiting if old.closed or not old.handshaking]:
-                del waiting[old]
-            while len(waiting) >= self.limit:
-                oldest = next(iter(waiting))
-                del waiting[oldest]
-                logger.warning("%d connections are in the handshake at once; dropping the "
-                               "oldest, from %s", self.limit, oldest.address)
-                oldest.close(f"more than {self.limit} connections in the handshake")
-        waiting[conn] = None
-        return conn
-
-    def authenticated(self, conn):
-        self._handshaking.pop(conn, None)
-
-    @property
-    def handshaking(self) -> int:
-        """How many accepted connections may still be in the handshake."""
-        return sum(not c.closed and c.handshaking for c in self._handshaking)
-
-
 class Head:
     """Serves one ``ControlStore`` over TCP to the nodes, drivers and tools of a cluster.
 
@@ -273,7 +232,7 @@ class Head:
         self.store = store if store is not None else ControlStore(clock=clock)
         self._check_interval = check_interval
         self._loop = EventLoop(clock=clock)
-        self._listener = _GuardedListener.tcp(port, host, handshake=handshake)
+        self._listener = transport.GuardedListener.tcp(port, host, handshake=handshake)
         self._listener.limit = max_handshaking
         self.address = format_address(*self._listener.address)
         #: every authenticated connection open, in the order they authenticated

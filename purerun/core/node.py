@@ -130,8 +130,8 @@ class Node:
         # Other nodes reach this one on the address its head connection leaves from, unless
         # told otherwise: the interface that routes to the head routes to the cluster.
         host = node_host or self.head.conn.sock.getsockname()[0]
-        self.tcp_listener = Listener.tcp(0, host=host,
-                                         handshake=HmacHandshake(self.token, transport.SERVER))
+        self.tcp_listener = transport.GuardedListener.tcp(
+            0, host=host, handshake=HmacHandshake(self.token, transport.SERVER))
         port = self.tcp_listener.address[1]
         state_config["tcp_address"] = f"{host}:{port}"
         state_config["node_ip"] = host
@@ -155,6 +155,7 @@ class Node:
 
     def add_node_peer(self, conn):
         """Another node connected (authenticated); its NODE_HELLO comes first."""
+        self.tcp_listener.authenticated(conn)
         self.loop.add_connection(conn, self.on_messages, self.on_close)
 
     def _node_conn(self, remote):

@@ -90,7 +90,8 @@ from purerun.core.protocol import (MAX_FRAME_SIZE, MAX_RAW_SIZE, RECV_SIZE, Fram
 
 __all__ = [
     "CLIENT", "SERVER", "LOOPBACK", "MAX_FRAME_SIZE", "MAX_RAW_SIZE", "Connection",
-    "EventLoop", "FrameReader", "HandshakeError", "HmacHandshake", "Listener", "ProtocolError",
+    "EventLoop", "FrameReader", "GuardedListener", "HandshakeError", "HmacHandshake", "Listener",
+    "MAX_HANDSHAKING", "ProtocolError",
     "Timer", "connect",
 ]
 
@@ -109,6 +110,10 @@ ACCEPT_BATCH = LISTEN_BACKLOG
 HANDSHAKE_TIMEOUT = 10.0
 # How long connect() waits for the peer to accept and, with a token, to answer the handshake.
 CONNECT_TIMEOUT = 10.0
+# Connections a GuardedListener keeps in the handshake at once; a new one beyond it drops the
+# oldest. Far more than nodes ever join at once, and well under the 1024 file descriptors of
+# a default ulimit, so that a flood of connections that never authenticate cannot exhaust them.
+MAX_HANDSHAKING = 512
 # A shorter token could be guessed offline from one recorded handshake (the nonces and the
 # HMAC travel in the clear). 32 random bytes (secrets.token_bytes) is the intended size.
 MIN_TOKEN_BYTES = 16
@@ -866,6 +871,51 @@ def _is_loopback(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class GuardedListener(Listener):
+    """A Listener that keeps at most ``limit`` of its accepted connections in the handshake.
+
+    Beyond that the oldest one still handshaking is closed (with a log line), so that
+    strangers opening connections and never finishing the handshake cannot exhaust this
+    process's file descriptors. The owner calls ``authenticated(conn)`` once a connection's
+    handshake succeeded.
+    """
+
+    __slots__ = ("limit", "_handshaking")
+
+    def __init__(self, sock, handshake=None):
+        super().__init__(sock, handshake)
+        self.limit = MAX_HANDSHAKING
+        # invariant: every connection accepted and not yet known to be done with its
+        # handshake (authenticated or closed) is a key here, oldest first
+        self._handshaking = {}
+
+    def accept(self):
+        conn = super().accept()
+        if conn is None:
+            return None
+        waiting = self._handshaking
+        if len(waiting) >= self.limit:
+            for old in [old for old in waiting if old.closed or not old.handshaking]:
+                del waiting[old]
+            while len(waiting) >= self.limit:
+                oldest = next(iter(waiting))
+                del waiting[oldest]
+                logger.warning("%d connections are in the handshake at once; dropping the "
+                               "oldest, from %s", self.limit, oldest.address)
+                oldest.close(f"more than {self.limit} connections in the handshake")
+        waiting[conn] = None
+        return conn
+
+    def authenticated(self, conn):
+        self._handshaking.pop(conn, None)
+
+    @property
+    def handshaking(self) -> int:
+        """How many accepted connections may still be in the handshake."""
+        return sum(not c.closed and c.handshaking for c in self._handshaking)
+
 
 
 # -- the client side ------------------------------------------------------------------------------
