@@ -1,5 +1,5 @@
 """A cluster made with the command line, as a user makes one: ``purerun start --head``,
-``purerun start --address``, ``purerun status``, drivers with
+``purerun start --address``, ``python -m purerun.node``, ``purerun status``, drivers with
 ``purerun.init(address="host:port")``, ``purerun stop``; and each way that can go wrong.
 
 Every command runs as a subprocess with its own TMPDIR (so its own records and session
@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -275,3 +276,26 @@ def test_a_busy_port_is_named(cli):
     assert f"127.0.0.1:{port}" in busy.stderr and "in use" in busy.stderr
     assert cli.records() == []
 
+
+def test_a_foreground_node_stops_cleanly_on_a_signal(cli):
+    address, _ = cli.start_head()
+    foreground = subprocess.Popen(
+        [sys.executable, "-m", "purerun.node", "--address", address, "--num-cpus", "1"],
+        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        nodes = wait_for(lambda: len(cli.records("node")) == 2 and cli.records("node"),
+                         timeout=20, message="the foreground node to be recorded")
+        record = nodes[1]
+        assert len(active_nodes(cli.run("status").stdout)) == 2
+        foreground.send_signal(signal.SIGINT)
+        out, err = foreground.communicate(timeout=20)
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+            foreground.wait()
+    assert foreground.returncode == 0, err
+    assert "joined the head" in out and "stopped" in out
+    assert gone(record["pid"])
+    assert not os.path.exists(record["session_dir"])
+    assert len(cli.records("node")) == 1
+    stop_everything(cli, expected=2)
