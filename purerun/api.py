@@ -84,14 +84,25 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
          logging_format=None, logging_config=None, log_to_driver=None, namespace=None,
          runtime_env=None, storage=None, enable_resource_isolation=False,
          system_reserved_cpu=None, system_reserved_memory=None, **kwargs):
-    """Start purerun on this machine, or connect to a running node.
+    """Start purerun on this machine, or connect to a running cluster or node.
 
     Args:
-        address: None or "local" starts a new node on this host (None first looks at
-            ``PURERUN_ADDRESS``, then ``RAY_ADDRESS``); "auto" connects to the node named by
-            those, else to the one ``purerun start`` left running, and raises
-            ConnectionError if there is none; any other value is the path of a running
-            node's socket (or its session directory).
+        address: Where to connect:
+
+            - None: the address in ``PURERUN_ADDRESS``, else in ``RAY_ADDRESS``; if neither
+              is set, start a new node on this host, which lives as long as this driver.
+            - "local": start a new node, whatever the environment says.
+            - "auto": the address in those variables, else the head that
+              ``purerun start --head`` left running on this host, else the node that
+              ``purerun start`` left running; ConnectionError if there is none.
+            - "host:port" (``"[::1]:6380"`` for IPv6): the head of a cluster. This driver
+              attaches to a node on this host that ``purerun start --address`` (or
+              ``--head``) joined to that head, or, if there is none, starts a node joined
+              to it that lives as long as this driver (with this machine's resources). The
+              cluster token must be this process's too (see ``purerun.core.auth``).
+            - the path of a running node's socket (or its session directory): that node.
+
+            Tasks, actors and objects then spread over every node of the cluster.
         num_cpus: CPUs the node offers to tasks (default: this machine's count).
         num_gpus: GPUs the node offers (default: the GPUs found on this machine).
         resources: custom resources, e.g. ``{"accelerator": 2}``.
@@ -111,10 +122,14 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         RuntimeError: purerun is already running (unless ignore_reinit_error), or an
             unknown keyword argument was given.
         ValueError: an invalid resource specification, or resources given while connecting
-            to an existing node.
+            to an existing cluster or node.
         TypeError: ``resources`` is not a dict of str to numbers.
-        ConnectionError: address="auto" but no running node was found, or nothing listens
-            at the address given.
+        ConnectionError: address="auto" but no running node was found; nothing listens at
+            the address given; the head is unreachable, refuses this process's cluster
+            token, or there is no token (the message names the address and the reason).
+
+    ``shutdown()`` of a driver that attached to a node it did not start only disconnects:
+    the node and the cluster keep running.
     """
     unknown = sorted(set(kwargs) - _IGNORED_INIT_KWARGS)
     if unknown:
@@ -143,7 +158,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus, "
                                  "resources, labels and object_store_memory must not be "
                                  "provided.")
-            client = Client(launcher.connect(address), "driver", log_to_driver=log_to_driver)
+            sock, node = launcher.attach(address, node_resources)
+            client = Client(sock, "driver", log_to_driver=log_to_driver, node=node)
             client.wait_welcome()
         client.namespace = namespace
         client.job_env_vars = _options.env_vars_of(runtime_env)

@@ -1,77 +1,485 @@
-"""The ``purerun`` command line.
+"""The ``purerun`` command line, in the manner of ``ray start / stop / status``.
 
-- ``purerun start``: start a node on this machine that outlives the drivers connecting to it
-  (``purerun.init(address="auto")``), so that detached actors can outlive their driver.
-- ``purerun stop``: stop it.
-- ``purerun microbenchmark``: Ray's microbenchmark rows (see purerun.microbenchmark).
-- ``purerun version``.
+::
+
+    purerun start --head [--host H] [--port P]    python -m purerun.head ─▶ head (detached)
+                                                  + a node joined to it  ─▶ node (detached)
+    purerun start --address H:P                   a node joined to H:P   ─▶ node (detached)
+    purerun start                                 a node on its own      ─▶ node (detached)
+        each recorded in launcher.records_dir(), where the commands below and
+        purerun.init(address="auto" | "H:P") find them
+    purerun stop [-f] [-g S]                      SIGTERM the recorded nodes, then heads
+    purerun status [--address H:P] [-v]           the head's tables, as `ray status`
+    purerun microbenchmark                        Ray's microbenchmark rows
+    purerun version
+
+``python -m purerun.node --address H:P`` (purerun/node.py) runs one node in the foreground
+instead, with the same resource flags (``add_node_arguments``).
 """
 
 import argparse
+import errno
+import ipaddress
 import json
+import os
+import socket
 import sys
 
 from purerun.core import launcher
 
-# How long `start` waits for the new node to listen, and `stop` for it to exit.
+# How long `start` waits for the new head or node to listen.
 START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
+# How long `stop` gives a process between SIGTERM and SIGKILL: a node stops in well under a
+# second; this bounds one stuck in a worker that will not die.
+STOP_GRACE_PERIOD_S = 10.0
+# How long `status` waits for the head: it answers in milliseconds; this bounds a head that
+# is wedged or a host that drops packets.
+STATUS_TIMEOUT_S = 5.0
 
+
+# -- arguments shared with python -m purerun.node ---------------------------------------------------
+
+def _resources_json(text):
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'a JSON object like \'{{"disk": 2}}\', not {text!r}')
+    return value
+
+
+def _labels(text):
+    labels = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"labels are key=value,...; got {item!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def add_node_arguments(parser):
+    """Add the flags that say what a new node offers: --num-cpus, --num-gpus, --resources,
+    --object-store-memory, --labels."""
+    parser.add_argument("--num-cpus", type=float, default=None,
+                        help="CPUs it offers (default: this machine's)")
+    parser.add_argument("--num-gpus", type=float, default=None,
+                        help="GPUs it offers (default: the GPUs found)")
+    parser.add_argument("--resources", type=_resources_json, default=None,
+                        help='custom resources as JSON, e.g. \'{"disk": 2}\'')
+    parser.add_argument("--object-store-memory", type=int, default=None,
+                        help="bytes of shared memory for large objects")
+    parser.add_argument("--labels", type=_labels, default=None,
+                        help="its labels, as key=value,key2=value2")
+
+
+def node_resources_of(args):
+    """The resources the flags of ``add_node_arguments`` ask for.
+
+    Raises:
+        ValueError, TypeError: an invalid amount (the message says which).
+    """
+    return launcher.node_resources(args.num_cpus, args.num_gpus, args.resources)
+
+
+def head_address(text):
+    """``text`` if it is a head's "host:port"; argparse's error otherwise."""
+    if not launcher.is_head_address(text):
+        raise argparse.ArgumentTypeError(
+            f"a head's address is host:port (like 192.168.1.10:6380, or [::1]:6380), "
+            f"got {text!r}")
+    return text
+
+
+def check_token(head):
+    """The error to print when this process has no usable token to join ``head``, else
+    None."""
+    from purerun.core import auth
+    try:
+        token = auth.load_token()
+    except (ValueError, OSError) as exc:
+        return f"Cannot join the head at {head}: {exc}"
+    return None if token is not None else launcher.no_token_message(head)
+
+
+def _fail(message):
+    print(f"purerun: {message}", file=sys.stderr)
+    return 1
+
+
+# -- start ------------------------------------------------------------------------------------------
 
 def start(args):
-    address = launcher.running_standalone_address()
-    if address is not None:
-        print(f"A purerun node is already running at {address}; 'purerun stop' first.",
-              file=sys.stderr)
-        return 1
-    resources = json.loads(args.resources) if args.resources else None
-    node_resources = launcher.node_resources(args.num_cpus, args.num_gpus, resources)
+    if args.head:
+        return start_head(args)
+    if args.address:
+        return start_joined(args)
+    running = launcher.running_records()
+    if running:
+        return _fail(f"purerun is already running on this host: {running[0].describe()}. "
+                     "'purerun stop' first.")
     try:
-        node = launcher.start_standalone(node_resources, args.object_store_memory,
-                                         START_TIMEOUT_S)
-    except launcher.NodeStartError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        node = launcher.start_standalone(node_resources_of(args), args.object_store_memory,
+                                         START_TIMEOUT_S, labels=args.labels)
+    except (ValueError, TypeError, launcher.NodeStartError) as exc:
+        return _fail(str(exc))
     print(f"Started a purerun node (pid {node.pid}).\n"
           f"Connect with purerun.init(address=\"auto\"), or PURERUN_ADDRESS={node.address}\n"
           "Stop it with: purerun stop")
     return 0
 
 
-def stop(args):
-    pid = launcher.stop_recorded(STOP_TIMEOUT_S)
-    if pid is None:
-        print("No purerun node started with 'purerun start' is running.", file=sys.stderr)
-        return 1
-    print(f"Stopped the purerun node (pid {pid}).")
+def _port_taken(host, port):
+    """Why ``host:port`` cannot be listened on because it is in use, else None."""
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return exc.strerror or str(exc)
+    # Anything else (a host that is not this machine's, say): the head says what. Checked
+    # here only for a clear message: the head's own bind still decides.
+    return None
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start_head(args):
+    from purerun.core import auth
+    from purerun.core.head import format_address
+    head = launcher.recorded_head()
+    if head is not None:
+        return _fail(f"A purerun head is already running on this host at {head.address} "
+                     f"(pid {head.pid}); 'purerun stop' first.")
+    try:
+        resources = node_resources_of(args)
+        _token, token_path = auth.ensure_token()
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail(str(exc))
+    where = format_address(args.host, args.port)
+    taken = _port_taken(args.host, args.port)
+    if taken:
+        return _fail(f"Cannot start a head on {where}: the port is in use ({taken}). Choose "
+                     "another with --port (--port 0 takes any free one).")
+    try:
+        head = launcher.start_head(args.host, args.port, START_TIMEOUT_S)
+    except launcher.NodeStartError as exc:
+        return _fail(f"The head did not start on {where}: "
+                     f"{exc.reason or exc.errors or exc}")
+    try:
+        node = launcher.start_standalone(resources, args.object_store_memory, START_TIMEOUT_S,
+                                         head=head.address, node_host=args.node_ip_address,
+                                         labels=args.labels)
+    except launcher.NodeStartError as exc:
+        launcher.stop_processes([head.record], STOP_GRACE_PERIOD_S)
+        return _fail(f"The head started, but its node did not (the head was stopped again): "
+                     f"{exc.reason or exc}")
+    token_where = f"in {token_path}" if token_path else auth.token_source_text()
+    print(_head_banner(head, node, token_where, token_path, args.host))
     return 0
 
 
-def main(argv=None):
-    """Entry point of the ``purerun`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _head_banner(head, node, token_where, token_path, host):
+    address = head.address
+    if token_path:
+        copy = ("  Copy it to every other host, or set PURERUN_AUTH_TOKEN to it there:\n"
+                f"    scp {token_path} otherhost:~/.purerun/")
+    else:
+        copy = "  Set the same token on every other host of the cluster."
+    lines = [
+        f"Started a purerun head at {address} (pid {head.pid}) and a node on this host "
+        f"(pid {node.pid}).",
+        "",
+        f"Cluster token: {token_where}",
+        "  Every node and driver of the cluster needs this same token.",
+        copy,
+        "",
+        "To add another host to this cluster, run on it:",
+        f"  purerun start --address '{address}'",
+        "",
+        "To connect a driver to this cluster:",
+        f"  purerun.init(address=\"{address}\")    or    PURERUN_ADDRESS={address}",
+        "  (on this host, purerun.init(address=\"auto\") finds it too)",
+        "",
+        "To see the cluster:            purerun status",
+        "To stop purerun on this host:  purerun stop",
+    ]
+    if _is_loopback(host):
+        lines += ["", f"The head listens on {host} only, so no other host can join: start it "
+                      "with --host 0.0.0.0 (or this host's LAN address) for a multi-host "
+                      "cluster."]
+    return "\n".join(lines)
+
+
+def start_joined(args):
+    problem = check_token(args.address)
+    if problem:
+        return _fail(problem)
+    try:
+        node = launcher.start_standalone(node_resources_of(args), args.object_store_memory,
+                                         START_TIMEOUT_S, head=args.address,
+                                         node_host=args.node_ip_address, labels=args.labels)
+    except (ValueError, TypeError) as exc:
+        return _fail(str(exc))
+    except launcher.NodeStartError as exc:
+        return _fail(f"The node could not join the head at {args.address}: "
+                     f"{exc.reason or exc}")
+    print(f"Started a purerun node (pid {node.pid}) joined to the head at {args.address}.\n"
+          f"Drivers on this host attach to it with purerun.init(address=\"{args.address}\").\n"
+          "To see the cluster:            purerun status\n"
+          "To stop purerun on this host:  purerun stop")
+    return 0
+
+
+# -- stop -------------------------------------------------------------------------------------------
+
+def stop(args):
+    stopped = launcher.stop_recorded(args.grace_period, force=args.force)
+    if not stopped:
+        return _fail("No purerun process started with 'purerun start' is running on this "
+                     "host.")
+    for record, killed in stopped:
+        how = " with SIGKILL" if killed else ""
+        print(f"Stopped {record.describe()}{how}.")
+    return 0
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+def status(args):
+    target = args.address or _address_from_env() or launcher.recorded_address()
+    if not target:
+        return _fail("No purerun head found on this host: give its address with --address "
+                     "HOST:PORT, set PURERUN_ADDRESS, or start one with 'purerun start "
+                     "--head'.")
+    try:
+        if launcher.is_head_address(target):
+            tables = _head_tables(target)
+        else:
+            tables = _node_tables(target)
+    except ConnectionError as exc:
+        return _fail(str(exc))
+    from purerun.core.status import format_status
+    print(format_status(*tables))
+    if not launcher.is_head_address(target):
+        print(f"\n(a node without a head, at {target})")
+    if args.verbose:
+        print("\n" + _node_details(tables[0]))
+    return 0
+
+
+def _address_from_env():
+    for name in launcher.ADDRESS_ENV_VARS:
+        value = os.environ.get(name)
+        if value and value != "auto":
+            return value
+    return None
+
+
+def _head_tables(address):
+    """(nodes, cluster resources, available resources, stats) from the head."""
+    from purerun.core import auth
+    from purerun.core.remote_control import RemoteControlStore
+    try:
+        token = auth.load_token()
+    except (ValueError, OSError) as exc:
+        raise ConnectionError(f"Cannot reach the head at {address}: {exc}") from None
+    if token is None:
+        raise ConnectionError(launcher.no_token_message(address))
+    with RemoteControlStore.connect(address, token, STATUS_TIMEOUT_S,
+                                    call_timeout=STATUS_TIMEOUT_S) as store:
+        return (store.node_table(), store.cluster_resources(), store.available_resources(),
+                store.stats())
+
+
+def _node_tables(address):
+    """The same tables from a node without a head, asked over its socket as a driver asks.
+
+    The node's own counters stand in for the head's: tasks, objects and the bytes they take.
+    """
+    from purerun.core import protocol
+    ops = ("nodes", "cluster_resources", "available_resources", "stats")
+    sock = launcher.connect(address)
+    try:
+        sock.settimeout(STATUS_TIMEOUT_S)
+        reader = protocol.FrameReader()
+        data, fds = protocol.recv_with_fds(sock)   # the WELCOME carries the arena's fd
+        for fd in fds:
+            os.close(fd)
+        messages = reader.feed(data)
+        sock.sendall(protocol.encode_many([(protocol.REQUEST, i, op, ())
+                                           for i, op in enumerate(ops, 1)]))
+        replies = {}
+        while len(replies) < len(ops):
+            for msg in messages:
+                if msg[0] == protocol.REPLY and 1 <= msg[1] <= len(ops):
+                    replies[msg[1]] = msg
+            if len(replies) < len(ops):
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise ConnectionError(f"the node at {address} closed the connection")
+                messages = reader.feed(data)
+    except socket.timeout:
+        raise ConnectionError(f"the node at {address} did not answer within "
+                              f"{STATUS_TIMEOUT_S:g} s") from None
+    except OSError as exc:
+        raise ConnectionError(f"asking the node at {address} failed: {exc}") from None
+    finally:
+        sock.close()
+    values = []
+    for i, op in enumerate(ops, 1):
+        _, _, ok, value = replies[i]
+        if not ok:
+            raise ConnectionError(f"the node at {address} could not answer {op}: {value!r}")
+        values.append(value)
+    nodes, total, available, counters = values
+    stats = {"tasks": counters.get("tasks", 0), "objects": counters.get("num_objects", 0),
+             "object_store_bytes": counters.get("arena_used", 0)}
+    return nodes, total, available, stats
+
+
+def _amount(value):
+    # As status.py writes amounts: one decimal at least, more only when there are some.
+    text = f"{value:.4f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _resource_order(name):
+    from purerun.core.status import FIRST_RESOURCES
+    if name in FIRST_RESOURCES:
+        return FIRST_RESOURCES.index(name), ""
+    return len(FIRST_RESOURCES), name
+
+
+def _node_details(nodes):
+    """``status -v``: one block per node (its address, resources and load)."""
+    from purerun.core import status
+    lines = ["Nodes", "-" * 63]
+    for record in nodes:
+        if "node_id" in record:   # the head's node_table()
+            node_id = record["node_id"].hex()
+            alive, ip, hostname = record["alive"], record["node_ip"], record["hostname"]
+            address, total = record["address"], record["resources"]
+            available, load = record.get("available"), record.get("load") or {}
+            labels = record.get("labels") or {}
+        else:                     # a node's nodes(), in Ray's shape
+            node_id, alive = record["NodeID"], record["Alive"]
+            ip, hostname = record["NodeManagerAddress"], record["NodeManagerHostname"]
+            address, total = record["RayletSocketName"], record["Resources"]
+            available, load, labels = None, {}, record.get("Labels") or {}
+        lines.append(f" node_{node_id[:status.NODE_ID_SHOWN]} "
+                     f"{'alive' if alive else 'dead'}  {ip} ({hostname})  at {address}")
+        parts = []
+        for name in sorted(total, key=_resource_order):
+            if name.startswith(status.HIDDEN_PREFIXES):
+                continue
+            amount = total[name]
+            show = status.format_bytes if name in status.MEMORY_RESOURCES else _amount
+            if available is None:
+                parts.append(f"{show(amount)} {name}")
+            else:
+                used = max(amount - available.get(name, 0.0), 0.0)
+                parts.append(f"{show(used)}/{show(amount)} {name}")
+        lines.append("   resources: " + (", ".join(parts) or "(none)"))
+        if labels:
+            lines.append("   labels: " + ", ".join(f"{key}={value}"
+                                                   for key, value in sorted(labels.items())))
+        if load:
+            lines.append("   load: " + ", ".join(f"{count} {name}"
+                                                 for name, count in sorted(load.items())))
+    return "\n".join(lines)
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+def _parser():
+    from purerun.core.head import DEFAULT_PORT
+    from purerun.core.transport import LOOPBACK
     parser = argparse.ArgumentParser(prog="purerun", description="purerun command line")
     commands = parser.add_subparsers(dest="command", required=True)
-    start_parser = commands.add_parser("start", help="start a node that outlives drivers")
-    start_parser.add_argument("--num-cpus", type=float, default=None)
-    start_parser.add_argument("--num-gpus", type=float, default=None)
-    start_parser.add_argument("--resources", default=None,
-                              help='custom resources as JSON, e.g. \'{"disk": 2}\'')
-    start_parser.add_argument("--object-store-memory", type=int, default=None)
-    commands.add_parser("stop", help="stop the node 'purerun start' started")
+
+    start_parser = commands.add_parser(
+        "start", help="start a head, or a node, that outlives this command",
+        description="Start a purerun head and a node (--head), a node joined to a head "
+                    "(--address), or, with neither, a node on its own; they run until "
+                    "'purerun stop'.")
+    role = start_parser.add_mutually_exclusive_group()
+    role.add_argument("--head", action="store_true",
+                      help="start the head of a new cluster, and a node joined to it")
+    role.add_argument("--address", type=head_address, default=None,
+                      help="HOST:PORT of the head to join")
+    start_parser.add_argument("--host", default=None,
+                              help=f"with --head: the interface it listens on (default "
+                                   f"{LOOPBACK}; 0.0.0.0 for every one)")
+    start_parser.add_argument("--port", type=int, default=None,
+                              help=f"with --head: its TCP port (default {DEFAULT_PORT}; 0 for "
+                                   "any free one)")
+    start_parser.add_argument("--node-ip-address", default=None,
+                              help="the address this node listens on for other nodes "
+                                   "(default: the interface it reaches the head from)")
+    add_node_arguments(start_parser)
+
+    stop_parser = commands.add_parser("stop", help="stop what 'purerun start' started here")
+    stop_parser.add_argument("-f", "--force", action="store_true",
+                             help="SIGKILL at once instead of SIGTERM")
+    stop_parser.add_argument("-g", "--grace-period", type=float, default=STOP_GRACE_PERIOD_S,
+                             help="seconds between SIGTERM and SIGKILL (default "
+                                  f"{STOP_GRACE_PERIOD_S:g})")
+
+    status_parser = commands.add_parser("status", help="show the cluster's nodes and resources")
+    status_parser.add_argument("--address", default=None,
+                               help="HOST:PORT of the head (default: $PURERUN_ADDRESS, "
+                                    "$RAY_ADDRESS, else the head started on this host)")
+    status_parser.add_argument("-v", "--verbose", action="store_true",
+                               help="also show each node's address, resources and load")
+
     commands.add_parser("microbenchmark", help="run Ray's microbenchmark rows", add_help=False)
     commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``purerun`` console script.
+
+    Returns:
+        The exit code: 0 on success, 1 when the command could not do what it was asked
+        (the reason is on stderr), 2 for invalid arguments.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "microbenchmark":
         from purerun import microbenchmark
         microbenchmark.main(argv[1:])
         return 0
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "version":
         import purerun
         print(purerun.__version__)
         return 0
     if args.command == "start":
+        if not args.head and (args.host is not None or args.port is not None):
+            parser.error("--host and --port are for the head: use them with --head")
+        if not args.head and not args.address and args.node_ip_address:
+            parser.error("--node-ip-address is for a node that joins a head: use it with "
+                         "--address or --head")
+        if args.head:
+            from purerun.core.head import DEFAULT_PORT
+            from purerun.core.transport import LOOPBACK
+            args.host = LOOPBACK if args.host is None else args.host
+            args.port = DEFAULT_PORT if args.port is None else args.port
         return start(args)
+    if args.command == "status":
+        return status(args)
     return stop(args)
 
 

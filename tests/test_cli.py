@@ -1,5 +1,6 @@
-"""The purerun command line: start/stop a standalone node, detached actors across drivers,
-version, and a quick microbenchmark run."""
+"""The purerun command line: start/stop/status of a standalone node (no head), detached
+actors across drivers, arguments it refuses, version, and a quick microbenchmark run.
+Clusters with a head are in test_cli_cluster."""
 
 import json
 import os
@@ -20,7 +21,7 @@ def run(args, env, timeout=120):
 
 @pytest.fixture
 def env(tmp_path):
-    # A private temp dir: the node's session dir and the "current node" file live there.
+    # A private temp dir: the node's session dir and the records of `purerun start` live there.
     return dict(os.environ, TMPDIR=str(tmp_path),
                 PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
 
@@ -35,11 +36,10 @@ def driver(env, tmp_path, name, code):
 
 
 def started_pid(tmp_path):
-    try:
-        with open(tmp_path / "purerun-sessions" / "current_node.json") as f:
-            return json.load(f)["pid"]
-    except OSError:
-        return None
+    """The pid of the node `purerun start` recorded, or None."""
+    for path in (tmp_path / "purerun-sessions" / "records").glob("node-*.json"):
+        return json.loads(path.read_text())["pid"]
+    return None
 
 
 @pytest.fixture
@@ -92,7 +92,31 @@ def test_detached_actor_outlives_its_driver_on_a_started_node(env, tmp_path, sta
     wait_for(lambda: not psutil.pid_exists(pid) or
              psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10,
              message="the started node is still running after 'purerun stop'")
-    assert os.listdir(tmp_path / "purerun-sessions") == []
+    assert os.listdir(tmp_path / "purerun-sessions") == ["records"]
+    assert os.listdir(tmp_path / "purerun-sessions" / "records") == []
+
+
+def test_status_of_a_node_without_a_head(env, tmp_path, started_node):
+    assert started_node.returncode == 0, started_node.stderr
+    status = run(["status", "-v"], env)
+    assert status.returncode == 0, status.stderr
+    active = status.stdout.split("Active:")[1].split("Dead:")[0]
+    assert active.count("node_") == 1
+    assert " 0.0/2.0 CPU" in status.stdout
+    assert "a node without a head" in status.stdout
+    assert "resources: 2.0 CPU" in status.stdout.split("Nodes")[1]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["start", "--port", "6380"], "--host and --port are for the head"),
+    (["start", "--node-ip-address", "127.0.0.1"], "--node-ip-address is for a node"),
+    (["start", "--head", "--address", "127.0.0.1:6380"], "not allowed with"),
+    (["start", "--resources", "[1]"], "JSON object"),
+    (["start", "--labels", "novalue"], "key=value"),
+])
+def test_bad_start_arguments_are_named(env, args, words):
+    done = run(args, env)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
 
 
 def test_auto_without_a_node_names_the_problem(env, tmp_path):
@@ -104,7 +128,8 @@ def test_auto_without_a_node_names_the_problem(env, tmp_path):
             print("error:", e)
     """)
     assert "purerun start" in out
-    assert run(["stop"], env).returncode == 1
+    stopped = run(["stop"], env)
+    assert stopped.returncode == 1 and "No purerun process" in stopped.stderr
 
 
 def test_version_and_microbenchmark(env):
