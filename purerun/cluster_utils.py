@@ -96,12 +96,12 @@ class Cluster:
 
     def _start_head(self):
         address_file = os.path.join(self._head_dir, "address")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "purerun.head", "--host", "127.0.0.1", "--port", "0",
-             "--address-file", address_file],
-            env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self._head_dir, "head.err"), "wb"),
-            start_new_session=True)
+        with open(os.path.join(self._head_dir, "head.err"), "wb") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "purerun.head", "--host", "127.0.0.1", "--port", "0",
+                 "--address-file", address_file],
+                env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not os.path.exists(address_file):
             if process.poll() is not None or time.monotonic() > deadline:

@@ -98,9 +98,7 @@ HEAD_METHODS = {
 }
 
 
-def format_address(host: str, port: int) -> str:
-    """``"host:port"``, with an IPv6 host in brackets (``"[::1]:6380"``)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+format_address = transport.format_address
 
 
 def parse_address(address) -> tuple:

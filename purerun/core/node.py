@@ -133,7 +133,7 @@ class Node:
         self.tcp_listener = transport.GuardedListener.tcp(
             0, host=host, handshake=HmacHandshake(self.token, transport.SERVER))
         port = self.tcp_listener.address[1]
-        state_config["tcp_address"] = f"{host}:{port}"
+        state_config["tcp_address"] = transport.format_address(host, port)
         state_config["node_ip"] = host
         return self.head
 
@@ -165,7 +165,7 @@ class Node:
             return None if conn.closed else conn
         host, _, port = remote.address.rpartition(":")
         try:
-            conn = transport.connect((host, int(port)), self.token)
+            conn = transport.connect((host.strip("[]"), int(port)), self.token)
         except (ConnectionError, OSError, ValueError) as exc:
             logger.warning("cannot reach node %s at %s: %s", remote.node_id.hex(),
                            remote.address, exc)
@@ -420,11 +420,21 @@ def main(config_json, owner_fd):
     config = json.loads(config_json)
     config["node_id"] = bytes.fromhex(config["node_id"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the driver
-    node = Node(config)
 
     def on_term(signum, frame):
         raise SystemExit(0)
+    # Before start-up, which may wait on a head for a while: a SIGTERM then still cleans up.
     signal.signal(signal.SIGTERM, on_term)
+    try:
+        node = Node(config)
+    except SystemExit:
+        shutil.rmtree(config["session_dir"], ignore_errors=True)
+        raise
+    except Exception as exc:
+        # One line for whoever started it (purerun start shows it), not a traceback; it
+        # removes the session directory once it has read this.
+        print(f"purerun node: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)
     if owner_fd == "none":  # a standalone node (purerun start): runs until SIGTERM
         owner_fd = None
     if owner_fd is not None:

@@ -91,7 +91,7 @@ from purerun.core.protocol import (MAX_FRAME_SIZE, MAX_RAW_SIZE, RECV_SIZE, Fram
 __all__ = [
     "CLIENT", "SERVER", "LOOPBACK", "MAX_FRAME_SIZE", "MAX_RAW_SIZE", "Connection",
     "EventLoop", "FrameReader", "GuardedListener", "HandshakeError", "HmacHandshake", "Listener",
-    "MAX_HANDSHAKING", "ProtocolError",
+    "MAX_HANDSHAKING", "ProtocolError", "format_address",
     "Timer", "connect",
 ]
 
@@ -747,6 +747,11 @@ def _safe(fn):
         return fn()
     except OSError:
         return None
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets (``[::1]:6380``)."""
+    return _address_text((host, port))
 
 
 def _address_text(address):
