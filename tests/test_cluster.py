@@ -230,3 +230,41 @@ def test_hundreds_of_idle_connections_to_a_node_do_not_stop_it_serving(cluster):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_drivers_on_different_nodes_get_their_own_jobs_and_share_named_actors_by_namespace(
+        cluster):
+    import subprocess
+    import sys
+    counter = Counter.options(name="by_ns", namespace="team", resources={"b": 1}).remote()
+    purerun.get(counter.add.remote())
+    script = (
+        "import sys, purerun\n"
+        "purerun.init(address=sys.argv[1])\n"
+        "print(purerun.get_runtime_context().get_job_id())\n"
+        "try:\n"
+        "    purerun.get_actor('by_ns')\n"
+        "    print('seen outside its namespace')\n"
+        "except ValueError:\n"
+        "    print('hidden')\n"
+        "print(purerun.get(purerun.get_actor('by_ns', namespace='team').add.remote()))\n")
+    out = subprocess.run([sys.executable, "-c", script, cluster.second.address],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    job, visibility, value = out.stdout.split()
+    assert job != purerun.get_runtime_context().get_job_id()
+    assert (visibility, value) == ("hidden", "2")
+    purerun.kill(counter)
+
+
+def test_cancel_reaches_a_task_running_on_another_node(cluster):
+    @purerun.remote
+    def forever():
+        time.sleep(600)
+
+    ref = forever.options(scheduling_strategy=on(cluster.second)).remote()
+    purerun.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(ref, timeout=30)
+    assert purerun.get(node_of.options(scheduling_strategy=on(cluster.second)).remote(),
+                       timeout=30) == cluster.second.node_id

@@ -21,6 +21,25 @@ except through the ObjectTable's byte store, which tests replace by a fake — s
 (retry, restart, cancel, per-caller order, reference counting) is tested event by event
 without a process (tests/test_node_state.py).
 
+In a cluster (joined to a head), a node is also a client of every other node it talks to:
+the token of that talk is a ``RemoteNode``, and the other node sees this one as a peer of
+kind "node". What crosses, all of it rules here, none of it I/O::
+
+    placement   SUBMIT here ─▶ _place: here if it fits now (the submitter's node first),
+                else a node with room, else one that can ever run it; SPREAD; node
+                affinity (hard: TaskUnschedulableError when that node is gone)
+                ─▶ SUBMIT to that node; its RESULTS come back (small values whole, large
+                ones as REMOTE: where to FETCH them), and the task finishes here
+    borrowing   a ref this node has no entry for, owned by node N (the number in its id):
+                ADD_REFS + SUBSCRIBE to N; N answers OBJECT; DROP_REFS when it is gone here
+    pulls       a REMOTE value a reader here needs: allocate, FETCH from its holder, which
+                answers with PushObject (DATA raw frames into the block), then localize
+    death       NODE_DIED (head) or a lost connection: tasks placed there run again while
+                retries allow, owned actors are placed anew while restarts allow, values
+                only it held are made again (lineage) or raise ObjectLostError
+    heartbeat   TICK: report free resources and load, refresh the node table, move work
+                queued here for want of room to nodes that have room (_rebalance)
+
 The node process is the only caller, from its one thread.
 """
 
@@ -756,6 +775,10 @@ class NodeState:
         """Stop one task marked cancelled: drop it if pending, interrupt it if running."""
         spec = task.spec
         if spec.kind == ACTOR_METHOD:
+            if task.node is not None:   # the actor lives on another node
+                self._send(task.node, (protocol.CANCEL, ids.object_id(spec.task_id, 0),
+                                       False, False))
+                return
             actor = self.actors.get(spec.actor_id)
             if actor is None:
                 return
@@ -769,6 +792,11 @@ class NodeState:
             return
         if spec.kind == ACTOR_CREATION:
             return  # actors end through kill(), not cancel()
+        if task.node is not None:   # placed on another node: it cancels it there
+            self._send(task.node, (protocol.CANCEL, spec.return_ids()[0] if spec.num_returns
+                                   else ids.object_id(spec.task_id, 0),
+                                   task.force_cancelled, False))
+            return
         if task.worker_id is None:
             self._schedule(sched.CancelTask(spec.task_id))
         elif task.force_cancelled:

@@ -12,6 +12,13 @@
                                                OBJECT (a value is ready), REPLY, LOG, WARN,
                                                EXECUTE, INTERRUPT (workers only)
 
+    node A (as a client of node B)              node B
+    ──────────────────────────────              ──────
+    NODE_HELLO, SUBMIT, ADD_REFS, DROP_REFS,  ──▶  (TCP, after the HMAC handshake)
+    SUBSCRIBE, CANCEL, REQUEST, FETCH
+                                          ◀──  RESULTS, OBJECT, REPLY, WARN, DATA (raw
+                                               frames: an arena block's bytes), FETCH_FAILED
+
 A message is a tuple whose first item is its kind. Every kind is declared once, below, with
 ``_message(code, name, direction, fields)``: the table ``MESSAGES`` is the one place its
 fields are written down, and tests check every handler against it. REQUEST operations are
