@@ -343,6 +343,7 @@ def _bootstrap(kind, config):
     node = process = None
     try:
         if kind == "node":
+            sys.path[:] = config["sys_path"]   # what spawn_node hands on to the node
             node = launcher.spawn_node(config["resources"], config["object_store_memory"],
                                        head=config["head"], node_host=config["node_host"])
             process = node.process
@@ -464,7 +465,9 @@ class NetnsCluster:
         config = {"resources": launcher.node_resources(args.get("num_cpus"), 0,
                                                        args.get("resources")),
                   "object_store_memory": args.get("object_store_memory"),
-                  "head": self.head.address, "node_host": ip}
+                  "head": self.head.address, "node_host": ip,
+                  # As launcher does for a driver's node: its workers import what we import.
+                  "sys_path": sys.path}
         return Supervised("node", config, self.env, namespace=namespace, ip=ip)
 
     def all_nodes(self):
