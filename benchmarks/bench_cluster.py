@@ -75,7 +75,7 @@ def on(node_id, soft=False):
     return NodeAffinitySchedulingStrategy(node_id, soft=soft)
 
 
-# -- a. tiny tasks, same node and cross-node --------------------------------------------------------
+# -- a. tiny tasks, same node and cross-node ------------------------------------------------------
 
 class TwoNodes:
     """A loopback cluster: node A (driver here), node B; 2 CPUs each."""
@@ -102,7 +102,7 @@ class TwoNodes:
         self.cluster.shutdown()
 
 
-# -- b. 100 MB over a namespace link: purerun's get, and a blocking socket copy --------------------
+# -- b. 100 MB over a namespace link: purerun's get, and a blocking socket copy -------------------
 
 @purerun.remote
 def make_value(seed, nbytes):
@@ -230,7 +230,7 @@ class NamespaceLink:
         self.cluster.shutdown()
 
 
-# -- c. a node dies, or goes silent ----------------------------------------------------------------
+# -- c. a node dies, or goes silent ---------------------------------------------------------------
 
 @purerun.remote(max_retries=2)
 def mark_then_hang(path):
@@ -293,7 +293,7 @@ def failure_rounds(two_nodes, signum, rounds, directory):
     return times
 
 
-# -- pytest-benchmark rows -------------------------------------------------------------------------
+# -- pytest-benchmark rows ------------------------------------------------------------------------
 # One class per cluster: a class-scoped fixture is gone before the next class's is made, and
 # this process can attach to only one cluster at a time.
 
@@ -353,7 +353,7 @@ class TestNamespaceLink:
         benchmark.extra_info["MB_per_s"] = SIZE / MB / statistics.median(times[1:])
 
 
-# -- the script ------------------------------------------------------------------------------------
+# -- the script -----------------------------------------------------------------------------------
 
 def _table(header, rows):
     print("| " + " | ".join(header) + " |")

@@ -332,7 +332,7 @@ class Supervised:
         return f"Supervised({name} in {self.where} at {self.ip})"
 
 
-# -- the bootstrap: python netns_cluster.py node|head CONFIG ----------------------------------------
+# -- the bootstrap: python netns_cluster.py node|head CONFIG --------------------------------------
 
 def _bootstrap(kind, config):
     """Start a node or the head, say where it is, stop it when told; see above."""
