@@ -291,8 +291,9 @@ class Supervised:
         try:
             info = json.loads(line)
         except ValueError:
+            said = f"said {line!r}" if line else "its traceback, if any, is on stderr"
             raise launcher.NodeStartError(f"the {self.kind} bootstrap in {self.where} exited "
-                                          f"at start-up: {line!r}") from None
+                                          f"at start-up ({said})") from None
         if "error" in info:
             raise launcher.NodeStartError(f"the {self.kind} in {self.where}: {info['error']}")
         return info
