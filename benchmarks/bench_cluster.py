@@ -367,20 +367,27 @@ def _spread(values, fmt):
             fmt.format(max(values))]
 
 
+def _alternating(ways, rounds):
+    """Each way ``rounds`` times, as A B B A A B ...: neither always runs right after the
+    other (whose after-effects, e.g. memory being given back, would then fall on it)."""
+    for i in range(rounds):
+        yield from (ways if i % 2 == 0 else ways[::-1])
+
+
 def run_tasks(rounds, n):
     setup = TwoNodes()
     times = {where: [] for where in setup.pinned}
     try:
         for where in setup.pinned:
             setup.tasks(where, n)   # warm-up
-        for _ in range(rounds):
-            for where in setup.pinned:
-                times[where].append(setup.tasks(where, n))
+        for where in _alternating(list(setup.pinned), rounds):
+            times[where].append(setup.tasks(where, n))
     finally:
         setup.shutdown()
     rates = {where: [n / t for t in ts] for where, ts in times.items()}
     print(f"\na. {n} tiny tasks submitted at once, then got; driver on node A; loopback "
-          f"cluster (A, B: 2 CPUs each); {rounds} rounds each, alternating")
+          f"cluster (A, B: 2 CPUs each); {rounds} rounds each, in turn (each first every "
+          "other round)")
     _table(["tasks pinned to", "median tasks/s", "min", "max"],
            [[f"node {'A (same node)' if where == 'same node' else 'B (cross-node)'}",
              *_spread(rate, "{:,.0f}")] for where, rate in rates.items()])
@@ -399,15 +406,15 @@ def run_transfer(rounds):
     try:
         for one_round in ways.values():
             one_round()   # warm-up: pages of both arenas and buffers faulted in
-        for _ in range(rounds):
-            for way, one_round in ways.items():
-                times[way].append(one_round())
+        for way in _alternating(list(ways), rounds):
+            times[way].append(ways[way]())
         host, b_ip = setup.cluster.host_ip, setup.b.ip
     finally:
         setup.close()
     rates = {way: [SIZE / MB / t for t in ts] for way, ts in times.items()}
     print(f"\nb. {SIZE // MB} MB from node B ({b_ip}, its own network namespace) to node A "
-          f"({host}, root namespace) over veth + bridge; {rounds} rounds each, alternating")
+          f"({host}, root namespace) over veth + bridge; {rounds} rounds each, in turn (each "
+          "first every other round)")
     _table(["way", "median MB/s", "min", "max", "bytes intact"],
            [["purerun get (B's arena to A's)", *_spread(rates["purerun"], "{:,.0f}"),
              str(setup.intact["purerun"])],
