@@ -106,21 +106,30 @@ def _pid_alive(pid):
 
 def remove_stale():
     """Delete the namespaces, bridges and head directories that an earlier run left behind
-    (its pid is gone).
+    (its pid is gone). Called by ``Network`` before it makes its own.
+
+    A namespace or bridge named with this process's own pid is stale too: a process of
+    ours that had this pid before crashed, as only one ``Network`` at a time may exist here.
 
     Returns:
         The names removed.
     """
+    def stale(pid):
+        return pid == os.getpid() or not _pid_alive(pid)
+
+    if _network_open:
+        raise RuntimeError("remove_stale() while this process has a Network open would "
+                           "remove that one too")
     removed = []
     for line in _ip("netns", "list").stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         match = re.fullmatch(PREFIX_NAMESPACE + r"(\d+)-\d+", name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and stale(int(match.group(1))):
             _ip("netns", "del", name, check=False)
             removed.append(name)
     for line in _ip("-o", "link", "show").stdout.splitlines():
         match = re.search(r"^\d+: (" + PREFIX_BRIDGE + r"(\d+))[:@]", line)
-        if match and not _pid_alive(int(match.group(2))):
+        if match and stale(int(match.group(2))):
             _ip("link", "del", match.group(1), check=False)
             removed.append(match.group(1))
     for path in glob.glob(os.path.join(launcher.temp_root(), HEAD_DIR_PREFIX + "*_*")):
@@ -157,8 +166,12 @@ class Namespace:
         return f"Namespace({self.name}, {self.ip})"
 
 
+_network_open = False   # one Network per process at a time: its names carry only the pid
+
+
 class Network:
-    """A bridge in the root namespace and ``count`` namespaces plugged into it.
+    """A bridge in the root namespace and ``count`` namespaces plugged into it; one per
+    process at a time.
 
     Attributes:
         host_ip: the bridge's address: the root namespace's address on this network.
@@ -166,14 +179,20 @@ class Network:
 
     Raises:
         NetnsUnavailable: the first namespace cannot be created (no privilege for it).
-        RuntimeError: a later step failed (what was made is removed first).
+        RuntimeError: this process has a Network open already; or a later step failed
+            (what was made is removed first).
     """
 
     def __init__(self, count):
+        global _network_open
         pid = os.getpid()
         self.bridge = f"{PREFIX_BRIDGE}{pid}"
         self.namespaces = []
         self._veths = []
+        self._open = False
+        if _network_open:
+            raise RuntimeError("this process has a Network open already (their names would "
+                               "collide): close it first")
         remove_stale()
         octet = _free_third_octet()
         self.host_ip = f"{SUBNET}.{octet}.1"
@@ -181,6 +200,7 @@ class Network:
         if first.returncode != 0:
             raise NetnsUnavailable(f"cannot create a network namespace: "
                                    f"{first.stderr.strip()}")
+        self._open = _network_open = True
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
             _ip("addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
@@ -220,11 +240,14 @@ class Network:
     def close(self):
         """Delete the namespaces (which takes their veths along) and the bridge. Processes
         still inside a namespace keep it alive, unnamed: stop them first."""
+        global _network_open
         for namespace in self.namespaces:
             _ip("netns", "del", namespace.name, check=False)
         for veth in self._veths:   # normally gone with its peer already
             _ip("link", "del", veth, check=False)
         _ip("link", "del", self.bridge, check=False)
+        if self._open:
+            self._open = _network_open = False
 
 
 def _kill_tree(proc):
