@@ -9,7 +9,19 @@ reference rows from the standard library (``multiprocessing.Pool.apply`` and
 ``apply_async``).
 
 Run: ``python -m purerun.microbenchmark [--backend purerun|ray] [--filter SUBSTR]
-[--trial-seconds S] [--json FILE]``.
+[--trial-seconds S] [--json FILE] [--cluster]``.
+
+``--cluster`` starts a two-node cluster on this host instead of one node
+(``cluster_utils.Cluster``: a head, the driver's node A and a node B, each with every CPU,
+joined over loopback TCP) and runs the cross-node rows only, each named with
+"(cross-node)": "single client tasks sync" and "async" with every task pinned to B by hard
+node affinity; "multi client tasks async" with its four client actors on A and their tasks
+on B; the 1:1 actor rows with the actor on B; and "1:1 object transfer 100 MB get", the
+driver's ``get`` on A of a 100 MB array a task made on B, timed from the call to the value
+(making it and waiting for it to be ready are off the clock; one get per trial, after one
+untimed warm-up). The default mode's rows of the same names are their single-node
+counterparts; the transfer has none, as a get on the node that holds a value maps it in
+place.
 """
 
 import argparse
@@ -259,6 +271,114 @@ def run(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
     return results, extra
 
 
+def run_cluster(backend="purerun", name_filter="", trial_seconds=DEFAULT_TRIAL_SECONDS,
+                trials=DEFAULT_TRIALS, json_path=None):
+    """The ``--cluster`` rows (see the module docstring)."""
+    ray = importlib.import_module(backend)
+    Cluster = importlib.import_module(f"{backend}.cluster_utils").Cluster
+    strategies = importlib.import_module(f"{backend}.util.scheduling_strategies")
+
+    results = []
+    extra = {"mode": "cluster"}
+
+    def bench(name, fn, multiplier=1):
+        if name_filter in name:
+            timeit(name, fn, multiplier, trial_seconds, trials, results)
+
+    t0 = time.perf_counter()
+    cpus = os.cpu_count()
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": cpus})
+    try:
+        node_b = cluster.add_node(num_cpus=cpus)
+        cluster.wait_for_nodes()
+        on_a = strategies.NodeAffinitySchedulingStrategy(cluster.head_node.unique_id, soft=False)
+        on_b = strategies.NodeAffinitySchedulingStrategy(node_b.unique_id, soft=False)
+
+        @ray.remote
+        def small_value():
+            return b"ok"
+
+        remote_value = small_value.options(scheduling_strategy=on_b)
+        ray.get(remote_value.remote())
+        extra["cluster_to_first_result_s"] = time.perf_counter() - t0
+        print(f"cluster ({cpus} + {cpus} CPUs) to first cross-node result "
+              f"{extra['cluster_to_first_result_s']:.3f} s", flush=True)
+
+        @ray.remote(num_cpus=0)
+        class Actor:
+            def small_value(self):
+                return b"ok"
+
+            def small_value_batch(self, n):
+                ray.get([remote_value.remote() for _ in range(n)])
+
+        bench("single client tasks sync (cross-node)", lambda: ray.get(remote_value.remote()))
+        bench("single client tasks async (cross-node)",
+              lambda: ray.get([remote_value.remote() for _ in range(1000)]), 1000)
+
+        name = "multi client tasks async (cross-node)"
+        if name_filter in name:
+            n, m = 10000, 4
+            clients = [Actor.options(scheduling_strategy=on_a).remote() for _ in range(m)]
+            bench(name, lambda: ray.get([c.small_value_batch.remote(n) for c in clients]),
+                  n * m)
+
+        if any(name_filter in row for row in ("1:1 actor calls sync (cross-node)",
+                                              "1:1 actor calls async (cross-node)")):
+            actor = Actor.options(scheduling_strategy=on_b).remote()
+            bench("1:1 actor calls sync (cross-node)",
+                  lambda: ray.get(actor.small_value.remote()))
+            bench("1:1 actor calls async (cross-node)",
+                  lambda: ray.get([actor.small_value.remote() for _ in range(1000)]), 1000)
+
+        name = "1:1 object transfer 100 MB get (cross-node)"
+        if name_filter in name:
+            _transfer_row(ray, name, on_b, trials, results)
+    finally:
+        t = time.perf_counter()
+        cluster.shutdown()
+        extra["shutdown_s"] = time.perf_counter() - t
+    print(f"cluster shutdown {extra['shutdown_s']:.3f} s", flush=True)
+
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"backend": backend, "rows": results, "extra": extra}, f, indent=1)
+    return results, extra
+
+
+# A 100 MB value: made on node B, got on node A.
+TRANSFER_BYTES = 100 * 1000 * 1000
+
+
+def _transfer_row(ray, name, on_b, trials, results):
+    """Gets per second of a fresh 100 MB value held by node B; each get timed alone."""
+    @ray.remote
+    def make(seed):
+        import numpy as np
+        return np.full(TRANSFER_BYTES, seed % 256, dtype=np.uint8)
+
+    maker = make.options(scheduling_strategy=on_b)
+    rates = []
+    for trial in range(trials + 1):   # the first one warms A's arena up, untimed
+        ref = maker.remote(trial)
+        ray.wait([ref], fetch_local=False)
+        start = time.perf_counter()
+        value = ray.get(ref)
+        elapsed = time.perf_counter() - start
+        if value.shape != (TRANSFER_BYTES,) or value[-1] != trial % 256:
+            raise RuntimeError(f"{name}: the value arrived wrong")
+        del value, ref
+        if trial:
+            rates.append(1 / elapsed)
+    mean = statistics.mean(rates)
+    sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
+    mb_per_s = TRANSFER_BYTES / 1e6 * statistics.median(rates)
+    print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}  "
+          f"({mb_per_s:,.0f} MB/s, median)", flush=True)
+    results.append({"name": name, "mean": mean, "sd": sd, "median": statistics.median(rates),
+                    "MB_per_s": mb_per_s})
+
+
 def fan_out_rows(ray, bench, wanted, label, actor_class, client_class, n_cpu):
     """The "1:n" and "n:n" rows: one client actor, or 4 tasks, calling n_cpu actors."""
     n = 5000
@@ -305,12 +425,17 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--no-stdlib", action="store_true",
                         help="skip the multiprocessing reference rows")
+    parser.add_argument("--cluster", action="store_true",
+                        help="a two-node cluster on this host; the cross-node rows only")
     args = parser.parse_args(argv)
     if args.backend == "ray":
         try:
             importlib.import_module("ray")
         except ImportError:
             sys.exit("--backend ray needs Ray installed (pip install ray).")
+    if args.cluster:
+        run_cluster(args.backend, args.filter, args.trial_seconds, args.trials, args.json)
+        return
     run(args.backend, args.filter, args.trial_seconds, args.trials, args.json,
         with_stdlib=not args.no_stdlib)
 
