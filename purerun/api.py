@@ -349,8 +349,9 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
         ray_waitables: a list of distinct ObjectRefs.
         num_returns: how many must be ready (1 to their number).
         timeout: seconds to wait at most; None waits for ever, 0 returns at once.
-        fetch_local: accepted for compatibility with Ray; on one node every ready object
-            is local already.
+        fetch_local: accepted for compatibility with Ray. An object counts as ready once
+            its value exists on any node; a value held by another node is pulled to this
+            one by the get (or the task) that reads it, not by wait.
 
     Returns:
         (ready, not_ready): two lists of ObjectRefs, each in the order given; ``ready``

@@ -101,7 +101,8 @@ class Cluster:
                 [sys.executable, "-m", "purerun.head", "--host", "127.0.0.1", "--port", "0",
                  "--address-file", address_file],
                 env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err, start_new_session=True)
+                stderr=err, start_new_session=True,
+                preexec_fn=launcher.terminate_with_parent)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not os.path.exists(address_file):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -154,7 +155,8 @@ class Cluster:
                                             node_args.get("resources"))
         process = launcher.spawn_node(resources, node_args.get("object_store_memory"),
                                       head=self.address, node_host="127.0.0.1",
-                                      labels=node_args.get("labels"), env=self._env)
+                                      labels=node_args.get("labels"), env=self._env,
+                                      die_with_parent=True)
         if wait:
             process.wait_listening(START_TIMEOUT_S)
         node = ClusterNode(process)

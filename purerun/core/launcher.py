@@ -425,7 +425,7 @@ class NodeProcess:
 
 
 def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_host=None,
-               labels=None, env=None, errors_file=None):
+               labels=None, env=None, errors_file=None, die_with_parent=False):
     """Start a node process in a new session directory.
 
     Args:
@@ -445,6 +445,8 @@ def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_ho
             Default: True for a standalone node, which must not hold on to the terminal or
             pipe of whoever started it; False for an owned node, which reports crashes on
             its driver's stderr.
+        die_with_parent: the node gets SIGTERM when this process dies, however it dies
+            (Linux; test clusters use it, so a killed test run leaves no node behind).
 
     Returns:
         The NodeProcess, at once (the node listens a little later).
@@ -474,10 +476,24 @@ def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_ho
          "none" if owner_fd is None else str(owner_fd)],
         pass_fds=[] if owner_fd is None else [owner_fd], cwd=os.getcwd(),
         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=err, close_fds=True, env=env)
+        stderr=err, close_fds=True, env=env,
+        preexec_fn=terminate_with_parent if die_with_parent else None)
     if err is not None:
         err.close()
     return NodeProcess(process, session_dir, config["node_id"])
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def terminate_with_parent():
+    """In a child about to exec (``preexec_fn``): have the kernel send it SIGTERM when the
+    process that started it dies. Does nothing where prctl is missing (not Linux)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:
+        pass
 
 
 def start_owned_node(resources, object_store_memory, head=None):
