@@ -121,3 +121,18 @@ def test_without_a_head_new_tasks_fail_with_a_clear_error(fresh):
     wait_for(refused, timeout=10, message="a task refused for want of a head")
     with pytest.raises(ConnectionError, match="unreachable"):
         purerun.nodes()
+
+
+def test_a_head_that_stops_answering_does_not_stall_work_on_the_nodes(fresh):
+    pinned = node_of.options(scheduling_strategy=on(fresh.head_node))
+    assert purerun.get(pinned.remote()) == fresh.head_node.node_id   # exported already
+    fresh._head.send_signal(signal.SIGSTOP)
+    try:
+        # Heartbeats go out without waiting for an answer: through several ticks (0.5 s
+        # apart) the node keeps serving, at once, what needs no head.
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            assert purerun.get([pinned.remote() for _ in range(5)], timeout=5) \
+                == [fresh.head_node.node_id] * 5
+    finally:
+        fresh._head.send_signal(signal.SIGCONT)

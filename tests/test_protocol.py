@@ -59,5 +59,6 @@ def test_messages_carry_the_fields_the_table_gives():
 def test_node_internal_events_do_not_collide_with_wire_codes():
     internal = {node_state.DRIVER_CONNECTED, node_state.WORKER_STARTED,
                 node_state.DISCONNECTED, node_state.WORKER_OUTPUT, node_state.TICK,
-                node_state.NODE_DIED, node_state.HEAD_LOST}
+                node_state.NODE_DIED, node_state.HEAD_LOST, node_state.NODE_ADDED,
+                node_state.HEARTBEAT_ANSWER}
     assert not internal & set(protocol.MESSAGES)

@@ -37,8 +37,8 @@ import time
 
 from purerun.core import protocol, transport
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
-from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, NODE_ADDED,
-                                     NODE_DIED, TICK,
+from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST,
+                                     HEARTBEAT_ANSWER, NODE_ADDED, NODE_DIED,
                                      WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker,
                                      NodeState, PushObject, RemoteNode, Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
@@ -138,9 +138,25 @@ class Node:
         return self.head
 
     def _tick(self):
-        if self.running:
-            self.run(self.state.handle(None, (TICK,)))
-            self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
+        """Heartbeat and fetch the node table without waiting for the head: a slow head must
+        not stall this node's loop."""
+        if not self.running or self.head is None or self.head.closed:
+            return
+        answer = {}
+
+        def beat(ok, value):
+            answer["alive"] = bool(value) if ok else True   # an error: try again next tick
+
+        def table(ok, value):
+            if ok and self.loop is not None and self.running:
+                self.run(self.state.handle(None, (HEARTBEAT_ANSWER, answer.get("alive", True),
+                                                  value)))
+        try:
+            self.head.call_async("heartbeat", self.state.heartbeat_report(), beat)
+            self.head.call_async("node_table", (), table)
+        except ConnectionError:
+            return   # the head is gone: _head_closed tells the state
+        self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
 
     def _head_event(self, kind, data):
         if kind == "node_dead":

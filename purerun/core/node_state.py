@@ -57,7 +57,7 @@ from purerun.core.tasks import TaskTable, retries_left
 
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
            "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
-           "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "DEFERRED"]
+           "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "HEARTBEAT_ANSWER", "DEFERRED"]
 
 # ── node-internal events (never on the wire) ──────────────────────────────────────────────
 DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
@@ -68,6 +68,7 @@ TICK = -5              # (TICK,)                           every HEARTBEAT_INTER
 NODE_DIED = -6         # (NODE_DIED, node_id)              the head declared another node dead
 HEAD_LOST = -7         # (HEAD_LOST, reason)               the head's connection closed
 NODE_ADDED = -8        # (NODE_ADDED,)                     the head says a node joined
+HEARTBEAT_ANSWER = -9  # (HEARTBEAT_ANSWER, alive, node_table records)  the head's answer
 
 # A request method returns this when it answers later, itself (with _reply).
 DEFERRED = object()
@@ -290,6 +291,7 @@ class NodeState:
             NODE_DIED: self._on_node_died,
             HEAD_LOST: self._on_head_lost,
             NODE_ADDED: lambda token, msg: self._refresh_nodes(),
+            HEARTBEAT_ANSWER: self._on_heartbeat_answer,
         }
         self.requests = {
             "alloc": self._request_alloc,
@@ -1012,7 +1014,10 @@ class NodeState:
 
     def _refresh_nodes(self):
         """Take the control store's node table: new nodes, deaths, free resources."""
-        for record in self.control.node_table():
+        self._take_node_table(self.control.node_table())
+
+    def _take_node_table(self, records):
+        for record in records:
             node_id = record["node_id"]
             if node_id == self.node_id:
                 continue
@@ -1030,19 +1035,31 @@ class NodeState:
             remote.resources = record["resources"]
             remote.available = record["available"]
 
+    def heartbeat_report(self):
+        """What this node tells the head every tick: ``heartbeat``'s arguments."""
+        return (self.node_id, self.scheduler.available_resources(),
+                {"tasks": len(self.tasks), "actors": len(self.actors),
+                 "objects": len(self.objects.entries),
+                 "object_store_bytes": self.objects.store.used})
+
     def _on_tick(self, token, msg):
+        """A tick with a store answering at once (embedded, tests): heartbeat and node table.
+        (The node process sends those to its head without waiting, and feeds the answers
+        back as HEARTBEAT_ANSWER.)"""
         if self.head_lost is not None:
             return
-        alive = self.control.heartbeat(
-            self.node_id, self.scheduler.available_resources(),
-            {"tasks": len(self.tasks), "actors": len(self.actors),
-             "objects": len(self.objects.entries), "object_store_bytes": self.objects.store.used})
+        alive = self.control.heartbeat(*self.heartbeat_report())
+        self._on_heartbeat_answer(None, (HEARTBEAT_ANSWER, alive,
+                                         None if not alive else self.control.node_table()))
+
+    def _on_heartbeat_answer(self, token, msg):
+        _, alive, records = msg
         if not alive:
             # Declared dead while silent (stopped, or cut off): the cluster has re-placed its
             # work already, so this node must not go on as if nothing happened.
             self._out.append(Stop())
             return
-        self._refresh_nodes()
+        self._take_node_table(records)
         self._rebalance()
 
     def _rebalance(self):
