@@ -19,13 +19,12 @@ instead, with the same resource flags (``add_node_arguments``).
 
 import argparse
 import errno
-import ipaddress
 import json
 import os
 import socket
 import sys
 
-from purerun.core import launcher
+from purerun.core import launcher, transport
 
 # How long `start` waits for the new head or node to listen.
 START_TIMEOUT_S = 30.0
@@ -145,15 +144,6 @@ def _port_taken(host, port):
     return None
 
 
-def _is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def start_head(args):
     from purerun.core import auth
     from purerun.core.head import format_address
@@ -214,7 +204,7 @@ def _head_banner(head, node, token_where, token_path, host):
         "To see the cluster:            purerun status",
         "To stop purerun on this host:  purerun stop",
     ]
-    if _is_loopback(host):
+    if transport.is_loopback(host):
         lines += ["", f"The head listens on {host} only, so no other host can join: start it "
                       "with --host 0.0.0.0 (or this host's LAN address) for a multi-host "
                       "cluster."]

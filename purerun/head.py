@@ -17,14 +17,13 @@ the token. ``--port 0`` takes any free port; the banner and the address file say
 """
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
 import socket
 import sys
 
-from purerun.core import auth
+from purerun.core import auth, transport
 from purerun.core.head import DEFAULT_PORT, Head, format_address
 from purerun.core.transport import LOOPBACK
 
@@ -51,15 +50,6 @@ def _advertised_host(host: str) -> str:
         probe.close()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _write_atomically(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees nothing or all of it."""
     temporary = f"{path}.{os.getpid()}.tmp"
@@ -78,7 +68,7 @@ def _banner(head: Head, address: str, host: str, token_where: str) -> str:
         f"  Join a node:       purerun start --address {address}",
         f"  Connect a driver:  purerun.init(address=\"{address}\")",
     ]
-    if _is_loopback(host):
+    if transport.is_loopback(host):
         lines.append(f"  Only this host can connect (bound to {host}); --host 0.0.0.0 "
                      "accepts other hosts.")
     lines.append("Stop it with Ctrl-C (SIGINT) or SIGTERM.")

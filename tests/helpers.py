@@ -3,6 +3,8 @@
 import time
 from typing import Any, Callable
 
+from purerun.core.allocator import Allocator
+
 
 def wait_for(
     predicate: Callable[[], Any],
@@ -37,3 +39,38 @@ def wait_for(
             what = message or getattr(predicate, "__qualname__", repr(predicate))
             raise AssertionError(f"Timed out after {timeout} s waiting for: {what}")
         time.sleep(interval)
+
+
+class FakeStore:
+    """The byte store's interface over the real allocator; spill files are a dict."""
+
+    def __init__(self, size=1 << 20):
+        self.allocator = Allocator(size)
+        self.files = {}
+
+    def allocate(self, size):
+        return self.allocator.allocate(size)
+
+    def free_block(self, offset):
+        self.allocator.free(offset)
+
+    def block_size(self, offset):
+        return self.allocator.block_size(offset)
+
+    capacity = property(lambda self: self.allocator.capacity)
+    used = property(lambda self: self.allocator.used)
+    largest_free = property(lambda self: self.allocator.largest_free)
+
+    def spill(self, object_id, payload):
+        offset, meta_len, spans = payload
+        size = self.allocator.block_size(offset)
+        self.files[object_id] = size
+        self.free_block(offset)
+        return (object_id, size, meta_len, spans)
+
+    def read_back(self, disk, offset):
+        del self.files[disk[0]]
+        return (offset, disk[2], disk[3])
+
+    def drop_spill(self, disk):
+        self.files.pop(disk[0], None)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import purerun
+from cluster_common import Counter, node_of, on
 from purerun import exceptions
 from purerun.cluster_utils import Cluster
 from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -27,15 +28,6 @@ def cluster():
     c.wait_for_nodes()
     yield c
     c.shutdown()
-
-
-@purerun.remote
-def node_of(*_args):
-    return purerun.get_runtime_context().get_node_id()
-
-
-def on(node, soft=False):
-    return NodeAffinitySchedulingStrategy(node.node_id, soft=soft)
 
 
 # -- the cluster as a driver sees it ---------------------------------------------------------------
@@ -85,19 +77,6 @@ def test_work_that_does_not_fit_here_now_moves_to_a_node_with_room(cluster):
 
 
 # -- actors ----------------------------------------------------------------------------------------
-
-@purerun.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-
-    def add(self, k=1):
-        self.n += k
-        return self.n
-
-    def node(self):
-        return purerun.get_runtime_context().get_node_id()
-
 
 def test_an_actor_on_another_node_runs_calls_in_order(cluster):
     counter = Counter.options(resources={"b": 1}).remote()

@@ -8,34 +8,12 @@ import numpy as np
 import pytest
 
 import purerun
+from cluster_common import Counter, node_of, on
 from helpers import wait_for
 from purerun import exceptions
 from purerun.cluster_utils import Cluster
-from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@purerun.remote
-def node_of(*_args):
-    return purerun.get_runtime_context().get_node_id()
-
-
-def on(node, soft=False):
-    return NodeAffinitySchedulingStrategy(node.node_id, soft=soft)
-
-
-@purerun.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-
-    def add(self, k=1):
-        self.n += k
-        return self.n
-
-    def node(self):
-        return purerun.get_runtime_context().get_node_id()
 
 
 @pytest.fixture

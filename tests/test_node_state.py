@@ -8,53 +8,18 @@ import pickle
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from helpers import FakeStore
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.actors import ACTOR_PIPELINE_DEPTH, ALIVE, DEAD, RESTARTING
-from purerun.core.allocator import Allocator
 from purerun.core.control_store import ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_STARTED,
                                      InterruptWorker, KillWorker, NodeState, Send,
                                      StartWorker, Stop)
 from purerun.core.protocol import ARENA, ERROR, INLINE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, ActorSpec, TaskSpec
-
-class FakeStore:
-    """The byte store's interface over the real allocator; spill files are a dict."""
-
-    def __init__(self, size=1 << 20):
-        self.allocator = Allocator(size)
-        self.files = {}
-
-    def allocate(self, size):
-        return self.allocator.allocate(size)
-
-    def free_block(self, offset):
-        self.allocator.free(offset)
-
-    def block_size(self, offset):
-        return self.allocator.block_size(offset)
-
-    capacity = property(lambda self: self.allocator.capacity)
-    used = property(lambda self: self.allocator.used)
-    largest_free = property(lambda self: self.allocator.largest_free)
-
-    def spill(self, object_id, payload):
-        offset, meta_len, spans = payload
-        size = self.allocator.block_size(offset)
-        self.files[object_id] = size
-        self.free_block(offset)
-        return (object_id, size, meta_len, spans)
-
-    def read_back(self, disk, offset):
-        del self.files[disk[0]]
-        return (offset, disk[2], disk[3])
-
-    def drop_spill(self, disk):
-        self.files.pop(disk[0], None)
-
 
 def value(x):
     """An INLINE payload for ``x``."""

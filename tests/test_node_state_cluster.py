@@ -10,33 +10,16 @@ the sender, answers to that token arrive back at the sender from its ``RemoteNod
 import collections
 import os
 
+from helpers import FakeStore
+
 from purerun import exceptions
 from purerun.core import protocol, serialization
-from purerun.core.allocator import Allocator
 from purerun.core.control_store import ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, NODE_DIED, TICK,
                                      WORKER_STARTED, KillWorker, NodeState, PushObject,
                                      RemoteNode, Send, StartWorker)
 from purerun.core.protocol import ARENA, ERROR, INLINE, REMOTE, STORED
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, NODE_AFFINITY, ActorSpec, TaskSpec
-
-
-class FakeStore:
-    def __init__(self, size=1 << 24):
-        self.allocator = Allocator(size)
-
-    def allocate(self, size):
-        return self.allocator.allocate(size)
-
-    def free_block(self, offset):
-        self.allocator.free(offset)
-
-    def block_size(self, offset):
-        return self.allocator.block_size(offset)
-
-    capacity = property(lambda self: self.allocator.capacity)
-    used = property(lambda self: self.allocator.used)
-    largest_free = property(lambda self: self.allocator.largest_free)
 
 
 class Incoming:
@@ -53,7 +36,7 @@ class ClusterNode:
     def __init__(self, net, name, resources):
         self.net = net
         self.name = name
-        self.store = FakeStore()
+        self.store = FakeStore(1 << 24)
         node_id = name.encode().ljust(16, b".")
         self.state = NodeState({"node_id": node_id, "resources": resources, "head": "test",
                                 "tcp_address": f"{name}:1", "session_dir": None},

@@ -91,7 +91,7 @@ from purerun.core.protocol import (MAX_FRAME_SIZE, MAX_RAW_SIZE, RECV_SIZE, Fram
 __all__ = [
     "CLIENT", "SERVER", "LOOPBACK", "MAX_FRAME_SIZE", "MAX_RAW_SIZE", "Connection",
     "EventLoop", "FrameReader", "GuardedListener", "HandshakeError", "HmacHandshake", "Listener",
-    "MAX_HANDSHAKING", "ProtocolError", "format_address",
+    "MAX_HANDSHAKING", "ProtocolError", "format_address", "is_loopback",
     "Timer", "connect",
 ]
 
@@ -824,7 +824,7 @@ class Listener:
             ValueError: A non-loopback ``host`` without a handshake.
             OSError: The address is in use or cannot be bound.
         """
-        if handshake is None and not _is_loopback(host):
+        if handshake is None and not is_loopback(host):
             raise ValueError(f"listening on {host} (not a loopback address) needs a handshake: "
                              "give HmacHandshake(token, SERVER) with the cluster token")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -869,7 +869,8 @@ class Listener:
         return f"<Listener {where}{' (handshake)' if self.handshake else ''}>"
 
 
-def _is_loopback(host):
+def is_loopback(host: str) -> bool:
+    """True for an address (or "localhost") that only this host can reach."""
     if host == "localhost":
         return True
     try:
