@@ -135,3 +135,24 @@ def test_the_checker_names_file_line_and_module_of_an_upward_import(source, name
 @pytest.mark.parametrize("source", ALLOWED)
 def test_the_checker_lets_the_core_import_downwards(source):
     assert upward_imports(source, CLIENT, "purerun.core.client") == []
+
+
+# The pure rules: no socket, thread, process, file or clock of their own (the control store
+# takes its clocks as arguments; ``time`` is only its default).
+PURE_RULES = ("node_state", "cluster_rules", "node_vocabulary", "scheduler", "tasks", "actors",
+              "object_table", "control_store")
+IMPURE = {"socket", "select", "selectors", "threading", "subprocess", "multiprocessing",
+          "mmap", "os", "signal", "asyncio", "concurrent.futures"}
+
+
+@pytest.mark.parametrize("name", PURE_RULES)
+def test_the_rules_import_no_io(name):
+    path = os.path.join(CORE_DIR, name + ".py")
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    used = {module for _line, module in imported_modules(tree, f"purerun.core.{name}")}
+    assert not used & IMPURE, used & IMPURE
+    transitive = {m for m in used if m.startswith("purerun.core.")
+                  and m.rpartition(".")[2] in ("transport", "node", "object_store", "client",
+                                               "worker", "launcher", "head", "remote_control")}
+    assert not transitive, transitive
