@@ -114,3 +114,23 @@ def test_a_head_that_stops_answering_does_not_stall_work_on_the_nodes(fresh):
                 == [fresh.head_node.node_id] * 5
     finally:
         fresh._head.send_signal(signal.SIGCONT)
+
+
+def test_a_driver_that_connects_after_the_head_died_is_told_why_its_tasks_fail(fresh):
+    import subprocess
+    import sys
+    fresh._head.kill()
+    fresh._head.wait()
+    script = ("import sys, purerun\n"
+              "purerun.init(address=sys.argv[1])\n"
+              "@purerun.remote\n"
+              "def f():\n"
+              "    return 1\n"
+              "try:\n"
+              "    purerun.get(f.remote(), timeout=20)\n"
+              "except purerun.exceptions.RaySystemError as exc:\n"
+              "    print('refused:', 'head is gone' in str(exc))\n")
+    out = subprocess.run([sys.executable, "-c", script, fresh.second.address],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "refused: True"   # told at its first task, not at init

@@ -229,7 +229,13 @@ class NodeState(ClusterRules):
     # ── connections ────────────────────────────────────────────────────────────────────────
 
     def _on_driver_connected(self, token, msg):
-        job_id = self.control.new_job_id()
+        try:
+            job_id = self.control.new_job_id()
+        except ConnectionError as exc:
+            # The head is gone: the driver still connects, and its first task fails with
+            # the reason (see _on_submit) rather than its init waiting for a welcome.
+            self.head_lost = self.head_lost or str(exc)
+            job_id = ids.job_id_bytes(0)
         self.peers[token] = Peer("driver", job_id)
         if msg[1]:
             self.owner = token
@@ -552,6 +558,8 @@ class NodeState(ClusterRules):
         return creation.actor.hold if self.enforce_resources else None
 
     def _on_export(self, token, msg):
+        # Kept here too: tasks of this node's own clients never need to ask the store.
+        self.function_cache.setdefault(msg[1], msg[2])
         self.control.export_function(msg[1], msg[2])
 
     def _function(self, key):
