@@ -5,6 +5,7 @@ serves the control store, each node has its own arena and workers, and objects c
 between arenas over authenticated TCP connections, as between hosts.
 """
 
+import os
 import socket
 import time
 
@@ -247,3 +248,13 @@ def test_cancel_reaches_a_task_running_on_another_node(cluster):
         purerun.get(ref, timeout=30)
     assert purerun.get(node_of.options(scheduling_strategy=on(cluster.second)).remote(),
                        timeout=30) == cluster.second.node_id
+
+
+def test_the_cluster_example_runs():
+    import subprocess
+    import sys
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "cluster.py")
+    out = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "nodes: 3 CPUs: 3.0" in out.stdout and "summed on" in out.stdout
