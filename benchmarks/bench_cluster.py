@@ -51,6 +51,10 @@ from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
 import netns_cluster  # noqa: E402  (tests/: shared with test_netns.py)
 from helpers import wait_for  # noqa: E402
+from cluster_common import alive, mark_then_hang  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_object_transfer import _receive_blocking  # noqa: E402  (the same blocking receiver)
 
 MB = 1_000_000
 TASKS = 5000
@@ -113,24 +117,6 @@ def make_value(seed, nbytes):
 def _intact(value, seed):
     block = np.random.default_rng(seed).integers(0, 256, BLOCK, dtype=np.uint8)
     return value.shape == (SIZE,) and bool((value.reshape(-1, BLOCK) == block).all())
-
-
-def _receive(host, size):
-    """The blocking copy's receiver (here, in the root namespace): ``--receive``."""
-    dst = mmap.mmap(-1, size)
-    view = memoryview(dst)
-    server = socket.create_server((host, 0))
-    print(server.getsockname()[1], flush=True)
-    sock, _ = server.accept()
-    while True:
-        pos = 0
-        while pos < size:
-            n = sock.recv_into(view[pos:])
-            if not n:
-                print(hashlib.sha256(dst).hexdigest(), flush=True)
-                return
-            pos += n
-        sock.sendall(b"k")
 
 
 def _send(host, port, size):
@@ -232,20 +218,6 @@ class NamespaceLink:
 
 # -- c. a node dies, or goes silent ---------------------------------------------------------------
 
-@purerun.remote(max_retries=2)
-def mark_then_hang(path):
-    """First run: leaves a mark and hangs (on the victim). A retry returns at once."""
-    if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write(purerun.get_runtime_context().get_node_id())
-        time.sleep(600)
-    return purerun.get_runtime_context().get_node_id()
-
-
-def _alive(node_id):
-    return any(n["Alive"] for n in purerun.nodes() if n["NodeID"] == node_id)
-
-
 class Victim:
     """A node added to ``cluster`` with a retriable task running on it."""
 
@@ -263,7 +235,7 @@ class Victim:
         """Send ``signum``; returns (seconds to shown dead, seconds to the task's result)."""
         start = time.perf_counter()
         os.kill(self.node.process.pid, signum)
-        wait_for(lambda: not _alive(self.node.node_id), timeout=TIMEOUT_S,
+        wait_for(lambda: not alive(self.node.node_id), timeout=TIMEOUT_S,
                  interval=DEATH_POLL_S, message="the victim shown dead")
         dead = time.perf_counter() - start
         where = purerun.get(self.task, timeout=TIMEOUT_S)
@@ -456,7 +428,7 @@ def main():
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receive:
-        return _receive(args.receive, args.size)
+        return _receive_blocking(args.size, args.receive)
     if args.send:
         return _send(args.send, args.port, args.size)
 

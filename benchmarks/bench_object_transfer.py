@@ -58,10 +58,12 @@ def _fill(view):
 
 # -- the receivers (each runs as: python bench_object_transfer.py --receive MODE --size N) --
 
-def _receive_blocking(size):
+def _receive_blocking(size, host=transport.LOOPBACK):
+    """The blocking copy's receiver: prints its port, acknowledges each copy with one byte,
+    and prints the SHA-256 of what it holds once the sender closes."""
     dst = mmap.mmap(-1, size)
     view = memoryview(dst)
-    server = socket.create_server((transport.LOOPBACK, 0))
+    server = socket.create_server((host, 0))
     print(server.getsockname()[1], flush=True)
     sock, _ = server.accept()
     while True:

@@ -172,16 +172,7 @@ class Cluster:
         The head sees the node's connection close and declares it dead at once.
         """
         process = node._process
-        if allow_graceful:
-            process.process.send_signal(signal.SIGTERM)
-            try:
-                process.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.process.kill()
-                process.process.wait()
-        else:
-            process.process.kill()
-            process.process.wait()
+        _stop(process.process, allow_graceful)
         shutil.rmtree(process.session_dir, ignore_errors=True)
         if node is self.head_node:
             self.head_node = None
@@ -234,12 +225,20 @@ class Cluster:
             self._control.close()
             self._control = None
         if self._head is not None:
-            self._head.send_signal(signal.SIGTERM)
-            try:
-                self._head.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._head.kill()
-                self._head.wait()
+            _stop(self._head, graceful=True)
             self._head = None
         shutil.rmtree(self._head_dir, ignore_errors=True)
         atexit.unregister(self.shutdown)
+
+
+def _stop(process, graceful):
+    """SIGTERM and wait (SIGKILL after ``STOP_TIMEOUT_S``), or SIGKILL at once; then reap."""
+    if graceful:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    process.wait()

@@ -1,4 +1,8 @@
-"""What the multi-node tests share: a task and an actor that say where they run."""
+"""What the multi-node tests (and benchmarks/bench_cluster.py) share: a task and an actor
+that say where they run, a task that hangs on its first run only, and whether a node lives."""
+
+import os
+import time
 
 import purerun
 from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -25,3 +29,18 @@ class Counter:
 
     def node(self):
         return purerun.get_runtime_context().get_node_id()
+
+
+@purerun.remote(max_retries=2)
+def mark_then_hang(path):
+    """First run: leaves a mark (this node's id) at ``path`` and hangs. A retry returns at once."""
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(purerun.get_runtime_context().get_node_id())
+        time.sleep(600)
+    return purerun.get_runtime_context().get_node_id()
+
+
+def alive(node_id):
+    """Whether ``nodes()`` lists the node (hex id) as alive."""
+    return any(n["Alive"] for n in purerun.nodes() if n["NodeID"] == node_id)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import purerun
-from cluster_common import Counter, node_of, on
+from cluster_common import Counter, alive, mark_then_hang, node_of, on
 from helpers import wait_for
 from purerun import exceptions
 from purerun.cluster_utils import Cluster
@@ -25,19 +25,6 @@ def fresh():
     c.wait_for_nodes()
     yield c
     c.shutdown()
-
-
-@purerun.remote(max_retries=2)
-def mark_then_hang(path):
-    if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write(purerun.get_runtime_context().get_node_id())
-        time.sleep(600)
-    return purerun.get_runtime_context().get_node_id()
-
-
-def _alive(node_id):
-    return any(n["Alive"] for n in purerun.nodes() if n["NodeID"] == node_id)
 
 
 def test_a_node_killed_is_dead_its_task_runs_elsewhere_its_actor_restarts(fresh, tmp_path):
@@ -58,7 +45,7 @@ def test_a_node_killed_is_dead_its_task_runs_elsewhere_its_actor_restarts(fresh,
     wait_for(marker.exists, timeout=30, message="the task started on the victim")
 
     fresh.remove_node(victim, allow_graceful=False)
-    wait_for(lambda: not _alive(victim.node_id), timeout=10, message="the node shown dead")
+    wait_for(lambda: not alive(victim.node_id), timeout=10, message="the node shown dead")
     assert purerun.get(task, timeout=30) != victim.node_id
     assert purerun.get(actor.node.remote(), timeout=30) != victim.node_id
     assert purerun.get(actor.add.remote(), timeout=30) == 1   # a fresh instance
@@ -76,7 +63,7 @@ def test_a_silent_node_is_declared_dead_and_stops_when_it_wakes(fresh, tmp_path)
     wait_for(marker.exists, timeout=30, message="the task started on the victim")
     os.kill(victim.process.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: not _alive(victim.node_id), timeout=15,
+        wait_for(lambda: not alive(victim.node_id), timeout=15,
                  message="the silent node declared dead")
         assert purerun.get(task, timeout=30) != victim.node_id
     finally:
