@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.9",
     install_requires=["cloudpickle", "psutil", "sortedcontainers"],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "pytest-benchmark", "numpy", "hypothesis"],
+        "test": ["pytest", "pytest-timeout", "pytest-benchmark", "numpy", "hypothesis", "tqdm"],
     },
     entry_points={"console_scripts": ["purerun=purerun.cli:main"]},
     classifiers=["Programming Language :: Python :: 3"],

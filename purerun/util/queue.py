@@ -310,7 +310,15 @@ class _QueueActor:
 
     def __init__(self, maxsize):
         self.maxsize = maxsize
-        self.queue = asyncio.Queue(maxsize)
+        self._queue = None
+
+    @property
+    def queue(self):
+        # Made on first use, in the event loop's thread: __init__ runs on another thread,
+        # and before Python 3.10 an asyncio.Queue binds to the loop current where it is made.
+        if self._queue is None:
+            self._queue = asyncio.Queue(self.maxsize)
+        return self._queue
 
     def qsize(self):
         return self.queue.qsize()
