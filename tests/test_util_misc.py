@@ -438,12 +438,32 @@ def test_snapshot_is_a_copy():
 # -- the package --------------------------------------------------------------------------------
 
 def test_util_exports_rays_names():
-    for name in ("ActorPool", "as_completed", "map_unordered", "inspect_serializability"):
+    for name in ("ActorPool", "as_completed", "map_unordered", "inspect_serializability",
+                 "get_node_ip_address"):
         assert name in purerun.util.__all__
         assert callable(getattr(purerun.util, name))
     assert purerun.util.queue.Queue is not None   # submodules without an import
     with pytest.raises(AttributeError):
         purerun.util.no_such_thing
+
+
+@purerun.remote
+def node_ip_in_task():
+    return purerun.util.get_node_ip_address()
+
+
+def test_get_node_ip_address_is_the_nodes_address(node):
+    (only,) = purerun.nodes()
+    assert purerun.util.get_node_ip_address() == only["NodeManagerAddress"]
+    assert purerun.get(node_ip_in_task.remote(), timeout=CALL_TIMEOUT_S) == \
+        only["NodeManagerAddress"]
+
+
+def test_get_node_ip_address_without_purerun_running():
+    code = "import purerun.util; print(purerun.util.get_node_ip_address('127.0.0.1:9'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=CALL_TIMEOUT_S, check=True).stdout
+    assert out.strip() == "127.0.0.1"
 
 
 def test_importing_util_loads_none_of_the_utilities():

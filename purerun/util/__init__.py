@@ -1,6 +1,7 @@
 """purerun.util: utilities on top of the core API, under Ray's names (``ray.util``).
 
-Exports ``ActorPool``, ``as_completed``, ``map_unordered`` and ``inspect_serializability``;
+Exports ``ActorPool``, ``as_completed``, ``map_unordered``, ``inspect_serializability`` and
+``get_node_ip_address``;
 the submodules ``queue`` (``Queue``, ``Empty``, ``Full``), ``metrics`` (``Counter``,
 ``Gauge``, ``Histogram``), ``actor_pool``, ``check_serialize`` and
 ``scheduling_strategies`` are imported with ``import purerun.util.<name>``.
@@ -10,6 +11,7 @@ the submodules ``queue`` (``Queue``, ``Empty``, ``Full``), ``metrics`` (``Counte
 """
 
 import importlib
+import socket
 
 # name -> the submodule that defines it.
 _EXPORTS = {
@@ -23,7 +25,35 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"actor_pool", "check_serialize", "completion", "metrics", "queue",
                          "scheduling_strategies"})
 
-__all__ = list(_EXPORTS)
+__all__ = list(_EXPORTS) + ["get_node_ip_address"]
+
+
+def get_node_ip_address(address="8.8.8.8:53"):
+    """The IP address of this process's node, as ``ray.util.get_node_ip_address``.
+
+    Inside a running purerun (driver, task or actor) it is the address the node was started
+    with; otherwise the address of this host that routes towards ``address`` (no packet is
+    sent: the kernel only picks the outgoing interface), or ``127.0.0.1`` without a route.
+
+    Args:
+        address: ``"host:port"`` whose route picks the interface, when purerun is not running.
+
+    Returns:
+        The IP address, a str.
+    """
+    from purerun.core import context   # not at import time: purerun.util stays cheap
+    client = context.client
+    if client is not None:
+        info = client.wait_welcome() if hasattr(client, "wait_welcome") else client.info
+        if info and info.get("node_ip"):
+            return info["node_ip"]
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host.strip("[]"), int(port)))
+            return probe.getsockname()[0]
+    except (OSError, ValueError):
+        return "127.0.0.1"
 
 
 def __getattr__(name):
