@@ -10,7 +10,11 @@ Bookkeeping, all in the caller's process (the pool is not thread-safe, as Ray's 
 * ``_in_flight``: the key of each call in flight -> ``(submission index, actor, result)``;
 * ``_by_index``: submission index -> key, for ``get_next``'s order;
 * ``_waiting``: ``(fn, value)`` pairs submitted while every actor was busy, started in
-  order as actors come back.
+  order as actors come back;
+* ``_ready_refs``: refs in flight that a wait has already seen finished.
+
+Submission indices count calls as they start; ``get_next`` returns index
+``_next_return_index`` next (as in Ray, ``get_next_unordered`` moves it past what it took).
 
 An actor comes back to ``_idle`` when its result is handed out, whether the call returned
 or raised; an actor that died (``RayActorError``, ``ActorDiedError`` among them) is dropped
@@ -68,7 +72,8 @@ class ActorPool:
 
         Returns:
             A generator of the results. An error a call raised is raised when its result
-            comes up; the generator can be resumed after it.
+            comes up, which ends the generator; the results after it stay in the pool
+            for ``get_next``.
         """
         self._drop_pending()
         for value in values:
