@@ -14,6 +14,8 @@ import time
 
 import pytest
 import tqdm
+from hypothesis import given
+from hypothesis import strategies as st
 
 import purerun
 import purerun.util
@@ -335,6 +337,29 @@ def test_histogram_counts_values_in_buckets():
     assert series["bucket_counts"] == [1, 2, 2]
     assert (series["count"], series["sum"]) == (5, 66.5)
     assert histogram.info["boundaries"] == [1, 10]
+
+
+_histogram_names = iter(f"misc_property_histogram_{i}" for i in range(10 ** 6))
+
+
+@given(boundaries=st.lists(st.floats(min_value=0.001, max_value=1e6), min_size=1,
+                           max_size=8, unique=True).map(sorted),
+       values=st.lists(st.floats(min_value=-1e7, max_value=1e7), max_size=30))
+def test_histogram_buckets_match_a_plain_count(boundaries, values):
+    histogram = metrics.Histogram(next(_histogram_names), boundaries=boundaries)
+    for value in values:
+        histogram.observe(value)
+    expected = [0] * (len(boundaries) + 1)
+    for value in values:
+        # Bucket i holds boundaries[i-1] <= v < boundaries[i]; the last one everything above.
+        expected[sum(1 for bound in boundaries if bound <= value)] += 1
+    if not values:
+        assert not [s for s in metrics.snapshot() if s["name"] == histogram.info["name"]]
+        return
+    series = _series(histogram.info["name"])
+    assert series["bucket_counts"] == expected
+    assert series["count"] == len(values)
+    assert series["sum"] == pytest.approx(sum(values))
 
 
 def test_set_default_tags_returns_the_metric():
