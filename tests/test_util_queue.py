@@ -322,15 +322,19 @@ def test_put_async_and_get_async_in_an_async_actor(make_queue):
 
 def test_the_actor_reserves_no_cpu_unless_asked(make_queue):
     total = purerun.cluster_resources()["CPU"]
+
+    def free_cpus():
+        return purerun.available_resources().get("CPU", 0)
     q = make_queue()
-    q.put(1)
-    assert purerun.available_resources().get("CPU", 0) == total
+    q.put(1)   # the actor is up
+    wait_for(lambda: free_cpus() == total, timeout=CALL_TIMEOUT_S,
+             message="every CPU free beside a 0-CPU queue actor")
     q_cpu = make_queue(actor_options={"num_cpus": 1})
     q_cpu.put(1)
-    assert purerun.available_resources().get("CPU", 0) == total - 1
+    assert free_cpus() == total - 1
     q_cpu.shutdown()
-    wait_for(lambda: purerun.available_resources().get("CPU", 0) == total,
-             timeout=CALL_TIMEOUT_S, message="the queue actor's CPU to be given back")
+    wait_for(lambda: free_cpus() == total, timeout=CALL_TIMEOUT_S,
+             message="the queue actor's CPU to be given back")
 
 
 def test_actor_options_name_the_actor(make_queue):
