@@ -15,6 +15,7 @@ import pytest
 import purerun
 from cluster_common import Counter, node_of, on
 from purerun import exceptions
+from purerun.core import protocol
 from purerun.cluster_utils import Cluster
 from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -190,6 +191,23 @@ def test_a_stranger_on_a_node_port_is_dropped_and_the_node_keeps_serving(cluster
                     pass   # whatever it answers, it then closes
             except (ConnectionResetError, socket.timeout):
                 pass
+    assert purerun.get(node_of.options(scheduling_strategy=on(cluster.second)).remote()) \
+        == cluster.second.node_id
+
+
+def test_a_peer_with_the_token_that_sends_a_broken_message_is_dropped(cluster):
+    from purerun.core import transport
+    record = next(n for n in purerun.nodes() if n["NodeID"] == cluster.second.node_id)
+    host, port = record["ObjectStoreSocketName"].rsplit(":", 1)
+    for msg in ((protocol.EXECUTE, None, None, None, None), (protocol.FETCH,), "no tuple"):
+        conn = transport.connect((host, int(port)), cluster._token.encode())
+        try:
+            conn.sock.settimeout(10)
+            conn.send(msg)
+            conn.flush()
+            assert conn.sock.recv(4096) == b"", f"the node kept a peer that sent {msg!r}"
+        finally:
+            conn.close()
     assert purerun.get(node_of.options(scheduling_strategy=on(cluster.second)).remote()) \
         == cluster.second.node_id
 

@@ -65,6 +65,36 @@ REAP_INTERVAL = 0.05
 TRANSFER_CHUNK = 4 * 1024 * 1024
 
 
+def _arities(*directions, also=()):
+    """{code: tuple length} of the messages with these directions, and of ``also``."""
+    return {code: 1 + len(m.fields) for code, m in protocol.MESSAGES.items()
+            if m.direction in directions or code in also}
+
+
+# What a connection may send the node, and the length of each message. Anything else (an
+# unknown or internal event code, a message meant for the other direction, a wrong number of
+# fields) comes from a broken or hostile peer: its connection is closed, and no rule ever
+# sees the message.
+# Drivers and workers, over the unix socket or a socketpair:
+_FROM_LOCAL = _arities(protocol.TO_NODE, protocol.FROM_WORKER)
+# Other nodes: they act as this node's clients, answer it as its server, and move objects.
+_FROM_NODES = _arities(protocol.TO_NODE, protocol.BETWEEN_NODES,
+                       also=(protocol.OBJECT, protocol.REPLY, protocol.WARN))
+
+
+def malformed(msg, accepted) -> str:
+    """Why ``msg`` is not a message a peer may send (``accepted``: {code: length}), or ""."""
+    if type(msg) is not tuple or not msg:
+        return f"a frame holding a {type(msg).__name__!r}, not a message tuple"
+    length = accepted.get(msg[0]) if type(msg[0]) is int else None
+    if length is None:
+        return f"a message of kind {msg[0]!r}, which this connection may not send"
+    if len(msg) != length:
+        name = protocol.MESSAGES[msg[0]].name
+        return f"{name} with {len(msg) - 1} fields instead of {length - 1}"
+    return ""
+
+
 class Node:
     def __init__(self, config):
         self.config = config
@@ -172,7 +202,10 @@ class Node:
     def add_node_peer(self, conn):
         """Another node connected (authenticated); its NODE_HELLO comes first."""
         self.tcp_listener.authenticated(conn)
-        self.loop.add_connection(conn, self.on_messages, self.on_close)
+        self.loop.add_connection(conn, self._on_peer_messages, self.on_close)
+
+    def _on_peer_messages(self, conn, messages):
+        self.on_messages(conn, messages, None, _FROM_NODES)
 
     def _node_conn(self, remote):
         """The connection to ``remote``, opened on first use (None if it cannot be)."""
@@ -197,7 +230,7 @@ class Node:
         return conn
 
     def _on_remote_messages(self, conn, messages):
-        self.on_messages(conn, messages, conn.peer)
+        self.on_messages(conn, messages, conn.peer, _FROM_NODES)
 
     def _on_remote_close(self, conn, reason):
         if self.loop is not None:
@@ -309,14 +342,31 @@ class Node:
         conn.send_fds((protocol.WELCOME, self.state.welcome_info(conn)), [self.store.arena.fd])
         return conn
 
-    def on_messages(self, conn, messages, token=None):
+    def on_messages(self, conn, messages, token=None, accepted=_FROM_LOCAL):
+        """Hand each message from ``conn`` to the rules (as from ``token``, by default the
+        connection itself); a message not in ``accepted`` or not well formed, or one that a
+        rule fails on (other than for want of the head), closes ``conn`` and only it."""
         handle = self.state.handle
         token = conn if token is None else token
         for msg in messages:
+            problem = malformed(msg, accepted)
+            if problem:
+                logger.warning("closing the connection with %s: it sent %s", conn.address,
+                               problem)
+                conn.close("malformed message: " + problem)
+                return
             try:
                 self.run(handle(token, msg))
-            except Exception:
-                logger.exception("error handling message %r from %s", msg[0], conn.address)
+            except ConnectionError as exc:
+                # The head is out of reach: the message was fine, and the rules that need
+                # the head tell its sender so (see NodeState.head_lost).
+                logger.warning("could not handle a %s message from %s: %s",
+                               protocol.MESSAGES[msg[0]].name, conn.address, exc)
+            except Exception as exc:
+                logger.exception("closing the connection with %s: handling its %s message "
+                                 "failed", conn.address, protocol.MESSAGES[msg[0]].name)
+                conn.close(f"handling its message failed: {exc!r}")
+                return
             if conn.closed:
                 return
 
