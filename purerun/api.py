@@ -303,7 +303,8 @@ def get(object_refs, *, timeout=None):
         RayTaskError: the task failed; the raised error is also an instance of the task's
             own exception type.
         WorkerCrashedError, TaskCancelledError, ObjectLostError, ...: as named.
-        ValueError: object_refs is neither an ObjectRef nor a list of them.
+        ValueError: object_refs is neither an ObjectRef nor a list.
+        TypeError: object_refs is a list holding something that is not an ObjectRef.
     """
     client = context.get_or_start()
     if timeout is not None and (isinstance(timeout, bool) or
@@ -311,10 +312,13 @@ def get(object_refs, *, timeout=None):
         raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
     if isinstance(object_refs, ObjectRef):
         return client.get([object_refs], timeout)[0]
-    if not isinstance(object_refs, list) or not all(
-            isinstance(r, ObjectRef) for r in object_refs):
+    if not isinstance(object_refs, list):
         raise ValueError(f"Invalid type of object refs, {type(object_refs)}, is given. "
                          "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+    for ref in object_refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"Attempting to call `get` on the value {ref!r}, which is not "
+                            "an ObjectRef.")
     if not object_refs:
         return []
     return client.get(object_refs, timeout)

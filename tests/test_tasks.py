@@ -706,9 +706,28 @@ PHASE_FAILURES = [
                  id="pickling-the-result-raises"),
     pytest.param(lambda: produce.remote("exits-on-dump"), exceptions.WorkerCrashedError, None,
                  id="pickling-the-result-exits"),
-    pytest.param(lambda: produce.remote("fails-in-driver", os.getpid()), RuntimeError,
-                 "cannot load in the driver", id="unpickling-the-result-raises"),
+    # The task succeeded; its value cannot be made again here: a system error, as in Ray.
+    pytest.param(lambda: produce.remote("fails-in-driver", os.getpid()),
+                 exceptions.RaySystemError, "cannot load in the driver",
+                 id="unpickling-the-result-raises"),
 ]
+
+
+class RefusesToPickle:
+    def __reduce__(self):
+        raise ValueError("not today")
+
+
+def test_an_argument_whose_pickling_raises_raises_that_error_in_the_caller(cluster):
+    # As Ray: what the value's own __reduce__ raises goes up unchanged; only what pickling
+    # itself says of an unpicklable value (a TypeError) becomes the "could not serialize" one.
+    with pytest.raises(ValueError, match="not today"):
+        run_with.remote(RefusesToPickle())
+    with pytest.raises(ValueError, match="not today"):
+        purerun.put([RefusesToPickle()])
+    with pytest.raises(TypeError, match="Could not serialize"):
+        run_with.remote(threading.Lock())
+    assert purerun.get(run_with.remote(1), timeout=TASK_DEADLINE_S) == "ran"
 
 
 @pytest.mark.parametrize("submit, error, text", PHASE_FAILURES)

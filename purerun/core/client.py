@@ -36,6 +36,7 @@ import select
 import socket
 import sys
 import threading
+import traceback
 import time
 import weakref
 
@@ -629,7 +630,7 @@ class Client:
         kind, payload = entry
         if kind == INLINE:
             meta, buffers = payload
-            return serialization.deserialize(meta, buffers)
+            return _load_value(meta, buffers)
         if kind == ERROR:
             raise _as_raisable(serialization.deserialize(payload))
         if kind == STORED:
@@ -641,7 +642,7 @@ class Client:
         view = self.arena_view
         if not spans:
             try:
-                return serialization.deserialize(view[offset:offset + meta_len])
+                return _load_value(view[offset:offset + meta_len], ())
             finally:
                 self._unpin(object_id)  # nothing refers to the arena any more
         end = spans[-1][0] + spans[-1][1]
@@ -651,7 +652,7 @@ class Client:
         weakref.finalize(holder, self._unpin, object_id)
         base = memoryview(holder).cast("B").toreadonly()
         buffers = [base[start:start + length] for start, length in spans]
-        return serialization.deserialize(base[:meta_len], buffers)
+        return _load_value(base[:meta_len], buffers)
 
     def wait(self, refs, num_returns, timeout):
         object_ids = [r._id for r in refs]
@@ -934,6 +935,18 @@ def actor_not_found(name, namespace):
                       "because 1. You are trying to look up a named actor you didn't create. "
                       "2. The named actor died. 3. You did not use a namespace matching the "
                       "namespace of the actor.")
+
+
+
+def _load_value(meta, buffers):
+    """A stored value, made again here; failing to, it is a RaySystemError (as in Ray),
+    whatever the value's own unpickling raised: the task that made it did not fail."""
+    try:
+        return serialization.deserialize(meta, buffers)
+    except Exception as exc:
+        raise exceptions.RaySystemError(
+            f"the value could not be unpickled in this process: {exc!r}",
+            traceback.format_exc()) from exc
 
 
 def split_ready(refs, present, num_returns):

@@ -102,7 +102,10 @@ def serialize(value) -> SerializedValue:
     contained = _local.contained = []
     try:
         meta = _cloudpickle_dumps(value, buffer_callback=keep)
-    except Exception as exc:
+    except (TypeError, pickle.PicklingError) as exc:
+        # What pickling says of a value it cannot handle; anything else the value's own
+        # __reduce__ (or __getstate__) raised is the caller's error, and goes up as it is,
+        # as in Ray.
         raise _unpicklable(value, exc) from exc
     finally:
         _local.contained = outer
