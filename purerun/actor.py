@@ -114,7 +114,23 @@ class ActorClass:
         return ActorHandle(actor_id, meta, actor_ref, fields.max_pending_calls)
 
     def bind(self, *args, **kwargs):
-        raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
+        """Bind ``__init__``'s arguments into a task graph node, run with ``.execute()``.
+
+        Each ``execute`` of a graph holding the node creates one actor from it, which its
+        method nodes (``node.method.bind(...)``) call.
+
+        Args:
+            *args, **kwargs: the arguments of ``__init__`` (values or DAGNodes).
+
+        Returns:
+            A ``purerun.dag.ClassNode``.
+
+        Raises:
+            TypeError: the arguments do not match ``__init__``.
+        """
+        from purerun.dag.class_node import ClassNode  # the dag package imports us
+        self._shared.check_init(args, kwargs)
+        return ClassNode(self, args, kwargs, self._options)
 
     def _export(self):
         return self._shared.export()
@@ -284,6 +300,24 @@ class ActorMethod:
         if num_returns == 0:
             return None
         return refs
+
+    def bind(self, *args, **kwargs):
+        """Bind arguments into a task graph node calling this method of this actor.
+
+        Returns:
+            A ``purerun.dag.ClassMethodNode``; run its graph with ``.execute()``.
+
+        Raises:
+            TypeError: the arguments do not match the method's signature.
+        """
+        from purerun.dag.class_node import ClassMethodNode  # the dag package imports us
+        sig = self._handle._meta.signatures.get(self._name)
+        if sig is not None:
+            sig.bind(*args, **kwargs)
+        declared = self._handle._meta.methods.get(self._name, {})
+        given = {k: v for k, v in self._method_options.items() if declared.get(k) != v}
+        return ClassMethodNode(self._name, args, kwargs, given,
+                               {"parent_class_node": self._handle})
 
 
 # __ray_terminate__ (Ray's name): ends the actor after the calls before it, as exit_actor().
