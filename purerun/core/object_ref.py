@@ -18,15 +18,26 @@ class ObjectRef:
     value, passing it inside a container passes the reference. ``await ref`` works in asyncio
     code and ``ref.future()`` gives a ``concurrent.futures.Future``.
 
+    In asyncio code a ref also behaves as an asyncio future of its value (``done``,
+    ``result``, ``add_done_callback``, ...), so that ``asyncio.wait``, ``asyncio.gather``,
+    ``asyncio.wait_for`` and ``asyncio.as_completed`` take refs directly, on every Python
+    version (Python 3.11 made ``asyncio.wait`` refuse plain awaitables). The asyncio
+    future behind it is made on first use, bound to the loop running then.
+
     While any ObjectRef to an object exists in any process, the object is kept.
     """
 
-    __slots__ = ("_id", "_client", "__weakref__")
+    __slots__ = ("_id", "_client", "_loop_future", "__weakref__")
+
+    # What asyncio.isfuture looks for: a ref passes for an asyncio future (see the
+    # asyncio section below); False as on a future that no task is waiting on.
+    _asyncio_future_blocking = False
 
     def __init__(self, object_id: bytes, _client=None):
         # The client counted this reference when it made it; see Client.new_ref/borrow_ref.
         self._id = object_id
         self._client = _client
+        self._loop_future = None  # (loop, asyncio future of the value), once asyncio asks
 
     def __del__(self):
         client = self._client
@@ -105,8 +116,62 @@ class ObjectRef:
         return asyncio.wrap_future(self.future())
 
     def __await__(self):
+        return self._asyncio_future().__await__()
+
+    # -- asyncio: the Future interface, delegated to one asyncio future of the value -------
+
+    def _asyncio_future(self):
         import asyncio
-        return asyncio.wrap_future(self.future()).__await__()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        cached = self._loop_future
+        if cached is not None and (loop is None or cached[0] is loop):
+            return cached[1]
+        if loop is None:
+            raise RuntimeError("An ObjectRef is used as an asyncio future outside a running "
+                               "event loop; use purerun.get(ref) or ref.future() there.")
+        future = asyncio.wrap_future(self.future(), loop=loop)
+        self._loop_future = (loop, future)
+        return future
+
+    def get_loop(self):
+        """The event loop the ref's asyncio future is bound to."""
+        return self._asyncio_future().get_loop()
+
+    def done(self):
+        """Whether the value (or the task's error) is here (asyncio future interface)."""
+        return self._asyncio_future().done()
+
+    def result(self):
+        """The value, once ``done()`` (asyncio future interface; raises the task's error)."""
+        return self._asyncio_future().result()
+
+    def exception(self):
+        """The task's error, or None, once ``done()`` (asyncio future interface)."""
+        return self._asyncio_future().exception()
+
+    def cancelled(self):
+        """Whether the ref's asyncio future was cancelled (asyncio future interface)."""
+        return self._asyncio_future().cancelled()
+
+    def cancel(self, msg=None):
+        """Stop waiting: cancel the ref's asyncio future, not the task behind it.
+
+        Returns:
+            False if the value had already arrived, else True. Use ``purerun.cancel(ref)``
+            to cancel the task.
+        """
+        return self._asyncio_future().cancel(msg)
+
+    def add_done_callback(self, fn, *, context=None):
+        """Call ``fn(future)`` once the value is here (asyncio future interface)."""
+        self._asyncio_future().add_done_callback(fn, context=context)
+
+    def remove_done_callback(self, fn):
+        """Undo ``add_done_callback(fn)``; returns how many were removed."""
+        return self._asyncio_future().remove_done_callback(fn)
 
 
 def _rebuild_ref(object_id):
