@@ -9,11 +9,12 @@ import atexit
 import inspect
 import json
 import logging
+import os
 from collections.abc import Mapping
 
 from purerun import options as _options
 from purerun.actor import ActorHandle, make_actor_class
-from purerun.core import context, launcher, protocol
+from purerun.core import context, job_setup, launcher, protocol
 from purerun.core.client import Client
 from purerun.object_ref import ObjectRef
 from purerun.remote_function import RemoteFunction
@@ -142,7 +143,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             raise RuntimeError("Maybe you called purerun.init twice by accident? This error "
                                "can be suppressed by passing in 'ignore_reinit_error=True' or "
                                "by calling 'purerun.shutdown()' prior to 'purerun.init()'.")
-        _options.check_runtime_env(runtime_env)  # before anything is started
+        # Everything about the job is checked before anything is started.
+        runtime_env, namespace, job_env_vars = _job_settings(job_config, runtime_env,
+                                                             namespace)
         log_to_driver = True if log_to_driver is None else bool(log_to_driver)
         address = launcher.resolve_address(address)
         node_resources = launcher.node_resources(num_cpus, num_gpus, resources)
@@ -162,12 +165,42 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             client = Client(sock, "driver", log_to_driver=log_to_driver, node=node)
             client.wait_welcome()
         client.namespace = namespace
-        client.job_env_vars = _options.env_vars_of(runtime_env)
+        client.job_env_vars = job_env_vars
+        client.job_runtime_env = runtime_env
+        client.job_config = job_config
         if not local_mode:
             client.send((protocol.REQUEST, 0, "set_namespace", (namespace,)))
         context.client = client
         _register_atexit()
         return RuntimeContextInfo(client)
+
+
+def _job_settings(job_config, runtime_env, namespace):
+    """The job's runtime_env, namespace and env_vars, from init's arguments.
+
+    ``runtime_env`` and ``namespace`` given to init take precedence over the JobConfig's,
+    as in Ray. The env_vars carry the JobConfig's code search path and default actor
+    lifetime and the runtime_env's setup hook to every task (see core.job_setup).
+    """
+    from purerun.job_config import JobConfig
+    if job_config is not None:
+        if not isinstance(job_config, JobConfig):
+            raise TypeError(f"job_config must be a purerun.job_config.JobConfig, got "
+                            f"{type(job_config).__name__}")
+        if runtime_env is not None:
+            job_config.set_runtime_env(runtime_env)
+        runtime_env = job_config.runtime_env
+        if namespace is None:
+            namespace = job_config.ray_namespace
+    _options.check_runtime_env(runtime_env)
+    env_vars = dict(_options.env_vars_of(runtime_env) or {})
+    if job_config is not None:
+        if job_config.code_search_path:
+            env_vars[job_setup.CODE_SEARCH_PATH_ENV] = os.pathsep.join(
+                os.path.abspath(p) for p in job_config.code_search_path)
+        if job_config.default_actor_lifetime == "detached":
+            env_vars[job_setup.DEFAULT_ACTOR_LIFETIME_ENV] = "detached"
+    return runtime_env, namespace, env_vars or None
 
 
 # f.remote(), put(), get(), ... before any init() start the default runtime, as in Ray.
