@@ -113,10 +113,15 @@ class ObjectRef:
             The asyncio future; its result is the value, or it raises the task's error.
         """
         import asyncio  # not at the top: most programs never need it, and it is slow to import
-        return asyncio.wrap_future(self.future())
+        return _asyncio_future_of(self.future(), asyncio.get_running_loop())
 
     def __await__(self):
-        return self._asyncio_future().__await__()
+        future = self._asyncio_future()
+        if future.cancelled():
+            # An earlier wait was cancelled (wait_for's timeout): this is a new wait.
+            self._loop_future = None
+            future = self._asyncio_future()
+        return future.__await__()
 
     # -- asyncio: the Future interface, delegated to one asyncio future of the value -------
 
@@ -132,7 +137,7 @@ class ObjectRef:
         if loop is None:
             raise RuntimeError("An ObjectRef is used as an asyncio future outside a running "
                                "event loop; use purerun.get(ref) or ref.future() there.")
-        future = asyncio.wrap_future(self.future(), loop=loop)
+        future = _asyncio_future_of(self.future(), loop)
         self._loop_future = (loop, future)
         return future
 
@@ -166,12 +171,67 @@ class ObjectRef:
         return self._asyncio_future().cancel(msg)
 
     def add_done_callback(self, fn, *, context=None):
-        """Call ``fn(future)`` once the value is here (asyncio future interface)."""
-        self._asyncio_future().add_done_callback(fn, context=context)
+        """Call ``fn(ref)`` once the value is here (asyncio future interface)."""
+        future = self._asyncio_future()
+        # The callback gets this ref, as a future's gets that future: asyncio's helpers
+        # (as_completed, wait) look the argument up among what they were given.
+        future.add_done_callback(_CallWithRef(fn, self), context=context)
 
     def remove_done_callback(self, fn):
         """Undo ``add_done_callback(fn)``; returns how many were removed."""
-        return self._asyncio_future().remove_done_callback(fn)
+        return self._asyncio_future().remove_done_callback(_CallWithRef(fn, self))
+
+
+def _asyncio_future_of(source, loop):
+    """An asyncio future on ``loop`` that gets the outcome of the concurrent ``source``.
+
+    Unlike ``asyncio.wrap_future``, cancelling it does not cancel ``source``: the client
+    completes that one when the value comes, and a cancelled wait (wait_for's timeout)
+    must only stop this waiter.
+    """
+    future = loop.create_future()
+
+    def copy(done):
+        if future.cancelled():
+            return
+        if done.cancelled():
+            future.cancel()
+            return
+        exc = done.exception()
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(done.result())
+
+    def arrived(done):
+        try:
+            loop.call_soon_threadsafe(copy, done)
+        except RuntimeError:  # the loop was closed: nobody waits any more
+            pass
+
+    source.add_done_callback(arrived)
+    return future
+
+
+class _CallWithRef:
+    """A done-callback of a ref's asyncio future that passes the ref on instead; equal to
+    another for the same function and ref, so that remove_done_callback finds it."""
+
+    __slots__ = ("fn", "ref")
+
+    def __init__(self, fn, ref):
+        self.fn = fn
+        self.ref = ref
+
+    def __call__(self, _future):
+        self.fn(self.ref)
+
+    def __eq__(self, other):
+        return isinstance(other, _CallWithRef) and other.fn == self.fn and \
+            other.ref is self.ref
+
+    def __hash__(self):
+        return hash((self.fn, id(self.ref)))
 
 
 def _rebuild_ref(object_id):
