@@ -112,7 +112,19 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         local_mode: run every task serially in this process, for debugging.
         ignore_reinit_error: return quietly if purerun is already running.
         log_to_driver: show the output of workers here, prefixed with their pid (default True).
-        namespace: the namespace for named actors made by this job.
+        namespace: the namespace for named actors made by this job (default: the
+            job_config's ``ray_namespace``).
+        runtime_env: the job's runtime_env, a dict or a ``purerun.runtime_env.RuntimeEnv``
+            (it replaces the job_config's): its ``env_vars`` are set for every task and
+            actor of the job, and its ``worker_process_setup_hook`` (a function or a
+            "module.function" name) runs once in each worker process before its first task
+            of the job; a hook that raises fails those tasks (RuntimeEnvSetupError) and
+            actors (RayActorError).
+        job_config: a ``purerun.job_config.JobConfig``: its ``code_search_path`` is added
+            to the ``sys.path`` of the job's workers, its ``runtime_env`` and
+            ``ray_namespace`` are the job's unless given here, and
+            ``default_actor_lifetime="detached"`` makes the job's actors detached unless
+            they choose a lifetime.
         The dashboard, logging, storage and resource-isolation arguments are accepted for
         compatibility with Ray and ignored.
 
@@ -124,7 +136,10 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             unknown keyword argument was given.
         ValueError: an invalid resource specification, or resources given while connecting
             to an existing cluster or node.
-        TypeError: ``resources`` is not a dict of str to numbers.
+        TypeError: ``resources`` is not a dict of str to numbers, ``job_config`` is not a
+            JobConfig, or a runtime_env field has the wrong type.
+        RuntimeEnvSetupError: the setup hook cannot be pickled ("Failed to export the
+            setup function.").
         ConnectionError: address="auto" but no running node was found; nothing listens at
             the address given; the head is unreachable, refuses this process's cluster
             token, or there is no token (the message names the address and the reason).

@@ -365,7 +365,10 @@ def check_runtime_env(value):
     written for Ray still run where their dependencies are already installed.
 
     Raises:
-        TypeError: not a dict, or env_vars not a dict of strings.
+        TypeError: not a dict, env_vars not a dict of strings, or another field of the
+            wrong type (see ``purerun.runtime_env.RuntimeEnv``).
+        ValueError: a field's value is invalid (e.g. both pip and conda).
+        RuntimeEnvSetupError: the worker_process_setup_hook cannot be pickled.
     """
     if value is None:
         return

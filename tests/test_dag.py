@@ -70,6 +70,7 @@ def test_bind_builds_nodes_without_running_anything():
     assert isinstance(counter, ClassNode)
     method = counter.add.bind(1)
     assert isinstance(method, ClassMethodNode)
+    assert purerun.get(counter.__ray_ready__.bind().execute()) is True
     assert purerun.get(node.execute()) == 3
 
 

@@ -25,7 +25,7 @@ class ClassNode(DAGNode):
         return self._body.remote(*args, **kwargs)
 
     def __getattr__(self, name):
-        if name in ("bind", "remote") or name.startswith("__"):
+        if name in ("bind", "remote") or (name.startswith("__") and name != "__ray_ready__"):
             return super().__getattr__(name)
         body = self.__dict__.get("_body")
         methods = body._meta.methods if body is not None else {}

@@ -9,6 +9,12 @@ that install things (``pip``, ``conda``, ``uv``, ``working_dir``, ``py_modules``
 be there, which on one machine or a uniform cluster it is.
 
 Fields Ray does not know are kept as plugin fields, as Ray keeps them.
+
+A setup hook given to one task (``f.options(runtime_env=...)``) runs in the worker that
+runs it, once, before it; workers are shared by the tasks of a node, so what the hook
+changes stays for the tasks that worker runs next (Ray starts a separate worker for each
+distinct runtime_env instead). Given to an actor, it runs in the actor's own process. In
+``local_mode`` no worker process exists and no hook runs.
 """
 
 from purerun.core import job_setup
