@@ -194,6 +194,18 @@ def test_ref_as_future_outside_a_loop_says_what_to_do(shared):
         echo.remote(1).done()
 
 
+def test_ref_outside_a_loop_is_a_plain_awaitable(shared):
+    # Not a future before a loop runs, so that a loop given the ref wraps it in its own task.
+    ref = echo.remote(3)
+    assert not asyncio.isfuture(ref)
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(ref) == 3
+        assert loop.run_until_complete(asyncio.ensure_future(echo.remote(4), loop=loop)) == 4
+    finally:
+        loop.close()
+
+
 # --- RuntimeContext deprecations ----------------------------------------------------------------
 
 

@@ -29,9 +29,22 @@ class ObjectRef:
 
     __slots__ = ("_id", "_client", "_loop_future", "__weakref__")
 
-    # What asyncio.isfuture looks for: a ref passes for an asyncio future (see the
-    # asyncio section below); False as on a future that no task is waiting on.
-    _asyncio_future_blocking = False
+    @property
+    def _asyncio_future_blocking(self):
+        # What asyncio.isfuture looks at. Inside a running loop a ref passes for a future
+        # (False, as on a future no task waits on); outside one it is None, so that
+        # loop.run_until_complete(ref) and ensure_future(ref, loop=...) wrap it in a task
+        # bound to the loop they are given, as any awaitable.
+        import asyncio
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return False
+
+    @_asyncio_future_blocking.setter
+    def _asyncio_future_blocking(self, value):
+        pass  # set by asyncio only on futures a task awaits, which a ref never is itself
 
     def __init__(self, object_id: bytes, _client=None):
         # The client counted this reference when it made it; see Client.new_ref/borrow_ref.
