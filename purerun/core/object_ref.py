@@ -186,7 +186,7 @@ class ObjectRef:
     def add_done_callback(self, fn, *, context=None):
         """Call ``fn(ref)`` once the value is here (asyncio future interface)."""
         future = self._asyncio_future()
-        # The callback gets this ref, as a future's gets that future: asyncio's helpers
+        # The callback gets this ref, as a future's gets that future: asyncio's functions
         # (as_completed, wait) look the argument up among what they were given.
         future.add_done_callback(_CallWithRef(fn, self), context=context)
 
