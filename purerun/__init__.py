@@ -4,7 +4,7 @@
 ``get``/``put``/``wait``, resources and retries.
 """
 
-from purerun import actor, exceptions, internal
+from purerun import actor, cloudpickle, dag, exceptions, internal, job_config, runtime_env
 from purerun.api import (available_resources, cancel, cluster_resources, get, get_actor,
                          get_gpu_ids, get_runtime_context, init, is_initialized, kill, method,
                          nodes, put, remote, shutdown, timeline, wait)
@@ -19,7 +19,7 @@ WORKER_MODE = 1
 LOCAL_MODE = 2
 
 __all__ = [
-    "__version__", "actor", "internal", "available_resources", "cancel", "cluster_resources", "exceptions",
+    "__version__", "actor", "cloudpickle", "dag", "internal", "job_config", "runtime_env", "available_resources", "cancel", "cluster_resources", "exceptions",
     "get", "get_actor", "get_gpu_ids", "kill", "get_runtime_context", "init", "is_initialized", "method", "nodes", "put",
     "remote", "shutdown", "timeline", "wait", "ObjectRef", "ObjectID", "ActorClassID",
     "ActorID", "FunctionID", "JobID", "NodeID", "PlacementGroupID", "TaskID", "UniqueID",

@@ -10,7 +10,7 @@ or detached.
 import inspect
 
 from purerun import options as _options
-from purerun.core import context, serialization
+from purerun.core import context, job_setup, serialization
 from purerun.core.client import function_key
 from purerun.core.ids import ActorID
 from purerun.exceptions import AsyncioActorExit, _ActorExit
@@ -53,7 +53,9 @@ class ActorClassMeta:
     def of(cls, target):
         methods = {}
         signatures = {}
-        is_async = False
+        # An async def __init__ makes an asyncio actor too; it is awaited on the actor's
+        # loop before any call runs.
+        is_async = inspect.iscoroutinefunction(inspect.getattr_static(target, "__init__", None))
         for name, member in inspect.getmembers(target):
             if not callable(member) or (name.startswith("__") and name != "__call__"):
                 continue
@@ -107,14 +109,34 @@ class ActorClass:
             ValueError: ``name`` is taken in the namespace (and get_if_exists is False).
         """
         self._shared.check_init(args, kwargs)
-        fields = _options.actor_fields(self._options, self._meta)
-        actor_id, meta, actor_ref = context.get_or_start().create_actor(
+        client = context.get_or_start()
+        actor_options = self._options
+        if actor_options.get("lifetime") is None and _job_default_lifetime(client):
+            actor_options = {**actor_options, "lifetime": "detached"}
+        fields = _options.actor_fields(actor_options, self._meta)
+        actor_id, meta, actor_ref = client.create_actor(
             self, fields.spec, fields.resources, fields.env_vars, fields.get_if_exists,
             args, kwargs)
         return ActorHandle(actor_id, meta, actor_ref, fields.max_pending_calls)
 
     def bind(self, *args, **kwargs):
-        raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
+        """Bind ``__init__``'s arguments into a task graph node, run with ``.execute()``.
+
+        Each ``execute`` of a graph holding the node creates one actor from it, which its
+        method nodes (``node.method.bind(...)``) call.
+
+        Args:
+            *args, **kwargs: the arguments of ``__init__`` (values or DAGNodes).
+
+        Returns:
+            A ``purerun.dag.ClassNode``.
+
+        Raises:
+            TypeError: the arguments do not match ``__init__``.
+        """
+        from purerun.dag.class_node import ClassNode  # the dag package imports us
+        self._shared.check_init(args, kwargs)
+        return ClassNode(self, args, kwargs, self._options)
 
     def _export(self):
         return self._shared.export()
@@ -125,6 +147,14 @@ class ActorClass:
 
     def __repr__(self):
         return f"ActorClass({self.__module__}.{self.__qualname__})"
+
+
+def _job_default_lifetime(client):
+    """Whether the job's JobConfig makes actors detached unless they say otherwise."""
+    inherited = getattr(client, "inherited_env_vars", None) or \
+        getattr(client, "_inherited_env_vars", None)
+    env = inherited() if inherited is not None else None
+    return bool(env) and env.get(job_setup.DEFAULT_ACTOR_LIFETIME_ENV) == "detached"
 
 
 class _ClassExport:
@@ -198,6 +228,9 @@ class ActorHandle:
         if meta is not None and name in meta.methods:
             return ActorMethod(self, name, meta.methods[name], meta.call_fields(name))
         if name == "__ray_terminate__":
+            return ActorMethod(self, name, {}, _TERMINATE_FIELDS)
+        if name == "__ray_ready__":
+            # True once __init__ has run; the actor's creation error otherwise.
             return ActorMethod(self, name, {}, _TERMINATE_FIELDS)
         cls = meta.class_name if meta is not None else "actor"
         raise AttributeError(f"'ActorHandle' object for {cls} has no method '{name}'")
@@ -284,6 +317,24 @@ class ActorMethod:
         if num_returns == 0:
             return None
         return refs
+
+    def bind(self, *args, **kwargs):
+        """Bind arguments into a task graph node calling this method of this actor.
+
+        Returns:
+            A ``purerun.dag.ClassMethodNode``; run its graph with ``.execute()``.
+
+        Raises:
+            TypeError: the arguments do not match the method's signature.
+        """
+        from purerun.dag.class_node import ClassMethodNode  # the dag package imports us
+        sig = self._handle._meta.signatures.get(self._name)
+        if sig is not None:
+            sig.bind(*args, **kwargs)
+        declared = self._handle._meta.methods.get(self._name, {})
+        given = {k: v for k, v in self._method_options.items() if declared.get(k) != v}
+        return ClassMethodNode(self._name, args, kwargs, given,
+                               {"parent_class_node": self._handle})
 
 
 # __ray_terminate__ (Ray's name): ends the actor after the calls before it, as exit_actor().

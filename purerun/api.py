@@ -9,11 +9,12 @@ import atexit
 import inspect
 import json
 import logging
+import os
 from collections.abc import Mapping
 
 from purerun import options as _options
 from purerun.actor import ActorHandle, make_actor_class
-from purerun.core import context, launcher, protocol
+from purerun.core import context, job_setup, launcher, protocol
 from purerun.core.client import Client
 from purerun.object_ref import ObjectRef
 from purerun.remote_function import RemoteFunction
@@ -111,7 +112,19 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         local_mode: run every task serially in this process, for debugging.
         ignore_reinit_error: return quietly if purerun is already running.
         log_to_driver: show the output of workers here, prefixed with their pid (default True).
-        namespace: the namespace for named actors made by this job.
+        namespace: the namespace for named actors made by this job (default: the
+            job_config's ``ray_namespace``).
+        runtime_env: the job's runtime_env, a dict or a ``purerun.runtime_env.RuntimeEnv``
+            (it replaces the job_config's): its ``env_vars`` are set for every task and
+            actor of the job, and its ``worker_process_setup_hook`` (a function or a
+            "module.function" name) runs once in each worker process before its first task
+            of the job; a hook that raises fails those tasks (RuntimeEnvSetupError) and
+            actors (RayActorError).
+        job_config: a ``purerun.job_config.JobConfig``: its ``code_search_path`` is added
+            to the ``sys.path`` of the job's workers, its ``runtime_env`` and
+            ``ray_namespace`` are the job's unless given here, and
+            ``default_actor_lifetime="detached"`` makes the job's actors detached unless
+            they choose a lifetime.
         The dashboard, logging, storage and resource-isolation arguments are accepted for
         compatibility with Ray and ignored.
 
@@ -123,7 +136,10 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             unknown keyword argument was given.
         ValueError: an invalid resource specification, or resources given while connecting
             to an existing cluster or node.
-        TypeError: ``resources`` is not a dict of str to numbers.
+        TypeError: ``resources`` is not a dict of str to numbers, ``job_config`` is not a
+            JobConfig, or a runtime_env field has the wrong type.
+        RuntimeEnvSetupError: the setup hook cannot be pickled ("Failed to export the
+            setup function.").
         ConnectionError: address="auto" but no running node was found; nothing listens at
             the address given; the head is unreachable, refuses this process's cluster
             token, or there is no token (the message names the address and the reason).
@@ -142,7 +158,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             raise RuntimeError("Maybe you called purerun.init twice by accident? This error "
                                "can be suppressed by passing in 'ignore_reinit_error=True' or "
                                "by calling 'purerun.shutdown()' prior to 'purerun.init()'.")
-        _options.check_runtime_env(runtime_env)  # before anything is started
+        # Everything about the job is checked before anything is started.
+        runtime_env, namespace, job_env_vars = _job_settings(job_config, runtime_env,
+                                                             namespace)
         log_to_driver = True if log_to_driver is None else bool(log_to_driver)
         address = launcher.resolve_address(address)
         node_resources = launcher.node_resources(num_cpus, num_gpus, resources)
@@ -162,12 +180,42 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             client = Client(sock, "driver", log_to_driver=log_to_driver, node=node)
             client.wait_welcome()
         client.namespace = namespace
-        client.job_env_vars = _options.env_vars_of(runtime_env)
+        client.job_env_vars = job_env_vars
+        client.job_runtime_env = runtime_env
+        client.job_config = job_config
         if not local_mode:
             client.send((protocol.REQUEST, 0, "set_namespace", (namespace,)))
         context.client = client
         _register_atexit()
         return RuntimeContextInfo(client)
+
+
+def _job_settings(job_config, runtime_env, namespace):
+    """The job's runtime_env, namespace and env_vars, from init's arguments.
+
+    ``runtime_env`` and ``namespace`` given to init take precedence over the JobConfig's,
+    as in Ray. The env_vars carry the JobConfig's code search path and default actor
+    lifetime and the runtime_env's setup hook to every task (see core.job_setup).
+    """
+    from purerun.job_config import JobConfig
+    if job_config is not None:
+        if not isinstance(job_config, JobConfig):
+            raise TypeError(f"job_config must be a purerun.job_config.JobConfig, got "
+                            f"{type(job_config).__name__}")
+        if runtime_env is not None:
+            job_config.set_runtime_env(runtime_env)
+        runtime_env = job_config.runtime_env
+        if namespace is None:
+            namespace = job_config.ray_namespace
+    _options.check_runtime_env(runtime_env)
+    env_vars = dict(_options.env_vars_of(runtime_env) or {})
+    if job_config is not None:
+        if job_config.code_search_path:
+            env_vars[job_setup.CODE_SEARCH_PATH_ENV] = os.pathsep.join(
+                os.path.abspath(p) for p in job_config.code_search_path)
+        if job_config.default_actor_lifetime == "detached":
+            env_vars[job_setup.DEFAULT_ACTOR_LIFETIME_ENV] = "detached"
+    return runtime_env, namespace, env_vars or None
 
 
 # f.remote(), put(), get(), ... before any init() start the default runtime, as in Ray.

@@ -354,7 +354,7 @@ _DICT = _instance_of((dict,), "a dict")
 
 # runtime_env fields purerun acts on; the others (pip, conda, working_dir, py_modules, ...)
 # set up environments on remote machines, which on one host are already there.
-SUPPORTED_RUNTIME_ENV = frozenset({"env_vars"})
+SUPPORTED_RUNTIME_ENV = frozenset({"env_vars", "worker_process_setup_hook"})
 _warned_runtime_env = set()
 
 
@@ -365,7 +365,10 @@ def check_runtime_env(value):
     written for Ray still run where their dependencies are already installed.
 
     Raises:
-        TypeError: not a dict, or env_vars not a dict of strings.
+        TypeError: not a dict, env_vars not a dict of strings, or another field of the
+            wrong type (see ``purerun.runtime_env.RuntimeEnv``).
+        ValueError: a field's value is invalid (e.g. both pip and conda).
+        RuntimeEnvSetupError: the worker_process_setup_hook cannot be pickled.
     """
     if value is None:
         return
@@ -377,19 +380,25 @@ def check_runtime_env(value):
                 isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
             raise TypeError("runtime_env['env_vars'] must be a dict of str to str, got "
                             f"{env_vars!r}")
+    from purerun.runtime_env import validate_runtime_env  # imports purerun.core only
+    validate_runtime_env(value)  # each field's type, as RuntimeEnv(...) checks it
     ignored = sorted(set(value) - SUPPORTED_RUNTIME_ENV - _warned_runtime_env)
     if ignored:
         import logging
         _warned_runtime_env.update(ignored)
         logging.getLogger("purerun").warning(
-            "runtime_env field(s) %s are not set up by purerun (only env_vars is): what they "
+            "runtime_env field(s) %s are not set up by purerun (only env_vars and "
+            "worker_process_setup_hook are): what they "
             "provide must already be installed on this machine.", ", ".join(ignored))
 
 
 def env_vars_of(runtime_env):
-    """The env_vars of a runtime_env (None when there are none)."""
+    """The env_vars of a runtime_env (None when there are none), with its setup hook's."""
     if not runtime_env:
         return None
+    if runtime_env.get("worker_process_setup_hook") is not None:
+        from purerun.runtime_env import setup_env_vars  # the hook travels as an env var
+        return {**(runtime_env.get("env_vars") or {}), **setup_env_vars(runtime_env)}
     return runtime_env.get("env_vars") or None
 
 

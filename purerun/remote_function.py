@@ -86,7 +86,21 @@ class RemoteFunction:
         return refs
 
     def bind(self, *args, **kwargs):
-        raise NotImplementedError("purerun does not implement Ray DAGs (.bind); use .remote().")
+        """Bind arguments into a task graph node, run later with ``.execute()``.
+
+        Args:
+            *args, **kwargs: the function's arguments; DAGNodes among them (also inside
+                lists and dicts) become the ObjectRefs of their results when the graph runs.
+
+        Returns:
+            A ``purerun.dag.FunctionNode``.
+
+        Raises:
+            TypeError: the arguments do not match the function's signature.
+        """
+        from purerun.dag.function_node import FunctionNode  # the dag package imports us
+        self._shared.check_call(args, kwargs)
+        return FunctionNode(self, args, kwargs, self._options)
 
     def _spec_fields(self):
         return {"name": self.__qualname__, **_options.task_fields(self._options)}

@@ -1,7 +1,35 @@
-"""RuntimeContext: what the current driver, task or actor can learn about itself."""
+"""RuntimeContext: what the current driver, task or actor can learn about itself.
+
+As in Ray, the id properties (``job_id``, ``node_id``, ``task_id``, ``actor_id``,
+``current_placement_group_id``), ``get()`` and ``get_resource_ids()`` still work but warn
+(DeprecationWarning) in favour of the ``get_*`` methods, which return hex strings.
+"""
+
+import functools
+import json
+import warnings
 
 from purerun.actor import ActorHandle
-from purerun.core.ids import ActorID, JobID, NodeID, TaskID, WorkerID, object_id
+from purerun.core import job_setup
+from purerun.core.ids import (ActorID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID,
+                              object_id)
+
+_DEPRECATION = ("This API is deprecated and may be removed in future releases. You could "
+                "suppress this warning by setting env variable "
+                'PYTHONWARNINGS="ignore::DeprecationWarning"')
+
+
+def _deprecated(instead):
+    """Make a method warn, as Ray's ``@Deprecated(message=..., warning=True)`` does."""
+    message = f"{_DEPRECATION}\n{instead}"
+
+    def decorate(method):
+        @functools.wraps(method)
+        def warning(*args, **kwargs):
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            return method(*args, **kwargs)
+        return warning
+    return decorate
 
 
 class RuntimeContext:
@@ -20,7 +48,7 @@ class RuntimeContext:
         Returns:
             The JobID as a hex string.
         """
-        return self.job_id.hex()
+        return self._job_id().hex()
 
     def get_node_id(self) -> str:
         """The id of the node this process belongs to.
@@ -28,7 +56,7 @@ class RuntimeContext:
         Returns:
             The NodeID as a hex string.
         """
-        return self.node_id.hex()
+        return self._node_id().hex()
 
     def get_task_id(self):
         """The id of the task or actor call running in this thread.
@@ -101,51 +129,106 @@ class RuntimeContext:
         """
         return {"GPU": [str(g) for g in (getattr(self._client, "gpu_ids", ()) or ())]}
 
+    @_deprecated("Use get_accelerator_ids() instead")
     def get_resource_ids(self) -> dict:
+        """Deprecated: use ``get_accelerator_ids()``."""
         return self.get_accelerator_ids()
 
     def get_node_labels(self) -> dict:
         return {}
 
     def get_runtime_env_string(self) -> str:
-        return "{}"
+        """The runtime_env of the current job, task or actor, as a JSON string.
+
+        Returns:
+            The job's runtime_env (``init(runtime_env=...)`` or its JobConfig's) with the
+            current task's or actor's own env_vars on top; "{}" when there is none. A
+            setup hook function is shown by its qualified name.
+        """
+        client = self._client
+        env = dict(getattr(client, "job_runtime_env", None) or {})
+        own = client.inherited_env_vars() if hasattr(client, "inherited_env_vars") else None
+        if own:
+            env["env_vars"] = {**env.get("env_vars", {}), **own}
+        if env.get("env_vars"):  # without the variables purerun carries its job setup in
+            env["env_vars"] = {k: v for k, v in env["env_vars"].items()
+                               if k not in job_setup.RESERVED}
+        hook = env.get("worker_process_setup_hook")
+        if hook is not None and not isinstance(hook, str):
+            env["worker_process_setup_hook"] = getattr(hook, "__qualname__", repr(hook))
+        return json.dumps(env, sort_keys=True, default=repr)
+
+    @property
+    def runtime_env(self):
+        """The current runtime_env, as ``purerun.runtime_env.RuntimeEnv``."""
+        from purerun.runtime_env import RuntimeEnv
+        return RuntimeEnv(**json.loads(self.get_runtime_env_string()))
 
     def get_session_name(self) -> str:
         import os
         return os.path.basename(self._info().get("session_dir", "") or "")
 
+    @_deprecated("Use get_xxx_id() methods to get relevant ids instead")
     def get(self) -> dict:
-        """The current context as a dict (deprecated in Ray in favour of the getters).
+        """The current context as a dict (deprecated: use the ``get_*`` methods).
 
         Returns:
             ``job_id``, ``node_id`` and ``namespace``; in a task or actor call also
             ``task_id``, and in an actor also ``actor_id``. As in Ray, an id the caller
             does not have is left out rather than given as None.
         """
-        context = {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace}
-        task_id = self.task_id
+        context = {"job_id": self._job_id(), "node_id": self._node_id(),
+                   "namespace": self.namespace}
+        task_id = self._task_id()
         if task_id is not None:
             context["task_id"] = task_id
-        actor_id = self.actor_id
+        actor_id = self._actor_id()
         if actor_id is not None:
             context["actor_id"] = actor_id
         return context
 
     @property
+    @_deprecated("Use get_job_id() instead")
     def job_id(self):
+        """Deprecated: the JobID (use ``get_job_id()``, a hex string)."""
+        return self._job_id()
+
+    @property
+    @_deprecated("Use get_node_id() instead")
+    def node_id(self):
+        """Deprecated: the NodeID (use ``get_node_id()``, a hex string)."""
+        return self._node_id()
+
+    @property
+    @_deprecated("Use get_task_id() instead")
+    def task_id(self):
+        """Deprecated: the TaskID, None in a driver (use ``get_task_id()``)."""
+        return self._task_id()
+
+    @property
+    @_deprecated("Use get_actor_id() instead")
+    def actor_id(self):
+        """Deprecated: the ActorID, None outside an actor (use ``get_actor_id()``)."""
+        return self._actor_id()
+
+    @property
+    @_deprecated("Use get_placement_group_id() instead")
+    def current_placement_group_id(self):
+        """Deprecated: the PlacementGroupID (use ``get_placement_group_id()``)."""
+        pg = self.get_placement_group_id()
+        return PlacementGroupID(bytes.fromhex(pg)) if pg else PlacementGroupID.nil()
+
+    def _job_id(self):
         return JobID(self._client.job_id)
 
-    @property
-    def node_id(self):
+    def _node_id(self):
         return NodeID(self._info()["node_id"])
 
-    @property
-    def task_id(self):
+    def _task_id(self):
         task = getattr(self._client, "current_task", None)
         return TaskID(task.task_id) if task is not None else None
 
-    @property
-    def actor_id(self):
+    def _actor_id(self):
         actor_id = getattr(self._client, "actor_id", None)
         return ActorID(actor_id) if actor_id is not None else None
 

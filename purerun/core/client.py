@@ -41,7 +41,7 @@ import time
 import weakref
 
 from purerun import exceptions
-from purerun.core import ids, protocol, serialization
+from purerun.core import ids, progress, protocol, serialization
 from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
 from purerun.core.task_spec import (ACTOR_METHOD, TaskSpec, creation_spec,
@@ -878,6 +878,10 @@ class Client:
         out = sys.stderr if stream == 2 else sys.stdout
         prefix = f"(pid={pid}) "
         try:
+            if progress.MAGIC in text or progress.showing():
+                # Bar states from tqdm_ray, or output that must go around the bars.
+                progress.manager().relay(out, pid, prefix, text)
+                return
             out.write("".join(prefix + line + "\n" for line in text.split("\n")))
             out.flush()
         except Exception:  # a closed or replaced stdout must not kill the reader

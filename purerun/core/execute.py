@@ -72,6 +72,8 @@ from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep
 
 # The method an actor's handle calls to end it after the calls queued before it.
 TERMINATE = "__ray_terminate__"
+# The method every actor answers True to once its __init__ has run (Ray's name).
+READY = "__ray_ready__"
 
 # What exit_actor() raises in a method: the end of the actor, not an error.
 _ACTOR_EXITS = (_ActorExit, exceptions.AsyncioActorExit)
@@ -88,14 +90,17 @@ class Executor:
         release: ``release(object_id, (kind, payload))`` gives back a dependency payload
             that will not be read; None if there is nothing to give back.
         created: ``created(spec, instance)`` takes an actor's new instance; None to drop it.
+        await_init: ``await_init(spec, coroutine)`` runs an ``async def __init__`` to its
+            end on the new actor's event loop (``created`` made it), raising what it raises.
         node_ip: the IP written into RayTaskError.
         interrupt_cancels: a KeyboardInterrupt during a call makes it TaskCancelledError
             (True) or propagates (False).
     """
 
     def __init__(self, functions, read, store, *, release=None, created=None, node_ip=None,
-                 interrupt_cancels=True):
+                 interrupt_cancels=True, await_init=None):
         self.functions = functions
+        self.await_init = await_init
         self.read = read
         self.store = store
         self.release = release
@@ -131,13 +136,24 @@ class Executor:
                 return self.failure(spec, exc, instance, outer)
             try:
                 args, kwargs = self.arguments(spec, dep_payloads)
-                value = fn(*args, **kwargs)
+                init = None
+                if spec.kind == ACTOR_CREATION and _has_async_init(fn):
+                    # As Ray: the instance is made now, its __init__ awaited on its loop.
+                    value = fn.__new__(fn)
+                    init = fn.__init__(value, *args, **kwargs)
+                else:
+                    value = fn(*args, **kwargs)
                 # Drop the arguments now, so zero-copy views of them die and their pins go
                 # back ahead of the results.
                 del args, kwargs
                 if spec.kind == ACTOR_CREATION:
                     if self.created is not None:
                         self.created(spec, value)
+                    if init is not None:
+                        if self.await_init is None:
+                            init.close()
+                            raise TypeError("async def __init__ needs an asyncio actor")
+                        self.await_init(spec, init)
                     value = None  # the actor object's value; the instance lives on
                 elif keep is not None:
                     keep.append(value)
@@ -181,6 +197,8 @@ class Executor:
         if spec.kind == ACTOR_METHOD:
             if spec.method == TERMINATE:
                 return _no_op
+            if spec.method == READY:
+                return _ready
             return getattr(instance, spec.method)
         return self.functions(spec)
 
@@ -378,5 +396,14 @@ def _forget_context(exc, outer):
         pending.append(current.__context__)
 
 
+def _has_async_init(cls):
+    return isinstance(cls, type) and inspect.iscoroutinefunction(
+        inspect.getattr_static(cls, "__init__", None))
+
+
 def _no_op():
     return None
+
+
+def _ready():
+    return True

@@ -127,7 +127,8 @@ class LocalClient:
             functions=lambda spec: self._functions[spec.function_key],
             read=lambda object_id, entry: serialization.deserialize(*entry[1]),
             store=lambda sv: (INLINE, serialization.to_inline(sv)),
-            created=self._created, node_ip=LOCAL_NODE_IP, interrupt_cancels=False)
+            created=self._created, node_ip=LOCAL_NODE_IP, interrupt_cancels=False,
+            await_init=lambda spec, init: self._loops[spec.actor_id].run_until_complete(init))
         self._feed(DRIVER, (DRIVER_CONNECTED, True))
         self.info = dict(self.state.welcome_info(DRIVER), resources=dict(node_resources))
         ids.set_node_number(self.state.node_number)

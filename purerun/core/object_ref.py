@@ -18,15 +18,39 @@ class ObjectRef:
     value, passing it inside a container passes the reference. ``await ref`` works in asyncio
     code and ``ref.future()`` gives a ``concurrent.futures.Future``.
 
+    In asyncio code a ref also behaves as an asyncio future of its value (``done``,
+    ``result``, ``add_done_callback``, ...), so that ``asyncio.wait``, ``asyncio.gather``,
+    ``asyncio.wait_for`` and ``asyncio.as_completed`` take refs directly, on every Python
+    version (Python 3.11 made ``asyncio.wait`` refuse plain awaitables). The asyncio
+    future behind it is made on first use, bound to the loop running then.
+
     While any ObjectRef to an object exists in any process, the object is kept.
     """
 
-    __slots__ = ("_id", "_client", "__weakref__")
+    __slots__ = ("_id", "_client", "_loop_future", "__weakref__")
+
+    @property
+    def _asyncio_future_blocking(self):
+        # What asyncio.isfuture looks at. Inside a running loop a ref passes for a future
+        # (False, as on a future no task waits on); outside one it is None, so that
+        # loop.run_until_complete(ref) and ensure_future(ref, loop=...) wrap it in a task
+        # bound to the loop they are given, as any awaitable.
+        import asyncio
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return False
+
+    @_asyncio_future_blocking.setter
+    def _asyncio_future_blocking(self, value):
+        pass  # set by asyncio only on futures a task awaits, which a ref never is itself
 
     def __init__(self, object_id: bytes, _client=None):
         # The client counted this reference when it made it; see Client.new_ref/borrow_ref.
         self._id = object_id
         self._client = _client
+        self._loop_future = None  # (loop, asyncio future of the value), once asyncio asks
 
     def __del__(self):
         client = self._client
@@ -102,11 +126,125 @@ class ObjectRef:
             The asyncio future; its result is the value, or it raises the task's error.
         """
         import asyncio  # not at the top: most programs never need it, and it is slow to import
-        return asyncio.wrap_future(self.future())
+        return _asyncio_future_of(self.future(), asyncio.get_running_loop())
 
     def __await__(self):
+        future = self._asyncio_future()
+        if future.cancelled():
+            # An earlier wait was cancelled (wait_for's timeout): this is a new wait.
+            self._loop_future = None
+            future = self._asyncio_future()
+        return future.__await__()
+
+    # -- asyncio: the Future interface, delegated to one asyncio future of the value -------
+
+    def _asyncio_future(self):
         import asyncio
-        return asyncio.wrap_future(self.future()).__await__()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        cached = self._loop_future
+        if cached is not None and (loop is None or cached[0] is loop):
+            return cached[1]
+        if loop is None:
+            raise RuntimeError("An ObjectRef is used as an asyncio future outside a running "
+                               "event loop; use purerun.get(ref) or ref.future() there.")
+        future = _asyncio_future_of(self.future(), loop)
+        self._loop_future = (loop, future)
+        return future
+
+    def get_loop(self):
+        """The event loop the ref's asyncio future is bound to."""
+        return self._asyncio_future().get_loop()
+
+    def done(self):
+        """Whether the value (or the task's error) is here (asyncio future interface)."""
+        return self._asyncio_future().done()
+
+    def result(self):
+        """The value, once ``done()`` (asyncio future interface; raises the task's error)."""
+        return self._asyncio_future().result()
+
+    def exception(self):
+        """The task's error, or None, once ``done()`` (asyncio future interface)."""
+        return self._asyncio_future().exception()
+
+    def cancelled(self):
+        """Whether the ref's asyncio future was cancelled (asyncio future interface)."""
+        return self._asyncio_future().cancelled()
+
+    def cancel(self, msg=None):
+        """Stop waiting: cancel the ref's asyncio future, not the task behind it.
+
+        Returns:
+            False if the value had already arrived, else True. Use ``purerun.cancel(ref)``
+            to cancel the task.
+        """
+        return self._asyncio_future().cancel(msg)
+
+    def add_done_callback(self, fn, *, context=None):
+        """Call ``fn(ref)`` once the value is here (asyncio future interface)."""
+        future = self._asyncio_future()
+        # The callback gets this ref, as a future's gets that future: asyncio's functions
+        # (as_completed, wait) look the argument up among what they were given.
+        future.add_done_callback(_CallWithRef(fn, self), context=context)
+
+    def remove_done_callback(self, fn):
+        """Undo ``add_done_callback(fn)``; returns how many were removed."""
+        return self._asyncio_future().remove_done_callback(_CallWithRef(fn, self))
+
+
+def _asyncio_future_of(source, loop):
+    """An asyncio future on ``loop`` that gets the outcome of the concurrent ``source``.
+
+    Unlike ``asyncio.wrap_future``, cancelling it does not cancel ``source``: the client
+    completes that one when the value comes, and a cancelled wait (wait_for's timeout)
+    must only stop this waiter.
+    """
+    future = loop.create_future()
+
+    def copy(done):
+        if future.cancelled():
+            return
+        if done.cancelled():
+            future.cancel()
+            return
+        exc = done.exception()
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(done.result())
+
+    def arrived(done):
+        try:
+            loop.call_soon_threadsafe(copy, done)
+        except RuntimeError:  # the loop was closed: nobody waits any more
+            pass
+
+    source.add_done_callback(arrived)
+    return future
+
+
+class _CallWithRef:
+    """A done-callback of a ref's asyncio future that passes the ref on instead; equal to
+    another for the same function and ref, so that remove_done_callback finds it."""
+
+    __slots__ = ("fn", "ref")
+
+    def __init__(self, fn, ref):
+        self.fn = fn
+        self.ref = ref
+
+    def __call__(self, _future):
+        self.fn(self.ref)
+
+    def __eq__(self, other):
+        return isinstance(other, _CallWithRef) and other.fn == self.fn and \
+            other.ref is self.ref
+
+    def __hash__(self):
+        return hash((self.fn, id(self.ref)))
 
 
 def _rebuild_ref(object_id):

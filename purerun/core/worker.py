@@ -43,7 +43,7 @@ import time
 import traceback
 
 from purerun import exceptions
-from purerun.core import context, ids, protocol, serialization
+from purerun.core import context, ids, job_setup, protocol, serialization
 from purerun.core.client import Client
 from purerun.core.execute import Executor
 from purerun.core.protocol import ARENA
@@ -164,7 +164,8 @@ class Worker:
         self.cancelled = set()
         self.executor = Executor(self._function_of, client._value_of, client.store_payload,
                                  release=self._release_dep, created=self._become_actor,
-                                 node_ip=client.info.get("node_ip"))
+                                 node_ip=client.info.get("node_ip"),
+                                 await_init=self._await_init)
         client.on_execute = self._received
         client.on_interrupt = self.interrupt
         client.task_cancelled = self.task_cancelled  # read by RuntimeContext.is_canceled
@@ -210,7 +211,18 @@ class Worker:
                 return False
             if self.client.inline:
                 return self._run_inline_actor_call(spec, dep_payloads)
+        elif spec.env_vars and not job_setup.RESERVED.isdisjoint(spec.env_vars):
+            try:
+                job_setup.prepare(spec.env_vars)
+            except job_setup.SetupHookError as exc:
+                return self._fail_setup(spec, dep_payloads, str(exc))
         return self._run_and_report(spec, dep_payloads, gpu_ids)
+
+    def _fail_setup(self, spec, dep_payloads, message):
+        """The job's setup hook failed here: the task (or actor creation) fails with it."""
+        self.executor.release_arguments(spec, dep_payloads)
+        results, _, _ = self.executor.failure(spec, exceptions.RuntimeEnvSetupError(message))
+        return self._report(spec, results, False, False, time.time())
 
     def _run_inline_actor_call(self, spec, dep_payloads):
         """A plain actor's call, with the main thread reading the socket between calls.
@@ -426,6 +438,10 @@ class Worker:
         if self.loop is not None or self.pools is not None:
             # Calls now run on other threads while this one reads: a reader thread it is.
             self.client.start_reader()
+
+    def _await_init(self, spec, coroutine):
+        """An asyncio actor's ``async def __init__``, run on its loop before any call."""
+        asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def _set_gpus(self, gpu_ids):
         if gpu_ids == self.gpu_ids_set:
