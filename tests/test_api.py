@@ -481,6 +481,7 @@ class ContextReporter:
         return purerun.get_runtime_context().get()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # get() and job_id, as Ray's
 def test_runtime_context_get_leaves_out_what_the_caller_does_not_have(cluster):
     # As in Ray: a driver has no task and no actor id, a task no actor id.
     driver = purerun.get_runtime_context()
