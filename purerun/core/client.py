@@ -987,7 +987,8 @@ class Client:
                 self._values[object_id] = (kind, payload)
             if self._stream_futures:
                 for future in self._stream_futures.pop(object_id, ()):
-                    future.set_result(True)
+                    if not future.done():   # a timed-out wait cancelled it
+                        future.set_result(True)
             is_error = kind == ERROR
             for waiter in waiters:
                 waiter.arrived(is_error)

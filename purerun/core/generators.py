@@ -98,7 +98,10 @@ class Stream:
         """The call finished; return the index its end marker (or error) is sealed at,
         or None when nobody will read it (dropped)."""
         self.ended = True
-        return None if self.dropped else self.sealed
+        if self.dropped:
+            return None
+        self.sealed += 1   # the marker is held for the owner like an item
+        return self.sealed - 1
 
 
 class GeneratorRules:
