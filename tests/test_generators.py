@@ -299,7 +299,9 @@ def test_items_are_freed_when_their_refs_and_the_generator_go():
     gen = big_items.remote(4)
     first = next(gen)
     assert purerun.get(first)[-1] == 0
-    wait_for(lambda: purerun.get(gen.completed()) is None)
+    done = gen.completed()
+    assert purerun.get(done) is None
+    del done
     assert _stats()["arena_used"] > 0
     del first   # dropped by the caller: freed
     del gen     # unread items and the end marker: freed with the generator

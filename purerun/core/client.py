@@ -44,7 +44,7 @@ from purerun.core import ids, protocol, serialization
 from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
 from purerun.core.generators import END_PAYLOAD
-from purerun.core.task_spec import (ACTOR_METHOD, TaskSpec, creation_spec,
+from purerun.core.task_spec import (ACTOR_METHOD, STREAMING, TaskSpec, creation_spec,
                                     extract_deps, item_id)
 
 logger = logging.getLogger("purerun")
@@ -410,6 +410,8 @@ class Client:
         if inherited:
             spec.env_vars = merge_env_vars(inherited, spec.env_vars)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
+        if spec.generator == STREAMING:
+            self.open_stream(spec.task_id)   # before its first item can arrive
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive  # queued ahead of any drop of it: the node holds the arguments first
         return refs
@@ -417,7 +419,8 @@ class Client:
     # -- streaming generators (the owner's side) ---------------------------------------------------
 
     def open_stream(self, task_id):
-        """An ObjectRefGenerator for call ``task_id`` exists here: keep its items' values."""
+        """Streaming call ``task_id`` is made here: keep its items' values until its
+        ObjectRefGenerator hands them out or dies (close_stream)."""
         self._streams[task_id] = None
 
     def _stream_item(self, gen):
@@ -596,6 +599,8 @@ class Client:
                         method=method, job_id=self.job_id, **fields)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
         self._actor_calls.update(spec.return_ids())  # cancel(force=True) refuses these
+        if spec.generator == STREAMING:
+            self.open_stream(spec.task_id)   # before its first item can arrive
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive
         if handle._max_pending_calls > 0 and refs:

@@ -142,7 +142,6 @@ class ObjectRefGenerator:
         self._next = 0                     # refs handed out so far
         self._done = False                 # the end, or an error ref, was reached
         self._backpressure = backpressure  # > 0: the call pauses until we take its items
-        self._client.open_stream(self._task_id)
 
     def __iter__(self):
         return self
