@@ -19,6 +19,7 @@ def test_a_stream_seals_items_in_order_and_repeats_are_not_sealed_again():
     # A retry (attempt 1) yields 0, 1, 2 again before anything new.
     assert [stream.report(1, i) for i in range(4)] == [REPEAT, REPEAT, REPEAT, SEAL]
     assert stream.report(0, 4) == DISCARD        # the dead attempt's: stale
+    assert stream.report(1, 9) == DISCARD        # never sealed over a gap
     assert stream.sealed == 4
 
 
@@ -173,3 +174,19 @@ def test_a_failed_dynamic_call_is_one_error_ref():
     worker = start(node, spec)
     node.raised(worker, spec, ValueError("bad"))
     assert isinstance(error_of(node.objects_to()[spec.return_ids()[0]]), ValueError)
+
+
+def test_the_caller_going_away_releases_a_paused_generator_and_its_items():
+    node = Node(cpus=2)
+    node.connect("other")
+    spec = streaming(backpressure=1)
+    node.feed("other", (protocol.SUBMIT, spec))
+    [(worker, _sent)] = node.executes()
+    item(node, worker, spec, 0, "a")
+    node.feed("other", (DISCONNECTED,))
+    assert node.take(protocol.ITEM_READ, worker) == [
+        (worker, (protocol.ITEM_READ, spec.task_id, ALL_READ))]
+    item(node, worker, spec, 1, "b")
+    node.done(worker, spec)
+    assert spec.task_id not in node.state.streams
+    assert len(node.state.objects.entries) == 0

@@ -507,7 +507,9 @@ class Client:
         self.send((protocol.GENERATOR_ITEM, spec.task_id, spec.attempt, index, kind, payload,
                    contained))
         limit = spec.backpressure
-        if limit > 0:
+        # Not on an event loop (an asyncio actor's generator): waiting would stop every
+        # other call of the actor, and Ray does not pace async generators either.
+        if limit > 0 and not _on_event_loop():
             self._wait_items_read(spec.task_id, index + 1 - limit + 1)
 
     def _wait_items_read(self, task_id, count):
@@ -1063,6 +1065,12 @@ class Client:
         if self.node is not None:
             self.node.reap(timeout)
         self._flush_event.set()
+
+
+def _on_event_loop():
+    """Whether this thread runs an asyncio event loop (asyncio is not imported for it)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 
 def actor_not_found(name, namespace):

@@ -73,8 +73,10 @@ class Stream:
         self.attempt = attempt
         if index < self.sealed:
             return REPEAT
-        # Items of one run arrive in order, and a retry repeats the earlier ones first.
-        assert index == self.sealed, (index, self.sealed)
+        if index > self.sealed:
+            # Items of one run arrive in order and a retry repeats the earlier ones first,
+            # so this never happens; were it to, a gap must not be sealed over.
+            return DISCARD
         self.sealed += 1
         return SEAL
 
@@ -170,9 +172,12 @@ class GeneratorRules:
     def _streams_of_gone(self, token):
         """The owner ``token`` disconnected: its streams end here (its holds go with it)."""
         for task_id in [t for t, s in self.streams.items() if s.owner == token]:
-            self.streams[task_id].dropped = True
-            if self.streams[task_id].ended:
+            stream = self.streams[task_id]
+            stream.dropped = True
+            if stream.ended:
                 del self.streams[task_id]
+            else:
+                self._tell_executor(task_id, ALL_READ)   # nobody will read: run on
 
     # ── handlers ───────────────────────────────────────────────────────────────────────
 
