@@ -198,6 +198,43 @@ def test_async_actor_generators_stream_and_fail_at_the_item():
     purerun.kill(actor)
 
 
+@purerun.remote
+class Consumer:
+    async def total(self, n):
+        return sum([await ref async for ref in count_to.remote(n)])
+
+    def total_sync(self, n):
+        return sum(purerun.get(ref) for ref in count_to.remote(n))
+
+
+def test_actors_and_tasks_can_iterate_the_generators_they_make():
+    consumer = Consumer.remote()
+    assert purerun.get(consumer.total.remote(4)) == 6
+
+    @purerun.remote
+    def nested(n):
+        return sum(purerun.get(ref) for ref in count_to.remote(n))
+
+    assert purerun.get(nested.remote(5)) == 10
+    purerun.kill(consumer)
+
+
+@purerun.remote(max_restarts=1, max_task_retries=1)
+class Flaky:
+    def values(self, marker):
+        for i in range(3):
+            yield i
+            if i == 0 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+
+
+def test_an_actor_generator_retried_after_a_restart_does_not_repeat_items(tmp_path):
+    actor = Flaky.remote()
+    assert [purerun.get(r) for r in actor.values.remote(str(tmp_path / "m"))] == [0, 1, 2]
+    purerun.kill(actor)
+
+
 def test_an_actor_dying_in_a_generator_fails_the_next_ref_with_actor_died():
     actor = Streamer.remote()
     gen = actor.crash.remote()
