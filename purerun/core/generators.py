@@ -189,9 +189,10 @@ class GeneratorRules:
             peer.reservations.discard(payload[0])
         task = self.tasks.get(task_id)
         stream = self.streams.get(task_id)
-        verdict = DISCARD if task is None or stream is None else stream.report(attempt, index)
-        if from_node and task is not None and task.node is not token:
-            verdict = DISCARD  # the call was placed elsewhere since
+        if task is None or stream is None or (from_node and task.node is not token):
+            verdict = DISCARD   # over, or (from another node) placed elsewhere since
+        else:
+            verdict = stream.report(attempt, index)
         if verdict != SEAL:
             if kind == ARENA:
                 self.objects.store.free_block(payload[0])

@@ -170,8 +170,12 @@ class ObjectRefGenerator:
     async def __anext__(self):
         return await self._next_async()
 
-    async def _next_async(self, timeout_s=None):
-        """As ``_next_sync``, awaited; raises StopAsyncIteration at the end."""
+    async def _next_async(self, timeout_s=None, sleep_interval_s=0.0001):
+        """As ``_next_sync``, awaited; raises StopAsyncIteration at the end.
+
+        ``sleep_interval_s`` is accepted for compatibility with Ray: the wait here is woken
+        by the item's arrival, not by polling.
+        """
         import asyncio
         arrived = self._client.stream_future(self)   # None: here already
         if arrived is not None:

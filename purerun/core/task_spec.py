@@ -23,11 +23,6 @@ def item_id(task_id, k):
     return task_id + (k + FIRST_ITEM_INDEX).to_bytes(4, "little")
 
 
-def item_index(object_id):
-    """The ``k`` of an ``item_id``."""
-    return int.from_bytes(object_id[-4:], "little") - FIRST_ITEM_INDEX
-
-
 class Dep:
     """Stands in the pickled arguments for a top-level ObjectRef argument ``index``.
 
