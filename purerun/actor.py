@@ -13,6 +13,8 @@ from purerun import options as _options
 from purerun.core import context, job_setup, serialization
 from purerun.core.client import function_key
 from purerun.core.ids import ActorID
+from purerun.core.object_ref import ObjectRefGenerator
+from purerun.core.task_spec import STREAMING
 from purerun.exceptions import AsyncioActorExit, _ActorExit
 
 
@@ -62,6 +64,9 @@ class ActorClassMeta:
             if inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member):
                 is_async = True
             opts = dict(getattr(member, "__purerun_method_options__", {}))
+            if opts.get("num_returns") is None and (inspect.isgeneratorfunction(member) or
+                                                    inspect.isasyncgenfunction(member)):
+                opts["num_returns"] = STREAMING  # as in Ray: a generator method streams
             methods[name] = opts
             signatures[name] = _signature(member, drop_self=True)
         return cls(target.__name__, target.__module__, methods, is_async, signatures)
@@ -296,7 +301,8 @@ class ActorMethod:
 
         Returns:
             An ObjectRef to the result; a list of ``num_returns`` ObjectRefs when
-            ``num_returns`` > 1, and None when it is 0.
+            ``num_returns`` > 1, and None when it is 0. An ``ObjectRefGenerator`` for a
+            generator method (``num_returns="streaming"``, the default for one).
 
         Raises:
             TypeError: the arguments do not match the method's signature, or an argument
@@ -311,6 +317,8 @@ class ActorMethod:
         fields = self._fields
         refs = context.get_or_start().submit_actor_method(handle, self._name, fields, args,
                                                           kwargs)
+        if fields["generator"] == STREAMING:
+            return ObjectRefGenerator(refs[0], fields["backpressure"])
         num_returns = fields["num_returns"]
         if num_returns == 1:
             return refs[0]

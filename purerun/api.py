@@ -16,7 +16,7 @@ from purerun import options as _options
 from purerun.actor import ActorHandle, make_actor_class
 from purerun.core import context, job_setup, launcher, protocol
 from purerun.core.client import Client
-from purerun.object_ref import ObjectRef
+from purerun.object_ref import ObjectRef, ObjectRefGenerator
 from purerun.remote_function import RemoteFunction
 from purerun.runtime_context import RuntimeContext
 
@@ -361,8 +361,12 @@ def get(object_refs, *, timeout=None):
     if isinstance(object_refs, ObjectRef):
         return client.get([object_refs], timeout)[0]
     if not isinstance(object_refs, list):
+        hint = (" Get the refs an ObjectRefGenerator yields one by one: "
+                "'for ref in gen: purerun.get(ref)'."
+                if isinstance(object_refs, ObjectRefGenerator) else "")
         raise ValueError(f"Invalid type of object refs, {type(object_refs)}, is given. "
-                         "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+                         "'object_refs' must either be an ObjectRef or a list of ObjectRefs."
+                         + hint)
     for ref in object_refs:
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"Attempting to call `get` on the value {ref!r}, which is not "
@@ -398,7 +402,8 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     An object whose task failed counts as ready (``get`` raises its error).
 
     Args:
-        ray_waitables: a list of distinct ObjectRefs.
+        ray_waitables: a list of distinct ObjectRefs and ObjectRefGenerators; a generator
+            is ready when its next ref is (or it has ended).
         num_returns: how many must be ready (1 to their number).
         timeout: seconds to wait at most; None waits for ever, 0 returns at once.
         fetch_local: accepted for compatibility with Ray. An object counts as ready once
@@ -406,8 +411,8 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
             one by the get (or the task) that reads it, not by wait.
 
     Returns:
-        (ready, not_ready): two lists of ObjectRefs, each in the order given; ``ready``
-        holds at most ``num_returns`` of them.
+        (ready, not_ready): two lists of the given ObjectRefs (and generators), each in the
+        order given; ``ready`` holds at most ``num_returns`` of them.
 
     Raises:
         TypeError: not a list of ObjectRefs.
@@ -418,7 +423,7 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
     if not isinstance(ray_waitables, list):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(ray_waitables)}")
     for ref in ray_waitables:
-        if not isinstance(ref, ObjectRef):
+        if not isinstance(ref, (ObjectRef, ObjectRefGenerator)):
             raise TypeError(f"wait() expected a list of ObjectRef, got list containing "
                             f"{type(ref)}")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
@@ -446,7 +451,9 @@ def cancel(ray_waitable, *, force=False, recursive=True):
     when forced). Cancelled tasks are not retried. A task that has finished is left alone.
 
     Args:
-        ray_waitable: an ObjectRef returned by the task (or actor call) to cancel.
+        ray_waitable: an ObjectRef returned by the task (or actor call) to cancel, or the
+            ObjectRefGenerator of a streaming call: its next ref then raises
+            TaskCancelledError, and iteration stops.
         force: kill the worker running the task instead of interrupting it.
         recursive: also cancel the tasks that this task submitted.
 
@@ -454,6 +461,8 @@ def cancel(ray_waitable, *, force=False, recursive=True):
         TypeError: ``ray_waitable`` is not an ObjectRef.
         ValueError: ``force=True`` for an actor call (use ``purerun.kill`` on the actor).
     """
+    if isinstance(ray_waitable, ObjectRefGenerator):
+        ray_waitable = ray_waitable.completed()
     if not isinstance(ray_waitable, ObjectRef):
         raise TypeError("purerun.cancel() only supported for object refs. "
                         f"For actors, try purerun.kill(). Got: {type(ray_waitable)}.")

@@ -722,11 +722,24 @@ def _with_defaults(kind: str, options: Mapping[str, Any]) -> Dict[str, Any]:
     return {**_DEFAULTS[kind], **options}
 
 
-def _returns_count(num_returns: Any) -> int:
-    if isinstance(num_returns, str):  # "dynamic" or "streaming": valid in Ray, not here
-        raise ValueError(f"num_returns={num_returns!r} (dynamic or streaming generators) "
-                         "is not supported by purerun; use an integer.")
-    return int(num_returns)
+def _returns_fields(full: Mapping[str, Any], is_generator: bool) -> Dict[str, Any]:
+    """``num_returns``, ``generator`` and ``backpressure`` of a call.
+
+    A generator function whose caller set no num_returns streams, as in Ray 2.x; with an
+    integer num_returns it is a plain call whose generator must yield exactly that many
+    values. "streaming" and "dynamic" calls have one return of their own (the end of the
+    stream, or the DynamicObjectRefGenerator); their items are objects of their own.
+    """
+    num_returns = full["num_returns"]
+    if num_returns is None:
+        num_returns = "streaming" if is_generator else 1
+    backpressure = full.get("_generator_backpressure_num_objects")
+    if num_returns == "streaming":
+        return {"num_returns": 1, "generator": "streaming",
+                "backpressure": -1 if backpressure is None else backpressure}
+    if num_returns == "dynamic":
+        return {"num_returns": 1, "generator": "dynamic", "backpressure": -1}
+    return {"num_returns": int(num_returns), "generator": None, "backpressure": -1}
 
 
 def _retry_policy(retry_exceptions: Any):
@@ -736,24 +749,23 @@ def _retry_policy(retry_exceptions: Any):
     return retry_exceptions
 
 
-def task_fields(options: Mapping[str, Any]) -> Dict[str, Any]:
+def task_fields(options: Mapping[str, Any], is_generator: bool = False) -> Dict[str, Any]:
     """Return the TaskSpec fields that a remote function's options fix for all its calls.
 
     Args:
         options: Validated task options (missing ones take their defaults).
+        is_generator: the function is a generator function: without a ``num_returns``
+            option its calls stream.
 
     Returns:
-        A new dict of ``TaskSpec`` keyword arguments: ``num_returns``, ``resources``,
-        ``max_retries``, ``retry_exceptions`` (True, False or a pickled tuple of exception
-        classes), ``max_calls`` and ``env_vars`` (None when there are none).
-
-    Raises:
-        ValueError: ``num_returns`` is "dynamic" or "streaming", which purerun does not
-            support.
+        A new dict of ``TaskSpec`` keyword arguments: ``num_returns``, ``generator`` and
+        ``backpressure`` (see ``TaskSpec``), ``resources``, ``max_retries``,
+        ``retry_exceptions`` (True, False or a pickled tuple of exception classes),
+        ``max_calls`` and ``env_vars`` (None when there are none).
     """
-    full = _with_defaults(TASK, options)
+    full = {**_DEFAULTS[TASK], "num_returns": None, **options}
     return {
-        "num_returns": _returns_count(full["num_returns"]),
+        **_returns_fields(full, is_generator),
         "resources": resource_request(options, TASK),
         "max_retries": full["max_retries"],
         "retry_exceptions": _retry_policy(full["retry_exceptions"]),
@@ -831,24 +843,22 @@ def actor_fields(options: Mapping[str, Any], meta: Any) -> ActorFields:
                        max_pending_calls=full["max_pending_calls"])
 
 
-def method_fields(options: Mapping[str, Any]) -> Dict[str, Any]:
+def method_fields(options: Mapping[str, Any], is_generator: bool = False) -> Dict[str, Any]:
     """Return the TaskSpec fields that an actor method's options fix for its calls.
 
     Args:
         options: Validated method options (missing ones take their defaults).
+        is_generator: the method is a (sync or async) generator function: without a
+            ``num_returns`` option its calls stream.
 
     Returns:
-        A new dict of ``TaskSpec`` keyword arguments: ``num_returns``, ``max_retries``
-        (None: the actor's ``max_task_retries``), ``retry_exceptions`` and
-        ``concurrency_group`` (None: the method's declared group).
-
-    Raises:
-        ValueError: ``num_returns`` is "dynamic" or "streaming", which purerun does not
-            support.
+        A new dict of ``TaskSpec`` keyword arguments: ``num_returns``, ``generator``,
+        ``backpressure``, ``max_retries`` (None: the actor's ``max_task_retries``),
+        ``retry_exceptions`` and ``concurrency_group`` (None: the method's declared group).
     """
-    full = _with_defaults(METHOD, options)
+    full = {**_DEFAULTS[METHOD], "num_returns": None, **options}
     return {
-        "num_returns": _returns_count(full["num_returns"]),
+        **_returns_fields(full, is_generator),
         "max_retries": full["max_task_retries"],
         "retry_exceptions": _retry_policy(full["retry_exceptions"]),
         "concurrency_group": full["concurrency_group"],

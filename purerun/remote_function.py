@@ -5,6 +5,8 @@ import inspect
 from purerun import options as _options
 from purerun.core import context, serialization
 from purerun.core.client import function_key
+from purerun.core.object_ref import ObjectRefGenerator
+from purerun.core.task_spec import STREAMING
 
 
 class RemoteFunction:
@@ -22,6 +24,12 @@ class RemoteFunction:
                 "must return its result, not a coroutine. Run the coroutine inside a plain "
                 "function with asyncio.run(...), or make it a method of an actor (an actor "
                 "with async methods runs them on an event loop).")
+        if task_options.get("num_returns") == STREAMING and \
+                not inspect.isgeneratorfunction(function):
+            # As in Ray: a stream of values needs a function that yields them.
+            raise ValueError(f"num_returns='streaming' is set for "
+                             f"{getattr(function, '__qualname__', function)!s}, which is not "
+                             "a generator function; use yield in it, or an integer num_returns.")
         self._function = function
         self._options = task_options
         # Pickled function and its key, shared by every .options() copy.
@@ -65,12 +73,14 @@ class RemoteFunction:
 
         Returns:
             An ObjectRef to the result; a list of ``num_returns`` ObjectRefs when
-            ``num_returns`` > 1, and None when it is 0.
+            ``num_returns`` > 1, and None when it is 0. An ``ObjectRefGenerator`` for a
+            generator function (``num_returns="streaming"``, the default for one), and for
+            ``num_returns="dynamic"`` one ObjectRef whose value is a
+            ``DynamicObjectRefGenerator``.
 
         Raises:
             TypeError: the arguments do not match the function's signature, or the
                 function or an argument cannot be serialized.
-            ValueError: ``num_returns`` is "dynamic" or "streaming" (not supported).
         """
         self._shared.check_call(args, kwargs)
         client = context.client or context.get_or_start()
@@ -78,6 +88,8 @@ class RemoteFunction:
         if fields is None:
             fields = self._fields = self._spec_fields()
         refs = client.submit_task(self, fields, args, kwargs)
+        if fields["generator"] == STREAMING:
+            return ObjectRefGenerator(refs[0], fields["backpressure"])
         n = fields["num_returns"]
         if n == 1:
             return refs[0]
@@ -103,7 +115,8 @@ class RemoteFunction:
         return FunctionNode(self, args, kwargs, self._options)
 
     def _spec_fields(self):
-        return {"name": self.__qualname__, **_options.task_fields(self._options)}
+        fields = _options.task_fields(self._options, inspect.isgeneratorfunction(self._function))
+        return {"name": self.__qualname__, **fields}
 
     def _export(self):
         """(function key, pickled function), pickled once per function."""

@@ -1028,3 +1028,24 @@ def test_calls_from_several_threads_take_turns(local):
         thread.join(timeout=60)
     assert not errors
     assert ray.get(tally.add.remote()) == 81
+
+
+def test_generator_calls_in_local_mode(local):
+    @ray.remote
+    def count(n, bad=None):
+        for i in range(n):
+            if i == bad:
+                raise ValueError("bad item")
+            yield i
+
+    assert [ray.get(r) for r in count.remote(3)] == [0, 1, 2]
+    gen = count.remote(3, bad=1)
+    assert ray.get(next(gen)) == 0
+    with pytest.raises(ValueError, match="bad item"):
+        ray.get(next(gen))
+    assert list(gen) == []
+    assert [ray.get(r) for r in ray.get(count.options(num_returns="dynamic").remote(2))] \
+        == [0, 1]
+    del gen
+    local.flush()
+    assert len(local.state.objects.entries) == 0

@@ -131,7 +131,8 @@ def test_every_kind_a_driver_or_worker_sends_passes_with_its_fields():
 def test_other_nodes_may_also_move_objects_and_answer_as_a_server():
     for code in (protocol.RESULTS, protocol.FETCH, protocol.DATA, protocol.FETCH_FAILED,
                  protocol.NODE_HELLO, protocol.OBJECT, protocol.REPLY, protocol.WARN,
-                 protocol.SUBMIT, protocol.REQUEST):
+                 protocol.SUBMIT, protocol.REQUEST, protocol.GENERATOR_ITEM,
+                 protocol.ITEM_READ):
         msg = (code,) + (None,) * len(protocol.MESSAGES[code].fields)
         assert malformed(msg, _FROM_NODES) == ""
     for code in (protocol.EXECUTE, protocol.TASK_DONE, protocol.WELCOME):

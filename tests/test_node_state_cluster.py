@@ -19,7 +19,9 @@ from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, NODE_DIED, 
                                      WORKER_STARTED, KillWorker, NodeState, PushObject,
                                      RemoteNode, Send, StartWorker)
 from purerun.core.protocol import ARENA, ERROR, INLINE, REMOTE, STORED
+from purerun.core.generators import END_PAYLOAD
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, NODE_AFFINITY, ActorSpec, TaskSpec
+from purerun.core.task_spec import STREAMING, item_id
 
 
 class Incoming:
@@ -363,3 +365,70 @@ def test_a_value_lost_with_its_node_and_no_retries_left_raises_object_lost():
     a.feed("driver", (protocol.REQUEST, 5, "locate", (spec.return_ids(),)))
     [(_, reply)] = a.take(protocol.REPLY, "driver")
     assert reply[3][0][0] == ERROR
+
+
+# -- streaming generator calls placed on another node -------------------------------------------
+
+def _streaming(node, **kw):
+    return TaskSpec(task_id=node.tid(), name="g", function_key=b"k" * 16, args=None,
+                    args_in_store=False, deps=[], contained=[],
+                    resources={"CPU": 1, "gpu_box": 1}, job_id=b"\1\0\0\0",
+                    generator=STREAMING, **kw)
+
+
+def test_a_stream_made_on_another_node_is_relayed_item_by_item_and_ends_here():
+    net, a, b = make_net(gpu_box=1)
+    spec = _streaming(a)
+    a.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _sent, _deps)] = b.executes()
+    b.feed(worker, (protocol.GENERATOR_ITEM, spec.task_id, 0, 0, *value("small"), ()))
+    first = item_id(spec.task_id, 0)
+    [(_, msg)] = a.take(protocol.OBJECT, "driver")
+    assert msg[1] == first and serialization.deserialize(*msg[3]) == "small"
+    assert first not in b.state.objects.entries          # small: b forgot it
+    # A large one stays on b, held for a, until a's caller drops it.
+    offset = b.state.objects.alloc(1000)
+    b.state.peers[worker].reservations.add(offset)
+    b.feed(worker, (protocol.GENERATOR_ITEM, spec.task_id, 0, 1, ARENA,
+                    (offset, 10, ((10, 990),)), ()))
+    second = item_id(spec.task_id, 1)
+    assert a.state.objects.get(second).kind == REMOTE
+    assert b.state.objects.get(second) is not None
+    done(b, worker, spec)
+    got = {m[1]: m for _t, m in a.take(protocol.OBJECT, "driver")}
+    assert got[item_id(spec.task_id, 2)][2:] == (INLINE, END_PAYLOAD)
+    assert spec.task_id not in b.state.streams           # b's part is over
+    a.feed("driver", (protocol.DROP_REFS, [second]))
+    assert second not in b.state.objects.entries and b.store.used == 0
+
+
+def test_items_read_here_reach_the_worker_on_the_other_node():
+    net, a, b = make_net(gpu_box=1)
+    spec = _streaming(a, backpressure=1)
+    a.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _sent, _deps)] = b.executes()
+    b.feed(worker, (protocol.GENERATOR_ITEM, spec.task_id, 0, 0, *value(0), ()))
+    a.feed("driver", (protocol.ITEM_READ, spec.task_id, 1))
+    assert b.take(protocol.ITEM_READ, worker) == [
+        (worker, (protocol.ITEM_READ, spec.task_id, 1))]
+
+
+def test_a_stream_whose_node_died_runs_again_elsewhere_without_repeating_items():
+    net, a, b = make_net(gpu_box=1)
+    c = net.add("c", CPU=1, gpu_box=1)
+    spec = _streaming(a, max_retries=1)
+    a.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _sent, _deps)] = b.executes() or c.executes()
+    runner = b if b.state.tasks.get(spec.task_id) else c
+    other = c if runner is b else b
+    runner.feed(worker, (protocol.GENERATOR_ITEM, spec.task_id, 0, 0, *value(0), ()))
+    assert len(a.take(protocol.OBJECT, "driver")) == 1
+    net.kill(runner)
+    [(worker2, again, _deps)] = other.executes()
+    other.feed(worker2, (protocol.GENERATOR_ITEM, spec.task_id, again.attempt, 0,
+                         *value(0), ()))
+    assert a.take(protocol.OBJECT, "driver") == []       # item 0 came already
+    other.feed(worker2, (protocol.GENERATOR_ITEM, spec.task_id, again.attempt, 1,
+                         *value(1), ()))
+    [(_, msg)] = a.take(protocol.OBJECT, "driver")
+    assert msg[1] == item_id(spec.task_id, 1)

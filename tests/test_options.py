@@ -534,7 +534,22 @@ def test_running_actor_request(options, expected):
 def test_task_fields_of_the_defaults():
     assert task_fields({}) == {"num_returns": 1, "resources": {"CPU": 1.0}, "max_retries": 3,
                                "retry_exceptions": False, "max_calls": 0, "env_vars": None,
-                               "strategy": None}
+                               "strategy": None, "generator": None, "backpressure": -1}
+
+
+@pytest.mark.parametrize("options, is_generator, expected", [
+    ({}, False, (1, None, -1)),
+    ({}, True, (1, "streaming", -1)),                    # a generator function streams
+    ({"num_returns": 3}, True, (3, None, -1)),           # ... unless num_returns says how many
+    ({"num_returns": "streaming"}, True, (1, "streaming", -1)),
+    ({"num_returns": "streaming", "_generator_backpressure_num_objects": 4}, True,
+     (1, "streaming", 4)),
+    ({"num_returns": "dynamic"}, True, (1, "dynamic", -1)),
+])
+def test_generator_fields(options, is_generator, expected):
+    for fields in (task_fields(validate_options("task", options), is_generator),
+                   method_fields(validate_options("method", options), is_generator)):
+        assert (fields["num_returns"], fields["generator"], fields["backpressure"]) == expected
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -565,21 +580,15 @@ def test_task_fields_of_given_options():
     assert fields["env_vars"] == {"A": "1"}
 
 
-@pytest.mark.parametrize("fields", [task_fields, method_fields])
-@pytest.mark.parametrize("num_returns", ["dynamic", "streaming"])
-def test_generator_returns_are_refused_when_the_fields_are_made(fields, num_returns):
-    with pytest.raises(ValueError, match="not supported by purerun"):
-        fields({"num_returns": num_returns})
-
-
 def test_method_fields():
     assert method_fields({}) == {"num_returns": 1, "max_retries": None,
-                                 "retry_exceptions": False, "concurrency_group": None}
+                                 "retry_exceptions": False, "concurrency_group": None,
+                                 "generator": None, "backpressure": -1}
     fields = method_fields(validate_options("method", {
         "num_returns": 0, "max_task_retries": 2, "retry_exceptions": True,
         "concurrency_group": "io"}))
     assert fields == {"num_returns": 0, "max_retries": 2, "retry_exceptions": True,
-                      "concurrency_group": "io"}
+                      "concurrency_group": "io", "generator": None, "backpressure": -1}
 
 
 def _meta(is_async=False):

@@ -44,8 +44,9 @@ from purerun import exceptions
 from purerun.core import ids, progress, protocol, serialization
 from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
-from purerun.core.task_spec import (ACTOR_METHOD, TaskSpec, creation_spec,
-                                    extract_deps)
+from purerun.core.generators import END_PAYLOAD
+from purerun.core.task_spec import (ACTOR_METHOD, STREAMING, TaskSpec, creation_spec,
+                                    extract_deps, item_id)
 
 logger = logging.getLogger("purerun")
 
@@ -128,6 +129,13 @@ class Client:
         self._submits_since_block = 0   # submissions since this process last blocked
         self._exported = set()     # function keys the node already has from us
         self._actor_calls = set()  # return ids of actor calls made here (still referenced)
+        # Streaming calls this process owns whose ObjectRefGenerator lives: task id -> None.
+        # The node pushes each of their items here; values are kept until handed out.
+        self._streams = {}
+        self._stream_futures = {}  # item id -> [Future] of async generators awaiting it
+        # Workers: task id -> how many of its items the owner took (backpressure).
+        self._items_read = {}
+        self._items_read_cond = threading.Condition(threading.Lock())
         self._requests = {}        # request id -> Future
         self._request_ids = itertools.count(1)
         self._closed = False
@@ -403,9 +411,132 @@ class Client:
         if inherited:
             spec.env_vars = merge_env_vars(inherited, spec.env_vars)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
+        if spec.generator == STREAMING:
+            self.open_stream(spec.task_id)   # before its first item can arrive
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive  # queued ahead of any drop of it: the node holds the arguments first
         return refs
+
+    # -- streaming generators (the owner's side) ---------------------------------------------------
+
+    def open_stream(self, task_id):
+        """Streaming call ``task_id`` is made here: keep its items' values until its
+        ObjectRefGenerator hands them out or dies (close_stream)."""
+        self._streams[task_id] = None
+
+    def _stream_item(self, gen):
+        """The id of ``gen``'s next item, marked as pushed to us (never SUBSCRIBEd: the
+        node has no entry for an item before it is yielded)."""
+        object_id = item_id(gen._task_id, gen._next)
+        with self._lock:
+            self._subscribed.add(object_id)
+        return object_id
+
+    def stream_next(self, gen, timeout):
+        """The next ref of ``gen``; None on timeout.
+
+        Raises:
+            StopIteration: its end (or an error ref, handed out before) was reached.
+        """
+        if gen._done:
+            raise StopIteration
+        object_id = self._stream_item(gen)
+        if not self._await_ids([object_id], 1, timeout, stop_on_error=False):
+            return None
+        with self._lock:
+            entry = self._values.get(object_id)
+            if entry is None or entry == (INLINE, END_PAYLOAD):
+                gen._done = True
+                raise StopIteration
+            gen._next += 1
+            if entry[0] == ERROR:
+                gen._done = True   # an error ends the stream, as in Ray
+            ref = self.new_ref(object_id)   # the node has held it for us since it came
+        if gen._backpressure > 0:
+            self.send((protocol.ITEM_READ, gen._task_id, gen._next))
+        return ref
+
+    def stream_future(self, gen):
+        """A Future done when ``gen``'s next item is here; None if it is (or has ended)."""
+        if gen._done:
+            return None
+        object_id = self._stream_item(gen)
+        if self.inline:
+            self.start_reader()  # the future must complete while this thread does other things
+        with self._lock:
+            if object_id in self._values:
+                return None
+            future = concurrent.futures.Future()
+            self._stream_futures.setdefault(object_id, []).append(future)
+        return future
+
+    def stream_has_next(self, gen):
+        return item_id(gen._task_id, gen._next) in self._values
+
+    def stream_at_end(self, gen):
+        return self._values.get(item_id(gen._task_id, gen._next)) == (INLINE, END_PAYLOAD)
+
+    def stream_waitable(self, gen):
+        """The object id wait() waits on for ``gen``: its next item, or its end."""
+        if gen._done:
+            return gen._ref._id
+        return self._stream_item(gen)
+
+    def close_stream(self, task_id, next_index):
+        """An ObjectRefGenerator died having handed out ``next_index`` refs (any thread)."""
+        if self._closed:
+            return
+        with self._lock:
+            self._streams.pop(task_id, None)
+            values = self._values
+            index = next_index
+            while True:   # items arrive in order: the ones here follow one another
+                object_id = item_id(task_id, index)
+                self._subscribed.discard(object_id)
+                if values.pop(object_id, None) is None:
+                    break
+                index += 1
+            self._pending.append((protocol.STREAM_DROPPED, task_id, next_index))
+            self._pending_count += 1
+            self._flush_event.set()
+
+    # -- streaming generators (the worker's side) --------------------------------------------------
+
+    def report_item(self, spec, index, kind, payload, contained):
+        """Send value ``index`` a streaming call yielded; with backpressure, wait until the
+        owner has taken enough of them."""
+        self.send((protocol.GENERATOR_ITEM, spec.task_id, spec.attempt, index, kind, payload,
+                   contained))
+        limit = spec.backpressure
+        # Not on an event loop (an asyncio actor's generator): waiting would stop every
+        # other call of the actor, and Ray does not pace async generators either.
+        if limit > 0 and not _on_event_loop():
+            self._wait_items_read(spec.task_id, index + 1 - limit + 1)
+
+    def _wait_items_read(self, task_id, count):
+        """Block until the owner of ``task_id`` has taken ``count`` items."""
+        read = self._items_read
+        if read.get(task_id, 0) >= count:
+            return
+        if self._inline_here():
+            if self._wait_inline(lambda: read.get(task_id, 0) >= count, None):
+                return
+        cond = self._items_read_cond
+        with cond:
+            while read.get(task_id, 0) < count:
+                if self._closed:
+                    raise exceptions.RaySystemError(f"purerun stopped: {self._dead_reason}")
+                cond.wait(1.0)
+
+    def _on_items_read(self, task_id, count):
+        with self._items_read_cond:
+            if count > self._items_read.get(task_id, 0):
+                self._items_read[task_id] = count
+            self._items_read_cond.notify_all()
+
+    def forget_items_read(self, task_id):
+        """The call ``task_id`` ended here."""
+        self._items_read.pop(task_id, None)
 
     # -- actors ------------------------------------------------------------------------------------
 
@@ -471,6 +602,8 @@ class Client:
                         method=method, job_id=self.job_id, **fields)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
         self._actor_calls.update(spec.return_ids())  # cancel(force=True) refuses these
+        if spec.generator == STREAMING:
+            self.open_stream(spec.task_id)   # before its first item can arrive
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive
         if handle._max_pending_calls > 0 and refs:
@@ -850,13 +983,20 @@ class Client:
             elif kind == protocol.INTERRUPT:
                 if self.on_interrupt is not None:
                     self.on_interrupt(msg[1])
+            elif kind == protocol.ITEM_READ:
+                self._on_items_read(msg[1], msg[2])
 
     def _on_object(self, object_id, kind, payload):
         with self._lock:
             waiters = self._waiters.pop(object_id, ())
             futures = self._futures.pop(object_id, ())
-            if object_id in self._refs or waiters or futures:
+            if object_id in self._refs or waiters or futures or (
+                    self._streams and object_id[:-4] in self._streams):
                 self._values[object_id] = (kind, payload)
+            if self._stream_futures:
+                for future in self._stream_futures.pop(object_id, ()):
+                    if not future.done():   # a timed-out wait cancelled it
+                        future.set_result(True)
             is_error = kind == ERROR
             for waiter in waiters:
                 waiter.arrived(is_error)
@@ -930,6 +1070,12 @@ class Client:
         if self.node is not None:
             self.node.reap(timeout)
         self._flush_event.set()
+
+
+def _on_event_loop():
+    """Whether this thread runs an asyncio event loop (asyncio is not imported for it)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 
 def actor_not_found(name, namespace):

@@ -340,14 +340,15 @@ class ClusterRules:
 
     # results of work placed elsewhere
 
-    def _send_results(self, owner, owner_peer, spec):
-        """Tell the node that placed ``spec`` here its results. Small values travel whole
-        and this node forgets them; stored ones (and any holding refs, or an actor's
-        handle) stay here, held for that node until it sends DROP_REFS."""
+    def _send_results(self, owner, owner_peer, spec, object_ids=None):
+        """Tell the node that placed ``spec`` here its results (``object_ids``: all the
+        call's results, a dynamic generator's items too; default its return ids). Small
+        values travel whole and this node forgets them; stored ones (and any holding refs,
+        or an actor's handle) stay here, held for that node until it sends DROP_REFS."""
         objects = self.objects
         items = []
         keep_all = spec.kind == ACTOR_CREATION   # its object is the actor's lifetime
-        for object_id in spec.return_ids():
+        for object_id in object_ids or spec.return_ids():
             entry = objects.get(object_id)
             if entry is None or entry.kind is None:
                 continue

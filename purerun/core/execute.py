@@ -68,7 +68,8 @@ from purerun import exceptions
 from purerun.exceptions import _ActorExit
 from purerun.core import serialization
 from purerun.core.protocol import ERROR, INLINE
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, Dep
+from purerun.core.object_ref import DynamicObjectRefGenerator, ObjectRef
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, DYNAMIC, Dep, item_id
 
 # The method an actor's handle calls to end it after the calls queued before it.
 TERMINATE = "__ray_terminate__"
@@ -95,12 +96,15 @@ class Executor:
         node_ip: the IP written into RayTaskError.
         interrupt_cancels: a KeyboardInterrupt during a call makes it TaskCancelledError
             (True) or propagates (False).
+        yielded: ``yielded(spec, index, kind, payload, contained_ids)`` reports value
+            ``index`` a streaming call yielded, as a payload; it may block (backpressure).
     """
 
     def __init__(self, functions, read, store, *, release=None, created=None, node_ip=None,
-                 interrupt_cancels=True, await_init=None):
+                 interrupt_cancels=True, await_init=None, yielded=None):
         self.functions = functions
         self.await_init = await_init
+        self.yielded = yielded
         self.read = read
         self.store = store
         self.release = release
@@ -146,6 +150,11 @@ class Executor:
                 # Drop the arguments now, so zero-copy views of them die and their pins go
                 # back ahead of the results.
                 del args, kwargs
+                if spec.generator is not None and spec.kind != ACTOR_CREATION:
+                    if spec.generator == DYNAMIC:
+                        return self._dynamic(spec, value, instance, outer), False, False
+                    self._stream(spec, value)
+                    value = None
                 if spec.kind == ACTOR_CREATION:
                     if self.created is not None:
                         self.created(spec, value)
@@ -182,7 +191,17 @@ class Executor:
                 args, kwargs = self.arguments(spec, dep_payloads)
                 value = fn(*args, **kwargs)
                 del args, kwargs
-                if inspect.isawaitable(value):
+                if spec.generator is not None and inspect.isasyncgen(value):
+                    if spec.generator == DYNAMIC:
+                        return await self._dynamic_async(spec, value, instance), False, False
+                    await self._stream_async(spec, value)
+                    value = None
+                elif spec.generator is not None:
+                    if spec.generator == DYNAMIC:
+                        return self._dynamic(spec, value, instance, None), False, False
+                    self._stream(spec, value)
+                    value = None
+                elif inspect.isawaitable(value):
                     value = await value
                 if keep is not None:
                     keep.append(value)
@@ -192,6 +211,70 @@ class Executor:
         finally:
             if saved_env is not None:
                 restore_env(saved_env)
+
+    def _stream(self, spec, generator):
+        """Report each value a streaming call yields, as it is made (``yielded``)."""
+        if not inspect.isgenerator(generator):
+            raise _not_a_generator(spec, generator)
+        store = self.store
+        yielded = self.yielded
+        index = 0
+        for item in generator:
+            sv = serialization.serialize(item)
+            del item
+            kind, payload = store(sv)
+            yielded(spec, index, kind, payload, sv.contained)
+            index += 1
+
+    async def _stream_async(self, spec, generator):
+        """As _stream, for an async generator (an asyncio actor's method)."""
+        store = self.store
+        yielded = self.yielded
+        index = 0
+        async for item in generator:
+            sv = serialization.serialize(item)
+            del item
+            kind, payload = store(sv)
+            yielded(spec, index, kind, payload, sv.contained)
+            index += 1
+
+    def _dynamic(self, spec, generator, instance, outer):
+        """The results of a dynamic call: every item it yields, then return 0, a
+        DynamicObjectRefGenerator over them. An error raised by the generator is stored as
+        one more item, after those it yielded (as in Ray)."""
+        if not inspect.isgenerator(generator):
+            raise _not_a_generator(spec, generator)
+        items = []
+        try:
+            for item in generator:
+                items.append(self._item(spec, len(items), item))
+                del item
+        except Exception as exc:
+            items.append(self._error_item(spec, len(items), exc, instance, outer))
+        return self._dynamic_results(spec, items)
+
+    async def _dynamic_async(self, spec, generator, instance):
+        items = []
+        try:
+            async for item in generator:
+                items.append(self._item(spec, len(items), item))
+                del item
+        except Exception as exc:
+            items.append(self._error_item(spec, len(items), exc, instance, None))
+        return self._dynamic_results(spec, items)
+
+    def _item(self, spec, index, value):
+        sv = serialization.serialize(value)
+        kind, payload = self.store(sv)
+        return item_id(spec.task_id, index), kind, payload, sv.contained
+
+    def _error_item(self, spec, index, exc, instance, outer):
+        payload = self.failure(spec, exc, instance, outer)[0][0][2]
+        return item_id(spec.task_id, index), ERROR, payload, ()
+
+    def _dynamic_results(self, spec, items):
+        refs = [ObjectRef(object_id) for object_id, _kind, _payload, _contained in items]
+        return items + self.results(spec, DynamicObjectRefGenerator(refs))
 
     def _callable(self, spec, instance):
         if spec.kind == ACTOR_METHOD:
@@ -316,10 +399,22 @@ def none_results(spec):
 def split_returns(spec, result):
     """The call's return values as a tuple of ``spec.num_returns`` items.
 
+    A generator's values are its return values, one per yield (as in Ray): it must yield
+    exactly num_returns of them.
+
     Raises:
         ValueError: the result does not match num_returns.
     """
     n = spec.num_returns
+    if n and inspect.isgenerator(result):
+        values = []
+        for value in result:
+            if len(values) == n:
+                raise ValueError(f"Task returned more than num_returns={n} objects.")
+            values.append(value)
+        if len(values) < n:
+            raise ValueError(f"Task returned {len(values)} objects, but num_returns={n}.")
+        return values
     if n == 1:
         return (result,)
     if n == 0:
@@ -399,6 +494,12 @@ def _forget_context(exc, outer):
 def _has_async_init(cls):
     return isinstance(cls, type) and inspect.iscoroutinefunction(
         inspect.getattr_static(cls, "__init__", None))
+
+
+def _not_a_generator(spec, value):
+    return TypeError(f"{spec.name} has num_returns={spec.generator!r} but returned "
+                     f"{type(value).__name__}, not a generator: use yield in it, or an "
+                     "integer num_returns.")
 
 
 def _no_op():

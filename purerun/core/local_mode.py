@@ -56,10 +56,11 @@ from purerun.core.control_store import ControlStore
 from purerun.core.execute import Executor
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_STARTED,
                                      KillWorker, NodeState, Send, StartWorker)
+from purerun.core.generators import END_PAYLOAD
 from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, TaskSpec, creation_spec,
-                                    extract_deps)
+                                    extract_deps, item_id)
 
 LOCAL_NODE_IP = "127.0.0.1"
 
@@ -128,7 +129,8 @@ class LocalClient:
             read=lambda object_id, entry: serialization.deserialize(*entry[1]),
             store=lambda sv: (INLINE, serialization.to_inline(sv)),
             created=self._created, node_ip=LOCAL_NODE_IP, interrupt_cancels=False,
-            await_init=lambda spec, init: self._loops[spec.actor_id].run_until_complete(init))
+            await_init=lambda spec, init: self._loops[spec.actor_id].run_until_complete(init),
+            yielded=self._yielded)
         self._feed(DRIVER, (DRIVER_CONNECTED, True))
         self.info = dict(self.state.welcome_info(DRIVER), resources=dict(node_resources))
         ids.set_node_number(self.state.node_number)
@@ -232,6 +234,7 @@ class LocalClient:
         local = self._local
         previous = getattr(local, "running", None)
         local.running = _Running(spec, actor)
+        previous_token, local.token = getattr(local, "token", None), token
         started = time.time()
         try:
             if spec.kind == ACTOR_METHOD:
@@ -249,10 +252,56 @@ class LocalClient:
                                                             env_vars=spec.env_vars)
         finally:
             local.running = previous
+            local.token = previous_token
         if token in self.state.peers:  # not if the actor was killed from inside this call
             self._carry_out(self.state.handle(token, (
                 protocol.TASK_DONE, spec.task_id, results, retry, exiting,
                 (started, time.time()))))
+
+    # -- streaming generators: the call has run to its end before its generator exists ------
+
+    def _yielded(self, spec, index, kind, payload, contained):
+        """Report an item as a worker does (backpressure has nothing to pace here)."""
+        self._carry_out(self.state.handle(self._local.token, (
+            protocol.GENERATOR_ITEM, spec.task_id, spec.attempt, index, kind, payload,
+            contained)))
+
+    def open_stream(self, task_id):
+        pass
+
+    def _item_entry(self, gen):
+        with self._lock:
+            return self.state.objects.get(item_id(gen._task_id, gen._next))
+
+    def stream_next(self, gen, timeout):
+        """As ``Client.stream_next``; every item is stored already."""
+        self._check_open()
+        entry = None if gen._done else self._item_entry(gen)
+        if entry is None or (entry.kind == INLINE and entry.payload == END_PAYLOAD):
+            gen._done = True
+            raise StopIteration
+        object_id = item_id(gen._task_id, gen._next)
+        gen._next += 1
+        gen._done = entry.kind == ERROR
+        return self.new_ref(object_id)
+
+    def stream_future(self, gen):
+        return None
+
+    def stream_has_next(self, gen):
+        return True
+
+    def stream_at_end(self, gen):
+        entry = self._item_entry(gen)
+        return entry is None or (entry.kind == INLINE and entry.payload == END_PAYLOAD)
+
+    def stream_waitable(self, gen):
+        return gen._ref._id
+
+    def close_stream(self, task_id, next_index):
+        # From __del__, perhaps inside this module: applied by _collect, as drop_ref's are.
+        if not self._closed:
+            self._dropped.append((task_id, next_index))
 
     def _created(self, spec, instance):
         self._instances[spec.actor_id] = instance
@@ -317,6 +366,10 @@ class LocalClient:
             gone = []
             while dropped:
                 object_id = dropped.pop()
+                if type(object_id) is tuple:   # a generator died: (task id, refs taken)
+                    self._carry_out(self.state.handle(DRIVER, (protocol.STREAM_DROPPED,)
+                                                      + object_id))
+                    continue
                 count = self._refs.get(object_id, 0) - 1
                 if count > 0:
                     self._refs[object_id] = count

@@ -77,9 +77,11 @@ def _arities(*directions, also=()):
 # sees the message.
 # Drivers and workers, over the unix socket or a socketpair:
 _FROM_LOCAL = _arities(protocol.TO_NODE, protocol.FROM_WORKER)
-# Other nodes: they act as this node's clients, answer it as its server, and move objects.
+# Other nodes: they act as this node's clients, answer it as its server, move objects, and
+# relay what the workers of calls placed there yield.
 _FROM_NODES = _arities(protocol.TO_NODE, protocol.BETWEEN_NODES,
-                       also=(protocol.OBJECT, protocol.REPLY, protocol.WARN))
+                       also=(protocol.OBJECT, protocol.REPLY, protocol.WARN,
+                             protocol.GENERATOR_ITEM))
 
 
 def malformed(msg, accepted) -> str:

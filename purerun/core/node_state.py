@@ -54,6 +54,7 @@ from purerun.core import scheduler as sched
 from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
 from purerun.core.cluster_rules import ClusterRules
+from purerun.core.generators import GeneratorRules
 from purerun.core.object_table import ObjectTable, error_payload
 from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
@@ -73,7 +74,7 @@ __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "Inte
 TIMELINE_MAX_EVENTS = timeline.TIMELINE_MAX_EVENTS
 
 
-class NodeState(ClusterRules):
+class NodeState(ClusterRules, GeneratorRules):
     """The rules of one node. See the module docstring.
 
     Args:
@@ -102,6 +103,7 @@ class NodeState(ClusterRules):
         self.tasks = TaskTable()
         self.actors = {}             #: actor id -> Actor
         self.actor_waits = {}        #: object id -> ids of actors whose next call waits on it
+        self.streams = {}            #: task id -> generators.Stream, for streaming calls
         self.peers = {}              #: token -> Peer
         self.workers = {}            #: worker id -> Worker
         self.owner = None            #: token of the driver that started the node, if any
@@ -142,6 +144,9 @@ class NodeState(ClusterRules):
             protocol.BLOCKED: self._on_blocked,
             protocol.UNBLOCKED: self._on_unblocked,
             protocol.TASK_DONE: self._on_task_done,
+            protocol.GENERATOR_ITEM: self._on_generator_item,
+            protocol.ITEM_READ: self._on_item_read,
+            protocol.STREAM_DROPPED: self._on_stream_dropped,
             protocol.REQUEST: self._on_request,
             protocol.CANCEL: self._on_cancel,
             protocol.FREE: self._on_free,
@@ -269,6 +274,8 @@ class NodeState(ClusterRules):
             objects.store.free_block(offset)
         for object_id in peer.refs:
             objects.release(object_id)
+        if self.streams:
+            self._streams_of_gone(token)
         if peer.worker is not None:
             self._worker_gone(peer.worker)
         elif peer.kind == "driver":
@@ -338,6 +345,8 @@ class NodeState(ClusterRules):
         elif spec.kind != ACTOR_METHOD:
             worker.task = task
         self._send(worker.token, (protocol.EXECUTE, spec, dep_payloads, pickled, gpu_ids))
+        if spec.generator is not None:
+            self._stream_executing(task, worker.token)
 
     def _hand_out(self, peer, object_id):
         """A payload for ``peer`` to read; an ARENA location is pinned for it."""
@@ -465,6 +474,9 @@ class NodeState(ClusterRules):
         worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
         objects = self.objects
         to_node = owner_peer is not None and owner_peer.kind == "node"
+        held = ()
+        if spec.generator is not None:
+            results, held = self._generator_finished(task, results)
         for object_id, kind, payload, contained in results:
             if kind == ARENA and worker is not None:
                 self.peers[worker.token].reservations.discard(payload[0])
@@ -472,8 +484,10 @@ class NodeState(ClusterRules):
                 # The owner always hears about its results; no SUBSCRIBE needed.
                 objects.subscribe(object_id, owner)
             self._seal(object_id, kind, payload, contained)
+        for object_id in held:
+            objects.release(object_id)
         if to_node:
-            self._send_results(owner, owner_peer, spec)
+            self._send_results(owner, owner_peer, spec, [result[0] for result in results])
         if spec.kind == ACTOR_CREATION:
             return  # an actor keeps its creation arguments: a restart needs them again
         for object_id in spec.deps:
@@ -501,6 +515,8 @@ class NodeState(ClusterRules):
         for object_id in spec.return_ids():
             objects.expect(object_id).holds += 1
             refs.add(object_id)
+        if spec.generator is not None:
+            self._stream_submitted(task)
         if self.head_lost is not None and peer.kind != "node":
             self._fail(task, exceptions.RaySystemError(
                 f"The cluster's head is gone ({self.head_lost}): no new task can be "

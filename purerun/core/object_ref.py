@@ -253,3 +253,139 @@ def _rebuild_ref(object_id):
         # Unpickled outside a runtime (e.g. plain pickle.loads in user code): a dead reference.
         return ObjectRef(object_id, None)
     return client.borrow_ref(object_id)
+
+
+# The id of the nil reference, which ObjectRefGenerator._next_sync returns on a timeout.
+NIL_ID = b"\xff" * 20
+
+
+class ObjectRefGenerator:
+    """The refs a streaming generator call yields, one per ``yield``, as in Ray.
+
+    ``.remote()`` of a generator function or method (``num_returns="streaming"``) returns
+    one. ``next(gen)`` and ``for ref in gen`` block until the next value exists and give
+    its ObjectRef; ``async for`` does the same in asyncio code. Values arrive as the call
+    makes them, not when it ends. An error raised inside the generator is the value of the
+    ref after the last good one (``get`` raises it), and iteration stops there. It can be
+    passed to ``purerun.wait`` (ready when its next ref is), and ``purerun.cancel``.
+
+    Not serializable: only the process that made the call iterates it. Not thread-safe.
+    Refs it never handed out are freed when it is garbage-collected.
+    """
+
+    def __init__(self, completed_ref, backpressure=-1):
+        self._ref = completed_ref          # return 0: ready when the call has ended
+        self._client = completed_ref._client
+        self._task_id = completed_ref._id[:-4]
+        self._next = 0                     # refs handed out so far
+        self._done = False                 # the end, or an error ref, was reached
+        self._backpressure = backpressure  # > 0: the call pauses until we take its items
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._next_sync()
+
+    def _next_sync(self, timeout_s=None):
+        """The next ref, waiting at most ``timeout_s`` seconds (None: for ever).
+
+        Returns:
+            The next ObjectRef; the nil ObjectRef (``ref.is_nil()``) if it did not come
+            within ``timeout_s``.
+
+        Raises:
+            StopIteration: the generator has ended.
+        """
+        ref = self._client.stream_next(self, timeout_s)
+        if ref is None:
+            return ObjectRef(NIL_ID)
+        return ref
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._next_async()
+
+    async def _next_async(self, timeout_s=None, sleep_interval_s=0.0001):
+        """As ``_next_sync``, awaited; raises StopAsyncIteration at the end.
+
+        ``sleep_interval_s`` is accepted for compatibility with Ray: the wait here is woken
+        by the item's arrival, not by polling.
+        """
+        import asyncio
+        arrived = self._client.stream_future(self)   # None: here already
+        if arrived is not None:
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(arrived), timeout_s)
+            except asyncio.TimeoutError:
+                return ObjectRef(NIL_ID)
+        try:
+            return self._next_sync(0)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def completed(self):
+        """A ref that is ready when the call has ended; ``get`` of it raises the call's
+        error if it failed (a worker crash, a cancellation, an exception)."""
+        return self._ref
+
+    def next_ready(self):
+        """Whether the next ``next()`` returns (or stops) without waiting."""
+        return self._done or self._client.stream_has_next(self)
+
+    def is_finished(self):
+        """Whether every ref was handed out and the generator has ended."""
+        return self._done or self._client.stream_at_end(self)
+
+    def task_id(self):
+        """The TaskID of the generator call."""
+        return self._ref.task_id()
+
+    @property
+    def _id(self):
+        # What purerun.wait waits for: the next item (which the owner is always sent), or
+        # the call's end once every ref was handed out.
+        return self._client.stream_waitable(self)
+
+    def send(self, value):
+        raise NotImplementedError("`gen.send` is not supported.")
+
+    def throw(self, *args):
+        raise NotImplementedError("`gen.throw` is not supported.")
+
+    def close(self):
+        raise NotImplementedError("`gen.close` is not supported.")
+
+    def __reduce__(self):
+        raise TypeError("An ObjectRefGenerator cannot be serialized: only the process that "
+                        "called .remote() can iterate it. Pass the refs it yields instead.")
+
+    def __repr__(self):
+        return f"ObjectRefGenerator({self._ref._id.hex()})"
+
+    def __del__(self):
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close_stream(self._task_id, self._next)
+
+
+class DynamicObjectRefGenerator:
+    """The value of a ``num_returns="dynamic"`` call's ref: the refs it yielded, in order.
+
+    Iterate it (``for ref in purerun.get(dynamic_ref)``) and ``get`` each ref; ``len`` is
+    their number. It can be passed to other tasks like any value holding refs.
+    """
+
+    def __init__(self, refs):
+        self._refs = list(refs)
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self):
+        return len(self._refs)
+
+    def __repr__(self):
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"

@@ -7,17 +7,20 @@
     SUBMIT, EXPORT, PUT, SUBSCRIBE,        ──▶  NodeState: scheduler, tasks, actors,
     ADD_REFS, DROP_REFS, UNPIN, BLOCKED,        object table, control store
     UNBLOCKED, REQUEST, CANCEL, FREE,
-    TASK_DONE (workers)
+    ITEM_READ, STREAM_DROPPED,
+    TASK_DONE, GENERATOR_ITEM (workers)
                                           ◀──  WELCOME (first message; carries the arena fd)
                                                OBJECT (a value is ready), REPLY, LOG, WARN,
-                                               EXECUTE, INTERRUPT (workers only)
+                                               EXECUTE, INTERRUPT, ITEM_READ (workers only)
 
     node A (as a client of node B)              node B
     ──────────────────────────────              ──────
     NODE_HELLO, SUBMIT, ADD_REFS, DROP_REFS,  ──▶  (TCP, after the HMAC handshake)
-    SUBSCRIBE, CANCEL, REQUEST, FETCH
+    SUBSCRIBE, CANCEL, REQUEST, FETCH,
+    ITEM_READ
                                           ◀──  RESULTS, OBJECT, REPLY, WARN, DATA (raw
-                                               frames: an arena block's bytes), FETCH_FAILED
+                                               frames: an arena block's bytes), FETCH_FAILED,
+                                               GENERATOR_ITEM
 
 A message is a tuple whose first item is its kind. Every kind is declared once, below, with
 ``_message(code, name, direction, fields)``: the table ``MESSAGES`` is the one place its
@@ -82,6 +85,16 @@ REQUEST = _message(11, "REQUEST", TO_NODE, "request_id op args")  # -> REPLY; op
 CANCEL = _message(12, "CANCEL", TO_NODE, "object_id force recursive")
 FREE = _message(13, "FREE", TO_NODE, "object_ids")            # purerun.internal.free
 UNPIN = _message(15, "UNPIN", TO_NODE, "object_ids")  # a location handed to us is not read now
+# Generator calls (see core/generators.py). A worker reports value ``index`` its streaming
+# call yielded in run ``attempt``; between nodes the one running the call relays it to the
+# one that placed it, ``contained`` then saying whether it keeps the value held for it.
+GENERATOR_ITEM = _message(16, "GENERATOR_ITEM", FROM_WORKER,
+                          "task_id attempt index kind payload contained")
+# The owner of a streaming call with backpressure has taken ``count`` of its items; the node
+# passes it on to the worker running the call (through the node running it, in a cluster).
+ITEM_READ = _message(17, "ITEM_READ", TO_NODE, "task_id count")
+# The owner's ObjectRefGenerator is gone after handing out ``next_index`` items.
+STREAM_DROPPED = _message(18, "STREAM_DROPPED", TO_NODE, "task_id next_index")
 
 # -- node -> client ------------------------------------------------------------------------------
 # info: dict (node_id, job_id, session_dir, arena_size, ...)

@@ -10,6 +10,18 @@ ACTOR_METHOD = 2
 # TaskSpec.strategy for NodeAffinitySchedulingStrategy: (NODE_AFFINITY, node_id, soft).
 NODE_AFFINITY = "NODE_AFFINITY"
 
+# TaskSpec.generator: how a generator call hands out what it yields (Ray's num_returns names).
+STREAMING = "streaming"
+DYNAMIC = "dynamic"
+# Yielded value k of a generator call is object ``item_id(task_id, k)``: return 0 is the
+# call's own result (the end of a stream, or the DynamicObjectRefGenerator), items follow.
+FIRST_ITEM_INDEX = 1
+
+
+def item_id(task_id, k):
+    """The object id of value ``k`` (0-based) that generator call ``task_id`` yields."""
+    return task_id + (k + FIRST_ITEM_INDEX).to_bytes(4, "little")
+
 
 class Dep:
     """Stands in the pickled arguments for a top-level ObjectRef argument ``index``.
@@ -103,17 +115,23 @@ class TaskSpec:
         actor: the ActorSpec of an ACTOR_CREATION, else None.
         strategy: where it may run: None (the default: here if it fits, else a node that
             has room), ``"SPREAD"``, or ``(NODE_AFFINITY, node_id, soft)``.
+        generator: None for a plain call; STREAMING (each yielded value is reported as it
+            is made, as object ``item_id(task_id, k)``; return 0 is ready when the
+            generator ends) or DYNAMIC (return 0 holds a DynamicObjectRefGenerator).
+        backpressure: STREAMING only: the generator pauses while this many of its items
+            are made and not yet read by the caller; -1: never.
     """
 
     __slots__ = ("task_id", "name", "function_key", "args", "args_in_store", "deps", "contained",
                  "num_returns", "resources", "max_retries", "retry_exceptions", "max_calls",
                  "kind", "actor_id", "method", "job_id", "attempt", "env_vars",
-                 "concurrency_group", "actor", "strategy")
+                 "concurrency_group", "actor", "strategy", "generator", "backpressure")
 
     def __init__(self, *, task_id, name, function_key, args, args_in_store, deps, contained,
                  num_returns=1, resources=None, max_retries=0, retry_exceptions=False,
                  max_calls=0, kind=NORMAL, actor_id=None, method=None, job_id=None, attempt=0,
-                 env_vars=None, concurrency_group=None, actor=None, strategy=None):
+                 env_vars=None, concurrency_group=None, actor=None, strategy=None,
+                 generator=None, backpressure=-1):
         self.task_id = task_id
         self.name = name
         self.function_key = function_key
@@ -135,6 +153,8 @@ class TaskSpec:
         self.concurrency_group = concurrency_group
         self.actor = actor
         self.strategy = strategy
+        self.generator = generator
+        self.backpressure = backpressure
 
     def __reduce__(self):
         # Positional on the wire: this is pickled for every task, and keywords cost.
@@ -143,7 +163,7 @@ class TaskSpec:
                             self.resources, self.max_retries, self.retry_exceptions,
                             self.max_calls, self.kind, self.actor_id, self.method, self.job_id,
                             self.attempt, self.env_vars, self.concurrency_group, self.actor,
-                            self.strategy)
+                            self.strategy, self.generator, self.backpressure)
 
     def return_ids(self):
         tid = self.task_id
@@ -165,14 +185,15 @@ def creation_spec(actor_id, function_key, actor, resources, env_vars, job_id, *,
 
 def _task_spec(task_id, name, function_key, args, args_in_store, deps, contained, num_returns,
                resources, max_retries, retry_exceptions, max_calls, kind, actor_id, method,
-               job_id, attempt, env_vars, concurrency_group, actor, strategy):
+               job_id, attempt, env_vars, concurrency_group, actor, strategy, generator=None,
+               backpressure=-1):
     return TaskSpec(task_id=task_id, name=name, function_key=function_key, args=args,
                     args_in_store=args_in_store, deps=deps, contained=contained,
                     num_returns=num_returns, resources=resources, max_retries=max_retries,
                     retry_exceptions=retry_exceptions, max_calls=max_calls, kind=kind,
                     actor_id=actor_id, method=method, job_id=job_id, attempt=attempt,
                     env_vars=env_vars, concurrency_group=concurrency_group, actor=actor,
-                    strategy=strategy)
+                    strategy=strategy, generator=generator, backpressure=backpressure)
 
 
 # -- what every submitter does the same way (Client and local mode) ------------------------------

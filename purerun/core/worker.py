@@ -165,7 +165,8 @@ class Worker:
         self.executor = Executor(self._function_of, client._value_of, client.store_payload,
                                  release=self._release_dep, created=self._become_actor,
                                  node_ip=client.info.get("node_ip"),
-                                 await_init=self._await_init)
+                                 await_init=self._await_init,
+                                 yielded=client.report_item)
         client.on_execute = self._received
         client.on_interrupt = self.interrupt
         client.task_cancelled = self.task_cancelled  # read by RuntimeContext.is_canceled
@@ -330,6 +331,8 @@ class Worker:
                     _running = False
         finally:
             client.current_task = None
+            if spec.backpressure > 0:
+                client.forget_items_read(task_id)
             if kind == ACTOR_METHOD:
                 self.actor_calls.pop(task_id, None)
             if self.cancelled:
@@ -361,6 +364,8 @@ class Worker:
         finally:
             self.actor_calls.pop(task_id, None)
             self.cancelled.discard(task_id)
+            if spec.backpressure > 0:
+                self.client.forget_items_read(task_id)
             _flush_output()
         if self._report(spec, *outcome, started):
             self.tasks.put(None)
