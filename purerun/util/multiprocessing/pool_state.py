@@ -340,6 +340,30 @@ class PoolState:
             room = min(room, self.maxtasksperchild - worker.assigned)
         return room
 
+    def _send_to(self, worker: _Worker, share: int) -> SendBatch:
+        """A batch for ``worker`` from the head of the queue: about ``share`` items."""
+        room = self._room(worker)
+        units: List[Unit] = []
+        items = 0
+        while self.pending and len(units) < room and items < share:
+            if units and self.pending[0].attempts:
+                break  # a unit that has lost a worker before runs alone
+            unit = self.pending.popleft()
+            units.append(unit)
+            items += unit.size
+            self.pending_items -= unit.size
+            if unit.attempts:
+                break
+        batch_id = self._next_batch_id
+        self._next_batch_id += 1
+        worker.batches[batch_id] = units
+        worker.assigned += len(units)
+        self.batch_owner[batch_id] = worker.worker_id
+        if self.maxtasksperchild is not None and worker.assigned >= self.maxtasksperchild:
+            del self.running[worker.worker_id]
+            self.retiring[worker.worker_id] = worker
+        return SendBatch(worker.worker_id, batch_id, units)
+
     def _dispatch(self) -> list:
         """Give pending units to workers with room, least loaded first.
 
@@ -351,33 +375,14 @@ class PoolState:
         while self.pending and self.running:
             workers = list(self.running.values())
             start = self._round_robin % len(workers)
-            workers = workers[start:] + workers[:start]
-            candidates = [w for w in workers if self._room(w) > 0]
+            self._round_robin += 1
+            candidates = [w for w in workers[start:] + workers[:start] if self._room(w) > 0]
             if not candidates:
                 break
-            worker = min(candidates, key=lambda w: len(w.batches))
-            self._round_robin += 1
+            candidates.sort(key=lambda w: len(w.batches))  # least loaded first (stable)
             share = -(-self.pending_items // len(candidates))
-            room = self._room(worker)
-            units: List[Unit] = []
-            items = 0
-            while self.pending and len(units) < room and items < share:
-                if units and self.pending[0].attempts:
-                    break  # a unit that has lost a worker before runs alone
-                unit = self.pending.popleft()
-                units.append(unit)
-                items += unit.size
-                self.pending_items -= unit.size
-                if unit.attempts:
+            for worker in candidates:
+                if not self.pending:
                     break
-            batch_id = self._next_batch_id
-            self._next_batch_id += 1
-            worker.batches[batch_id] = units
-            worker.assigned += len(units)
-            self.batch_owner[batch_id] = worker.worker_id
-            actions.append(SendBatch(worker.worker_id, batch_id, units))
-            if (self.maxtasksperchild is not None
-                    and worker.assigned >= self.maxtasksperchild):
-                del self.running[worker.worker_id]
-                self.retiring[worker.worker_id] = worker
+                actions.append(self._send_to(worker, share))
         return actions
