@@ -2,24 +2,30 @@
 
 ::
 
-    caller threads                 dispatcher thread (one per pool)        pool workers (actors)
-    ──────────────                 ────────────────────────────────        ─────────────────────
-    apply_async, map_async ─submit─▶ events ─▶ PoolState ─SendBatch─▶ run_batch(payload)
-    imap feeder threads    ─submit─▶   ▲        (pure)                      │
-    close, terminate       ─────────▶  │                                    │
-                                       └──── ("done", batch, future) ◀──────┘
-    AsyncResult / IMapIterator ◀── Deliver (results set, callbacks run) ─┘
+    caller threads                  dispatcher thread (one per pool)      pool workers (actors)
+    ──────────────                  ────────────────────────────────      ─────────────────────
+    map_async, starmap_async ─────── lock: PoolState (pure) ── SendBatch ──▶ run_batch(payload)
+    apply_async, imap feeders ─┐            ▲       │                              │
+    close ─────────────────────┴─▶ events ──┘       │ Deliver                      │
+    terminate (lock, direct)          ▲             ▼                              │
+                                      │     AsyncResult / IMapIterator:            │
+                                      │     results set, callbacks run             │
+                                      └─── ("done", batch, future) ◀───────────────┘
 
-Callers never touch the pool's state: they put events on one queue. The dispatcher thread
-is the only reader of that queue and the only caller of :class:`PoolState`; it carries out
-the actions the state returns (start or stop an actor, send a batch, hand a result to the
-job waiting for it). A batch's completion arrives as a future callback on purerun's reader
-thread, which only queues an event, so no purerun call is ever made from that thread.
+The pool's state (:class:`PoolState`) and its actors change only under one lock. A map
+submits its chunks from the caller's thread, so they leave at once. ``apply_async`` calls
+and imap feeders put their units on the event queue instead: the dispatcher thread takes
+every submission waiting there at once, so a burst of a thousand calls goes out in a few
+dozen batches and the caller never contends for the lock. ``close`` also travels on the
+queue, behind the submissions made before it. A batch's completion arrives as a future
+callback on purerun's reader thread, which only queues an event: no purerun call is ever
+made from that thread. Results are handed to their jobs, and the user's callbacks run, on
+the dispatcher thread with the lock released, so a callback may submit more work.
 
 What is sent. A unit (one ``apply`` call or one ``map`` chunk) is ``(mode, func, items)``;
-the units of one batch are pickled together with cloudpickle (so a function used by many
-units is pickled once per batch) and the worker returns every unit's outcome pickled
-together: ``(True, [results])`` or ``(False, exception, traceback text)``. An exception
+the units of one batch are pickled together with cloudpickle. A map's function is pickled
+once for all its chunks, as bytes, and each worker keeps it unpickled for the map's next
+chunks. The worker returns every unit's outcome pickled together: ``(True, [results])`` or ``(False, exception, traceback text)``. An exception
 travels with the worker's traceback as text and is re-raised in the caller with that text
 as its ``__cause__``, as the standard library does.
 
@@ -52,7 +58,7 @@ import cloudpickle
 import purerun
 from purerun.exceptions import ActorDiedError, RayActorError
 
-from .pool_state import MAX_BATCHES_IN_FLIGHT, MAX_UNITS_PER_BATCH, PoolState, Unit
+from .pool_state import MAX_BATCHES_IN_FLIGHT, MAX_UNITS_PER_BATCH, Deliver, PoolState, Unit
 
 # The standard library's error types, so that `except multiprocessing.TimeoutError` works.
 from multiprocessing import TimeoutError
@@ -403,10 +409,17 @@ class IMapUnorderedIterator(IMapIterator):
 
 
 class _Dispatcher:
-    """Owns the pool's state and its actors; runs on its own thread (see the module doc)."""
+    """Owns the pool's state and its actors (see the module doc).
+
+    invariant: ``state``, ``handles`` and ``in_flight`` change only with ``lock`` held.
+    Actions run under the lock too, except :class:`Deliver`: results (and the user's
+    callbacks) are handed over on the dispatcher thread with the lock released, so a
+    callback may submit more work.
+    """
 
     def __init__(self, processes, maxtasksperchild, worker_class, initializer, initargs):
         self.state = PoolState(maxtasksperchild)
+        self.lock = threading.Lock()
         self.events = queue.SimpleQueue()
         self.worker_class = worker_class
         self.initializer = initializer
@@ -414,53 +427,94 @@ class _Dispatcher:
         self.handles = {}  # worker id -> actor handle
         self.in_flight = {}  # batch id -> ObjectRef (kept alive until the batch is back)
         self.stopping = []  # refs of __ray_terminate__ calls, for join
-        self._execute(self.state.start(processes))
+        self._stop_sent = False
+        with self.lock:
+            self._execute(self.state.start(processes))
         self.thread = threading.Thread(target=self._run, name="purerun-pool", daemon=True)
 
     def ping_workers(self):
         """Wait until every worker has run the initializer; raise if one failed."""
-        purerun.get([handle.ready.remote() for handle in self.handles.values()])
+        with self.lock:
+            handles = list(self.handles.values())
+        purerun.get([handle.ready.remote() for handle in handles])
+
+    # -- called from the caller's threads ------------------------------------------------------
+
+    def submit(self, units):
+        """Queue ``units`` and send what fits now, from the caller's own thread: a map's
+        chunks leave without waiting for the dispatcher thread to wake up."""
+        self._locked(self.state.submit, units)
+
+    def submit_soon(self, units):
+        """Queue ``units`` through the dispatcher thread, which takes every submission
+        waiting at once: a burst of ``apply_async`` calls then goes out in few batches
+        (and the caller does not contend for the lock with each one)."""
+        self.events.put(("submit", units))
+
+    def close(self):
+        """Close behind every submission already queued (they still run)."""
+        self.events.put(("close",))
+
+    def terminate(self):
+        self._locked(self.state.terminate)
+
+    def _locked(self, event, *args):
+        with self.lock:
+            delivers = self._execute(event(*args))
+        if delivers:
+            self.events.put(("deliver", delivers))
+
+    # -- the dispatcher thread -----------------------------------------------------------------
 
     def _run(self):
         try:
-            while not self.state.finished():
-                events = [self.events.get()]
-                while True:  # take everything queued: submissions arriving together batch
-                    try:
-                        events.append(self.events.get_nowait())
-                    except queue.Empty:
-                        break
-                self._handle_all(events)
+            while True:
+                event = self.events.get()
+                if event[0] == "stop":
+                    return
+                for action in self._handle(event):
+                    self._deliver(action)
         except BaseException as exc:  # purerun went away under the pool, or a bug here
             logger.exception("The pool's dispatcher stopped")
             self._fail_everything(exc)
 
-    def _handle_all(self, events):
-        units = []
-        for event in events:
-            kind = event[0]
-            if kind == "submit":
-                units.extend(event[1])
-                continue
-            if units:
-                self._submit(units)
-                units = []
+    def _handle(self, event):
+        """Carry out one event from the queue; return the Deliver actions it led to."""
+        kind = event[0]
+        if kind == "submit":
+            return self._submit_waiting(event[1])
+        if kind == "stop":
+            self.events.put(event)  # seen while draining submissions: handled next
+            return []
+        if kind == "deliver":
+            return list(event[1])
+        with self.lock:
             if kind == "done":
-                self._batch_back(event[1], event[2])
-            elif kind == "close":
-                self._execute(self.state.close())
-            elif kind == "terminate":
-                self._execute(self.state.terminate())
-        if units:
-            self._submit(units)
+                return self._batch_back(event[1], event[2])
+            return self._execute(self.state.close())  # "close"
 
-    def _submit(self, units):
-        if self.state.closed:
-            error = ValueError("Pool not running")
-            for unit in units:
-                unit.job._set(unit.index, False, error, run_callbacks=False)
-            return
-        self._execute(self.state.submit(units))
+    def _submit_waiting(self, units):
+        """Submit ``units`` and every other submission already queued behind them."""
+        units = list(units)
+        later = None
+        while later is None:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if event[0] == "submit":
+                units.extend(event[1])
+            else:
+                later = event  # handled after these, keeping the queue's order
+        with self.lock:
+            if self.state.closed:  # terminated meanwhile (a closed pool takes no more)
+                error = None if self.state.terminated else ValueError("Pool not running")
+                delivers = [Deliver(unit, error, True) for unit in units]
+            else:
+                delivers = self._execute(self.state.submit(units))
+        if later is not None:
+            delivers += self._handle(later)
+        return delivers
 
     def _batch_back(self, batch_id, future):
         self.in_flight.pop(batch_id, None)
@@ -469,20 +523,21 @@ class _Dispatcher:
             try:
                 outcomes = cloudpickle.loads(future.result())
             except Exception as exc:
-                self._execute(self.state.batch_failed(batch_id, exc, lost=False))
-                return
-            self._execute(self.state.batch_done(batch_id, outcomes))
-        else:
-            lost = isinstance(error, RayActorError) and not error.actor_init_failed
-            self._execute(self.state.batch_failed(batch_id, error, lost=lost))
+                return self._execute(self.state.batch_failed(batch_id, exc, lost=False))
+            return self._execute(self.state.batch_done(batch_id, outcomes))
+        lost = isinstance(error, RayActorError) and not error.actor_init_failed
+        return self._execute(self.state.batch_failed(batch_id, error, lost=lost))
 
     def _execute(self, actions):
+        """Carry out ``actions`` (lock held); return the Deliver actions, not yet run."""
+        delivers = []
+        sent = []
         for action in actions:
             kind = type(action).__name__
             if kind == "Deliver":
-                self._deliver(action)
+                delivers.append(action)
             elif kind == "SendBatch":
-                self._send(action)
+                sent.append(self._send(action))
             elif kind == "StartWorker":
                 self.handles[action.worker_id] = self.worker_class.remote(
                     self.initializer, self.initargs)
@@ -494,6 +549,16 @@ class _Dispatcher:
                     purerun.kill(handle)
                 else:
                     self.stopping.append(handle.__ray_terminate__.remote())
+        # Futures last: the first one flushes every submission above in one write.
+        for batch_id, ref in sent:
+            ref.future().add_done_callback(
+                lambda future, batch_id=batch_id: self.events.put(("done", batch_id, future)))
+        if self.state.finished() and not self._stop_sent:
+            self._stop_sent = True
+            self.events.put(("deliver", delivers))
+            self.events.put(("stop",))
+            return []
+        return delivers
 
     def _send(self, action):
         units = [unit.payload for unit in action.units]
@@ -503,9 +568,7 @@ class _Dispatcher:
             payload = cloudpickle.dumps([_picklable_unit(unit) for unit in units])
         ref = self.handles[action.worker_id].run_batch.remote(payload)
         self.in_flight[action.batch_id] = ref
-        batch_id = action.batch_id
-        ref.future().add_done_callback(
-            lambda future: self.events.put(("done", batch_id, future)))
+        return action.batch_id, ref
 
     def _deliver(self, action):
         unit = action.unit
@@ -525,7 +588,9 @@ class _Dispatcher:
 
     def _fail_everything(self, exc):
         try:
-            for action in self.state.terminate():
+            with self.lock:
+                actions = self.state.terminate()
+            for action in actions:
                 if type(action).__name__ == "Deliver":
                     action.unit.job._set(action.unit.index, False, exc, run_callbacks=False)
         except BaseException:
@@ -667,7 +732,10 @@ class Pool:
         dispatcher = getattr(self, "_dispatcher", None)
         if dispatcher is not None and getattr(self, "_state", None) == "RUN":
             self._state = "TERMINATE"
-            dispatcher.events.put(("terminate",))
+            try:
+                dispatcher.terminate()
+            except Exception:  # at interpreter exit purerun may be gone already
+                pass
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -675,10 +743,13 @@ class Pool:
         if self._state != "RUN":
             raise ValueError("Pool not running")
 
-    def _submit(self, units):
+    def _submit(self, units, soon=False):
         with self._lock:
             self._check_running()
-            self._dispatcher.events.put(("submit", units))
+            if soon:
+                self._dispatcher.submit_soon(units)
+                return
+        self._dispatcher.submit(units)
 
     def apply(self, func, args=(), kwds={}):
         """Call ``func(*args, **kwds)`` in a worker and wait for its result.
@@ -717,7 +788,7 @@ class Pool:
         args = () if args is None else tuple(args)
         kwds = {} if kwds is None else dict(kwds)
         result = AsyncResult(1, True, callback, error_callback)
-        self._submit([Unit(result, 0, 1, (_APPLY, func, [(args, kwds)]))])
+        self._submit([Unit(result, 0, 1, (_APPLY, func, [(args, kwds)]))], soon=True)
         return result
 
     def _chunk(self, func, iterable, chunksize, mode):
@@ -886,14 +957,15 @@ class Pool:
                     if self._state == "TERMINATE":
                         break
                     iterator._fed(1)
-                    self._dispatcher.events.put(("submit", [unit]))
+                    self._dispatcher.submit_soon([unit])
                 index += 1
         finally:
             iterator._feed_ended(error)
             with self._lock:
                 self._feeders -= 1
-                if self._state == "CLOSE" and self._feeders == 0:
-                    self._dispatcher.events.put(("close",))
+                close = self._state == "CLOSE" and self._feeders == 0
+            if close:
+                self._dispatcher.close()
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -903,8 +975,9 @@ class Pool:
             if self._state != "RUN":
                 return
             self._state = "CLOSE"
-            if self._feeders == 0:  # else the last feeder to finish closes
-                self._dispatcher.events.put(("close",))
+            close = self._feeders == 0  # else the last feeder to finish closes
+        if close:
+            self._dispatcher.close()
 
     def terminate(self):
         """Stop the workers at once; unfinished results fail with ``ActorDiedError``."""
@@ -913,7 +986,7 @@ class Pool:
                 return
             self._state = "TERMINATE"
             iterators, self._iterators = self._iterators, []
-            self._dispatcher.events.put(("terminate",))
+        self._dispatcher.terminate()
         for iterator in iterators:
             iterator._stop_feeding()
         if threading.current_thread() is not self._dispatcher.thread:
