@@ -558,6 +558,23 @@ def test_a_task_that_always_kills_its_worker_fails_instead_of_hanging(cluster):
         assert pool.apply(square, (3,)) == 9
 
 
+def test_a_future_sends_the_submission_it_waits_for(cluster):
+    """The pool waits on its batches through futures: making one must send the submission
+    still held in the client's batch, not leave it for the flusher's next round."""
+    from purerun.core import context, protocol
+    client = context.client
+    purerun.get(remote_square.remote(0))  # the next submission starts a burst
+    dropped = remote_square.remote(1)
+    purerun.get(dropped)
+    del dropped  # a reference change: the flusher waits a few ms to gather more
+    first = remote_square.remote(2)  # goes out at once (first after a blocking call)
+    second = remote_square.remote(3)  # held in the batch
+    future = second.future()
+    held = [msg for msg in client._pending if msg[0] == protocol.SUBMIT]
+    assert held == []
+    assert future.result(timeout=GET_TIMEOUT_S) == 9 and purerun.get(first) == 4
+
+
 def test_tasks_may_use_purerun_themselves(pool):
     assert pool.map(call_remote_task, range(4)) == [0, 1, 4, 9]
 
