@@ -42,6 +42,8 @@ Differences from the standard library's pool (most shared with Ray's):
   ``IMAP_LOOKAHEAD_PER_WORKER`` units per worker ahead of the consumer, so an endless
   iterable works without filling memory.
 * A callback that raises is logged and the result still completes.
+* After ``imap`` raises a task's error, iterating on yields the following results, whatever
+  the chunksize (the standard library's ``imap`` ends there when ``chunksize > 1``).
 """
 
 import itertools
@@ -52,7 +54,6 @@ import threading
 import time
 import traceback
 from collections import deque
-
 import cloudpickle
 
 import purerun
@@ -174,7 +175,7 @@ _RemotePoolWorker = purerun.remote(num_cpus=0)(PoolWorker)
 # --- results -------------------------------------------------------------------------------
 
 
-def _raise_remote(exc, tb):
+def _with_remote_traceback(exc, tb):
     if tb:
         exc.__cause__ = RemoteTraceback(tb)
     return exc
@@ -584,7 +585,7 @@ class _Dispatcher:
         if success:
             unit.job._set(unit.index, True, value)
         else:
-            unit.job._set(unit.index, False, _raise_remote(value, action.outcome[2]))
+            unit.job._set(unit.index, False, _with_remote_traceback(value, action.outcome[2]))
 
     def _fail_everything(self, exc):
         try:
@@ -690,8 +691,8 @@ class Pool:
         try:
             self._dispatcher.ping_workers()
         except BaseException:
-            for handle in self._dispatcher.handles.values():
-                purerun.kill(handle)
+            self._state = "TERMINATE"
+            self._dispatcher.terminate()
             raise
         self._dispatcher.thread.start()
 
@@ -989,8 +990,9 @@ class Pool:
         self._dispatcher.terminate()
         for iterator in iterators:
             iterator._stop_feeding()
-        if threading.current_thread() is not self._dispatcher.thread:
-            self._dispatcher.thread.join()
+        thread = self._dispatcher.thread
+        if thread.ident is not None and threading.current_thread() is not thread:
+            thread.join()
 
     def join(self):
         """Wait for the workers to exit, after :meth:`close` or :meth:`terminate`.
@@ -1002,7 +1004,8 @@ class Pool:
             raise ValueError("Pool is still running")
         if threading.current_thread() is self._dispatcher.thread:
             raise RuntimeError("Pool.join() cannot be called from a pool callback")
-        self._dispatcher.thread.join()
+        if self._dispatcher.thread.ident is not None:
+            self._dispatcher.thread.join()
         stopping = self._dispatcher.stopping
         if stopping:
             purerun.wait(stopping, num_returns=len(stopping))
