@@ -22,7 +22,8 @@ from purerun.util.multiprocessing import Pool
 # Pool size: the 2 CPUs the benchmark node has (benchmarks/conftest.py).
 PROCESSES = 2
 ITEMS = 1000
-# Script mode: timed repetitions of each row, after WARMUP untimed ones.
+# Timed repetitions of each row, after WARMUP untimed ones (the first calls also pay for
+# the workers importing this module).
 ROUNDS = 30
 WARMUP = 3
 
@@ -62,13 +63,15 @@ def purerun_pool(cluster):
 @pytest.mark.parametrize("work", [map_1000, apply_async_1000, imap_1000],
                          ids=["map_1000", "apply_async_1000", "imap_1000"])
 def test_stdlib_pool(benchmark, stdlib_pool, work):
-    assert benchmark(work, stdlib_pool) == [x + 1 for x in range(ITEMS)]
+    result = benchmark.pedantic(work, args=(stdlib_pool,), rounds=ROUNDS, warmup_rounds=WARMUP)
+    assert result == [x + 1 for x in range(ITEMS)]
 
 
 @pytest.mark.parametrize("work", [map_1000, apply_async_1000, imap_1000],
                          ids=["map_1000", "apply_async_1000", "imap_1000"])
 def test_purerun_pool(benchmark, purerun_pool, work):
-    assert benchmark(work, purerun_pool) == [x + 1 for x in range(ITEMS)]
+    result = benchmark.pedantic(work, args=(purerun_pool,), rounds=ROUNDS, warmup_rounds=WARMUP)
+    assert result == [x + 1 for x in range(ITEMS)]
 
 
 def test_joblib_parallel_100(benchmark, cluster):

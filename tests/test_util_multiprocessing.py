@@ -343,6 +343,10 @@ def test_map_apply_and_starmap_return_what_the_function_returns(pool):
     assert pool.map(square, []) == []
     assert pool.starmap(add, [(1, 2), (3, 4), (5, 6)]) == [3, 7, 11]
     assert pool.apply(keyword_call, (1,), {"b": 2, "c": 3}) == 6
+    assert pool.apply(keyword_call, (1,), kwds={"b": 2}) == 3  # the stdlib's name
+    assert pool.apply(keyword_call, (1,), kwargs={"c": 4}) == 5  # Ray's name
+    with pytest.raises(TypeError, match="not both"):
+        pool.apply(keyword_call, (1,), kwargs={"c": 4}, kwds={"b": 2})
     assert pool.apply(square, (9,)) == 81
     assert pool.map(lambda x: x + 1, range(3)) == [1, 2, 3]  # pickled by value
 

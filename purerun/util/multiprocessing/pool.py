@@ -752,44 +752,51 @@ class Pool:
                 return
         self._dispatcher.submit(units)
 
-    def apply(self, func, args=(), kwds={}):
-        """Call ``func(*args, **kwds)`` in a worker and wait for its result.
+    def apply(self, func, args=None, kwargs=None, *, kwds=None):
+        """Call ``func(*args, **kwargs)`` in a worker and wait for its result.
 
         Args:
             func: The function to call.
             args: Its positional arguments.
-            kwds: Its keyword arguments.
+            kwargs: Its keyword arguments (Ray's name for the stdlib's ``kwds``).
+            kwds: The same, under the standard library's name.
 
         Returns:
             What ``func`` returned.
 
         Raises:
             ValueError: The pool is closed or terminated ("Pool not running").
+            TypeError: Both ``kwargs`` and ``kwds`` were given.
             Exception: Whatever ``func`` raised.
         """
-        return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwargs, kwds=kwds).get()
 
-    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
-        """Call ``func(*args, **kwds)`` in a worker; return at once.
+    def apply_async(self, func, args=None, kwargs=None, callback=None, error_callback=None, *,
+                    kwds=None):
+        """Call ``func(*args, **kwargs)`` in a worker; return at once.
 
         Args:
             func: The function to call.
             args: Its positional arguments.
-            kwds: Its keyword arguments.
+            kwargs: Its keyword arguments (Ray's name for the stdlib's ``kwds``).
             callback: Called with the result when it succeeds (on the pool's thread).
             error_callback: Called with the exception when it fails (on the pool's thread).
+            kwds: The keyword arguments, under the standard library's name.
 
         Returns:
             An :class:`AsyncResult`.
 
         Raises:
             ValueError: The pool is closed or terminated ("Pool not running").
+            TypeError: Both ``kwargs`` and ``kwds`` were given.
         """
         self._check_running()
+        if kwargs is not None and kwds is not None:
+            raise TypeError("Pass the keyword arguments as kwargs= or as kwds=, not both.")
         args = () if args is None else tuple(args)
-        kwds = {} if kwds is None else dict(kwds)
+        kwargs = dict(kwds if kwargs is None and kwds is not None else kwargs or {})
         result = AsyncResult(1, True, callback, error_callback)
-        self._submit([Unit(result, 0, 1, (_APPLY, func, [(args, kwds)]))], soon=True)
+        self._submit([Unit(result, 0, 1, (_APPLY, func, [(args, kwargs)]))], soon=True)
         return result
 
     def _chunk(self, func, iterable, chunksize, mode):
