@@ -468,6 +468,17 @@ def test_close_lets_submitted_work_finish_then_join_waits(cluster, tmp_path):
              message="the closed pool's workers to exit")
 
 
+def test_close_during_imap_lets_the_iterable_be_read_to_its_end(cluster):
+    pool = Pool(2)
+    try:
+        results = pool.imap_unordered(square, (x for x in range(500)))
+        pool.close()
+        assert sorted(results) == [x * x for x in range(500)]
+        pool.join()
+    finally:
+        pool.terminate()
+
+
 def test_the_context_manager_terminates_and_unfinished_results_fail(cluster, tmp_path):
     marker = str(tmp_path / "never")
     with Pool(2) as pool:
