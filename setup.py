@@ -1,4 +1,5 @@
-"""Packaging for purerun: three runtime dependencies, test tools in the "test" extra."""
+"""Packaging for purerun: three runtime dependencies, test tools in the "test" extra
+(joblib there only tests purerun.util.joblib; purerun never needs it)."""
 
 from pathlib import Path
 
@@ -18,7 +19,8 @@ setup(
     python_requires=">=3.9",
     install_requires=["cloudpickle", "psutil", "sortedcontainers"],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "pytest-benchmark", "numpy", "hypothesis", "tqdm"],
+        "test": ["pytest", "pytest-timeout", "pytest-benchmark", "numpy", "hypothesis", "tqdm",
+                 "joblib"],
     },
     entry_points={"console_scripts": ["purerun=purerun.cli:main"]},
     classifiers=["Programming Language :: Python :: 3"],

@@ -809,6 +809,10 @@ class Client:
             self._complete_future(future, object_id, entry)
         elif subscribe:
             self.send((protocol.SUBSCRIBE, [object_id]))
+        else:
+            # Someone will wait on this future: a submission it depends on must not sit in
+            # the batch until the flusher's next round (up to REF_FLUSH_DELAY later).
+            self.flush()
         return future
 
     def _complete_future(self, future, object_id, entry):
