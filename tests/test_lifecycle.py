@@ -10,6 +10,7 @@ needs a moment to notice (a killed driver), never sleeping blindly.
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -339,5 +340,45 @@ def test_a_dead_node_fails_waiting_gets_instead_of_hanging(no_cluster, tmp_path)
         assert not purerun.is_initialized()
         # The node could not clean up after itself: the driver that started it did.
         assert not os.path.exists(session_dir)
+    finally:
+        shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def test_calls_blocked_when_the_node_dies_and_every_later_call_say_how_it_died(no_cluster,
+                                                                              tmp_path):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    info = purerun.init(num_cpus=2)
+    session_dir = info["session_dir"]
+    started = tmp_path / "started"
+    pending = run_until_file.remote(str(started), str(tmp_path / "never"))
+    wait_for(started.exists, timeout=TASK_DEADLINE_S, message="the task to start")
+    cluster = _new_children(before)
+    node = next(pid for pid in cluster if psutil.Process(pid).ppid() == os.getpid())
+    outcomes = queue.Queue()
+
+    def blocked(call):
+        try:
+            outcomes.put(("returned", call()))
+        except BaseException as exc:
+            outcomes.put(("raised", exc))
+
+    threads = [threading.Thread(target=blocked, args=(call,), daemon=True)
+               for call in (lambda: purerun.get(pending), lambda: purerun.wait([pending]))]
+    for thread in threads:
+        thread.start()
+    try:
+        os.kill(node, signal.SIGKILL)
+        said = f"the purerun node process (pid {node}) was killed by SIGKILL"
+        for _ in threads:
+            how, what = outcomes.get(timeout=TASK_DEADLINE_S)
+            assert how == "raised" and isinstance(what, exceptions.RaySystemError), what
+            assert said in str(what)
+        for later in (lambda: purerun.get(pending), lambda: purerun.wait([pending]),
+                      lambda: purerun.put(1), lambda: run_until_file.remote("a", "b")):
+            with pytest.raises(exceptions.RaySystemError, match=re.escape(said)):
+                later()
+        wait_for(lambda: not _alive_among(cluster), timeout=CLEANUP_DEADLINE_S,
+                 message=f"workers {_alive_among(cluster)} of the killed node to exit")
+        purerun.shutdown()
     finally:
         shutil.rmtree(session_dir, ignore_errors=True)

@@ -33,7 +33,10 @@ import logging
 import mmap
 import os
 import select
+import signal
 import socket
+import struct
+import subprocess
 import sys
 import threading
 import traceback
@@ -64,12 +67,16 @@ REF_FLUSH_COUNT = 1024
 # after a blocking call goes out at once, so get(f.remote()) in a loop pays neither latency
 # nor a thread wake-up.
 SUBMIT_BATCH = 64
+# When the connection to a node this process started closes, how long to wait for the node
+# to exit so that the error can say how it ended: a dying process is gone within
+# milliseconds, and a node that lives on only closed the connection.
+NODE_EXIT_WAIT_S = 1.0
 
 
 class _Waiter:
     """One blocked get/wait: released when ``remaining`` objects arrived, or on an error."""
 
-    __slots__ = ("remaining", "stop_on_error", "lock", "released")
+    __slots__ = ("remaining", "stop_on_error", "lock", "released", "cut_off")
 
     def __init__(self, remaining, stop_on_error):
         self.remaining = remaining
@@ -77,6 +84,7 @@ class _Waiter:
         self.lock = threading.Lock()
         self.lock.acquire()
         self.released = False
+        self.cut_off = False    # released because the client lost its node
 
     def arrived(self, is_error):
         if self.released:
@@ -197,7 +205,7 @@ class Client:
             raise exceptions.RaySystemError("The purerun node did not answer within "
                                             f"{timeout:.0f} s; see its log in the session dir.")
         if self.info is None:
-            raise exceptions.RaySystemError(f"The purerun node is gone: {self._dead_reason}")
+            raise self._gone()
         return self.info
 
     @property
@@ -211,10 +219,7 @@ class Client:
     def send(self, msg):
         """Send one message, preceded by any queued ref-count changes (which happened first)."""
         if self._closed:
-            raise exceptions.RaySystemError(
-                "purerun is not running in this process any more"
-                + (f": {self._dead_reason}" if self._dead_reason else "")
-                + ". Call purerun.init() again.")
+            raise self._gone()
         with self._send_lock:
             if self._pending:
                 with self._lock:
@@ -525,7 +530,7 @@ class Client:
         with cond:
             while read.get(task_id, 0) < count:
                 if self._closed:
-                    raise exceptions.RaySystemError(f"purerun stopped: {self._dead_reason}")
+                    raise self._gone()
                 cond.wait(1.0)
 
     def _on_items_read(self, task_id, count):
@@ -689,7 +694,7 @@ class Client:
                     self._subscribed.add(o)
                     subscribe.append(o)
         if self._closed:
-            raise exceptions.RaySystemError(f"purerun is shutting down: {self._dead_reason}")
+            raise self._gone()
         self._submits_since_block = 0
         if subscribe:
             self.send((protocol.SUBSCRIBE, subscribe))
@@ -705,6 +710,8 @@ class Client:
                 outcome = self._wait_inline(lambda: waiter.released, timeout)
                 if outcome is not None:
                     if outcome:
+                        if waiter.cut_off:
+                            raise self._gone()
                         return True
                     self._forget_waiter(waiter, missing)
                     return False
@@ -712,10 +719,13 @@ class Client:
                 # Wake now and then so a dead node (reported by the reader) cannot hang us.
                 while not waiter.lock.acquire(timeout=1.0):
                     if self._closed:
-                        raise exceptions.RaySystemError(
-                            f"purerun stopped while waiting: {self._dead_reason}")
+                        raise self._gone()
+                if waiter.cut_off:
+                    raise self._gone()
                 return True
             if waiter.lock.acquire(timeout=max(timeout, 0)):
+                if waiter.cut_off:
+                    raise self._gone()
                 return True
             self._forget_waiter(waiter, missing)
             return False
@@ -954,9 +964,9 @@ class Client:
                 if not data:
                     break
                 self._handle_all(reader.feed(data))
-            reason = "the node closed the connection"
+            reason = self._why_the_node_left("the node closed the connection")
         except OSError as exc:
-            reason = f"connection to the node failed: {exc}"
+            reason = self._why_the_node_left(f"connection to the node failed: {exc}")
         except Exception as exc:  # a bug: say so rather than hang every caller
             logger.exception("purerun client reader failed")
             reason = f"internal error in the client: {exc!r}"
@@ -1046,13 +1056,42 @@ class Client:
         for waiter in waiters:
             if not waiter.released:
                 waiter.released = True
+                waiter.cut_off = True
                 waiter.lock.release()
-        error = exceptions.RaySystemError(f"purerun stopped: {reason}")
+        error = self._gone()
         for future in futures:
             future.set_exception(error)
         for future in list(self._requests.values()):
             if not future.done():
                 future.set_exception(error)
+
+    def _gone(self):
+        """What every call raises once this process is cut off from its node."""
+        return exceptions.RaySystemError(
+            f"purerun is not running in this process any more: {self._dead_reason}. "
+            "Call purerun.init() again.")
+
+    def _why_the_node_left(self, what):
+        """``what`` happened to the connection; say what became of the node process, when
+        this process can tell: the exit code or signal of a node it started, or whether
+        the process at the other end of the unix socket still exists."""
+        if self._closed or self.is_worker:
+            return what
+        node = self.node
+        if node is not None:
+            try:
+                code = node.process.wait(NODE_EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                return what
+            return f"the purerun node process (pid {node.pid}) {_exit_text(code)}"
+        try:
+            pid = struct.unpack("3i", self.sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+        except (AttributeError, OSError):
+            return what
+        if pid > 0 and not _process_exists(pid):
+            return f"the purerun node process (pid {pid}) is gone ({what})"
+        return what
 
     # -- shutdown ----------------------------------------------------------------------------------
 
@@ -1090,6 +1129,27 @@ def actor_not_found(name, namespace):
                       "2. The named actor died. 3. You did not use a namespace matching the "
                       "namespace of the actor.")
 
+
+
+def _exit_text(code):
+    """How a process ended, from its ``Popen.returncode``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return "exited" if code == 0 else f"exited with code {code}"
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _load_value(meta, buffers):
