@@ -96,6 +96,53 @@ def test_detached_actor_outlives_its_driver_on_a_started_node(env, tmp_path, sta
     assert os.listdir(tmp_path / "purerun-sessions" / "records") == []
 
 
+def test_a_departed_drivers_work_ends_with_it_on_a_shared_node(env, tmp_path, started_node):
+    assert started_node.returncode == 0, started_node.stderr
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    first = driver(env, tmp_path, "first.py", f"""
+        import os, time, purerun
+        purerun.init(address="auto")
+
+        @purerun.remote
+        def slow(i):
+            open(os.path.join({str(ran)!r}, str(i)), "w").close()
+            time.sleep(0.2)
+
+        @purerun.remote
+        class Holder:
+            def pid(self):
+                return os.getpid()
+
+        holder = Holder.remote()
+        print("actor pid:", purerun.get(holder.pid.remote()))
+        refs = [slow.remote(i) for i in range(400)]
+        purerun.wait(refs, num_returns=1)
+        purerun.shutdown()      # with 400 tasks submitted, hardly one ran
+    """)
+    actor_pid = int(first.split("actor pid:")[1].split()[0])
+    second = driver(env, tmp_path, "second.py", """
+        import time, purerun
+        from purerun.core import context
+        purerun.init(address="auto")
+
+        @purerun.remote
+        def tiny():
+            return "answered"
+
+        print(purerun.get(tiny.remote(), timeout=30))
+        deadline = time.monotonic() + 30
+        while context.client.request("stats")["tasks"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print("tasks left:", context.client.request("stats")["tasks"])
+    """)
+    assert "answered" in second and "tasks left: 0" in second, second
+    assert len(os.listdir(ran)) < 400     # the rest was dropped, not run
+    wait_for(lambda: not psutil.pid_exists(actor_pid) or
+             psutil.Process(actor_pid).status() == psutil.STATUS_ZOMBIE, timeout=10,
+             message="the departed driver's actor is still running")
+
+
 def test_status_of_a_node_without_a_head(env, tmp_path, started_node):
     assert started_node.returncode == 0, started_node.stderr
     status = run(["status", "-v"], env)

@@ -274,6 +274,46 @@ def test_every_driver_gets_its_own_job():
     assert first != second and len(first) == 4
 
 
+def test_a_departed_drivers_tasks_calls_and_actors_end_with_it():
+    node = Node(cpus=2)
+    node.connect("other")
+    job = node.state.welcome_info("other")["job_id"]
+    running, queued = task(job=job), task(job=job)
+    mine = task()   # the first driver's: it stays
+    node.feed("other", (protocol.SUBMIT, running))
+    node.feed("driver", (protocol.SUBMIT, mine))
+    node.feed("other", (protocol.SUBMIT, queued))
+    started = dict((spec.task_id, worker) for worker, spec in node.executes())
+    assert set(started) == {running.task_id, mine.task_id}
+    keeper = actor_spec(detached=True)
+    keeper.job_id = job
+    node.feed("other", (protocol.SUBMIT, keeper))
+    node.effects.clear()
+    node.feed("other", (DISCONNECTED,))
+    # The running task's worker is killed, the queued one never runs, the other job's runs on.
+    assert KillWorker(int(started[running.task_id][1:])) in node.effects
+    assert node.state.tasks.get(queued.task_id) is None
+    assert node.state.tasks.get(mine.task_id) is not None
+    assert not [spec for _w, spec in node.executes() if spec.task_id == queued.task_id]
+    # A detached actor of that job lives on (it is created, not killed).
+    assert node.state.actors[keeper.actor_id].state != DEAD
+
+
+def test_a_departed_drivers_actor_that_is_not_detached_dies_though_others_hold_it():
+    # As in Ray, an actor shares its owner's fate: a handle another job holds does not
+    # keep it alive.
+    node = Node(cpus=2)
+    node.connect("other")
+    spec = actor_spec()
+    spec.job_id = node.state.welcome_info("other")["job_id"]
+    start_actor(node, spec, owner="other")
+    node.feed("driver", (protocol.ADD_REFS, [ids.object_id(spec.actor_id, 0)]))
+    assert node.state.actors[spec.actor_id].state == ALIVE
+    node.feed("other", (DISCONNECTED,))
+    actor = node.state.actors.get(spec.actor_id)
+    assert actor is None or actor.state == DEAD
+
+
 # ─── objects ─────────────────────────────────────────────────────────────────────────────
 
 

@@ -279,16 +279,29 @@ class NodeState(ClusterRules, GeneratorRules):
         if peer.worker is not None:
             self._worker_gone(peer.worker)
         elif peer.kind == "driver":
-            # The job table shows it ended. Its pending tasks and unnamed actors still run on:
-            # only its named non-detached actors end with it (below).
             self.control.job_finished(peer.job_id)
             if token == self.owner:
                 self._out.append(Stop())
+            else:
+                self._end_job(peer.job_id)
         # Named (not detached) actors live as long as the process that made them.
         for actor in list(self.actors.values()):
             if actor.owner == token and actor.node_hold and not actor.detached:
                 actor.node_hold = False
                 objects.release(actor.object_id)
+
+    def _end_job(self, job_id):
+        """A job's driver is gone: as in Ray, what the job started ends with it — its tasks,
+        queued or running (a running one's worker is killed: no one is left to take its
+        result, and the CPU goes to the drivers still here), its calls, and its actors that
+        are not detached. Detached actors, and everything of other jobs, live on."""
+        for actor in list(self.actors.values()):
+            if (actor.creation.job_id == job_id and not actor.detached
+                    and actor.state != DEAD):
+                self._request_kill_actor(None, actor.actor_id, True)
+        for task in self.tasks.of_job(job_id):
+            for marked in self.tasks.cancel(task.spec.task_id, True, False):
+                self._cancel(marked)
 
     def _on_worker_output(self, token, msg):
         _, pid, stream, text = msg

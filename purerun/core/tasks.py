@@ -81,6 +81,11 @@ class TaskTable:
     def remove(self, task_id):
         return self.tasks.pop(task_id, None)
 
+    def of_job(self, job_id):
+        """The tasks and actor calls of a job (not its actor creations), oldest first."""
+        return [task for task in self.tasks.values()
+                if task.spec.job_id == job_id and task.spec.kind != ACTOR_CREATION]
+
     def cancel(self, task_id, force, recursive):
         """Mark a task (and, with ``recursive``, its live descendants) cancelled.
 
