@@ -10,9 +10,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from purerun.core.scheduler import (
     CancelTask,
     Dispatch,
+    IdleTick,
     Infeasible,
     ObjectReady,
     PrestartWorkers,
+    RetireWorker,
     Scheduler,
     StartWorker,
     SubmitTask,
@@ -485,6 +487,48 @@ def test_worker_that_dies_while_starting_is_replaced():
     assert s.handle(WorkerStarted("w1")) == [Dispatch("t", "w1", ())]
 
 
+def test_idle_workers_beyond_the_cpu_count_retire_after_enough_ticks_oldest_first():
+    s = make({"CPU": 2}, retire_idle_after=3)
+    start_workers(s, "w1", "w2", "w3", "w4", "w5")
+    assert s.handle(IdleTick()) == [] and s.handle(IdleTick()) == []
+    # w1..w3 became idle first: they go first, and two stay (the node's CPU count).
+    assert s.handle(IdleTick()) == [RetireWorker("w1"), RetireWorker("w2"),
+                                    RetireWorker("w3")]
+    assert s.num_idle == 2
+    assert s.handle(IdleTick()) == []
+    # A retired worker is never given a task; its death loses nothing.
+    assert s.handle(WorkerDied("w1")) == []
+    assert dispatched(s.handle(SubmitTask("t", {"CPU": 1}))) == [("t", "w5")]
+
+
+def test_a_worker_that_ran_a_task_starts_its_idle_count_again():
+    s = make({"CPU": 1}, retire_idle_after=2)
+    start_workers(s, "w1", "w2")
+    s.handle(IdleTick())
+    assert dispatched(s.handle(SubmitTask("t", {"CPU": 1}))) == [("t", "w2")]
+    s.handle(TaskFinished("w2"))
+    # w1 has now been idle two ticks, w2 one: only w1 goes, and w2 is the one kept.
+    assert s.handle(IdleTick()) == [RetireWorker("w1")]
+    assert s.handle(IdleTick()) == []
+
+
+def test_busy_workers_count_toward_the_kept_ones():
+    s = make({"CPU": 2}, retire_idle_after=1)
+    start_workers(s, "w1", "w2", "w3")
+    s.handle(SubmitTask("a", {"CPU": 1}))
+    s.handle(SubmitTask("b", {"CPU": 1}))
+    # Two run, one is idle beyond the two CPUs: it goes.
+    assert s.handle(IdleTick()) == [RetireWorker("w1")]
+
+
+def test_without_retire_idle_after_idle_workers_stay():
+    s = make({"CPU": 1})
+    start_workers(s, "w1", "w2", "w3")
+    for _ in range(100):
+        assert s.handle(IdleTick()) == []
+    assert s.num_idle == 3
+
+
 def test_prestart_keeps_min_idle_workers():
     s = make(min_idle_workers=2, max_starting_workers=1)
     assert s.handle(PrestartWorkers()) == [StartWorker()]
@@ -587,7 +631,8 @@ class SchedulerMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.s = Scheduler(
-            TOTALS, GPU_IDS, max_workers=MAX_WORKERS, max_starting_workers=MAX_STARTING
+            TOTALS, GPU_IDS, max_workers=MAX_WORKERS, max_starting_workers=MAX_STARTING,
+            retire_idle_after=2,
         )
         self.starting = 0
         self.workers = {}
@@ -675,6 +720,12 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.pending.discard(action.task_id)
             self.infeasible.discard(action.task_id)
             self.outcome[action.task_id] = "cancelled"
+        elif isinstance(action, RetireWorker):
+            assert isinstance(event, IdleTick)
+            worker = self.workers[action.worker_id]
+            assert worker.idle, "retired a worker that is not idle"
+            worker.retiring = worker.exiting = True
+            assert self.pool_size() >= TOTALS["CPU"], "retired one of the kept workers"
         elif isinstance(action, Infeasible):
             assert isinstance(event, SubmitTask) and event.task_id == action.task_id
             assert not _feasible(event.resources)
@@ -793,6 +844,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         worker.retiring = True
         worker.exiting = worker.task is None
         self.send(WorkerRetiring(worker_id))
+
+    @rule()
+    def idle_tick(self):
+        self.send(IdleTick())
 
     @precondition(lambda self: self.next_task)
     @rule(data=st.data())

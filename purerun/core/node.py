@@ -38,7 +38,8 @@ import time
 from purerun.core import protocol, transport
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST,
-                                     HEARTBEAT_ANSWER, NODE_ADDED, NODE_DIED,
+                                     HEARTBEAT_ANSWER, IDLE_CHECK, NODE_ADDED, NODE_DIED,
+                                     WORKER_IDLE_CHECK_S,
                                      WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker,
                                      NodeState, PushObject, RemoteNode, Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
@@ -137,6 +138,7 @@ class Node:
             self.loop.add_connection(self.head.conn, self.head.on_messages, self._head_closed)
             self.head.on_event = self._head_event
             self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
+        self.loop.call_later(WORKER_IDLE_CHECK_S, self._idle_check)
         self.actions = {
             Send: self._do_send,
             StartWorker: self._do_start_worker,
@@ -189,6 +191,13 @@ class Node:
         except ConnectionError:
             return   # the head is gone: _head_closed tells the state
         self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
+
+    def _idle_check(self):
+        """Let the rules retire workers idle too long (see WORKER_IDLE_CHECKS)."""
+        if not self.running or self.loop is None:
+            return
+        self.run(self.state.handle(None, (IDLE_CHECK,)))
+        self.loop.call_later(WORKER_IDLE_CHECK_S, self._idle_check)
 
     def _head_event(self, kind, data):
         if kind == "node_dead":

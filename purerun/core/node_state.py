@@ -59,8 +59,8 @@ from purerun.core.object_table import ObjectTable, error_payload
 from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from purerun.core.node_vocabulary import (
-    DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, NODE_ADDED, NODE_DIED,
-    TICK, WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker, Peer, PushObject,
+    DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, IDLE_CHECK, NODE_ADDED,
+    NODE_DIED, TICK, WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker, Peer, PushObject,
     RemoteNode, Send, StartWorker, Stop, Worker)
 from purerun.core.tasks import TaskTable
 
@@ -68,10 +68,16 @@ from purerun.core.tasks import TaskTable
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
            "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
            "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "HEARTBEAT_ANSWER",
-           "DEFERRED"]
+           "IDLE_CHECK", "DEFERRED", "WORKER_IDLE_CHECK_S", "WORKER_IDLE_CHECKS"]
 
 # Events still shown by purerun.timeline(): the most recent ones, a bounded amount of memory.
 TIMELINE_MAX_EVENTS = timeline.TIMELINE_MAX_EVENTS
+# The node sends IDLE_CHECK this often; a pool worker beyond the CPU count that stays idle
+# through WORKER_IDLE_CHECKS of them (5 s) exits. Long enough that waves of tasks a few
+# seconds apart keep their warm workers (a fork costs ~10 ms and the first imports more),
+# short enough that a burst of blocked tasks does not keep hundreds of idle processes.
+WORKER_IDLE_CHECK_S = 1.0
+WORKER_IDLE_CHECKS = 5
 
 
 class NodeState(ClusterRules, GeneratorRules):
@@ -97,7 +103,8 @@ class NodeState(ClusterRules, GeneratorRules):
         self.enforce_resources = enforce_resources
         gpu_ids = tuple(config.get("gpu_ids") or range(int(self.resources.get("GPU", 0))))
         self.scheduler = sched.Scheduler(self.resources, gpu_ids, max_workers=max_workers,
-                                         max_starting_workers=max_starting_workers)
+                                         max_starting_workers=max_starting_workers,
+                                         retire_idle_after=WORKER_IDLE_CHECKS)
         self.objects = ObjectTable(store, self.node_id,
                                    can_spill=config.get("session_dir") is not None)
         self.tasks = TaskTable()
@@ -167,6 +174,7 @@ class NodeState(ClusterRules, GeneratorRules):
             HEAD_LOST: self._on_head_lost,
             NODE_ADDED: lambda token, msg: self._refresh_nodes(),
             HEARTBEAT_ANSWER: self._on_heartbeat_answer,
+            IDLE_CHECK: lambda token, msg: self._schedule(sched.IdleTick()),
         }
         self.requests = {
             "alloc": self._request_alloc,
@@ -322,6 +330,8 @@ class NodeState(ClusterRules, GeneratorRules):
                     more += self._dispatch(action)
                 elif kind is sched.StartWorker:
                     self._start_worker()
+                elif kind is sched.RetireWorker:
+                    self._out.append(KillWorker(action.worker_id))
                 elif kind is sched.TaskLost:
                     self._task_lost(action.task_id)
                 elif kind is sched.TaskCancelled:

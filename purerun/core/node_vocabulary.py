@@ -5,7 +5,7 @@ processes and nodes it talks to (core/node_state.py; the node process and tests 
 __all__ = ["Action", "Send", "StartWorker", "KillWorker", "InterruptWorker", "PushObject",
            "Stop", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED", "WORKER_STARTED",
            "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED",
-           "HEARTBEAT_ANSWER", "DEFERRED", "fits"]
+           "HEARTBEAT_ANSWER", "IDLE_CHECK", "DEFERRED", "fits"]
 
 # ── node-internal events (never on the wire) ──────────────────────────────────────────────
 DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
@@ -17,6 +17,7 @@ NODE_DIED = -6         # (NODE_DIED, node_id)              the head declared ano
 HEAD_LOST = -7         # (HEAD_LOST, reason)               the head's connection closed
 NODE_ADDED = -8        # (NODE_ADDED,)                     the head says a node joined
 HEARTBEAT_ANSWER = -9  # (HEARTBEAT_ANSWER, alive, node_table records)  the head's answer
+IDLE_CHECK = -10       # (IDLE_CHECK,)                     every WORKER_IDLE_CHECK_S
 
 # A request method returns this when it answers later, itself (with _reply).
 DEFERRED = object()

@@ -58,12 +58,14 @@ __all__ = [
     "TaskFinished",
     "WorkerBlocked",
     "WorkerUnblocked",
+    "IdleTick",
     "WorkerRetiring",
     "WorkerReleased",
     "WorkerDied",
     # actions
     "Action",
     "StartWorker",
+    "RetireWorker",
     "Dispatch",
     "TaskLost",
     "TaskCancelled",
@@ -268,6 +270,28 @@ class WorkerDied(Event):
         self.worker_id = worker_id
 
 
+class IdleTick(Event):
+    """One idle-check interval passed (the node sends one every so often).
+
+    A pool worker idle through ``retire_idle_after`` ticks in a row is retired
+    (``RetireWorker``), oldest idle first, while the pool holds more workers than it keeps:
+    as many as the node has CPUs, and at least ``min_idle_workers``. A burst of blocked
+    tasks can grow the pool far past the CPU count; this is how it shrinks back.
+    """
+
+    __slots__ = ()
+
+
+class RetireWorker(Action):
+    """Stop this idle worker's process: the pool does not need it. Send ``WorkerDied`` once
+    it is gone (no task is lost)."""
+
+    __slots__ = ("worker_id",)
+
+    def __init__(self, worker_id: Hashable) -> None:
+        self.worker_id = worker_id
+
+
 class StartWorker(Action):
     """Start one worker process; send ``WorkerStarted`` when it connects, or ``WorkerDied``
     with a fresh id if it never does."""
@@ -382,6 +406,7 @@ class _Worker:
         "blocked",
         "retiring",
         "pooled",
+        "idle_ticks",
     )
 
     def __init__(self, worker_id: Hashable) -> None:
@@ -398,6 +423,7 @@ class _Worker:
         self.retiring = False
         # Counted in Scheduler._num_pool_workers (see _update_pool_count).
         self.pooled = False
+        self.idle_ticks = 0  # IdleTicks seen since it last became idle
 
 
 # ─── the state machine ───────────────────────────────────────────────────────────────────────
@@ -414,6 +440,8 @@ class Scheduler:
             blocked workers excluded). A safety limit, not a tuning knob.
         max_starting_workers: Cap on processes starting at once.
         min_idle_workers: Keep this many workers idle or starting, for a fast first task.
+        retire_idle_after: Retire pool workers beyond the ones kept once idle this many
+            ``IdleTick`` s in a row; 0 (the default) never retires them.
 
     Raises:
         ValueError: A negative amount, a GPU total that disagrees with ``gpu_ids``, or caps
@@ -428,6 +456,7 @@ class Scheduler:
         max_workers: int,
         max_starting_workers: int,
         min_idle_workers: int = 0,
+        retire_idle_after: int = 0,
     ) -> None:
         if max_workers < 1 or max_starting_workers < 1:
             raise ValueError(
@@ -453,6 +482,7 @@ class Scheduler:
         self._max_workers = max_workers
         self._max_starting_workers = max_starting_workers
         self._min_idle_workers = min_idle_workers
+        self._retire_idle_after = retire_idle_after
 
         self._total: dict[str, int] = {}
         for name, units in _to_shape(totals, "resources"):
@@ -496,6 +526,7 @@ class Scheduler:
             WorkerRetiring: self._handle_worker_retiring,
             WorkerReleased: self._handle_worker_released,
             WorkerDied: self._handle_worker_died,
+            IdleTick: self._handle_idle_tick,
         }
 
     # ── entry point and views ────────────────────────────────────────────────────────────────
@@ -713,6 +744,22 @@ class Scheduler:
         self._schedule(actions)  # a replacement may be needed
         return actions
 
+    def _handle_idle_tick(self, event: IdleTick) -> list:
+        if not self._retire_idle_after:
+            return []
+        keep = max(self._min_idle_workers, self._total.get("CPU", 0) // RESOURCE_UNIT, 1)
+        excess = self._num_pool_workers - keep
+        actions: list = []
+        for worker in list(self._idle.values()):  # insertion order: the longest idle first
+            worker.idle_ticks += 1
+            if excess > 0 and worker.idle_ticks >= self._retire_idle_after:
+                worker.retiring = True
+                self._transition_idle_exiting(worker)
+                self._update_pool_count(worker)
+                actions.append(RetireWorker(worker.worker_id))
+                excess -= 1
+        return actions
+
     def _handle_worker_released(self, event: WorkerReleased) -> list:
         worker = self._workers.get(event.worker_id)
         if worker is None or not worker.dedicated or worker.state is _EXITING:
@@ -772,6 +819,7 @@ class Scheduler:
 
     def _transition_starting_idle(self, worker: _Worker) -> None:
         worker.state = _IDLE
+        worker.idle_ticks = 0
         self._idle[worker.worker_id] = worker
         self._update_pool_count(worker)
 
@@ -784,6 +832,7 @@ class Scheduler:
             worker.state = _EXITING
         else:
             worker.state = _IDLE
+            worker.idle_ticks = 0
             self._idle[worker.worker_id] = worker
         self._update_pool_count(worker)
 
