@@ -54,6 +54,8 @@ from purerun.core import scheduler as sched
 from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
 from purerun.core.cluster_rules import ClusterRules
+from purerun.core.group_rules import PARKED, GroupRules, group_of
+from purerun.core.placement_groups import group_demand
 from purerun.core.object_table import ObjectTable, error_payload
 from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
@@ -73,7 +75,7 @@ __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "Inte
 TIMELINE_MAX_EVENTS = timeline.TIMELINE_MAX_EVENTS
 
 
-class NodeState(ClusterRules):
+class NodeState(ClusterRules, GroupRules):
     """The rules of one node. See the module docstring.
 
     Args:
@@ -126,10 +128,11 @@ class NodeState(ClusterRules):
         #: object id -> the TaskSpec that made it, for values only another node holds: if
         #: that node dies, the task runs again (lineage reconstruction) while retries allow
         self.lineage = {}
+        self._init_groups()   # placement groups and labels (core/group_rules.py)
         #: this node's number in the cluster: worker ids are unique across nodes with it
         self.node_number = control.register_node(
             self.node_id, config.get("tcp_address") or config.get("address"), self.resources,
-            labels=config.get("labels"), hostname=config.get("hostname"),
+            labels=self.labels, hostname=config.get("hostname"),
             node_ip=config.get("node_ip", "127.0.0.1"))
         self._handlers = {
             protocol.SUBMIT: self._on_submit,
@@ -176,6 +179,13 @@ class NodeState(ClusterRules):
             "get_actor": self._request_get_actor,
             "kill_actor": self._request_kill_actor,
             "timeline": self._request_timeline,
+            "pg_create": self._request_pg_create,
+            "pg_remove": self._request_pg_remove,
+            "pg_info": self._request_pg_info,
+            "pg_table": self._request_pg_table,
+            "pg_get": self._request_pg_get,
+            "pg_sync": self._request_pg_sync,
+            "pg_current": self._request_pg_current,
         }
 
     # ── entry point ────────────────────────────────────────────────────────────────────────
@@ -275,6 +285,8 @@ class NodeState(ClusterRules):
             # The job table shows it ended. Its pending tasks and unnamed actors still run on:
             # only its named non-detached actors end with it (below).
             self.control.job_finished(peer.job_id)
+            if self.bundles or self.clustered:   # its groups were removed with it
+                self._groups_changed([r.node_id for r in self.remote.values() if r.alive])
             if token == self.owner:
                 self._out.append(Stop())
         # Named (not detached) actors live as long as the process that made them.
@@ -310,6 +322,8 @@ class NodeState(ClusterRules):
                         self._fail(task, exceptions.TaskCancelledError(action.task_id.hex()))
                 elif kind is sched.Infeasible:
                     self._report_infeasible(action.task_id, action.resources)
+                elif kind is sched.BundleReserved:
+                    self._bundle_reserved(action.key)
             actions = more
 
     def _dispatch(self, action):
@@ -388,6 +402,10 @@ class NodeState(ClusterRules):
 
     def _resubmit(self, task):
         spec = task.spec
+        if group_of(spec) is not None:   # its bundle may be gone, or elsewhere now
+            self.parked[spec.task_id] = task
+            self._retry_parked()
+            return
         missing = self.objects.missing(spec.deps)
         if missing:
             self._want(missing)
@@ -519,7 +537,15 @@ class NodeState(ClusterRules):
             return
         missing = objects.missing(spec.deps)
         target = None
-        if self.clustered and peer.kind != "node":  # placed here by another node: it runs here
+        if self._special_strategy(spec, peer):   # a placement group or labels
+            try:
+                target = self._place_special(spec, peer.kind == "node")
+            except (exceptions.TaskPlacementGroupRemoved, exceptions.ActorPlacementGroupRemoved,
+                    exceptions.TaskUnschedulableError,
+                    exceptions.ActorUnschedulableError) as exc:
+                self._fail(task, exc)
+                return
+        elif self.clustered and peer.kind != "node":  # placed here by another node: runs here
             try:
                 target = self._place(spec)
             except (exceptions.TaskUnschedulableError,
@@ -528,6 +554,8 @@ class NodeState(ClusterRules):
                 return
         if spec.kind == ACTOR_CREATION:
             self._create_actor(task, missing, target)
+        elif target is PARKED:
+            self._park(task)
         elif target is not None:
             self._forward(task, target)
         else:
@@ -551,11 +579,23 @@ class NodeState(ClusterRules):
                 self.awaited.add(object_id)
 
     def _demand(self, spec):
-        """What the scheduler places ``spec`` by: its resources, unless they are not enforced."""
-        return spec.resources if self.enforce_resources else {}
+        """What the scheduler places ``spec`` by: its resources, unless they are not enforced;
+        in a placement group, its group's resources (see core/placement_groups.py)."""
+        if not self.enforce_resources:
+            return {}
+        group_id = group_of(spec)
+        if group_id is not None:
+            return group_demand(spec.resources or {}, group_id.hex(), spec.strategy[2])
+        return spec.resources
 
     def _hold(self, creation):
-        return creation.actor.hold if self.enforce_resources else None
+        if not self.enforce_resources:
+            return None
+        group_id = group_of(creation)
+        if group_id is not None:
+            return group_demand(creation.actor.hold or {}, group_id.hex(),
+                                creation.strategy[2])
+        return creation.actor.hold
 
     def _on_export(self, token, msg):
         # Kept here too: tasks of this node's own clients never need to ask the store.
@@ -722,6 +762,10 @@ class NodeState(ClusterRules):
             # (a named one was entered by the client, before submitting)
             self.control.register_actor(None, spec.actor.namespace, spec.job_id,
                                         actor.actor_id, actor.meta, detached=actor.detached)
+        if target is PARKED:
+            self.control.actor_state(actor.actor_id, PENDING, self.node_id)
+            self._park(task)
+            return
         if target is not None:
             actor.node = target
             self.control.actor_state(actor.actor_id, PENDING, target.node_id)

@@ -10,9 +10,11 @@
     WorkerStarted, TaskFinished     ──────▶       workers: (starting) → idle ⇄ busy → actor
     WorkerBlocked, WorkerUnblocked  ──────▶                retiring or released → exiting
     WorkerRetiring, WorkerReleased  ──────▶                any of them → gone
-    WorkerDied                      ──────▶
+    WorkerDied                      ──────▶       bundles: pending → reserved → gone
+    ReserveBundle, ReturnBundle     ──────▶
                                     ◀──────       StartWorker, Dispatch, TaskLost,
-                                                  TaskCancelled, Infeasible
+                                                  TaskCancelled, Infeasible,
+                                                  BundleReserved
 
 The node process is the only caller. It turns what happens on its sockets and to its child
 processes into events, calls ``Scheduler.handle(event)``, and carries out the returned actions
@@ -61,6 +63,8 @@ __all__ = [
     "WorkerRetiring",
     "WorkerReleased",
     "WorkerDied",
+    "ReserveBundle",
+    "ReturnBundle",
     # actions
     "Action",
     "StartWorker",
@@ -68,6 +72,7 @@ __all__ = [
     "TaskLost",
     "TaskCancelled",
     "Infeasible",
+    "BundleReserved",
 ]
 
 # Resource amounts are stored as integer multiples of 1/RESOURCE_UNIT: Ray's granularity
@@ -268,6 +273,44 @@ class WorkerDied(Event):
         self.worker_id = worker_id
 
 
+class ReserveBundle(Event):
+    """Reserve a placement group's bundle here, as soon as its resources are free.
+
+    Reserving takes ``resources`` off what is free (the totals stay: the node still has
+    them) and adds ``provides`` (the group's own resource names) to the totals and to what
+    is free, so that only tasks asking for those names run in it. Answered by
+    ``BundleReserved`` once done, at once if the resources are free now. Pending
+    reservations are served before any task, in the order they came.
+
+    Args:
+        key: Any hashable id of the bundle, unique among bundles here.
+        resources: What the bundle holds, e.g. ``{"CPU": 2}``.
+        provides: The resources it offers once reserved (see placement_groups).
+    """
+
+    __slots__ = ("key", "resources", "provides")
+
+    def __init__(self, key: Hashable, resources: Mapping[str, float],
+                 provides: Mapping[str, float]) -> None:
+        self.key = key
+        self.resources = resources
+        self.provides = provides
+
+
+class ReturnBundle(Event):
+    """Give a bundle back: pending, it is dropped; reserved, what it offered goes and what
+    it held is free again.
+
+    Workers still holding some of what it offered (the node kills them) stop counting it
+    at once, so nothing is counted twice when their death comes.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+
+
 class StartWorker(Action):
     """Start one worker process; send ``WorkerStarted`` when it connects, or ``WorkerDied``
     with a fresh id if it never does."""
@@ -319,6 +362,15 @@ class Infeasible(Action):
     def __init__(self, task_id: Hashable, resources: Mapping[str, float]) -> None:
         self.task_id = task_id
         self.resources = resources
+
+
+class BundleReserved(Action):
+    """This bundle is reserved now: tasks asking for what it provides may run."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
 
 
 # StartWorker has no fields: one shared instance saves an allocation per request.
@@ -496,7 +548,13 @@ class Scheduler:
             WorkerRetiring: self._handle_worker_retiring,
             WorkerReleased: self._handle_worker_released,
             WorkerDied: self._handle_worker_died,
+            ReserveBundle: self._handle_reserve_bundle,
+            ReturnBundle: self._handle_return_bundle,
         }
+        # Bundles not reserved yet, in arrival order: key -> (shape held, shape provided).
+        self._bundles_pending: dict[Hashable, tuple] = {}
+        # Reserved bundles: key -> (shape held, shape provided).
+        self._bundles: dict[Hashable, tuple] = {}
 
     # ── entry point and views ────────────────────────────────────────────────────────────────
 
@@ -722,6 +780,89 @@ class Scheduler:
         self._schedule(actions)
         return actions
 
+    def _handle_reserve_bundle(self, event: ReserveBundle) -> list:
+        key = event.key
+        if key in self._bundles or key in self._bundles_pending:
+            raise ValueError(f"bundle {key!r} is already here")
+        self._bundles_pending[key] = (_to_shape(event.resources, "bundle"),
+                                      _to_shape(event.provides, "bundle provides"))
+        actions: list = []
+        self._schedule(actions)
+        return actions
+
+    def _handle_return_bundle(self, event: ReturnBundle) -> list:
+        key = event.key
+        if self._bundles_pending.pop(key, None) is not None:
+            return []
+        bundle = self._bundles.pop(key, None)
+        if bundle is None:
+            return []
+        held, provided = bundle
+        total = self._total
+        available = self._available
+        names = set()
+        for name, units in provided:
+            names.add(name)
+            total[name] -= units
+            available[name] -= units
+        # Workers running in the bundle stop counting what it offered (the node kills them).
+        for worker in self._workers.values():
+            if worker.held and any(name in names for name, _ in worker.held):
+                kept = []
+                for name, units in worker.held:
+                    if name in names:
+                        available[name] += units
+                    else:
+                        kept.append((name, units))
+                worker.held = tuple(kept)
+        for name in names:
+            if total[name] <= 0:
+                del total[name]
+                del available[name]
+        # Demands naming what is gone can never fit again; tasks still queued with one (the
+        # node fails them) leave their queues, so no pass reads a resource that is gone.
+        for cls in self._class_by_shape.values():
+            if cls.feasible and any(name not in total for name, _ in cls.shape):
+                cls.feasible = False
+                if cls.queue:
+                    for task in cls.queue:
+                        if task.state is _READY:
+                            task.state = _INFEASIBLE
+                    cls.queue.clear()
+                    self._ready.pop(cls, None)
+        for name, units in held:
+            available[name] += units
+        actions: list = []
+        self._schedule(actions)
+        return actions
+
+    def _reserve_bundles(self, actions: list) -> None:
+        """Reserve the pending bundles whose resources are free, in order."""
+        available = self._available
+        total = self._total
+        for key, (held, provided) in list(self._bundles_pending.items()):
+            if any(available.get(name, 0) < units for name, units in held):
+                continue
+            del self._bundles_pending[key]
+            for name, units in held:
+                available[name] -= units
+            for name, units in provided:
+                total[name] = total.get(name, 0) + units
+                available[name] = available.get(name, 0) + units
+            self._bundles[key] = (held, provided)
+            actions.append(BundleReserved(key))
+        if actions:
+            self._refresh_feasibility(actions)
+
+    def _refresh_feasibility(self, actions: list) -> None:
+        """Totals grew: classes that could not fit before may fit now; their tasks queue."""
+        total = self._total
+        for cls in self._class_by_shape.values():
+            if not cls.feasible and all(total.get(n, 0) >= u for n, u in cls.shape):
+                cls.feasible = True
+        # Tasks already set aside stay so (their dependencies were not tracked): the node
+        # submits a bundle's tasks only once the bundle is reserved.
+
     def _handle_worker_died(self, event: WorkerDied) -> list:
         actions: list = []
         worker = self._workers.pop(event.worker_id, None)
@@ -743,8 +884,11 @@ class Scheduler:
         self._enqueue(task)
 
     def _enqueue(self, task: _Task) -> None:
-        task.state = _READY
         cls = task.cls
+        if not cls.feasible:  # its bundle was returned while it waited for objects
+            task.state = _INFEASIBLE
+            return
+        task.state = _READY
         if not cls.queue:
             self._ready[cls] = None
         cls.queue.append(task)
@@ -845,7 +989,7 @@ class Scheduler:
         for name, units in worker.held:
             if blocked and name == "CPU":
                 continue
-            available[name] += units
+            available[name] += units  # invariant: held names are in _total (ReturnBundle)
         worker.held = ()
         if worker.gpu_ids:
             gpu_free = self._gpu_free
@@ -951,6 +1095,8 @@ class Scheduler:
         Called after every event that frees a worker or a resource, or adds a ready task.
         invariant on return: either no worker is idle, or no class's head fits.
         """
+        if self._bundles_pending:
+            self._reserve_bundles(actions)
         ready = self._ready
         idle = self._idle
         # Round-robin over the classes: each pass gives at most one worker to each class whose
