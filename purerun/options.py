@@ -348,6 +348,27 @@ def _check_label_selector(name: str, value: Any, kind: str) -> None:
         raise ValueError(f"The option '{name}' is not a valid label selector: {exc}") from None
 
 
+def check_labels(labels):
+    """Check the ``labels`` of ``init``: None, or a dict of label name to value (both str).
+
+    Returns:
+        A copy of the dict, or None.
+
+    Raises:
+        TypeError: not a dict, or a name or value that is not a str.
+    """
+    if labels is None:
+        return None
+    if not isinstance(labels, dict):
+        raise TypeError(f"labels must be a dict of label name to value, got "
+                        f"{type(labels).__name__}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"labels map label names (str) to values (str), got {key!r}: "
+                            f"{_describe(value)}")
+    return dict(labels)
+
+
 def _check_backpressure(name: str, value: Any, kind: str) -> None:
     if value is None:
         return

@@ -77,7 +77,7 @@ class GroupRules:
                                f"bundles {bundles} with strategy {strategy}. It stays "
                                "PENDING until nodes with those resources join."))
         self._groups_changed(answer["nodes"])
-        return answer["state"]
+        return self.control.placement_group_info(group_id)["state"]
 
     def _request_pg_remove(self, token, group_id):
         self._groups_changed(self.control.remove_placement_group(group_id))
@@ -154,6 +154,12 @@ class GroupRules:
         for task in [t for t in self.tasks.tasks.values()
                      if group_of(t.spec) == group_id and t.node is None]:
             self._end_in_removed_group(task)
+        for actor in [a for a in self.actors.values()
+                      if group_of(a.creation) == group_id and a.node is None
+                      and a.state != DEAD]:
+            actor.cause = actor_died_error(actor.actor_id, actor.class_name,
+                                           GROUP_REMOVED_MESSAGE)
+            self._request_kill_actor(None, actor.actor_id, True)
         self._fail_parked(group_id)
         self._schedule(sched.ReturnBundle(key))
 
@@ -211,6 +217,8 @@ class GroupRules:
                 does not have.
         """
         if spec.strategy[0] == pgs.LABELS:
+            if from_node and pgs.labels_match(self.labels, spec.strategy[1]):
+                return None   # placed here by another node that saw it match: it runs here
             return self._place_by_labels(spec)
         _, group_id, index, _capture = spec.strategy
         bundles = self.bundles
