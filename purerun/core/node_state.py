@@ -717,7 +717,9 @@ class NodeState(ClusterRules, GroupRules):
                                    else ids.object_id(spec.task_id, 0),
                                    task.force_cancelled, False))
             return
-        if task.worker_id is None:
+        if self.parked.pop(spec.task_id, None) is not None:   # waiting for a group or node
+            self._fail(task, exceptions.TaskCancelledError(spec.task_id.hex()))
+        elif task.worker_id is None:
             self._schedule(sched.CancelTask(spec.task_id))
         elif task.force_cancelled:
             self._out.append(KillWorker(task.worker_id))
