@@ -210,3 +210,14 @@ def test_the_deprecated_placement_group_option_still_works_with_a_warning(group)
     assert purerun.get(ref) == group.id.hex()
     assert any(issubclass(w.category, DeprecationWarning) and "placement_group" in
                str(w.message) for w in caught)
+
+
+def test_the_runtime_context_names_the_group(group):
+    @purerun.remote(num_cpus=0)
+    def group_id():
+        return purerun.get_runtime_context().get_placement_group_id()
+
+    assert purerun.get(group_id.options(scheduling_strategy=in_group(group)).remote()) \
+        == group.id.hex()
+    assert purerun.get(group_id.remote()) is None
+    assert purerun.get_runtime_context().get_placement_group_id() is None

@@ -300,6 +300,20 @@ def test_a_task_for_a_group_still_pending_waits_and_runs_once_it_is_created():
     assert node.control.placement_group_info(G1)["state"] == "CREATED"
 
 
+def test_work_for_every_bundle_waits_until_the_whole_group_is_reserved():
+    node = one_node(cpus=2)
+    busy = task(node, resources={"CPU": 2})
+    node.feed("driver", (protocol.SUBMIT, busy))
+    [(worker, _)] = node.executes()
+    request(node, "pg_create", G1, [{"CPU": 1}, {"CPU": 1}], "PACK", "", JOB, False)
+    specs = [group_task(node, G1, i) for i in (1, 0)]
+    for spec in specs:
+        node.feed("driver", (protocol.SUBMIT, spec))
+    assert node.executes() == []
+    node.done(worker, busy)
+    assert sorted(s.task_id for _w, s in node.executes()) == sorted(s.task_id for s in specs)
+
+
 def test_an_infeasible_group_warns_the_driver():
     node = one_node(cpus=1)
     request(node, "pg_create", G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD", "", JOB, False)

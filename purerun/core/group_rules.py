@@ -301,11 +301,15 @@ class GroupRules:
     def _retry_parked(self):
         if not self.parked:
             return
+        waiting = set()   # groups found not placeable in this pass: one store read each
         for task_id, task in list(self.parked.items()):
             if self.parked.get(task_id) is not task:
                 continue
             if self.tasks.get(task_id) is not task:
                 del self.parked[task_id]   # failed or cancelled meanwhile
+                continue
+            group_id = group_of(task.spec)
+            if group_id is not None and group_id in waiting:
                 continue
             try:
                 target = self._place_special(task.spec)
@@ -316,6 +320,8 @@ class GroupRules:
                 self._fail_placement(task, exc)
                 continue
             if target is PARKED:
+                if group_id is not None and group_id not in self.group_cache:
+                    waiting.add(group_id)   # not created: the group's other work waits too
                 continue
             del self.parked[task_id]
             self._run_placed(task, target)
