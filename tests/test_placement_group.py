@@ -221,3 +221,13 @@ def test_the_runtime_context_names_the_group(group):
         == group.id.hex()
     assert purerun.get(group_id.remote()) is None
     assert purerun.get_runtime_context().get_placement_group_id() is None
+
+
+def test_a_task_waiting_on_its_captured_child_lends_it_the_bundle(group):
+    @purerun.remote
+    def parent():
+        return purerun.get(current_group.remote(), timeout=30)
+
+    # The bundle has 1 CPU: the child runs only on the CPU its blocked parent lends.
+    assert purerun.get(parent.options(scheduling_strategy=in_group(group, 0, True)).remote(),
+                       timeout=30) == group.id.hex()

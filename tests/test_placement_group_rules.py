@@ -20,8 +20,8 @@ from purerun.core.placement_groups import (DOES_NOT_EXIST, EXISTS, IN, LABELS, N
                                            parse_label_selector, place_bundles)
 from purerun.core.protocol import ERROR
 from purerun.core.scheduler import (BundleReserved, Dispatch, ReserveBundle, ReturnBundle,
-                                    Scheduler, SubmitTask, TaskFinished, WorkerDied,
-                                    WorkerStarted)
+                                    Scheduler, SubmitTask, TaskFinished, WorkerBlocked,
+                                    WorkerDied, WorkerStarted, WorkerUnblocked)
 
 G1 = b"g" * 18
 G2 = b"h" * 18
@@ -223,6 +223,26 @@ def test_returning_a_bundle_frees_it_and_its_workers_stop_counting_it():
     # A task with the gone group's demand can no longer be queued.
     actions = s.handle(SubmitTask("t2", pgs.group_demand({"CPU": 1}, "aa", 0)))
     assert [type(a).__name__ for a in actions] == ["Infeasible"]
+
+
+def test_a_task_blocked_in_get_lends_its_bundle_cpu_to_the_bundle():
+    s = scheduler(cpus=1)
+    s.handle(ReserveBundle("b", {"CPU": 1}, PROVIDES))
+    for worker in ("w1", "w2"):
+        s.handle(WorkerStarted(worker))
+    demand = pgs.group_demand({"CPU": 1}, "aa", 0)
+    [parent] = s.handle(SubmitTask("parent", demand))
+    assert s.handle(SubmitTask("child", demand)) == []
+    [child] = s.handle(WorkerBlocked(parent.worker_id))
+    assert child.task_id == "child"
+    s.handle(TaskFinished(child.worker_id))
+    s.handle(WorkerUnblocked(parent.worker_id))
+    assert "CPU_group_aa" not in s.available_resources()
+    # Returned while blocked: what it lent is not given back twice.
+    s.handle(WorkerBlocked(parent.worker_id))
+    s.handle(ReturnBundle("b"))
+    s.handle(WorkerDied(parent.worker_id))
+    assert s.available_resources() == {"CPU": 1}
 
 
 def test_a_pending_bundle_returned_is_just_dropped():

@@ -445,7 +445,8 @@ class _Worker:
         self.gpu_ids: tuple = ()
         self.gpu_share = 0  # units taken from each of gpu_ids
         # > 0 while the task waits in get/wait. invariant: while blocked, the CPU in ``held``
-        # is counted as available (lent), and is not given back again on release.
+        # (and a bundle's CPU, see _lends) is counted as available (lent), and is not given
+        # back again on release.
         self.blocked = 0
         self.retiring = False
         # Counted in Scheduler._num_pool_workers (see _update_pool_count).
@@ -735,9 +736,10 @@ class Scheduler:
         worker.blocked += 1
         if worker.blocked > 1:
             return []  # its CPU is already lent
-        cpu = _cpu_of(worker.held)
-        if cpu:
-            self._available["CPU"] += cpu
+        available = self._available
+        for name, units in worker.held:
+            if _lends(name):
+                available[name] += units
         self._update_pool_count(worker)
         actions: list = []
         self._schedule(actions)
@@ -752,9 +754,10 @@ class Scheduler:
             # Taken back unconditionally: the task is running again and must have its CPU.
             # Available CPU may go negative; nothing needing CPU is dispatched until enough
             # has been freed again.
-            cpu = _cpu_of(worker.held)
-            if cpu:
-                self._available["CPU"] -= cpu
+            available = self._available
+            for name, units in worker.held:
+                if _lends(name):
+                    available[name] -= units
             self._update_pool_count(worker)
         return []  # nothing was freed, so nothing new can run
 
@@ -811,7 +814,8 @@ class Scheduler:
                 kept = []
                 for name, units in worker.held:
                     if name in names:
-                        available[name] += units
+                        if not (worker.blocked and _lends(name)):   # else lent already
+                            available[name] += units
                     else:
                         kept.append((name, units))
                 worker.held = tuple(kept)
@@ -940,7 +944,7 @@ class Scheduler:
         self._release(worker)
         available = self._available
         for name, units in hold:
-            if name == "CPU" and worker.blocked:
+            if worker.blocked and _lends(name):
                 continue  # lent while blocked, see _Worker.blocked
             available[name] -= units
         worker.held = hold
@@ -987,7 +991,7 @@ class Scheduler:
         available = self._available
         blocked = worker.blocked
         for name, units in worker.held:
-            if blocked and name == "CPU":
+            if blocked and _lends(name):
                 continue
             available[name] += units  # invariant: held names are in _total (ReturnBundle)
         worker.held = ()
@@ -1204,11 +1208,11 @@ def _to_shape(amounts: Mapping[str, float], what: str) -> tuple:
     return tuple(shape)
 
 
-def _cpu_of(shape: tuple) -> int:
-    for name, units in shape:
-        if name == "CPU":
-            return units
-    return 0
+def _lends(name: str) -> bool:
+    """Whether a worker blocked in get/wait lends this resource: its CPU, or the CPU of the
+    placement-group bundle it runs in (so a task waiting on its captured children does not
+    starve them of the bundle's CPU)."""
+    return name == "CPU" or name.startswith("CPU_group_")
 
 
 def _gpu_of(shape: tuple) -> int:
