@@ -115,3 +115,17 @@ def test_work_no_node_matches_waits_until_a_node_that_matches_joins(cluster):
         assert purerun.get(waiting, timeout=30) == east.node_id
     finally:
         cluster.remove_node(east)
+
+
+def test_a_bundle_label_selector_places_the_bundle_on_a_matching_node(cluster):
+    from purerun.util.placement_group import (placement_group, placement_group_table,
+                                              remove_placement_group)
+    from purerun.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    pg = placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="PACK",
+                         bundle_label_selector=[{"zone": "west"}, {"zone": "!west"}])
+    assert pg.wait(timeout_seconds=30)
+    assert placement_group_table(pg)["bundles_to_node_id"] == {
+        0: cluster.west.node_id, 1: cluster.head_node.node_id}
+    assert purerun.get(node_of.options(num_cpus=0.5, scheduling_strategy=(
+        PlacementGroupSchedulingStrategy(pg, 0))).remote(), timeout=30) == cluster.west.node_id
+    remove_placement_group(pg)

@@ -86,8 +86,10 @@ def test_bad_arguments_raise_in_the_caller(args, error, match):
 def test_bad_lifetime_and_bundle_label_selector_are_refused():
     with pytest.raises(ValueError, match="lifetime"):
         placement_group([{"CPU": 1}], lifetime="forever")
-    with pytest.raises(ValueError, match="bundle_label_selector"):
-        placement_group([{"CPU": 1}], bundle_label_selector=[{"zone": "a"}])
+    with pytest.raises(ValueError, match="length of `bundle_label_selector`"):
+        placement_group([{"CPU": 1}], bundle_label_selector=[{"zone": "a"}, {}])
+    with pytest.raises(ValueError, match="must not be empty"):
+        placement_group([{"CPU": 1}], bundle_label_selector=[{"zone": ""}])
 
 
 def test_a_strategy_needs_a_placement_group():
@@ -106,6 +108,8 @@ def test_ready_returns_the_group_once_its_bundles_are_reserved(cluster):
     assert len(ready) == 1
     free = purerun.available_resources()
     assert free["CPU"] == 0.5                          # 1.5 of 2 reserved
+    total = purerun.cluster_resources()
+    assert total["CPU"] == 2 and total[f"CPU_group_0_{pg.id.hex()}"] == 1
     assert free[f"CPU_group_{pg.id.hex()}"] == 1.5
     assert free[f"CPU_group_1_{pg.id.hex()}"] == 0.5
     table = placement_group_table(pg)

@@ -53,6 +53,17 @@ def test_bundles_are_placed_per_strategy_or_not_at_all(strategy, bundles, expect
     assert place_bundles(bundles, strategy, NODES) == expected
 
 
+def test_bundle_label_constraints_choose_among_the_nodes_that_match():
+    labels = {N1: {"zone": "a"}, N2: {"zone": "b"}, N3: {}}
+    west = (("zone", IN, ("b",)),)
+    assert place_bundles([{"CPU": 1}], "PACK", NODES, labels, [west]) == [N2]
+    assert place_bundles([{"CPU": 1}] * 2, "STRICT_PACK", NODES, labels, [(), west]) == [N2, N2]
+    assert place_bundles([{"CPU": 1}] * 2, "STRICT_SPREAD", NODES, labels,
+                         [west, west]) is None
+    nowhere = (("zone", IN, ("c",)),)
+    assert place_bundles([{"CPU": 1}], "SPREAD", NODES, labels, [nowhere]) is None
+
+
 def test_group_resources_name_the_group_and_the_bundle():
     assert pgs.bundle_resources("ab", 1, {"CPU": 2, "GPU": 0}) == {
         "CPU_group_ab": 2, "CPU_group_1_ab": 2, "bundle_group_ab": 1000,
@@ -153,6 +164,27 @@ def test_bad_groups_are_refused():
         store.create_placement_group(G1, [{"CPU": 1}], "TIGHT")
     with pytest.raises(ValueError, match="at least one bundle"):
         store.create_placement_group(G1, [], "PACK")
+
+
+def test_bundle_labels_are_kept_when_a_group_waits_for_a_node_that_matches():
+    store = store_with((N1, 2))
+    west = [(("zone", IN, ("west",)),)]
+    answer = store.create_placement_group(G1, [{"CPU": 1}], "PACK", bundle_labels=west)
+    assert answer["infeasible"] is True
+    store.register_node(N2, "addr", {"CPU": 1}, labels={"zone": "west"})
+    assert store.placement_group_info(G1)["nodes"] == [N2]
+
+
+def test_cluster_resources_list_what_reserved_bundles_offer():
+    store = store_with((N1, 2))
+    store.create_placement_group(G1, [{"CPU": 1}], "PACK")
+    assert store.cluster_resources() == {"CPU": 2.0}       # placed, not reserved yet
+    store.bundle_reserved(G1, 0, N1)
+    assert store.cluster_resources() == {"CPU": 2.0, **{
+        name: float(amount) for name, amount in pgs.bundle_resources(G1.hex(), 0,
+                                                                     {"CPU": 1}).items()}}
+    store.remove_placement_group(G1)
+    assert store.cluster_resources() == {"CPU": 2.0}
 
 
 def test_a_job_ending_removes_its_groups_but_not_detached_ones():
@@ -293,7 +325,7 @@ def one_node(cpus=2):
 
 def test_one_node_reserves_a_group_at_once_and_runs_its_tasks_inside_it():
     node = one_node(cpus=2)
-    assert request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False) == "CREATED"
+    assert request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False, None) == "CREATED"
     assert node.state.scheduler.available_resources()["CPU"] == 1
     inside = group_task(node, G1, 0)
     node.feed("driver", (protocol.SUBMIT, inside))
@@ -311,7 +343,7 @@ def test_a_task_for_a_group_still_pending_waits_and_runs_once_it_is_created():
     busy = task(node)
     node.feed("driver", (protocol.SUBMIT, busy))
     [(worker, _)] = node.executes()
-    assert request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False) == "PENDING"
+    assert request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False, None) == "PENDING"
     waiting = group_task(node, G1, 0)
     node.feed("driver", (protocol.SUBMIT, waiting))
     assert node.executes() == [] and waiting.task_id in node.state.parked
@@ -325,7 +357,7 @@ def test_work_for_every_bundle_waits_until_the_whole_group_is_reserved():
     busy = task(node, resources={"CPU": 2})
     node.feed("driver", (protocol.SUBMIT, busy))
     [(worker, _)] = node.executes()
-    request(node, "pg_create", G1, [{"CPU": 1}, {"CPU": 1}], "PACK", "", JOB, False)
+    request(node, "pg_create", G1, [{"CPU": 1}, {"CPU": 1}], "PACK", "", JOB, False, None)
     specs = [group_task(node, G1, i) for i in (1, 0)]
     for spec in specs:
         node.feed("driver", (protocol.SUBMIT, spec))
@@ -336,14 +368,14 @@ def test_work_for_every_bundle_waits_until_the_whole_group_is_reserved():
 
 def test_an_infeasible_group_warns_the_driver():
     node = one_node(cpus=1)
-    request(node, "pg_create", G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD", "", JOB, False)
+    request(node, "pg_create", G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD", "", JOB, False, None)
     [(_, warn)] = node.take(protocol.WARN, "driver")
     assert "cannot be created yet" in warn[1] and "STRICT_SPREAD" in warn[1]
 
 
 def test_removing_a_group_fails_its_tasks_and_frees_its_resources():
     node = one_node(cpus=2)
-    request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False)
+    request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False, None)
     running = group_task(node, G1, 0)
     queued = group_task(node, G1, 0)
     for spec in (running, queued):
@@ -365,7 +397,7 @@ def test_removing_a_group_fails_its_tasks_and_frees_its_resources():
 
 def test_a_child_of_a_capturing_task_goes_into_the_same_group():
     node = one_node(cpus=2)
-    request(node, "pg_create", G1, [{"CPU": 2}], "PACK", "", JOB, False)
+    request(node, "pg_create", G1, [{"CPU": 2}], "PACK", "", JOB, False, None)
     parent = group_task(node, G1, 0, capture=True)
     node.feed("driver", (protocol.SUBMIT, parent))
     [(worker, _)] = node.executes()
@@ -379,7 +411,7 @@ def test_a_child_of_a_capturing_task_goes_into_the_same_group():
 
 def test_a_task_naming_a_bundle_the_group_lacks_is_unschedulable():
     node = one_node(cpus=2)
-    request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False)
+    request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False, None)
     spec = group_task(node, G1, 3)
     node.feed("driver", (protocol.SUBMIT, spec))
     assert isinstance(error_of(node, spec), exceptions.TaskUnschedulableError)
@@ -389,7 +421,7 @@ def test_the_driver_ending_removes_its_groups():
     node = one_node(cpus=2)
     node.connect("d2")
     request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", node.state.peers["d2"].job_id,
-            False, token="d2")
+            False, None, token="d2")
     assert node.state.scheduler.available_resources()["CPU"] == 1
     node.feed("d2", (DISCONNECTED,))
     assert node.state.scheduler.available_resources() == {"CPU": 2}
@@ -428,7 +460,7 @@ def create(node, *args):
 
 def test_strict_spread_reserves_one_bundle_per_node_and_each_task_goes_to_its_bundle():
     net, a, b = cluster()
-    create(a, G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD", "", JOB, False)
+    create(a, G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD", "", JOB, False, None)
     info = net.control.placement_group_info(G1)
     assert info["state"] == "CREATED" and info["nodes"] == [a.node_id, b.node_id]
     specs = [group_task(a, G1, i) for i in (0, 1)]
@@ -447,7 +479,7 @@ def test_a_group_waiting_for_a_node_is_placed_when_one_joins_and_parked_work_fol
     a = net.add("a", CPU=1)
     net.control.export_function(b"k" * 16, b"pickled")
     a.feed("driver", (DRIVER_CONNECTED, True))
-    create(a, G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD", "", JOB, False)
+    create(a, G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD", "", JOB, False, None)
     assert a.take(protocol.WARN, "driver")
     spec = group_task(a, G1, 1)
     a.feed("driver", (protocol.SUBMIT, spec))
@@ -463,8 +495,8 @@ def test_a_group_waiting_for_a_node_is_placed_when_one_joins_and_parked_work_fol
 def test_bundles_of_a_dead_node_move_and_their_work_runs_again_there():
     net, a, b = cluster()
     c = net.add("c", CPU=1)
-    create(a, G1, [{"CPU": 1}], "PACK", "", JOB, False)
-    create(a, G2, [{"CPU": 1}], "PACK", "", JOB, False)   # fills a then b
+    create(a, G1, [{"CPU": 1}], "PACK", "", JOB, False, None)
+    create(a, G2, [{"CPU": 1}], "PACK", "", JOB, False, None)   # fills a then b
     assert net.control.placement_group_info(G2)["nodes"] == [b.node_id]
     spec = group_task(a, G2, 0, max_retries=1)
     a.feed("driver", (protocol.SUBMIT, spec))

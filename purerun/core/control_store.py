@@ -165,9 +165,10 @@ class _Group:
 
     __slots__ = ("group_id", "name", "namespace", "job_id", "detached", "bundles",
                  "strategy", "state", "nodes", "reserved", "created_at", "placed_at",
-                 "attempts")
+                 "attempts", "constraints")
 
-    def __init__(self, group_id, name, namespace, job_id, detached, bundles, strategy, now):
+    def __init__(self, group_id, name, namespace, job_id, detached, bundles, strategy, now,
+                 constraints):
         self.group_id = group_id
         self.name = name
         self.namespace = namespace
@@ -181,6 +182,7 @@ class _Group:
         self.created_at = now
         self.placed_at = None
         self.attempts = 0
+        self.constraints = constraints  # per bundle: label constraints its node must meet
 
 
 def _units(resources: Mapping[str, float], what: str, clamp: bool = False) -> dict:
@@ -814,8 +816,16 @@ class ControlStore:
         } for node in self._nodes.values()]
 
     def cluster_resources(self) -> dict[str, float]:
-        """The total resources of the live nodes, summed, as ``ray.cluster_resources()``."""
-        return _amounts(_sum(node.resources for node in self._nodes.values() if node.alive))
+        """The total resources of the live nodes, summed, as ``ray.cluster_resources()``;
+        with, as in Ray, the resources reserved placement-group bundles offer
+        (``CPU_group_<id>``, ``CPU_group_<index>_<id>``, ...)."""
+        tables = [node.resources for node in self._nodes.values() if node.alive]
+        for group in self._groups.values():
+            group_hex = group.group_id.hex()
+            for i, bundle in enumerate(group.bundles):
+                if group.reserved[i]:
+                    tables.append(_units(pgs.bundle_resources(group_hex, i, bundle), "bundle"))
+        return _amounts(_sum(tables))
 
     def available_resources(self) -> dict[str, float]:
         """The free resources last reported by the live nodes, summed.
@@ -828,8 +838,8 @@ class ControlStore:
     # ── placement groups ────────────────────────────────────────────────────────────────────
 
     def create_placement_group(self, group_id: bytes, bundles: list, strategy: str,
-                               name: str = "", job_id: bytes = b"",
-                               detached: bool = False) -> dict:
+                               name: str = "", job_id: bytes = b"", detached: bool = False,
+                               bundle_labels: Optional[list] = None) -> dict:
         """Enter a placement group and place its bundles on nodes if they fit.
 
         Bundles are placed against what each live node has left once the bundles of other
@@ -846,6 +856,8 @@ class ControlStore:
             job_id: the job creating it; the group is removed when that job finishes,
                 unless ``detached``.
             detached: the group outlives its job.
+            bundle_labels: None, or per bundle the label constraints ``(key, operator,
+                values)`` its node must meet (see core/placement_groups.py).
 
         Returns:
             ``{"state": "PENDING" | "CREATED", "nodes": [node id or None per bundle],
@@ -862,6 +874,9 @@ class ControlStore:
         if not bundles:
             raise ValueError("A placement group needs at least one bundle")
         bundles = [_amounts(_units(bundle, "a bundle")) for bundle in bundles]
+        constraints = [tuple(tuple(c) for c in b) for b in bundle_labels or [()] * len(bundles)]
+        if len(constraints) != len(bundles):
+            raise ValueError("bundle_labels must give one set of constraints per bundle")
         if group_id in self._groups or group_id in self._removed_groups:
             raise ValueError(f"placement group {group_id.hex()} already exists")
         namespace = self.namespace_of(None, job_id) if job_id else ""
@@ -871,11 +886,12 @@ class ControlStore:
                                  f"namespace {namespace!r}")
             self._group_names[(namespace, name)] = group_id
         group = self._groups[group_id] = _Group(group_id, name, namespace, job_id, detached,
-                                                bundles, strategy, self._clock())
+                                                bundles, strategy, self._clock(), constraints)
         self._place_groups()
-        infeasible = group.state == "PENDING" and pgs.place_bundles(
-            bundles, strategy, {node.node_id: _amounts(node.resources)
-                                for node in self._nodes.values() if node.alive}) is None
+        live = [node for node in self._nodes.values() if node.alive]
+        infeasible = None in group.nodes and pgs.place_bundles(
+            bundles, strategy, {node.node_id: _amounts(node.resources) for node in live},
+            {node.node_id: node.labels for node in live}, constraints) is None
         return {"state": group.state, "nodes": list(group.nodes), "infeasible": infeasible}
 
     def remove_placement_group(self, group_id: bytes) -> list[bytes]:
@@ -1011,6 +1027,7 @@ class ControlStore:
             return
         left = {node.node_id: dict(node.resources) for node in self._nodes.values()
                 if node.alive}
+        labels = {node.node_id: node.labels for node in self._nodes.values() if node.alive}
         for group in self._groups.values():
             for node_id, bundle in zip(group.nodes, group.bundles):
                 if node_id in left:
@@ -1026,7 +1043,8 @@ class ControlStore:
             else:
                 candidates = left
             chosen = pgs.place_bundles([group.bundles[i] for i in missing], group.strategy,
-                                       {n: _amounts(have) for n, have in candidates.items()})
+                                       {n: _amounts(have) for n, have in candidates.items()},
+                                       labels, [group.constraints[i] for i in missing])
             if chosen is None:
                 continue
             for i, node_id in zip(missing, chosen):

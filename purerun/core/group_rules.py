@@ -67,9 +67,10 @@ class GroupRules:
 
     # ── requests from clients ─────────────────────────────────────────────────────────────
 
-    def _request_pg_create(self, token, group_id, bundles, strategy, name, job_id, detached):
+    def _request_pg_create(self, token, group_id, bundles, strategy, name, job_id, detached,
+                           bundle_labels):
         answer = self.control.create_placement_group(group_id, bundles, strategy, name,
-                                                     job_id, detached)
+                                                     job_id, detached, bundle_labels)
         if answer["infeasible"]:
             self._send(token, (protocol.WARN,
                                f"The placement group {name or group_id.hex()} cannot be "

@@ -107,7 +107,7 @@ def _take(have, demand):
         have[name] = have.get(name, 0) - amount
 
 
-def place_bundles(bundles, strategy, capacities):
+def place_bundles(bundles, strategy, capacities, labels=None, constraints=None):
     """Choose a node for every bundle of a group, or none at all.
 
     Args:
@@ -115,6 +115,9 @@ def place_bundles(bundles, strategy, capacities):
         strategy: one of ``STRATEGIES``.
         capacities: node id -> what it has left for bundles (its totals, less the bundles
             of other groups placed there), in the order nodes are preferred.
+        labels: node id -> its labels, when ``constraints`` are given.
+        constraints: per bundle, the label constraints its node must meet (None or an
+            empty tuple: any node), as ``placement_group(bundle_label_selector=...)``.
 
     Returns:
         A list of node ids, one per bundle, or None when the strategy cannot be met.
@@ -127,19 +130,25 @@ def place_bundles(bundles, strategy, capacities):
           the fewest of the group's bundles so far.
     """
     left = {node_id: dict(have) for node_id, have in capacities.items()}
+    constraints = constraints or [()] * len(bundles)
+
+    def allowed(node_id, i):
+        return not constraints[i] or labels_match(labels.get(node_id, {}), constraints[i])
+
     if strategy in ("PACK", "STRICT_PACK"):
         total = {}
         for bundle in bundles:
             for name, amount in bundle.items():
                 total[name] = total.get(name, 0) + amount
         for node_id, have in left.items():
-            if _fits(total, have):
+            if _fits(total, have) and all(allowed(node_id, i) for i in range(len(bundles))):
                 return [node_id] * len(bundles)
         if strategy == "STRICT_PACK":
             return None
         placed = []
-        for bundle in bundles:
-            node_id = next((n for n, have in left.items() if _fits(bundle, have)), None)
+        for i, bundle in enumerate(bundles):
+            node_id = next((n for n, have in left.items()
+                            if _fits(bundle, have) and allowed(n, i)), None)
             if node_id is None:
                 return None
             _take(left[node_id], bundle)
@@ -152,7 +161,7 @@ def place_bundles(bundles, strategy, capacities):
     counts = {node_id: 0 for node_id in left}
     for i in order:
         bundle = bundles[i]
-        candidates = [n for n, have in left.items() if _fits(bundle, have)
+        candidates = [n for n, have in left.items() if _fits(bundle, have) and allowed(n, i)
                       and (strategy == "SPREAD" or counts[n] == 0)]
         if not candidates:
             return None

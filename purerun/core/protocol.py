@@ -123,7 +123,8 @@ REQUESTS = {
     "kill_actor": (("actor_id", "no_restart"), "None"),
     "timeline": ((), "[Chrome trace event]"),
     # placement groups (core/group_rules.py)
-    "pg_create": (("group_id", "bundles", "strategy", "name", "job_id", "detached"),
+    "pg_create": (("group_id", "bundles", "strategy", "name", "job_id", "detached",
+                   "bundle_labels"),
                   "its state: PENDING or CREATED"),
     "pg_remove": (("group_id",), "None; its bundles are returned, its work ends"),
     "pg_info": (("group_id",), "None, or {state, nodes, bundles, strategy}"),

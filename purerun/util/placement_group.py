@@ -27,7 +27,7 @@ import os
 from typing import Dict, List, Optional
 
 from purerun.core import context
-from purerun.core.placement_groups import STRATEGIES
+from purerun.core.placement_groups import STRATEGIES, parse_label_selector
 
 __all__ = ["PlacementGroup", "placement_group", "remove_placement_group",
            "get_placement_group", "placement_group_table", "get_current_placement_group"]
@@ -179,15 +179,17 @@ def placement_group(bundles: List[Dict[str, float]], strategy: str = "PACK", nam
         lifetime: None (it is removed when its job's driver ends) or "detached" (it lives
             until removed).
         _soft_target_node_id: accepted for compatibility; not used.
-        bundle_label_selector: accepted when None; label selectors per bundle are not
-            supported.
+        bundle_label_selector: None, or one ``label_selector`` dict per bundle (``{"zone":
+            "west"}``, ``"!v"``, ``"in(a,b)"``, ``"!in(a,b)"``): the node of that bundle
+            must have matching labels.
 
     Returns:
         The PlacementGroup.
 
     Raises:
         ValueError: empty bundles, a bundle with no positive amount, a bad amount, an
-            unknown strategy or lifetime, a name already taken, or a bundle label selector.
+            unknown strategy or lifetime, a name already taken, or a malformed
+            ``bundle_label_selector``.
     """
     bundles = _check_bundles(bundles)
     if strategy not in STRATEGIES:
@@ -198,18 +200,25 @@ def placement_group(bundles: List[Dict[str, float]], strategy: str = "PACK", nam
                          f"'detached'. Got {lifetime}.")
     if not isinstance(name, str):
         raise TypeError(f"Placement group name must be a str, got {type(name).__name__}")
+    bundle_labels = None
     if bundle_label_selector is not None:
-        if not isinstance(bundle_label_selector, list) or \
-                len(bundle_label_selector) != len(bundles):
-            raise ValueError("bundle_label_selector must be a list with one dict per "
-                             "bundle")
-        if any(bundle_label_selector):
-            raise ValueError("bundle_label_selector is not supported by purerun: place "
-                             "labelled work with label_selector on its tasks and actors")
+        if not isinstance(bundle_label_selector, list):
+            raise ValueError(f"bundle_label_selector must be a list of dicts, one per bundle, "
+                             f"got {bundle_label_selector!r}")
+        if len(bundle_label_selector) != len(bundles):
+            raise ValueError("The length of `bundle_label_selector` should equal the length "
+                             "of `bundles`.")
+        bundle_labels = []
+        for selector in bundle_label_selector:
+            if not isinstance(selector, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in selector.items()):
+                raise ValueError(f"Each bundle_label_selector entry must be a dict of label "
+                                 f"name to selector string, got {selector!r}")
+            bundle_labels.append(parse_label_selector(selector))
     client = _client("placement_group")
     group_id = os.urandom(PLACEMENT_GROUP_ID_SIZE)
     client.request("pg_create", group_id, bundles, strategy, name, client.job_id,
-                   lifetime == "detached")
+                   lifetime == "detached", bundle_labels)
     return PlacementGroup(group_id, bundles)
 
 
