@@ -102,6 +102,7 @@ def test_a_strategy_needs_a_placement_group():
 def test_ready_returns_the_group_once_its_bundles_are_reserved(cluster):
     pg = placement_group([{"CPU": 1}, {"CPU": 0.5}], strategy="STRICT_PACK", name="two")
     assert isinstance(pg, PlacementGroup)
+    assert not pg.id.is_nil() and bytes.fromhex(pg.id.hex()) == pg.id.binary()
     assert pg.bundle_specs == [{"CPU": 1.0}, {"CPU": 0.5}] and pg.bundle_count == 2
     assert purerun.get(pg.ready(), timeout=30) == pg
     ready, _ = purerun.wait([pg.ready()], timeout=30)

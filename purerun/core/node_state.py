@@ -285,7 +285,7 @@ class NodeState(ClusterRules, GroupRules):
             # The job table shows it ended. Its pending tasks and unnamed actors still run on:
             # only its named non-detached actors end with it (below).
             self.control.job_finished(peer.job_id)
-            if self.bundles or self.clustered:   # its groups were removed with it
+            if self.bundles or self.parked or self.clustered:   # its groups went with it
                 self._groups_changed([r.node_id for r in self.remote.values() if r.alive])
             if token == self.owner:
                 self._out.append(Stop())

@@ -124,6 +124,9 @@ class _GroupId(bytes):
     def binary(self) -> bytes:
         return bytes(self)
 
+    def is_nil(self) -> bool:
+        return not any(self)
+
     def __repr__(self):
         return f"PlacementGroupID({self.hex()})"
 
