@@ -121,6 +121,8 @@ def test_ready_returns_the_group_once_its_bundles_are_reserved(cluster):
     assert table["bundles_to_node_id"] == {0: node, 1: node}
     assert pg.id.hex() in placement_group_table()
     assert get_placement_group("two") == pg
+    with pytest.raises(exceptions.RaySystemError, match="name 'two' already exists"):
+        placement_group([{"CPU": 0.5}], name="two")
     remove_placement_group(pg)
     assert placement_group_table(pg)["state"] == "REMOVED"
     assert purerun.available_resources()["CPU"] == 2

@@ -438,6 +438,11 @@ def test_labels_on_one_node_run_a_match_and_park_the_rest_with_a_warning():
     [(_, warn)] = node.take(protocol.WARN, "driver")
     assert "zone exists" in warn[1]
     assert miss.task_id in node.state.parked
+    # Its labels match but it can never fit: infeasible, as any task too big for the node.
+    big = task(node, resources={"CPU": 8}, strategy=(LABELS, (("zone", DOES_NOT_EXIST, ()),), ()))
+    node.feed("driver", (protocol.SUBMIT, big))
+    [(_, warn)] = node.take(protocol.WARN, "driver")
+    assert "no node has that much" in warn[1] and big.task_id not in node.state.parked
 
 
 # ─── a cluster ──────────────────────────────────────────────────────────────────────────────

@@ -882,8 +882,8 @@ class ControlStore:
         namespace = self.namespace_of(None, job_id) if job_id else ""
         if name:
             if (namespace, name) in self._group_names:
-                raise ValueError(f"A placement group named {name!r} already exists in "
-                                 f"namespace {namespace!r}")
+                raise ValueError(f"Failed to create placement group '{group_id.hex()}' "
+                                 f"because name '{name}' already exists.")
             self._group_names[(namespace, name)] = group_id
         group = self._groups[group_id] = _Group(group_id, name, namespace, job_id, detached,
                                                 bundles, strategy, self._clock(), constraints)

@@ -286,7 +286,9 @@ class GroupRules:
         for remote in remotes:
             if fits(demand, remote.resources):
                 return remote
-        return PARKED
+        # Nodes match but none could ever fit it: one of them reports it infeasible, as for
+        # any task too big for every node.
+        return None if None in matching else remotes[0]
 
     # ── parked work ───────────────────────────────────────────────────────────────────────
 

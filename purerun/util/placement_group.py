@@ -26,6 +26,7 @@ on the nodes left (the group is ``RESCHEDULING`` meanwhile).
 import os
 from typing import Dict, List, Optional
 
+from purerun import exceptions
 from purerun.core import context
 from purerun.core.placement_groups import STRATEGIES, parse_label_selector
 
@@ -191,8 +192,8 @@ def placement_group(bundles: List[Dict[str, float]], strategy: str = "PACK", nam
 
     Raises:
         ValueError: empty bundles, a bundle with no positive amount, a bad amount, an
-            unknown strategy or lifetime, a name already taken, or a malformed
-            ``bundle_label_selector``.
+            unknown strategy or lifetime, or a malformed ``bundle_label_selector``.
+        RaySystemError: the name is taken by a live group in this namespace (as Ray).
     """
     bundles = _check_bundles(bundles)
     if strategy not in STRATEGIES:
@@ -220,8 +221,13 @@ def placement_group(bundles: List[Dict[str, float]], strategy: str = "PACK", nam
             bundle_labels.append(parse_label_selector(selector))
     client = _client("placement_group")
     group_id = os.urandom(PLACEMENT_GROUP_ID_SIZE)
-    client.request("pg_create", group_id, bundles, strategy, name, client.job_id,
-                   lifetime == "detached", bundle_labels)
+    try:
+        client.request("pg_create", group_id, bundles, strategy, name, client.job_id,
+                       lifetime == "detached", bundle_labels)
+    except ValueError as exc:
+        if name and "already exists" in str(exc):
+            raise exceptions.RaySystemError(str(exc)) from None   # as Ray raises it
+        raise
     return PlacementGroup(group_id, bundles)
 
 
