@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import purerun
-from cluster_common import alive, node_of
+from cluster_common import Counter, alive, node_of
 from helpers import wait_for
 from purerun.cluster_utils import Cluster
 from purerun.util.placement_group import (placement_group, placement_group_table,
@@ -46,6 +46,20 @@ def test_strict_spread_puts_each_bundle_on_its_own_node_and_work_follows_its_bun
     remove_placement_group(pg)
     wait_for(lambda: purerun.available_resources().get("CPU") == 2, timeout=10,
              message="both CPUs free again (the nodes' heartbeats report it)")
+
+
+def test_an_actor_in_a_bundle_on_another_node_dies_with_its_group(cluster):
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+    assert pg.wait(timeout_seconds=30)
+    where = placement_group_table(pg)["bundles_to_node_id"]
+    index = next(i for i, node in where.items() if node == cluster.second.node_id)
+    counter = Counter.options(num_cpus=1, scheduling_strategy=bundle(pg, index)).remote()
+    assert purerun.get(counter.node.remote(), timeout=30) == cluster.second.node_id
+    remove_placement_group(pg)
+    with pytest.raises(purerun.exceptions.ActorDiedError):
+        purerun.get(counter.add.remote(), timeout=30)
+    wait_for(lambda: purerun.available_resources().get("CPU") == 2, timeout=10,
+             message="both CPUs free again")
 
 
 def test_a_group_waits_for_a_node_to_join_and_its_bundles_move_when_a_node_dies(cluster):

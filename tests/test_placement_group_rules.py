@@ -7,7 +7,7 @@ cluster of NodeStates sharing one ControlStore (the fake net of test_node_state_
 import os
 
 import pytest
-from test_node_state import Node
+from test_node_state import Node, actor_spec, call
 from test_node_state_cluster import Net, done, task
 
 from purerun import exceptions
@@ -364,6 +364,29 @@ def test_work_for_every_bundle_waits_until_the_whole_group_is_reserved():
     assert node.executes() == []
     node.done(worker, busy)
     assert sorted(s.task_id for _w, s in node.executes()) == sorted(s.task_id for s in specs)
+
+
+def test_an_actor_waits_for_its_group_lives_in_its_bundle_and_dies_with_it():
+    node = one_node(cpus=1)
+    busy = task(node)
+    node.feed("driver", (protocol.SUBMIT, busy))
+    [(worker, _)] = node.executes()
+    request(node, "pg_create", G1, [{"CPU": 1}], "PACK", "", JOB, False, None)
+    creation = actor_spec()
+    creation.strategy = creation.actor.strategy = (PLACEMENT_GROUP, G1, 0, False)
+    node.feed("driver", (protocol.SUBMIT, creation))
+    assert node.executes() == [] and creation.task_id in node.state.parked
+    node.done(worker, busy)
+    [(actor_worker, sent)] = node.executes()
+    assert sent.task_id == creation.task_id
+    node.done(actor_worker, creation)
+    request(node, "pg_remove", G1)
+    method = call(creation)
+    node.feed("driver", (protocol.SUBMIT, method))
+    error = error_of(node, method)
+    assert isinstance(error, exceptions.ActorDiedError)
+    assert "placement group was removed" in str(error)
+    assert node.state.scheduler.available_resources() == {"CPU": 1}
 
 
 def test_an_infeasible_group_warns_the_driver():
