@@ -833,6 +833,9 @@ def placement_strategy(full: Mapping[str, Any], demand: Mapping[str, float], kin
     if isinstance(strategy, NodeLabelSchedulingStrategy):
         return (_groups.LABELS, label_constraints(strategy.hard),
                 label_constraints(strategy.soft))
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and \
+            strategy.placement_group is None:
+        return None
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
         group = strategy.placement_group
         index = strategy.placement_group_bundle_index

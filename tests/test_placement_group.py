@@ -95,6 +95,13 @@ def test_bad_lifetime_and_bundle_label_selector_are_refused():
 def test_a_strategy_needs_a_placement_group():
     with pytest.raises(TypeError, match="PlacementGroup"):
         PlacementGroupSchedulingStrategy("not a group")
+    with pytest.raises(ValueError, match="-1"):
+        PlacementGroupSchedulingStrategy(None, -2)
+
+
+def test_a_strategy_without_a_group_schedules_as_the_default(cluster):
+    assert purerun.get(current_group.options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(None)).remote()) is None
 
 
 # -- creation, readiness, the table -------------------------------------------------------------

@@ -64,7 +64,8 @@ class PlacementGroupSchedulingStrategy:
     raises ValueError. While the group is not created yet, the work waits for it.
 
     Args:
-        placement_group: the ``PlacementGroup``, as ``placement_group()`` returns it.
+        placement_group: the ``PlacementGroup``, as ``placement_group()`` returns it; None
+            schedules as if no group were given (a child still joins a capturing parent's).
         placement_group_bundle_index: the bundle to run in; -1 (the default) for any.
         placement_group_capture_child_tasks: tasks and actors this one submits go into the
             same group too (unless they say otherwise). None: as the submitter's own task,
@@ -82,9 +83,9 @@ class PlacementGroupSchedulingStrategy:
     def __init__(self, placement_group, placement_group_bundle_index: int = -1,
                  placement_group_capture_child_tasks=None):
         from purerun.util.placement_group import PlacementGroup
-        if not isinstance(placement_group, PlacementGroup):
-            raise TypeError(f"placement_group must be a PlacementGroup, got "
-                            f"{type(placement_group).__name__}")
+        if placement_group is not None and not isinstance(placement_group, PlacementGroup):
+            raise TypeError(f"placement_group must be a PlacementGroup (or None for no "
+                            f"group), got {type(placement_group).__name__}")
         if isinstance(placement_group_bundle_index, bool) or not isinstance(
                 placement_group_bundle_index, int):
             raise TypeError(f"placement_group_bundle_index must be an int, got "
