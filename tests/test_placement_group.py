@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def cluster():
-    purerun.init(num_cpus=2)
+    purerun.init(num_cpus=2, num_gpus=2)
     yield
     purerun.shutdown()
 
@@ -245,3 +245,16 @@ def test_a_task_waiting_on_its_captured_child_lends_it_the_bundle(group):
     # The bundle has 1 CPU: the child runs only on the CPU its blocked parent lends.
     assert purerun.get(parent.options(scheduling_strategy=in_group(group, 0, True)).remote(),
                        timeout=30) == group.id.hex()
+
+
+def test_a_task_in_a_gpu_bundle_is_given_the_bundle_s_gpu(cluster):
+    @purerun.remote(num_cpus=0, num_gpus=1)
+    def gpus():
+        return purerun.get_gpu_ids()
+
+    pg = placement_group([{"GPU": 1}])
+    assert pg.wait(30)
+    inside = purerun.get(gpus.options(scheduling_strategy=in_group(pg, 0)).remote())
+    outside = purerun.get(gpus.remote())
+    assert len(inside) == 1 and len(outside) == 1 and inside != outside
+    remove_placement_group(pg)

@@ -277,6 +277,23 @@ def test_a_task_blocked_in_get_lends_its_bundle_cpu_to_the_bundle():
     assert s.available_resources() == {"CPU": 1}
 
 
+def test_a_gpu_bundle_takes_gpu_ids_and_its_tasks_get_them():
+    s = Scheduler({"CPU": 2, "GPU": 2}, gpu_ids=("g0", "g1"), max_workers=4,
+                  max_starting_workers=4)
+    provides = pgs.bundle_resources("aa", 0, {"GPU": 1})
+    s.handle(ReserveBundle("b", {"GPU": 1}, provides))
+    for worker in ("w1", "w2"):
+        s.handle(WorkerStarted(worker))
+    [inside] = s.handle(SubmitTask("in", pgs.group_demand({"GPU": 1}, "aa", 0)))
+    [outside] = s.handle(SubmitTask("out", {"GPU": 1}))
+    assert inside.gpu_ids == ("g0",) and outside.gpu_ids == ("g1",)
+    s.handle(TaskFinished(inside.worker_id))
+    s.handle(TaskFinished(outside.worker_id))
+    s.handle(ReturnBundle("b"))
+    [both] = s.handle(SubmitTask("both", {"GPU": 2}))
+    assert both.gpu_ids == ("g0", "g1")
+
+
 def test_a_pending_bundle_returned_is_just_dropped():
     s = scheduler(cpus=1)
     s.handle(WorkerStarted("w1"))

@@ -401,13 +401,15 @@ _EXITING = "exiting"  # retiring or released: waiting for the process to be gone
 class _SchedulingClass:
     """Every ready task with one resource demand: a FIFO queue of which only the head is read."""
 
-    __slots__ = ("shape", "gpu", "feasible", "queue")
+    __slots__ = ("shape", "gpu", "feasible", "queue", "group_gpu")
 
     def __init__(self, shape: tuple, gpu: int, feasible: bool) -> None:
         self.shape = shape
         self.gpu = gpu  # GPU units in the demand (0: none), checked against per-id capacity
         self.feasible = feasible
         self.queue: deque[_Task] = deque()
+        # The placement-group GPU resource its GPU ids come from (see ReserveBundle), or None.
+        self.group_gpu = _group_gpu_of(shape)
 
 
 class _Task:
@@ -556,6 +558,10 @@ class Scheduler:
         self._bundles_pending: dict[Hashable, tuple] = {}
         # Reserved bundles: key -> (shape held, shape provided).
         self._bundles: dict[Hashable, tuple] = {}
+        # The GPU ids a reserved bundle took: key -> (ids, units taken from each); and, per
+        # group GPU resource a bundle provides, the ids of the bundles providing it.
+        self._bundle_gpus: dict[Hashable, tuple] = {}
+        self._gpus_by_name: dict[str, list] = {}
 
     # ── entry point and views ────────────────────────────────────────────────────────────────
 
@@ -803,6 +809,17 @@ class Scheduler:
         held, provided = bundle
         total = self._total
         available = self._available
+        gpus = self._bundle_gpus.pop(key, None)
+        if gpus is not None:
+            ids, share = gpus
+            for gpu_id in ids:
+                self._gpu_free[gpu_id] += share
+            for name, _units in provided:
+                holders = self._gpus_by_name.get(name)
+                if holders is not None and ids in holders:
+                    holders.remove(ids)
+                    if not holders:
+                        del self._gpus_by_name[name]
         names = set()
         for name, units in provided:
             names.add(name)
@@ -847,7 +864,19 @@ class Scheduler:
         for key, (held, provided) in list(self._bundles_pending.items()):
             if any(available.get(name, 0) < units for name, units in held):
                 continue
+            gpu = _gpu_of(held)
+            # A bundle takes GPU ids as a task would (whole GPUs, or a share of one), and the
+            # tasks in it are given those ids.
+            by_id = gpu and (gpu <= RESOURCE_UNIT or not gpu % RESOURCE_UNIT)
+            if by_id and not self._gpus_fit(gpu):
+                continue
             del self._bundles_pending[key]
+            if by_id:
+                ids, share = self._assign_gpus(gpu)
+                self._bundle_gpus[key] = (ids, share)
+                for name, _units in provided:
+                    if name.startswith(_GROUP_GPU):
+                        self._gpus_by_name.setdefault(name, []).append(ids)
             for name, units in held:
                 available[name] -= units
             for name, units in provided:
@@ -906,6 +935,11 @@ class Scheduler:
             available[name] -= units
         if cls.gpu:
             worker.gpu_ids, worker.gpu_share = self._assign_gpus(cls.gpu)
+        elif cls.group_gpu is not None:
+            # In a bundle: the bundle's GPU ids, already taken by it (so no share here).
+            holders = self._gpus_by_name.get(cls.group_gpu)
+            if holders:
+                worker.gpu_ids, worker.gpu_share = holders[0], 0
         worker.held = cls.shape
         worker.task = task
         worker.dedicated = task.dedicated
@@ -1206,6 +1240,21 @@ def _to_shape(amounts: Mapping[str, float], what: str) -> tuple:
             shape.append((name, units))
     shape.sort()
     return tuple(shape)
+
+
+_GROUP_GPU = "GPU_group_"
+
+
+def _group_gpu_of(shape: tuple):
+    """The placement-group GPU resource a demand names, preferring one bundle's (``GPU_group_
+    <index>_<id>``) to the group's (``GPU_group_<id>``); None if it names none."""
+    found = None
+    for name, _units in shape:
+        if name.startswith(_GROUP_GPU):
+            if "_" in name[len(_GROUP_GPU):]:
+                return name
+            found = name
+    return found
 
 
 def _lends(name: str) -> bool:
