@@ -12,8 +12,9 @@ node or none (the control store decides, against what each node has left once ot
 bundles are taken off its totals), and each node then reserves its bundles as soon as their
 resources are free. Reserved resources serve only work scheduled in the group: they leave
 ``available_resources()``, which lists the group's own resources instead
-(``CPU_group_<id>``, ``CPU_group_<index>_<id>``, ...), as Ray does. ``cluster_resources()``
-keeps listing the nodes' totals only.
+(``CPU_group_<id>``, ``CPU_group_<index>_<id>``, ...), as Ray does; ``cluster_resources()``
+lists those too, beside the nodes' totals. A GPU bundle takes GPU ids when it is reserved,
+and work in it is given them.
 
 Strategies: ``PACK`` (as few nodes as possible), ``SPREAD`` (distinct nodes where possible),
 ``STRICT_PACK`` (one node), ``STRICT_SPREAD`` (distinct nodes, or the group waits).
@@ -37,7 +38,8 @@ __all__ = ["PlacementGroup", "placement_group", "remove_placement_group",
 PLACEMENT_GROUP_ID_SIZE = 18
 
 
-def _client(what):
+def _client():
+    """This process's client, starting purerun first if needed (as Ray's calls auto-init)."""
     return context.get_or_start()
 
 
@@ -62,7 +64,7 @@ class PlacementGroup:
     def bundle_specs(self) -> List[Dict[str, float]]:
         """The bundles of the group, each a dict of resource name to amount."""
         if self._bundles is None:
-            info = _client("bundle_specs").request("pg_info", bytes(self.id))
+            info = _client().request("pg_info", bytes(self.id))
             self._bundles = [] if info is None else info["bundles"]
         return [dict(bundle) for bundle in self._bundles]
 
@@ -219,7 +221,7 @@ def placement_group(bundles: List[Dict[str, float]], strategy: str = "PACK", nam
                 raise ValueError(f"Each bundle_label_selector entry must be a dict of label "
                                  f"name to selector string, got {selector!r}")
             bundle_labels.append(parse_label_selector(selector))
-    client = _client("placement_group")
+    client = _client()
     group_id = os.urandom(PLACEMENT_GROUP_ID_SIZE)
     try:
         client.request("pg_create", group_id, bundles, strategy, name, client.job_id,
@@ -247,7 +249,7 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"remove_placement_group expects a PlacementGroup, got "
                         f"{type(placement_group).__name__}")
-    _client("remove_placement_group").request("pg_remove", bytes(placement_group.id))
+    _client().request("pg_remove", bytes(placement_group.id))
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
@@ -264,7 +266,7 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
     """
     if not placement_group_name:
         raise ValueError("Please supply a non-empty value to get_placement_group")
-    client = _client("get_placement_group")
+    client = _client()
     found = client.request("pg_get", placement_group_name, client.job_id)
     if found is None:
         raise ValueError(f"Failed to look up placement group with name: "
@@ -289,7 +291,7 @@ def placement_group_table(placement_group: Optional[PlacementGroup] = None) -> d
         raise TypeError(f"placement_group_table expects a PlacementGroup or None, got "
                         f"{type(placement_group).__name__}")
     group_id = None if placement_group is None else bytes(placement_group.id)
-    return _client("placement_group_table").request("pg_table", group_id)
+    return _client().request("pg_table", group_id)
 
 
 def get_current_placement_group() -> Optional[PlacementGroup]:
@@ -298,7 +300,7 @@ def get_current_placement_group() -> Optional[PlacementGroup]:
     Returns:
         The PlacementGroup, or None.
     """
-    client = _client("get_current_placement_group")
+    client = _client()
     if getattr(client, "current_task", None) is None and \
             getattr(client, "actor_id", None) is None:
         return None   # a driver is in no group
