@@ -784,14 +784,14 @@ def test_every_public_method_crosses_pickle(clock, wall):
     wire.node_table()
     wire.cluster_resources()
     wire.available_resources()
-    assert wire.create_placement_group(b"g" * 18, [{"CPU": 1}], "PACK", "pg", j,
-                                       False)["nodes"] == [N1]
-    assert wire.bundles_on(N1) == [(b"g" * 18, 0, {"CPU": 1.0})]
-    assert wire.bundle_reserved(b"g" * 18, 0, N1) is True
+    [where] = wire.create_placement_group(b"g" * 18, [{"CPU": 1}], "PACK", "pg", j, False,
+                                          None)["nodes"]
+    assert wire.bundles_on(where) == [(b"g" * 18, 0, {"CPU": 1.0})]
+    assert wire.bundle_reserved(b"g" * 18, 0, where) is True
     assert wire.placement_group_info(b"g" * 18)["state"] == "CREATED"
     assert wire.get_placement_group("pg", j)[0] == b"g" * 18
     assert wire.placement_group_table()[(b"g" * 18).hex()]["state"] == "CREATED"
-    assert wire.remove_placement_group(b"g" * 18) == [N1]
+    assert wire.remove_placement_group(b"g" * 18) == [where]
     clock.advance(NODE_DEATH_TIMEOUT_S + 1)
     wire.heartbeat(N2)
     assert wire.check_nodes() == [N1]

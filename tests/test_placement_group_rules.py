@@ -137,6 +137,13 @@ def test_a_group_is_created_once_every_bundle_is_reserved():
     assert store.placement_group_info(G1)["state"] == "REMOVED"
 
 
+def test_a_group_goes_first_to_the_node_with_the_most_cpu_free():
+    store = store_with((N1, 2), (N2, 2))
+    store.heartbeat(N1, {"CPU": 0})          # busy with tasks
+    store.create_placement_group(G1, [{"CPU": 1}], "PACK")
+    assert store.placement_group_info(G1)["nodes"] == [N2]
+
+
 def test_an_infeasible_group_says_so_and_is_placed_when_a_node_that_fits_joins():
     store = store_with((N1, 1))
     answer = store.create_placement_group(G1, [{"CPU": 1}, {"CPU": 1}], "STRICT_SPREAD")

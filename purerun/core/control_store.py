@@ -843,9 +843,9 @@ class ControlStore:
         """Enter a placement group and place its bundles on nodes if they fit.
 
         Bundles are placed against what each live node has left once the bundles of other
-        groups are taken off its totals (see ``placement_groups.place_bundles``); each node
-        then reserves its bundles as soon as their resources are free, and tells the store
-        with ``bundle_reserved``. A group that does not fit stays PENDING and is tried again
+        groups are taken off its totals (see ``placement_groups.place_bundles``), nodes with
+        the most CPU free at their last heartbeat first; each node then reserves its bundles
+        as soon as their resources are free, and tells the store with ``bundle_reserved``. A group that does not fit stays PENDING and is tried again
         whenever a node joins, a group is removed or a node dies.
 
         Args:
@@ -1025,9 +1025,12 @@ class ControlStore:
         waiting = [g for g in self._groups.values() if None in g.nodes]
         if not waiting:
             return
-        left = {node.node_id: dict(node.resources) for node in self._nodes.values()
-                if node.alive}
-        labels = {node.node_id: node.labels for node in self._nodes.values() if node.alive}
+        # Nodes with the most CPU free at their last report come first: a group then goes
+        # where it can be reserved soonest, among the nodes that can hold it.
+        live = sorted((node for node in self._nodes.values() if node.alive),
+                      key=lambda node: -node.available.get("CPU", 0))
+        left = {node.node_id: dict(node.resources) for node in live}
+        labels = {node.node_id: node.labels for node in live}
         for group in self._groups.values():
             for node_id, bundle in zip(group.nodes, group.bundles):
                 if node_id in left:
