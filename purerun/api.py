@@ -168,7 +168,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             from purerun.core.local_mode import LocalClient
             client = LocalClient(node_resources, namespace=namespace)
         elif address is None:
-            sock, node = launcher.start_owned_node(node_resources, object_store_memory)
+            sock, node = launcher.start_owned_node(node_resources, object_store_memory,
+                                                   labels=_options.check_labels(labels))
             client = Client(sock, "driver", log_to_driver=log_to_driver, node=node)
         else:
             if any(v is not None for v in (num_cpus, num_gpus, resources, labels,

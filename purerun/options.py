@@ -33,7 +33,11 @@ from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 from purerun.core import serialization
 from purerun.core.scheduler import RESOURCE_UNIT
 from purerun.core.task_spec import NODE_AFFINITY, ActorSpec
-from purerun.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from purerun.core import placement_groups as _groups
+from purerun.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                                NodeLabelSchedulingStrategy,
+                                                PlacementGroupSchedulingStrategy,
+                                                label_constraints)
 
 TASK = "task"
 ACTOR = "actor"
@@ -338,6 +342,31 @@ def _check_label_selector(name: str, value: Any, kind: str) -> None:
                 f"The option '{name}' maps label names to strings, but got {label!r}: "
                 f"{_describe(selector)}."
             )
+    try:
+        _groups.parse_label_selector(value)
+    except ValueError as exc:
+        raise ValueError(f"The option '{name}' is not a valid label selector: {exc}") from None
+
+
+def check_labels(labels):
+    """Check the ``labels`` of ``init``: None, or a dict of label name to value (both str).
+
+    Returns:
+        A copy of the dict, or None.
+
+    Raises:
+        TypeError: not a dict, or a name or value that is not a str.
+    """
+    if labels is None:
+        return None
+    if not isinstance(labels, dict):
+        raise TypeError(f"labels must be a dict of label name to value, got "
+                        f"{type(labels).__name__}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"labels map label names (str) to values (str), got {key!r}: "
+                            f"{_describe(value)}")
+    return dict(labels)
 
 
 def _check_backpressure(name: str, value: Any, kind: str) -> None:
@@ -771,7 +800,7 @@ def task_fields(options: Mapping[str, Any], is_generator: bool = False) -> Dict[
         "retry_exceptions": _retry_policy(full["retry_exceptions"]),
         "max_calls": full["max_calls"],
         "env_vars": env_vars_of(full["runtime_env"]),
-        "strategy": strategy_field(full["scheduling_strategy"]),
+        "strategy": placement_strategy(full, resource_request(options, TASK), TASK),
     }
 
 
@@ -790,6 +819,63 @@ def strategy_field(value: Any):
     if isinstance(value, NodeAffinitySchedulingStrategy):
         return (NODE_AFFINITY, bytes.fromhex(value.node_id), bool(value.soft))
     return None
+
+
+def placement_strategy(full: Mapping[str, Any], demand: Mapping[str, float], kind: str):
+    """The ``TaskSpec.strategy`` for options with their defaults: ``scheduling_strategy``,
+    the deprecated ``placement_group`` options, and ``label_selector``.
+
+    Returns:
+        What ``strategy_field`` returns, or ``(PLACEMENT_GROUP, group id, bundle index,
+        capture)`` for a placement group, or ``(LABELS, hard, soft)`` for labels (see
+        core/placement_groups.py).
+
+    Raises:
+        ValueError: the demand fits no bundle of the group (or not the one named), a
+            bundle index the group does not have, or a label selector together with a
+            strategy other than the default.
+    """
+    strategy = full["scheduling_strategy"]
+    group = full.get("placement_group", "default")
+    if group not in ("default", None) and strategy is None:
+        import warnings
+        warnings.warn("The placement_group option is deprecated; use scheduling_strategy="
+                      "PlacementGroupSchedulingStrategy(...) instead.", DeprecationWarning,
+                      stacklevel=4)
+        strategy = PlacementGroupSchedulingStrategy(
+            group, full.get("placement_group_bundle_index", -1),
+            full.get("placement_group_capture_child_tasks"))
+    selector = full.get("label_selector")
+    if selector:
+        if strategy not in (None, "DEFAULT"):
+            raise ValueError("label_selector cannot be combined with a scheduling_strategy "
+                             f"other than the default, got {strategy!r}")
+        return (_groups.LABELS, _groups.parse_label_selector(selector), ())
+    if isinstance(strategy, NodeLabelSchedulingStrategy):
+        return (_groups.LABELS, label_constraints(strategy.hard),
+                label_constraints(strategy.soft))
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and \
+            strategy.placement_group is None:
+        return None
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        group = strategy.placement_group
+        index = strategy.placement_group_bundle_index
+        bundles = group.bundle_specs
+        what = "the task" if kind == TASK else "the actor"
+        if index >= len(bundles):
+            raise ValueError(f"placement group bundle index {index} is invalid. Valid "
+                             f"placement group indexes: 0-{len(bundles) - 1}")
+        candidates = bundles if index == -1 else [bundles[index]]
+        if not any(all(bundle.get(name, 0) + 1e-9 >= amount
+                       for name, amount in demand.items()) for bundle in candidates):
+            where = ("any bundles for the placement group" if index == -1
+                     else f"the bundle {index} of the placement group")
+            raise ValueError(f"Cannot schedule {what} with the placement group because the "
+                             f"resource request {dict(demand)} cannot fit into {where}, "
+                             f"{candidates}.")
+        return (_groups.PLACEMENT_GROUP, bytes(group.id), index,
+                bool(strategy.placement_group_capture_child_tasks))
+    return strategy_field(strategy)
 
 
 @dataclass(frozen=True)
@@ -836,7 +922,7 @@ def actor_fields(options: Mapping[str, Any], meta: Any) -> ActorFields:
         concurrency_groups=({group: max_concurrency for group in groups}
                             if isinstance(groups, list) else dict(groups or {})),
         is_async=meta.is_async, hold=running_actor_request(options),
-        strategy=strategy_field(full["scheduling_strategy"]))
+        strategy=placement_strategy(full, resource_request(options, ACTOR), ACTOR))
     return ActorFields(spec=spec, resources=resource_request(options, ACTOR),
                        env_vars=env_vars_of(full["runtime_env"]),
                        get_if_exists=bool(full["get_if_exists"]),

@@ -107,7 +107,14 @@ class RuntimeContext:
         return self.get_task_name()
 
     def get_placement_group_id(self):
-        return None
+        """The id (hex) of the placement group this task or actor runs in, or None (always
+        None in a driver)."""
+        client = self._client
+        if getattr(client, "current_task", None) is None and \
+                getattr(client, "actor_id", None) is None:
+            return None
+        group_id = client.request("pg_current")
+        return None if group_id is None else group_id.hex()
 
     def get_assigned_resources(self) -> dict:
         """The resources held for the running task, or for the actor this code runs in.

@@ -544,11 +544,11 @@ def test_node_table_lists_live_and_dead_nodes_compactly(store):
         {"node_id": N1, "number": 1, "address": "10.0.0.1:7000", "node_ip": "10.0.0.1",
          "hostname": "box1", "alive": True, "resources": {"CPU": 4.0, "GPU": 1.0},
          "available": {"CPU": 2.5}, "labels": {"zone": "a"},
-         "load": {"tasks": 3, "actors": 1}},
+         "load": {"tasks": 3, "actors": 1}, "bundles_version": 0},
         # A dead node keeps its resources here (nodes() shows {} for it, as Ray does).
         {"node_id": N2, "number": 2, "address": "10.0.0.2:7000", "node_ip": "10.0.0.2",
          "hostname": "10.0.0.2", "alive": False, "resources": {"CPU": 2.0},
-         "available": {"CPU": 2.0}, "labels": {}, "load": {}},
+         "available": {"CPU": 2.0}, "labels": {}, "load": {}, "bundles_version": 0},
     ]
 
 
@@ -784,6 +784,14 @@ def test_every_public_method_crosses_pickle(clock, wall):
     wire.node_table()
     wire.cluster_resources()
     wire.available_resources()
+    [where] = wire.create_placement_group(b"g" * 18, [{"CPU": 1}], "PACK", "pg", j, False,
+                                          None)["nodes"]
+    assert wire.bundles_on(where) == [(b"g" * 18, 0, {"CPU": 1.0})]
+    assert wire.bundle_reserved(b"g" * 18, 0, where) is True
+    assert wire.placement_group_info(b"g" * 18)["state"] == "CREATED"
+    assert wire.get_placement_group("pg", j)[0] == b"g" * 18
+    assert wire.placement_group_table()[(b"g" * 18).hex()]["state"] == "CREATED"
+    assert wire.remove_placement_group(b"g" * 18) == [where]
     clock.advance(NODE_DEATH_TIMEOUT_S + 1)
     wire.heartbeat(N2)
     assert wire.check_nodes() == [N1]

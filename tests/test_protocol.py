@@ -28,7 +28,7 @@ def test_every_request_op_is_declared_with_the_arguments_its_handler_takes():
         method = getattr(NodeState, f"_request_{op}")
         names = list(inspect.signature(method).parameters)[2:]  # self, token
         assert tuple(names) == arguments, op
-    defined = {name[len("_request_"):] for name in vars(NodeState)
+    defined = {name[len("_request_"):] for name in dir(NodeState)   # mixins' too
                if name.startswith("_request_")}
     assert defined == set(protocol.REQUESTS)
 

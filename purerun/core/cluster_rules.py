@@ -14,7 +14,9 @@ from purerun.core import scheduler as sched
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, actor_died_error
 from purerun.core.node_vocabulary import (HEARTBEAT_ANSWER, Peer, PushObject, RemoteNode, Stop,
                                           fits)
+from purerun.core.group_rules import PARKED
 from purerun.core.object_table import block_length, error_payload
+from purerun.core.placement_groups import LABELS, PLACEMENT_GROUP
 from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, NORMAL
 from purerun.core.tasks import TaskTable, retries_left
@@ -46,6 +48,11 @@ class ClusterRules:
         for record in records:
             node_id = record["node_id"]
             if node_id == self.node_id:
+                version = record.get("bundles_version")
+                if version != self.bundles_version:   # its placement-group bundles changed
+                    self.bundles_version = version
+                    self.group_cache.clear()
+                    self._sync_bundles()
                 continue
             remote = self.remote.get(node_id)
             if remote is None:
@@ -60,6 +67,7 @@ class ClusterRules:
                 continue
             remote.resources = record["resources"]
             remote.available = record["available"]
+            remote.labels = record["labels"]
 
     def heartbeat_report(self):
         """What this node tells the head every tick: ``heartbeat``'s arguments."""
@@ -87,6 +95,7 @@ class ClusterRules:
             return
         self._take_node_table(records)
         self._rebalance()
+        self._retry_parked()
 
     def _rebalance(self):
         """Work queued here for want of room moves to nodes that have room now."""
@@ -124,6 +133,7 @@ class ClusterRules:
             return
         remote.alive = False
         node_id = remote.node_id
+        self.group_cache.clear()
         error = exceptions.NodeDiedError(f"The node running this work is gone: {why}.")
         for actor_id, where in list(self.actor_nodes.items()):
             if where is remote:
@@ -214,7 +224,9 @@ class ClusterRules:
         creation.attempt = actor.num_restarts
         task = self.tasks.get(creation.task_id) or self.tasks.add(creation, actor.owner)
         target = self._place(creation) if self.clustered else None
-        if target is not None:
+        if target is PARKED:
+            self.parked[creation.task_id] = task
+        elif target is not None:
             actor.node = target
             self._forward(task, target)
         else:
@@ -233,10 +245,13 @@ class ClusterRules:
         spec = task.spec
         try:
             target = self._place(spec) if self.clustered else None
-        except (exceptions.TaskUnschedulableError, exceptions.ActorUnschedulableError) as exc:
+        except (exceptions.TaskUnschedulableError, exceptions.ActorUnschedulableError,
+                exceptions.TaskPlacementGroupRemoved) as exc:
             self._fail(task, exc)
             return
-        if target is not None:
+        if target is PARKED:
+            self.parked[spec.task_id] = task
+        elif target is not None:
             self._forward(task, target)
         else:
             self._resubmit(task)
@@ -252,6 +267,8 @@ class ClusterRules:
         """
         demand = spec.resources or {}
         strategy = spec.strategy
+        if type(strategy) is tuple and strategy[0] in (PLACEMENT_GROUP, LABELS):
+            return self._place_special(spec)   # core/group_rules.py
         if strategy == "SPREAD":
             return self._spread(demand)
         if strategy is not None:

@@ -44,6 +44,7 @@ import math
 import time
 from typing import Any, Callable, Mapping, Optional
 
+from purerun.core import placement_groups as pgs
 from purerun.core.scheduler import RESOURCE_UNIT
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "JOB_ID_SIZE",
     "ACTOR_STATES",
     "NODE_LOAD",
+    "MAX_REMOVED_GROUPS_KEPT",
     "worker_id",
 ]
 
@@ -76,6 +78,9 @@ JOB_ID_SIZE = 4
 KV_RESERVED_PREFIX = b"@namespace_"
 # An actor's life as the store records it. DEAD is final: the actor is forgotten, its name freed.
 ACTOR_STATES = ("PENDING", "ALIVE", "RESTARTING", "DEAD")
+# Removed placement groups still listed by placement_group_table (state REMOVED), as Ray
+# keeps them for a while; older ones are forgotten so the table stays bounded.
+MAX_REMOVED_GROUPS_KEPT = 1000
 # A worker id is 16 bytes: the node's number (issued by the store, never reused) and then the
 # node's own worker counter. Two nodes therefore never make the same worker id.
 WORKER_ID_SIZE = 16
@@ -142,7 +147,8 @@ class _Actor:
 
 class _Node:
     __slots__ = ("node_id", "number", "address", "node_ip", "hostname", "resources",
-                 "available", "labels", "last_heartbeat", "alive", "fallout", "load")
+                 "available", "labels", "last_heartbeat", "alive", "fallout", "load",
+                 "bundles_version")
 
     def __init__(self, node_id, number):
         self.node_id = node_id
@@ -150,6 +156,33 @@ class _Node:
         self.alive = True
         self.fallout = None             # once dead: what died with it (see node_dead)
         self.load = {}                  # its last heartbeat's load (NODE_LOAD keys)
+        self.bundles_version = 0        # changes whenever the bundles assigned to it do
+
+
+class _Group:
+    """A placement group. ``nodes[i]`` is where bundle i goes (None: not placed yet) and
+    ``reserved[i]`` whether that node has reserved it; CREATED once all are reserved."""
+
+    __slots__ = ("group_id", "name", "namespace", "job_id", "detached", "bundles",
+                 "strategy", "state", "nodes", "reserved", "created_at", "placed_at",
+                 "attempts", "constraints")
+
+    def __init__(self, group_id, name, namespace, job_id, detached, bundles, strategy, now,
+                 constraints):
+        self.group_id = group_id
+        self.name = name
+        self.namespace = namespace
+        self.job_id = job_id
+        self.detached = detached
+        self.bundles = bundles
+        self.strategy = strategy
+        self.state = "PENDING"
+        self.nodes = [None] * len(bundles)
+        self.reserved = [False] * len(bundles)
+        self.created_at = now
+        self.placed_at = None
+        self.attempts = 0
+        self.constraints = constraints  # per bundle: label constraints its node must meet
 
 
 def _units(resources: Mapping[str, float], what: str, clamp: bool = False) -> dict:
@@ -249,6 +282,12 @@ class ControlStore:
         self._locations: dict[bytes, set[bytes]] = {}
         #: node id -> ids of the objects with a copy there; invariant: the mirror of _locations
         self._objects_on: dict[bytes, set[bytes]] = {}
+        #: group id -> _Group, every placement group not removed, in creation order
+        self._groups: dict[bytes, _Group] = {}
+        #: (namespace, name) -> id of the group holding that name
+        self._group_names: dict[tuple[str, str], bytes] = {}
+        #: the last MAX_REMOVED_GROUPS_KEPT removed groups, for placement_group_table
+        self._removed_groups: collections.OrderedDict[bytes, _Group] = collections.OrderedDict()
 
     # ── jobs ────────────────────────────────────────────────────────────────────────────────
 
@@ -287,6 +326,9 @@ class ControlStore:
             return []
         job.is_dead = True
         job.end_ms = self._now_ms()
+        for group in [g for g in self._groups.values()
+                      if g.job_id == job_id and not g.detached]:
+            self.remove_placement_group(group.group_id)
         return [actor.actor_id for actor in self._actors.values()
                 if actor.job_id == job_id and not actor.detached]
 
@@ -614,6 +656,7 @@ class ControlStore:
         node.labels = dict(labels or {})
         node.load = {}
         node.last_heartbeat = self._clock()
+        self._place_groups()   # a node that joins may fit groups that waited
         return node.number
 
     def heartbeat(self, node_id: bytes,
@@ -712,6 +755,14 @@ class ControlStore:
             job_actors += self.job_finished(job_id)
         node.fallout = {"node_id": node_id, "objects_lost": sorted(lost), "actors": actors,
                         "jobs_finished": jobs, "job_actors": job_actors}
+        # Its bundles are placed again, on the nodes left (Ray reschedules them too).
+        for group in self._groups.values():
+            for i, where in enumerate(group.nodes):
+                if where == node_id:
+                    group.nodes[i] = None
+                    group.reserved[i] = False
+                    group.state = "RESCHEDULING"
+        self._place_groups()
         self._dead_nodes.append(node_id)
         while len(self._dead_nodes) > MAX_DEAD_NODES_KEPT:
             del self._nodes[self._dead_nodes.popleft()]
@@ -745,7 +796,11 @@ class ControlStore:
                 {"node_id": bytes, "number": int, "address": str, "node_ip": str,
                  "hostname": str, "alive": bool,
                  "resources": {name: total}, "available": {name: free at its last report},
-                 "labels": {str: str}, "load": {NODE_LOAD key: count at its last report}}
+                 "labels": {str: str}, "load": {NODE_LOAD key: count at its last report},
+                 "bundles_version": int}
+
+            ``bundles_version`` changes whenever the placement-group bundles assigned to
+            the node change: the node then reads them with ``bundles_on``.
 
             Unlike ``nodes()``, a dead node keeps its resources (read ``alive``). A resource
             with nothing free is left out of ``available``.
@@ -757,11 +812,20 @@ class ControlStore:
             "available": _amounts({name: units for name, units in node.available.items()
                                    if units > 0}),
             "labels": dict(node.labels), "load": dict(node.load),
+            "bundles_version": node.bundles_version,
         } for node in self._nodes.values()]
 
     def cluster_resources(self) -> dict[str, float]:
-        """The total resources of the live nodes, summed, as ``ray.cluster_resources()``."""
-        return _amounts(_sum(node.resources for node in self._nodes.values() if node.alive))
+        """The total resources of the live nodes, summed, as ``ray.cluster_resources()``;
+        with, as in Ray, the resources reserved placement-group bundles offer
+        (``CPU_group_<id>``, ``CPU_group_<index>_<id>``, ...)."""
+        tables = [node.resources for node in self._nodes.values() if node.alive]
+        for group in self._groups.values():
+            group_hex = group.group_id.hex()
+            for i, bundle in enumerate(group.bundles):
+                if group.reserved[i]:
+                    tables.append(_units(pgs.bundle_resources(group_hex, i, bundle), "bundle"))
+        return _amounts(_sum(tables))
 
     def available_resources(self) -> dict[str, float]:
         """The free resources last reported by the live nodes, summed.
@@ -770,6 +834,226 @@ class ControlStore:
         """
         total = _sum(node.available for node in self._nodes.values() if node.alive)
         return _amounts({name: units for name, units in total.items() if units > 0})
+
+    # ── placement groups ────────────────────────────────────────────────────────────────────
+
+    def create_placement_group(self, group_id: bytes, bundles: list, strategy: str,
+                               name: str = "", job_id: bytes = b"", detached: bool = False,
+                               bundle_labels: Optional[list] = None) -> dict:
+        """Enter a placement group and place its bundles on nodes if they fit.
+
+        Bundles are placed against what each live node has left once the bundles of other
+        groups are taken off its totals (see ``placement_groups.place_bundles``), nodes with
+        the most CPU free at their last heartbeat first; each node then reserves its bundles
+        as soon as their resources are free, and tells the store with ``bundle_reserved``. A group that does not fit stays PENDING and is tried again
+        whenever a node joins, a group is removed or a node dies.
+
+        Args:
+            group_id: the new group's id (bytes).
+            bundles: the bundles, each a dict of resource name to amount.
+            strategy: "PACK", "SPREAD", "STRICT_PACK" or "STRICT_SPREAD".
+            name: "" for a group without a name; else unique in the job's namespace.
+            job_id: the job creating it; the group is removed when that job finishes,
+                unless ``detached``.
+            detached: the group outlives its job.
+            bundle_labels: None, or per bundle the label constraints ``(key, operator,
+                values)`` its node must meet (see core/placement_groups.py).
+
+        Returns:
+            ``{"state": "PENDING" | "CREATED", "nodes": [node id or None per bundle],
+            "infeasible": bool}``; ``infeasible`` says that no set of live nodes could hold
+            the group even if every other group were removed.
+
+        Raises:
+            ValueError: an unknown strategy, no bundles, bad amounts, the id already in
+                use, or the name taken.
+        """
+        if strategy not in pgs.STRATEGIES:
+            raise ValueError(f"Invalid placement group strategy {strategy!r}; it must be "
+                             f"one of {', '.join(pgs.STRATEGIES)}")
+        if not bundles:
+            raise ValueError("A placement group needs at least one bundle")
+        bundles = [_amounts(_units(bundle, "a bundle")) for bundle in bundles]
+        constraints = [tuple(tuple(c) for c in b) for b in bundle_labels or [()] * len(bundles)]
+        if len(constraints) != len(bundles):
+            raise ValueError("bundle_labels must give one set of constraints per bundle")
+        if group_id in self._groups or group_id in self._removed_groups:
+            raise ValueError(f"placement group {group_id.hex()} already exists")
+        namespace = self.namespace_of(None, job_id) if job_id else ""
+        if name:
+            if (namespace, name) in self._group_names:
+                raise ValueError(f"Failed to create placement group '{group_id.hex()}' "
+                                 f"because name '{name}' already exists.")
+            self._group_names[(namespace, name)] = group_id
+        group = self._groups[group_id] = _Group(group_id, name, namespace, job_id, detached,
+                                                bundles, strategy, self._clock(), constraints)
+        self._place_groups()
+        live = [node for node in self._nodes.values() if node.alive]
+        infeasible = None in group.nodes and pgs.place_bundles(
+            bundles, strategy, {node.node_id: _amounts(node.resources) for node in live},
+            {node.node_id: node.labels for node in live}, constraints) is None
+        return {"state": group.state, "nodes": list(group.nodes), "infeasible": infeasible}
+
+    def remove_placement_group(self, group_id: bytes) -> list[bytes]:
+        """Remove a group: its bundles are to be returned by the nodes that hold them.
+
+        Returns:
+            The ids of the nodes that had bundles of it (they read ``bundles_on`` again);
+            empty if the group is unknown or already removed.
+        """
+        group = self._groups.pop(group_id, None)
+        if group is None:
+            return []
+        group.state = "REMOVED"
+        if group.name:
+            self._group_names.pop((group.namespace, group.name), None)
+        self._removed_groups[group_id] = group
+        while len(self._removed_groups) > MAX_REMOVED_GROUPS_KEPT:
+            self._removed_groups.popitem(last=False)
+        nodes = []
+        for node_id in group.nodes:
+            if node_id is not None and node_id not in nodes:
+                nodes.append(node_id)
+                self._bump(node_id)
+        self._place_groups()   # what it held may fit groups that waited
+        return nodes
+
+    def bundle_reserved(self, group_id: bytes, index: int, node_id: bytes) -> bool:
+        """A node has reserved bundle ``index`` of the group, as assigned to it.
+
+        Returns:
+            True if this made the group CREATED (every bundle reserved).
+        """
+        group = self._groups.get(group_id)
+        if group is None or not 0 <= index < len(group.nodes) or \
+                group.nodes[index] != node_id or group.reserved[index]:
+            return False
+        group.reserved[index] = True
+        if all(group.reserved):
+            group.state = "CREATED"
+            group.placed_at = self._clock()
+            return True
+        return False
+
+    def bundles_on(self, node_id: bytes) -> list[tuple]:
+        """The bundles assigned to a node: ``[(group id, index, bundle), ...]``, for the
+        groups not removed, in creation order."""
+        return [(group.group_id, i, dict(group.bundles[i]))
+                for group in self._groups.values()
+                for i, where in enumerate(group.nodes) if where == node_id]
+
+    def placement_group_info(self, group_id: bytes) -> Optional[dict]:
+        """What a node needs to place work in a group.
+
+        Returns:
+            None if the group is unknown, else ``{"state": "PENDING" | "RESCHEDULING" |
+            "CREATED" | "REMOVED", "nodes": [node id or None per bundle],
+            "bundles": [bundle dicts], "strategy": str}``.
+        """
+        group = self._groups.get(group_id) or self._removed_groups.get(group_id)
+        if group is None:
+            return None
+        return {"state": group.state, "nodes": list(group.nodes),
+                "bundles": [dict(b) for b in group.bundles], "strategy": group.strategy}
+
+    def get_placement_group(self, name: str, job_id: bytes = b"") -> Optional[tuple]:
+        """The live group named ``name`` in job ``job_id``'s namespace.
+
+        Returns:
+            ``(group id, bundles, strategy)``, or None if no group has that name there.
+        """
+        namespace = self.namespace_of(None, job_id) if job_id else ""
+        group_id = self._group_names.get((namespace, name))
+        if group_id is None:
+            return None
+        group = self._groups[group_id]
+        return group_id, [dict(b) for b in group.bundles], group.strategy
+
+    def placement_group_table(self, group_id: Optional[bytes] = None) -> dict:
+        """Placement groups in the shape of ``ray.util.placement_group_table()``.
+
+        Args:
+            group_id: one group, or None for every group (removed ones included, as long
+                as they are kept).
+
+        Returns:
+            For one group: ``{"placement_group_id": hex, "name", "bundles": {index:
+            bundle}, "bundles_to_node_id": {index: node hex} (placed bundles), "strategy",
+            "state", "stats": {"end_to_end_creation_latency_ms", "scheduling_latency_ms",
+            "scheduling_attempt", "highest_retry_delay_ms", "scheduling_state"}}``; an
+            unknown id gives the same keys with empty values and state "". For all: group
+            id hex -> that dict.
+        """
+        if group_id is not None:
+            group = self._groups.get(group_id) or self._removed_groups.get(group_id)
+            if group is None:
+                return {"placement_group_id": group_id.hex(), "name": "", "bundles": {},
+                        "bundles_to_node_id": {}, "strategy": "", "state": "", "stats": {}}
+            return self._group_dict(group)
+        groups = list(self._removed_groups.values()) + list(self._groups.values())
+        return {group.group_id.hex(): self._group_dict(group) for group in groups}
+
+    def _group_dict(self, group: _Group) -> dict:
+        latency = 0.0 if group.placed_at is None else \
+            (group.placed_at - group.created_at) * 1000.0
+        if group.state == "CREATED":
+            scheduling_state = "FINISHED"
+        elif group.state == "REMOVED":
+            scheduling_state = "REMOVED"
+        else:
+            scheduling_state = "NO_RESOURCES" if group.attempts else "QUEUED"
+        return {
+            "placement_group_id": group.group_id.hex(), "name": group.name,
+            "bundles": {i: dict(b) for i, b in enumerate(group.bundles)},
+            "bundles_to_node_id": {i: node_id.hex() for i, node_id in enumerate(group.nodes)
+                                   if node_id is not None},
+            "strategy": group.strategy, "state": group.state,
+            "stats": {"end_to_end_creation_latency_ms": latency,
+                      "scheduling_latency_ms": latency,
+                      "scheduling_attempt": group.attempts,
+                      "highest_retry_delay_ms": 0.0,
+                      "scheduling_state": scheduling_state},
+        }
+
+    def _bump(self, node_id: bytes) -> None:
+        node = self._nodes.get(node_id)
+        if node is not None:
+            node.bundles_version += 1
+
+    def _place_groups(self) -> None:
+        """Place the bundles not placed yet, group by group in creation order."""
+        waiting = [g for g in self._groups.values() if None in g.nodes]
+        if not waiting:
+            return
+        # Nodes with the most CPU free at their last report come first: a group then goes
+        # where it can be reserved soonest, among the nodes that can hold it.
+        live = sorted((node for node in self._nodes.values() if node.alive),
+                      key=lambda node: -node.available.get("CPU", 0))
+        left = {node.node_id: dict(node.resources) for node in live}
+        labels = {node.node_id: node.labels for node in live}
+        for group in self._groups.values():
+            for node_id, bundle in zip(group.nodes, group.bundles):
+                if node_id in left:
+                    _take_units(left[node_id], bundle)
+        for group in waiting:
+            group.attempts += 1
+            missing = [i for i, node_id in enumerate(group.nodes) if node_id is None]
+            placed = set(n for n in group.nodes if n is not None)
+            if group.strategy == "STRICT_SPREAD":
+                candidates = {n: have for n, have in left.items() if n not in placed}
+            elif group.strategy == "STRICT_PACK" and placed:
+                candidates = {n: have for n, have in left.items() if n in placed}
+            else:
+                candidates = left
+            chosen = pgs.place_bundles([group.bundles[i] for i in missing], group.strategy,
+                                       {n: _amounts(have) for n, have in candidates.items()},
+                                       labels, [group.constraints[i] for i in missing])
+            if chosen is None:
+                continue
+            for i, node_id in zip(missing, chosen):
+                group.nodes[i] = node_id
+                _take_units(left[node_id], group.bundles[i])
+                self._bump(node_id)
 
     # ── object directory ────────────────────────────────────────────────────────────────────
 
@@ -844,6 +1128,11 @@ def _sum(tables) -> dict[str, int]:
         for name, units in table.items():
             total[name] = total.get(name, 0) + units
     return total
+
+
+def _take_units(have: dict, amounts: Mapping[str, float]) -> None:
+    for name, amount in amounts.items():
+        have[name] = have.get(name, 0) - round(amount * RESOURCE_UNIT)
 
 
 def _amounts(units: Mapping[str, int]) -> dict[str, float]:

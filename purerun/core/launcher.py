@@ -496,18 +496,20 @@ def terminate_with_parent():
         pass
 
 
-def start_owned_node(resources, object_store_memory, head=None):
+def start_owned_node(resources, object_store_memory, head=None, labels=None):
     """Start a node that lives as long as the returned connection to it.
 
     Args:
         head: "host:port" of a head for it to join, or None.
+        labels: its labels (str to str), or None.
 
     Returns:
         (socket, NodeProcess): the driver's end of its connection, and the process.
     """
     driver_sock, node_sock = socket.socketpair()
     try:
-        node = spawn_node(resources, object_store_memory, node_sock.fileno(), head=head)
+        node = spawn_node(resources, object_store_memory, node_sock.fileno(), head=head,
+                          labels=labels)
     except BaseException:
         driver_sock.close()
         raise

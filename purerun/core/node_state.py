@@ -55,6 +55,8 @@ from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
 from purerun.core.cluster_rules import ClusterRules
 from purerun.core.generators import GeneratorRules
+from purerun.core.group_rules import PARKED, GroupRules, group_of
+from purerun.core.placement_groups import group_demand
 from purerun.core.object_table import ObjectTable, error_payload
 from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
@@ -80,7 +82,7 @@ WORKER_IDLE_CHECK_S = 1.0
 WORKER_IDLE_CHECKS = 5
 
 
-class NodeState(ClusterRules, GeneratorRules):
+class NodeState(ClusterRules, GeneratorRules, GroupRules):
     """The rules of one node. See the module docstring.
 
     Args:
@@ -135,10 +137,11 @@ class NodeState(ClusterRules, GeneratorRules):
         #: object id -> the TaskSpec that made it, for values only another node holds: if
         #: that node dies, the task runs again (lineage reconstruction) while retries allow
         self.lineage = {}
+        self._init_groups()   # placement groups and labels (core/group_rules.py)
         #: this node's number in the cluster: worker ids are unique across nodes with it
         self.node_number = control.register_node(
             self.node_id, config.get("tcp_address") or config.get("address"), self.resources,
-            labels=config.get("labels"), hostname=config.get("hostname"),
+            labels=self.labels, hostname=config.get("hostname"),
             node_ip=config.get("node_ip", "127.0.0.1"))
         self._handlers = {
             protocol.SUBMIT: self._on_submit,
@@ -189,6 +192,13 @@ class NodeState(ClusterRules, GeneratorRules):
             "get_actor": self._request_get_actor,
             "kill_actor": self._request_kill_actor,
             "timeline": self._request_timeline,
+            "pg_create": self._request_pg_create,
+            "pg_remove": self._request_pg_remove,
+            "pg_info": self._request_pg_info,
+            "pg_table": self._request_pg_table,
+            "pg_get": self._request_pg_get,
+            "pg_sync": self._request_pg_sync,
+            "pg_current": self._request_pg_current,
         }
 
     # ── entry point ────────────────────────────────────────────────────────────────────────
@@ -288,6 +298,8 @@ class NodeState(ClusterRules, GeneratorRules):
             self._worker_gone(peer.worker)
         elif peer.kind == "driver":
             self.control.job_finished(peer.job_id)
+            if self.bundles or self.parked or self.clustered:   # its groups went with it
+                self._groups_changed([r.node_id for r in self.remote.values() if r.alive])
             if token == self.owner:
                 self._out.append(Stop())
             else:
@@ -340,6 +352,8 @@ class NodeState(ClusterRules, GeneratorRules):
                         self._fail(task, exceptions.TaskCancelledError(action.task_id.hex()))
                 elif kind is sched.Infeasible:
                     self._report_infeasible(action.task_id, action.resources)
+                elif kind is sched.BundleReserved:
+                    self._bundle_reserved(action.key)
             actions = more
 
     def _dispatch(self, action):
@@ -420,6 +434,10 @@ class NodeState(ClusterRules, GeneratorRules):
 
     def _resubmit(self, task):
         spec = task.spec
+        if group_of(spec) is not None:   # its bundle may be gone, or elsewhere now
+            self.parked[spec.task_id] = task
+            self._retry_parked()
+            return
         missing = self.objects.missing(spec.deps)
         if missing:
             self._want(missing)
@@ -558,7 +576,15 @@ class NodeState(ClusterRules, GeneratorRules):
             return
         missing = objects.missing(spec.deps)
         target = None
-        if self.clustered and peer.kind != "node":  # placed here by another node: it runs here
+        if self._special_strategy(spec, peer):   # a placement group or labels
+            try:
+                target = self._place_special(spec, peer.kind == "node")
+            except (exceptions.TaskPlacementGroupRemoved, exceptions.ActorPlacementGroupRemoved,
+                    exceptions.TaskUnschedulableError,
+                    exceptions.ActorUnschedulableError) as exc:
+                self._fail(task, exc)
+                return
+        elif self.clustered and peer.kind != "node":  # placed here by another node: runs here
             try:
                 target = self._place(spec)
             except (exceptions.TaskUnschedulableError,
@@ -567,6 +593,8 @@ class NodeState(ClusterRules, GeneratorRules):
                 return
         if spec.kind == ACTOR_CREATION:
             self._create_actor(task, missing, target)
+        elif target is PARKED:
+            self._park(task)
         elif target is not None:
             self._forward(task, target)
         else:
@@ -590,11 +618,23 @@ class NodeState(ClusterRules, GeneratorRules):
                 self.awaited.add(object_id)
 
     def _demand(self, spec):
-        """What the scheduler places ``spec`` by: its resources, unless they are not enforced."""
-        return spec.resources if self.enforce_resources else {}
+        """What the scheduler places ``spec`` by: its resources, unless they are not enforced;
+        in a placement group, its group's resources (see core/placement_groups.py)."""
+        if not self.enforce_resources:
+            return {}
+        group_id = group_of(spec)
+        if group_id is not None:
+            return group_demand(spec.resources or {}, group_id.hex(), spec.strategy[2])
+        return spec.resources
 
     def _hold(self, creation):
-        return creation.actor.hold if self.enforce_resources else None
+        if not self.enforce_resources:
+            return None
+        group_id = group_of(creation)
+        if group_id is not None:
+            return group_demand(creation.actor.hold or {}, group_id.hex(),
+                                creation.strategy[2])
+        return creation.actor.hold
 
     def _on_export(self, token, msg):
         # Kept here too: tasks of this node's own clients never need to ask the store.
@@ -716,7 +756,9 @@ class NodeState(ClusterRules, GeneratorRules):
                                    else ids.object_id(spec.task_id, 0),
                                    task.force_cancelled, False))
             return
-        if task.worker_id is None:
+        if self.parked.pop(spec.task_id, None) is not None:   # waiting for a group or node
+            self._fail(task, exceptions.TaskCancelledError(spec.task_id.hex()))
+        elif task.worker_id is None:
             self._schedule(sched.CancelTask(spec.task_id))
         elif task.force_cancelled:
             self._out.append(KillWorker(task.worker_id))
@@ -761,6 +803,10 @@ class NodeState(ClusterRules, GeneratorRules):
             # (a named one was entered by the client, before submitting)
             self.control.register_actor(None, spec.actor.namespace, spec.job_id,
                                         actor.actor_id, actor.meta, detached=actor.detached)
+        if target is PARKED:
+            self.control.actor_state(actor.actor_id, PENDING, self.node_id)
+            self._park(task)
+            return
         if target is not None:
             actor.node = target
             self.control.actor_state(actor.actor_id, PENDING, target.node_id)

@@ -129,7 +129,7 @@ class RemoteNode:
     token, and the answers come back from it.
     """
 
-    __slots__ = ("node_id", "number", "address", "alive", "resources", "available")
+    __slots__ = ("node_id", "number", "address", "alive", "resources", "available", "labels")
 
     def __init__(self, node_id, number, address):
         self.node_id = node_id
@@ -138,6 +138,7 @@ class RemoteNode:
         self.alive = True
         self.resources = {}          #: totals
         self.available = {}          #: free at its last report, less what was placed since
+        self.labels = {}             #: its labels, from the node table
 
     def __repr__(self):
         return f"RemoteNode({self.node_id.hex()[:12]}, {self.address})"

@@ -135,6 +135,16 @@ REQUESTS = {
     "get_actor": (("name", "namespace", "job_id"), "None, or (actor_id, meta)"),
     "kill_actor": (("actor_id", "no_restart"), "None"),
     "timeline": ((), "[Chrome trace event]"),
+    # placement groups (core/group_rules.py)
+    "pg_create": (("group_id", "bundles", "strategy", "name", "job_id", "detached",
+                   "bundle_labels"),
+                  "its state: PENDING or CREATED"),
+    "pg_remove": (("group_id",), "None; its bundles are returned, its work ends"),
+    "pg_info": (("group_id",), "None, or {state, nodes, bundles, strategy}"),
+    "pg_table": (("group_id",), "placement_group_table() of one group, or of all (None)"),
+    "pg_get": (("name", "job_id"), "None, or (group_id, bundles, strategy)"),
+    "pg_sync": ((), "None; the node reads its bundles again (sent by other nodes)"),
+    "pg_current": ((), "the id of the group the asking worker's task runs in, or None"),
 }
 
 # -- payload kinds: how an object's value travels ---------------------------------------------------

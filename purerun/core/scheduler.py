@@ -10,9 +10,11 @@
     WorkerStarted, TaskFinished     ──────▶       workers: (starting) → idle ⇄ busy → actor
     WorkerBlocked, WorkerUnblocked  ──────▶                retiring or released → exiting
     WorkerRetiring, WorkerReleased  ──────▶                any of them → gone
-    WorkerDied                      ──────▶
+    WorkerDied                      ──────▶       bundles: pending → reserved → gone
+    ReserveBundle, ReturnBundle     ──────▶
                                     ◀──────       StartWorker, Dispatch, TaskLost,
-                                                  TaskCancelled, Infeasible
+                                                  TaskCancelled, Infeasible,
+                                                  BundleReserved
 
 The node process is the only caller. It turns what happens on its sockets and to its child
 processes into events, calls ``Scheduler.handle(event)``, and carries out the returned actions
@@ -62,6 +64,8 @@ __all__ = [
     "WorkerRetiring",
     "WorkerReleased",
     "WorkerDied",
+    "ReserveBundle",
+    "ReturnBundle",
     # actions
     "Action",
     "StartWorker",
@@ -70,6 +74,7 @@ __all__ = [
     "TaskLost",
     "TaskCancelled",
     "Infeasible",
+    "BundleReserved",
 ]
 
 # Resource amounts are stored as integer multiples of 1/RESOURCE_UNIT: Ray's granularity
@@ -290,6 +295,42 @@ class RetireWorker(Action):
 
     def __init__(self, worker_id: Hashable) -> None:
         self.worker_id = worker_id
+class ReserveBundle(Event):
+    """Reserve a placement group's bundle here, as soon as its resources are free.
+
+    Reserving takes ``resources`` off what is free (the totals stay: the node still has
+    them) and adds ``provides`` (the group's own resource names) to the totals and to what
+    is free, so that only tasks asking for those names run in it. Answered by
+    ``BundleReserved`` once done, at once if the resources are free now. Pending
+    reservations are served before any task, in the order they came.
+
+    Args:
+        key: Any hashable id of the bundle, unique among bundles here.
+        resources: What the bundle holds, e.g. ``{"CPU": 2}``.
+        provides: The resources it offers once reserved (see placement_groups).
+    """
+
+    __slots__ = ("key", "resources", "provides")
+
+    def __init__(self, key: Hashable, resources: Mapping[str, float],
+                 provides: Mapping[str, float]) -> None:
+        self.key = key
+        self.resources = resources
+        self.provides = provides
+
+
+class ReturnBundle(Event):
+    """Give a bundle back: pending, it is dropped; reserved, what it offered goes and what
+    it held is free again.
+
+    Workers still holding some of what it offered (the node kills them) stop counting it
+    at once, so nothing is counted twice when their death comes.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
 
 
 class StartWorker(Action):
@@ -345,6 +386,15 @@ class Infeasible(Action):
         self.resources = resources
 
 
+class BundleReserved(Action):
+    """This bundle is reserved now: tasks asking for what it provides may run."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+
+
 # StartWorker has no fields: one shared instance saves an allocation per request.
 _START_WORKER = StartWorker()
 
@@ -373,13 +423,15 @@ _EXITING = "exiting"  # retiring or released: waiting for the process to be gone
 class _SchedulingClass:
     """Every ready task with one resource demand: a FIFO queue of which only the head is read."""
 
-    __slots__ = ("shape", "gpu", "feasible", "queue")
+    __slots__ = ("shape", "gpu", "feasible", "queue", "group_gpu")
 
     def __init__(self, shape: tuple, gpu: int, feasible: bool) -> None:
         self.shape = shape
         self.gpu = gpu  # GPU units in the demand (0: none), checked against per-id capacity
         self.feasible = feasible
         self.queue: deque[_Task] = deque()
+        # The placement-group GPU resource its GPU ids come from (see ReserveBundle), or None.
+        self.group_gpu = _group_gpu_of(shape)
 
 
 class _Task:
@@ -418,7 +470,8 @@ class _Worker:
         self.gpu_ids: tuple = ()
         self.gpu_share = 0  # units taken from each of gpu_ids
         # > 0 while the task waits in get/wait. invariant: while blocked, the CPU in ``held``
-        # is counted as available (lent), and is not given back again on release.
+        # (and a bundle's CPU, see _lends) is counted as available (lent), and is not given
+        # back again on release.
         self.blocked = 0
         self.retiring = False
         # Counted in Scheduler._num_pool_workers (see _update_pool_count).
@@ -527,7 +580,17 @@ class Scheduler:
             WorkerReleased: self._handle_worker_released,
             WorkerDied: self._handle_worker_died,
             IdleTick: self._handle_idle_tick,
+            ReserveBundle: self._handle_reserve_bundle,
+            ReturnBundle: self._handle_return_bundle,
         }
+        # Bundles not reserved yet, in arrival order: key -> (shape held, shape provided).
+        self._bundles_pending: dict[Hashable, tuple] = {}
+        # Reserved bundles: key -> (shape held, shape provided).
+        self._bundles: dict[Hashable, tuple] = {}
+        # The GPU ids a reserved bundle took: key -> (ids, units taken from each); and, per
+        # group GPU resource a bundle provides, the ids of the bundles providing it.
+        self._bundle_gpus: dict[Hashable, tuple] = {}
+        self._gpus_by_name: dict[str, list] = {}
 
     # ── entry point and views ────────────────────────────────────────────────────────────────
 
@@ -708,9 +771,10 @@ class Scheduler:
         worker.blocked += 1
         if worker.blocked > 1:
             return []  # its CPU is already lent
-        cpu = _cpu_of(worker.held)
-        if cpu:
-            self._available["CPU"] += cpu
+        available = self._available
+        for name, units in worker.held:
+            if _lends(name):
+                available[name] += units
         self._update_pool_count(worker)
         actions: list = []
         self._schedule(actions)
@@ -725,9 +789,10 @@ class Scheduler:
             # Taken back unconditionally: the task is running again and must have its CPU.
             # Available CPU may go negative; nothing needing CPU is dispatched until enough
             # has been freed again.
-            cpu = _cpu_of(worker.held)
-            if cpu:
-                self._available["CPU"] -= cpu
+            available = self._available
+            for name, units in worker.held:
+                if _lends(name):
+                    available[name] -= units
             self._update_pool_count(worker)
         return []  # nothing was freed, so nothing new can run
 
@@ -769,6 +834,113 @@ class Scheduler:
         self._schedule(actions)
         return actions
 
+    def _handle_reserve_bundle(self, event: ReserveBundle) -> list:
+        key = event.key
+        if key in self._bundles or key in self._bundles_pending:
+            raise ValueError(f"bundle {key!r} is already here")
+        self._bundles_pending[key] = (_to_shape(event.resources, "bundle"),
+                                      _to_shape(event.provides, "bundle provides"))
+        actions: list = []
+        self._schedule(actions)
+        return actions
+
+    def _handle_return_bundle(self, event: ReturnBundle) -> list:
+        key = event.key
+        if self._bundles_pending.pop(key, None) is not None:
+            return []
+        bundle = self._bundles.pop(key, None)
+        if bundle is None:
+            return []
+        held, provided = bundle
+        total = self._total
+        available = self._available
+        gpus = self._bundle_gpus.pop(key, None)
+        if gpus is not None:
+            ids, share = gpus
+            for gpu_id in ids:
+                self._gpu_free[gpu_id] += share
+            for name, _units in provided:
+                holders = self._gpus_by_name.get(name)
+                if holders is not None and ids in holders:
+                    holders.remove(ids)
+                    if not holders:
+                        del self._gpus_by_name[name]
+        names = set()
+        for name, units in provided:
+            names.add(name)
+            total[name] -= units
+            available[name] -= units
+        # Workers running in the bundle stop counting what it offered (the node kills them).
+        for worker in self._workers.values():
+            if worker.held and any(name in names for name, _ in worker.held):
+                kept = []
+                for name, units in worker.held:
+                    if name in names:
+                        if not (worker.blocked and _lends(name)):   # else lent already
+                            available[name] += units
+                    else:
+                        kept.append((name, units))
+                worker.held = tuple(kept)
+        for name in names:
+            if total[name] <= 0:
+                del total[name]
+                del available[name]
+        # Demands naming what is gone can never fit again; tasks still queued with one (the
+        # node fails them) leave their queues, so no pass reads a resource that is gone.
+        for cls in self._class_by_shape.values():
+            if cls.feasible and any(name not in total for name, _ in cls.shape):
+                cls.feasible = False
+                if cls.queue:
+                    for task in cls.queue:
+                        if task.state is _READY:
+                            task.state = _INFEASIBLE
+                    cls.queue.clear()
+                    self._ready.pop(cls, None)
+        for name, units in held:
+            available[name] += units
+        actions: list = []
+        self._schedule(actions)
+        return actions
+
+    def _reserve_bundles(self, actions: list) -> None:
+        """Reserve the pending bundles whose resources are free, in order."""
+        available = self._available
+        total = self._total
+        for key, (held, provided) in list(self._bundles_pending.items()):
+            if any(available.get(name, 0) < units for name, units in held):
+                continue
+            gpu = _gpu_of(held)
+            # A bundle takes GPU ids as a task would (whole GPUs, or a share of one), and the
+            # tasks in it are given those ids.
+            by_id = gpu and (gpu <= RESOURCE_UNIT or not gpu % RESOURCE_UNIT)
+            if by_id and not self._gpus_fit(gpu):
+                continue
+            del self._bundles_pending[key]
+            if by_id:
+                ids, share = self._assign_gpus(gpu)
+                self._bundle_gpus[key] = (ids, share)
+                for name, _units in provided:
+                    if name.startswith(_GROUP_GPU):
+                        self._gpus_by_name.setdefault(name, []).append(ids)
+            for name, units in held:
+                available[name] -= units
+            for name, units in provided:
+                total[name] = total.get(name, 0) + units
+                available[name] = available.get(name, 0) + units
+            self._bundles[key] = (held, provided)
+            actions.append(BundleReserved(key))
+        if actions:
+            self._refresh_feasibility(actions)
+
+    def _refresh_feasibility(self, actions: list) -> None:
+        """Totals grew: classes that could not fit before may fit now; their tasks queue."""
+        total = self._total
+        for cls in self._class_by_shape.values():
+            if not cls.feasible and all(total.get(n, 0) >= u for n, u in cls.shape):
+                cls.feasible = True
+        # Tasks already set aside stay so (their dependencies were not tracked): the node
+        # submits a bundle's tasks only once the bundle is reserved.
+
     def _handle_worker_died(self, event: WorkerDied) -> list:
         actions: list = []
         worker = self._workers.pop(event.worker_id, None)
@@ -790,8 +962,11 @@ class Scheduler:
         self._enqueue(task)
 
     def _enqueue(self, task: _Task) -> None:
-        task.state = _READY
         cls = task.cls
+        if not cls.feasible:  # its bundle was returned while it waited for objects
+            task.state = _INFEASIBLE
+            return
+        task.state = _READY
         if not cls.queue:
             self._ready[cls] = None
         cls.queue.append(task)
@@ -805,6 +980,11 @@ class Scheduler:
             available[name] -= units
         if cls.gpu:
             worker.gpu_ids, worker.gpu_share = self._assign_gpus(cls.gpu)
+        elif cls.group_gpu is not None:
+            # In a bundle: the bundle's GPU ids, already taken by it (so no share here).
+            holders = self._gpus_by_name.get(cls.group_gpu)
+            if holders:
+                worker.gpu_ids, worker.gpu_share = holders[0], 0
         worker.held = cls.shape
         worker.task = task
         worker.dedicated = task.dedicated
@@ -845,7 +1025,7 @@ class Scheduler:
         self._release(worker)
         available = self._available
         for name, units in hold:
-            if name == "CPU" and worker.blocked:
+            if worker.blocked and _lends(name):
                 continue  # lent while blocked, see _Worker.blocked
             available[name] -= units
         worker.held = hold
@@ -892,9 +1072,9 @@ class Scheduler:
         available = self._available
         blocked = worker.blocked
         for name, units in worker.held:
-            if blocked and name == "CPU":
+            if blocked and _lends(name):
                 continue
-            available[name] += units
+            available[name] += units  # invariant: held names are in _total (ReturnBundle)
         worker.held = ()
         if worker.gpu_ids:
             gpu_free = self._gpu_free
@@ -1000,6 +1180,8 @@ class Scheduler:
         Called after every event that frees a worker or a resource, or adds a ready task.
         invariant on return: either no worker is idle, or no class's head fits.
         """
+        if self._bundles_pending:
+            self._reserve_bundles(actions)
         ready = self._ready
         idle = self._idle
         # Round-robin over the classes: each pass gives at most one worker to each class whose
@@ -1107,11 +1289,26 @@ def _to_shape(amounts: Mapping[str, float], what: str) -> tuple:
     return tuple(shape)
 
 
-def _cpu_of(shape: tuple) -> int:
-    for name, units in shape:
-        if name == "CPU":
-            return units
-    return 0
+_GROUP_GPU = "GPU_group_"
+
+
+def _group_gpu_of(shape: tuple):
+    """The placement-group GPU resource a demand names, preferring one bundle's (``GPU_group_
+    <index>_<id>``) to the group's (``GPU_group_<id>``); None if it names none."""
+    found = None
+    for name, _units in shape:
+        if name.startswith(_GROUP_GPU):
+            if "_" in name[len(_GROUP_GPU):]:
+                return name
+            found = name
+    return found
+
+
+def _lends(name: str) -> bool:
+    """Whether a worker blocked in get/wait lends this resource: its CPU, or the CPU of the
+    placement-group bundle it runs in (so a task waiting on its captured children does not
+    starve them of the bundle's CPU)."""
+    return name == "CPU" or name.startswith("CPU_group_")
 
 
 def _gpu_of(shape: tuple) -> int:
