@@ -258,3 +258,16 @@ def test_a_task_in_a_gpu_bundle_is_given_the_bundle_s_gpu(cluster):
     outside = purerun.get(gpus.remote())
     assert len(inside) == 1 and len(outside) == 1 and inside != outside
     remove_placement_group(pg)
+
+
+def test_the_placement_group_functions_are_reachable_from_purerun_util_as_in_ray():
+    import importlib
+
+    import purerun.util
+    importlib.import_module("purerun.util.placement_group")   # the module of the same name
+    from purerun.util.placement_group import PlacementGroup
+    assert callable(purerun.util.placement_group)
+    for name in ("placement_group_table", "remove_placement_group", "get_placement_group",
+                 "get_current_placement_group"):
+        assert callable(getattr(purerun.util, name)), name
+    assert PlacementGroup.__module__ == "purerun.util.placement_group"

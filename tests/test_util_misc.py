@@ -499,4 +499,5 @@ def test_importing_util_loads_none_of_the_utilities():
             "'asyncio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=CALL_TIMEOUT_S, check=True).stdout
-    assert out.strip() == "['purerun.util', 'purerun.util.scheduling_strategies'] False"
+    assert out.strip() == ("['purerun.util', 'purerun.util.placement_group', "
+                           "'purerun.util.scheduling_strategies'] False")

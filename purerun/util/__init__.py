@@ -1,17 +1,26 @@
 """purerun.util: utilities on top of the core API, under Ray's names (``ray.util``).
 
-Exports ``ActorPool``, ``as_completed``, ``map_unordered``, ``inspect_serializability`` and
-``get_node_ip_address``;
+Exports ``ActorPool``, ``as_completed``, ``map_unordered``, ``inspect_serializability``,
+``get_node_ip_address``, and the placement-group calls (``placement_group``,
+``placement_group_table``, ``remove_placement_group``, ``get_placement_group``,
+``get_current_placement_group``; ``PlacementGroup`` is in ``purerun.util.placement_group``);
 the submodules ``queue`` (``Queue``, ``Empty``, ``Full``), ``metrics`` (``Counter``,
 ``Gauge``, ``Histogram``), ``actor_pool``, ``check_serialize`` and
 ``scheduling_strategies`` are imported with ``import purerun.util.<name>``.
 
-``import purerun.util`` itself imports nothing more: each name is loaded on first use
-(PEP 562), so a program that never touches a utility never pays for its imports.
+``import purerun.util`` itself imports nothing more but the placement-group module (light:
+it needs only the core): each other name is loaded on first use (PEP 562), so a program that
+never touches a utility never pays for its imports. The placement-group functions are bound
+at once because one of them shares its name with its module: bound lazily, a later
+``import purerun.util.placement_group`` would put the module where the function belongs.
 """
 
 import importlib
 import socket
+
+from purerun.util.placement_group import (get_current_placement_group, get_placement_group,
+                                          placement_group, placement_group_table,
+                                          remove_placement_group)
 
 # name -> the submodule that defines it.
 _EXPORTS = {
@@ -25,7 +34,9 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"actor_pool", "check_serialize", "completion", "metrics", "queue",
                          "scheduling_strategies"})
 
-__all__ = list(_EXPORTS) + ["get_node_ip_address"]
+__all__ = list(_EXPORTS) + ["get_node_ip_address", "placement_group",
+                            "placement_group_table", "remove_placement_group",
+                            "get_placement_group", "get_current_placement_group"]
 
 
 def get_node_ip_address(address="8.8.8.8:53"):
