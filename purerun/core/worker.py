@@ -187,10 +187,15 @@ class Worker:
                 return
 
     def _received(self, msg):
-        """An EXECUTE the reader thread read: note an actor call, queue it for the main thread."""
+        """An EXECUTE the reader thread read: an asyncio or threaded actor's call goes straight
+        to its event loop or thread pool (a hop through the main thread would only cost a
+        thread wake-up per call); anything else is queued for the main thread."""
         spec = msg[1]
         if spec.kind == ACTOR_METHOD:
             self.actor_calls[spec.task_id] = None
+            if self.loop is not None or self.pools is not None:
+                self.execute(msg)
+                return
         self.tasks.put(msg)
 
     def execute(self, msg) -> bool:
