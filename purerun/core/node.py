@@ -23,12 +23,27 @@ The node lives as long as the driver that started it (``owner``): when that conn
 closes — a normal shutdown or a killed driver — the node kills its workers and exits. Workers
 die with it (their socket closes, and PR_SET_PDEATHSIG). The arena is a memfd, so no
 shared-memory name can outlive the processes.
+
+**Processes a task starts** die with the session too. The node and every worker are child
+subreapers (PR_SET_CHILD_SUBREAPER): a process a task started whose parent exits is
+re-parented to the nearest living subreaper above it — its worker while that lives, else
+the node — never to init, whatever it did to detach (double fork, setsid). So a child of the
+node that is not one of its workers is what is left of a dead worker's processes: the node
+kills it (and what it started) as soon as it sees it, after each worker's exit, and kills
+every child it has when it stops. A process group would not do: setsid leaves it.
+
+**A worker's exit is seen at once**, from the process itself: the node watches a pidfd
+(pidfd_open) per worker in its selector loop. Its socket alone is not enough: a child the
+task forked holds the worker's end of the socketpair open after the worker died. When the
+pidfd says it exited, what the worker wrote before it died is read, then its connection is
+closed. Where pidfd_open is missing, the workers' pids are polled (``EXIT_POLL_INTERVAL``).
 """
 
 import gc
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -59,6 +74,15 @@ REAP_TIMEOUT = 5.0
 # How often exited workers are waited for while some are left: they are gone already (their
 # socket closed), so this only bounds how long a zombie entry lingers.
 REAP_INTERVAL = 0.05
+# How often the workers' pids are polled for their exit, where pidfd_open is missing (Linux
+# before 5.3): the delay before a worker whose socket a forked child holds open is seen dead.
+EXIT_POLL_INTERVAL = 0.1
+# What a dead worker had written and the node had not read yet, at most: a worker writes
+# little between two reads; this only bounds the work if something else holds its socket
+# and keeps writing.
+DRAIN_LIMIT = 64 * 1024 * 1024
+# prctl(2) options.
+_PR_SET_CHILD_SUBREAPER = 36
 # A pulled object crosses in raw frames of this size: large enough that per-frame costs
 # vanish next to the copy, small enough that other messages on the connection pass between
 # two of them within milliseconds.
@@ -107,7 +131,11 @@ class Node:
         self.to_reap = []           # pids of exited or killed workers not yet waited for
         self.reaping = False        # a reap timer is set
         self.pipes = {}             # fd -> [pid, stream, partial line]
+        self.pidfds = {}            # pidfd -> worker id, while its process has not exited
+        self.polled = {}            # worker id -> pid, watched by polling (no pidfd_open)
         self.running = True
+        # Orphans of workers' processes come to the node, which kills them (see the top).
+        self.subreaper = become_subreaper()
 
         self.address = os.path.join(self.session_dir, "node.sock")
         self.store = ObjectStore(config["object_store_memory"],
@@ -329,11 +357,99 @@ class Node:
         self.pids[worker_id] = pid
         self.worker_conns[worker_id] = conn
         self.loop.add_connection(conn, self.on_messages, self.on_close)
+        self._watch_exit(worker_id, pid)
         for fd, stream in ((out_r, 1), (err_r, 2)):
             os.set_blocking(fd, False)
             self.pipes[fd] = [pid, stream, b""]
             self.loop.add_reader(fd, self.read_pipe)
         self.run(self.state.handle(conn, (WORKER_STARTED, worker_id, pid)))
+
+    # -- worker exits ------------------------------------------------------------------------------
+
+    def _watch_exit(self, worker_id, pid):
+        """Learn of the worker's exit from its process, not only from its socket."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        if pidfd is not None:
+            self.pidfds[pidfd] = worker_id
+            self.loop.add_reader(pidfd, self._pidfd_ready)
+            return
+        if not self.polled:
+            self.loop.call_later(EXIT_POLL_INTERVAL, self._poll_exits)
+        self.polled[worker_id] = pid
+
+    def _pidfd_ready(self, pidfd):
+        worker_id = self.pidfds.pop(pidfd)
+        self.loop.remove(pidfd)
+        os.close(pidfd)
+        self._worker_exited(worker_id)
+
+    def _poll_exits(self):
+        if self.loop is None:
+            return
+        for worker_id, pid in list(self.polled.items()):
+            if not _exited(pid):
+                continue
+            del self.polled[worker_id]
+            self._worker_exited(worker_id)
+        if self.polled:
+            self.loop.call_later(EXIT_POLL_INTERVAL, self._poll_exits)
+
+    def _worker_exited(self, worker_id):
+        """The worker's process exited: read what it sent before, then close its connection
+        (a child it forked may hold the other end open); kill what it left running."""
+        conn = self.worker_conns.get(worker_id)
+        if conn is not None and not conn.closed:
+            self._drain(conn)
+            if not conn.closed:
+                conn.close("the worker's process exited")
+        self.kill_orphans()
+
+    def _drain(self, conn):
+        """Hand the rules every message ``conn`` has buffered, without waiting for more."""
+        poller = select.poll()
+        poller.register(conn.sock, select.POLLIN)
+        left = DRAIN_LIMIT
+        while left > 0 and not conn.closed and poller.poll(0):
+            try:
+                messages = conn.read()
+            except OSError as exc:   # ProtocolError too
+                conn.close(f"reading it failed: {exc}")
+                return
+            if messages is None:
+                conn.close("closed by the peer")
+                return
+            left -= protocol.RECV_SIZE
+            if messages:
+                self.on_messages(conn, messages)
+
+    def _children(self):
+        """Pids of this process's children (the node has one thread: its children are
+        those of its main thread)."""
+        try:
+            with open(f"/proc/self/task/{os.getpid()}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            import psutil
+            return [child.pid for child in psutil.Process().children()]
+
+    def kill_orphans(self):
+        """Kill every child of the node that is not a live worker (and what it started):
+        the processes that dead workers' tasks left behind."""
+        workers = set(self.pids.values())
+        orphans = [pid for pid in self._children() if pid not in workers]
+        if not orphans:
+            return
+        for pid in _with_descendants(orphans):
+            _kill(pid)
+        # Reaped by the timer, which also catches what they started, re-parented here as
+        # each of them dies.
+        self.to_reap.extend(pid for pid in orphans if pid not in self.to_reap)
+        if not self.reaping and self.loop is not None:
+            self.reaping = True
+            self.loop.call_later(REAP_INTERVAL, self.reap)
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -436,31 +552,22 @@ class Node:
             if not done:
                 still.append(pid)
         self.to_reap = still
-        self.reaping = bool(still)
-        if still:
+        self.reaping = False
+        self.kill_orphans()   # what the orphans killed since started, re-parented here
+        if self.to_reap and not self.reaping:
+            self.reaping = True
             self.loop.call_later(REAP_INTERVAL, self.reap)
 
     def stop(self):
-        """Kill every worker, wait for them, release everything."""
+        """Kill every worker and every process the tasks started, wait for them, release
+        everything."""
         self.running = False
-        pids = list(self.pids.values()) + self.to_reap
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + REAP_TIMEOUT
-        for pid in pids:
-            while True:
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if done or time.monotonic() > deadline:
-                    break
-                time.sleep(0.001)
+        self.kill_all_children()
         loop, self.loop = self.loop, None   # on_close does nothing from here on
         loop.close()
+        for pidfd in list(self.pidfds):
+            os.close(pidfd)
+        self.pidfds.clear()
         for fd in list(self.pipes):
             try:
                 os.close(fd)
@@ -474,6 +581,83 @@ class Node:
         self.arena_view.release()
         self.store.close()
         shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+    def kill_all_children(self):
+        """SIGKILL every descendant (workers, what their tasks started) and reap the
+        children until none is left, within ``REAP_TIMEOUT``."""
+        pids = list(self.pids.values()) + self.to_reap
+        # Without the subreaper, a task's processes are found now, while still attached to
+        # their worker; with it, they come to the node as their parents die, below.
+        for pid in _with_descendants(pids + self._children()):
+            _kill(pid)
+        deadline = time.monotonic() + REAP_TIMEOUT
+        while True:
+            if not self.subreaper:
+                _reap_all_of(pids, deadline)
+                return
+            if _reap_any():
+                return   # no child left
+            if time.monotonic() > deadline:
+                return
+            for pid in self._children():
+                _kill(pid)
+            time.sleep(0.001)
+
+
+def become_subreaper():
+    """Make this process a child subreaper (Linux ≥ 3.4); returns whether it is one."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+def _with_descendants(pids):
+    """``pids`` and every process below them now, parents first."""
+    import psutil
+    found = []
+    for pid in pids:
+        found.append(pid)
+        try:
+            found += [child.pid for child in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            pass
+    return found
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exited(pid):
+    """Whether our child ``pid`` has exited (reaping it if so)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return bool(done)
+
+
+def _reap_any():
+    """Reap every child that has exited; True when no child is left."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return False
+
+
+def _reap_all_of(pids, deadline):
+    for pid in pids:
+        while not _exited(pid) and time.monotonic() <= deadline:
+            time.sleep(0.001)
 
 
 class _Closed:
