@@ -50,10 +50,10 @@ import socket
 import sys
 import time
 
-from purerun.core import protocol, transport
+from purerun.core import memory_monitor, protocol, transport
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST,
-                                     HEARTBEAT_ANSWER, NODE_ADDED, NODE_DIED,
+                                     HEARTBEAT_ANSWER, MEMORY_READING, NODE_ADDED, NODE_DIED,
                                      WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker,
                                      NodeState, PushObject, RemoteNode, Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
@@ -143,8 +143,12 @@ class Node:
         self.arena_view = memoryview(self.store.arena.map)
         resources = config["resources"]
         cpus = resources.get("CPU", 1)
+        threshold, refresh_ms, min_free = memory_monitor.settings_from_env(os.environ)
+        self.memory_refresh_s = refresh_ms / 1000 if threshold > 0 else 0
         state_config = dict(config, address=self.address, arena_size=self.store.arena.size,
-                            hostname=socket.gethostname())
+                            hostname=socket.gethostname(),
+                            memory_usage_threshold=threshold if refresh_ms > 0 else 0,
+                            min_memory_free_bytes=min_free)
         self.node_conns = {}        # node id -> Connection this node opened to it
         self.tcp_listener = None
         self.head = None
@@ -165,6 +169,9 @@ class Node:
             self.loop.add_connection(self.head.conn, self.head.on_messages, self._head_closed)
             self.head.on_event = self._head_event
             self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
+        self.memory_source = MemorySource() if self.memory_refresh_s else None
+        if self.memory_source is not None:
+            self.loop.call_later(self.memory_refresh_s, self._check_memory)
         self.actions = {
             Send: self._do_send,
             StartWorker: self._do_start_worker,
@@ -451,6 +458,22 @@ class Node:
             self.reaping = True
             self.loop.call_later(REAP_INTERVAL, self.reap)
 
+    # -- memory ------------------------------------------------------------------------------------
+
+    def _check_memory(self):
+        """Read memory in use; over the threshold, let the rules pick a worker to kill."""
+        if not self.running or self.loop is None:
+            return
+        try:
+            used, total = self.memory_source.read()
+        except OSError as exc:
+            logger.warning("cannot read the memory in use; the memory monitor stops: %s", exc)
+            return
+        if self.state.memory.over_threshold(used, total):
+            own = {worker_id: _own_memory(pid) for worker_id, pid in self.pids.items()}
+            self.run(self.state.handle(None, (MEMORY_READING, used, total, own)))
+        self.loop.call_later(self.memory_refresh_s, self._check_memory)
+
     # -- connections -------------------------------------------------------------------------------
 
     def add_driver(self, conn, owner=False):
@@ -603,6 +626,76 @@ class Node:
             for pid in self._children():
                 _kill(pid)
             time.sleep(0.001)
+
+
+class MemorySource:
+    """Where the memory in use is read: the cgroup this node runs in when it has a limit
+    below the host's memory (a container), else the host (``MemAvailable``).
+
+    Page cache that can be dropped (inactive files) does not count as in use.
+    """
+
+    CGROUP_V2 = "/sys/fs/cgroup"
+    CGROUP_V1 = "/sys/fs/cgroup/memory"
+
+    def __init__(self):
+        import psutil
+        self.psutil = psutil
+        self.host_total = psutil.virtual_memory().total
+        self.cgroup = None   # (usage file, limit, stat file, inactive-file key)
+        v2_max = os.path.join(self.CGROUP_V2, "memory.max")
+        v1_max = os.path.join(self.CGROUP_V1, "memory.limit_in_bytes")
+        try:
+            if os.path.exists(v2_max):
+                limit = _read_number(v2_max)
+                if limit is not None and limit < self.host_total:
+                    self.cgroup = (os.path.join(self.CGROUP_V2, "memory.current"), limit,
+                                   os.path.join(self.CGROUP_V2, "memory.stat"),
+                                   "inactive_file")
+            elif os.path.exists(v1_max):
+                limit = _read_number(v1_max)
+                if limit is not None and limit < self.host_total:
+                    self.cgroup = (os.path.join(self.CGROUP_V1, "memory.usage_in_bytes"),
+                                   limit, os.path.join(self.CGROUP_V1, "memory.stat"),
+                                   "total_inactive_file")
+        except OSError:
+            self.cgroup = None
+
+    def read(self):
+        """(bytes in use, bytes in all)."""
+        if self.cgroup is None:
+            memory = self.psutil.virtual_memory()
+            return memory.total - memory.available, memory.total
+        usage_file, limit, stat_file, inactive_key = self.cgroup
+        used = _read_number(usage_file) or 0
+        with open(stat_file) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == inactive_key:
+                    used -= int(value)
+                    break
+        return max(used, 0), limit
+
+
+def _read_number(path):
+    """The integer in a cgroup file; None for "max" (no limit)."""
+    with open(path) as f:
+        text = f.read().strip()
+    return None if text == "max" else int(text)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _own_memory(pid):
+    """The bytes a process uses by itself: resident, less the pages it shares (the arena,
+    the node's pages it was forked with and has not written); None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            fields = f.read().split()
+        return max(int(fields[1]) - int(fields[2]), 0) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def become_subreaper():
