@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 
+from purerun.core import memory_monitor
 from purerun.core.ids import random_id
 
 # The socket a node listens on, in its session directory (core/node.py binds it).
@@ -452,8 +453,11 @@ def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_ho
         The NodeProcess, at once (the node listens a little later).
 
     Raises:
-        ValueError: object_store_memory is not a positive number of bytes.
+        ValueError: object_store_memory is not a positive number of bytes, or a memory
+            monitor setting in the environment is out of range (core/memory_monitor.py).
     """
+    # The node reads them; a wrong one is reported here, to whoever starts it.
+    memory_monitor.settings_from_env(os.environ if env is None else env)
     if object_store_memory is None:
         import psutil
         from purerun.core.object_store import default_store_size  # the node's module, heavy

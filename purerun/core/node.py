@@ -23,23 +23,38 @@ The node lives as long as the driver that started it (``owner``): when that conn
 closes — a normal shutdown or a killed driver — the node kills its workers and exits. Workers
 die with it (their socket closes, and PR_SET_PDEATHSIG). The arena is a memfd, so no
 shared-memory name can outlive the processes.
+
+**Processes a task starts** die with the session too. The node and every worker are child
+subreapers (PR_SET_CHILD_SUBREAPER): a process a task started whose parent exits is
+re-parented to the nearest living subreaper above it — its worker while that lives, else
+the node — never to init, whatever it did to detach (double fork, setsid). So a child of the
+node that is not one of its workers is what is left of a dead worker's processes: the node
+kills it (and what it started) as soon as it sees it, after each worker's exit, and kills
+every child it has when it stops. A process group would not do: setsid leaves it.
+
+**A worker's exit is seen at once**, from the process itself: the node watches a pidfd
+(pidfd_open) per worker in its selector loop. Its socket alone is not enough: a child the
+task forked holds the worker's end of the socketpair open after the worker died. When the
+pidfd says it exited, what the worker wrote before it died is read, then its connection is
+closed. Where pidfd_open is missing, the workers' pids are polled (``EXIT_POLL_INTERVAL``).
 """
 
 import gc
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
 import sys
 import time
 
-from purerun.core import protocol, transport
+from purerun.core import memory_monitor, protocol, transport
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST,
-                                     HEARTBEAT_ANSWER, IDLE_CHECK, NODE_ADDED, NODE_DIED,
-                                     WORKER_IDLE_CHECK_S,
+                                     HEARTBEAT_ANSWER, IDLE_CHECK, MEMORY_READING, NODE_ADDED,
+                                     NODE_DIED, WORKER_IDLE_CHECK_S,
                                      WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker,
                                      NodeState, PushObject, RemoteNode, Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
@@ -60,6 +75,15 @@ REAP_TIMEOUT = 5.0
 # How often exited workers are waited for while some are left: they are gone already (their
 # socket closed), so this only bounds how long a zombie entry lingers.
 REAP_INTERVAL = 0.05
+# How often the workers' pids are polled for their exit, where pidfd_open is missing (Linux
+# before 5.3): the delay before a worker whose socket a forked child holds open is seen dead.
+EXIT_POLL_INTERVAL = 0.1
+# What a dead worker had written and the node had not read yet, at most: a worker writes
+# little between two reads; this only bounds the work if something else holds its socket
+# and keeps writing.
+DRAIN_LIMIT = 64 * 1024 * 1024
+# prctl(2) options.
+_PR_SET_CHILD_SUBREAPER = 36
 # A pulled object crosses in raw frames of this size: large enough that per-frame costs
 # vanish next to the copy, small enough that other messages on the connection pass between
 # two of them within milliseconds.
@@ -108,7 +132,11 @@ class Node:
         self.to_reap = []           # pids of exited or killed workers not yet waited for
         self.reaping = False        # a reap timer is set
         self.pipes = {}             # fd -> [pid, stream, partial line]
+        self.pidfds = {}            # pidfd -> worker id, while its process has not exited
+        self.polled = {}            # worker id -> pid, watched by polling (no pidfd_open)
         self.running = True
+        # Orphans of workers' processes come to the node, which kills them (see the top).
+        self.subreaper = become_subreaper()
 
         self.address = os.path.join(self.session_dir, "node.sock")
         self.store = ObjectStore(config["object_store_memory"],
@@ -116,8 +144,12 @@ class Node:
         self.arena_view = memoryview(self.store.arena.map)
         resources = config["resources"]
         cpus = resources.get("CPU", 1)
+        threshold, refresh_ms, min_free = memory_monitor.settings_from_env(os.environ)
+        self.memory_refresh_s = refresh_ms / 1000 if threshold > 0 else 0
         state_config = dict(config, address=self.address, arena_size=self.store.arena.size,
-                            hostname=socket.gethostname())
+                            hostname=socket.gethostname(),
+                            memory_usage_threshold=threshold if refresh_ms > 0 else 0,
+                            min_memory_free_bytes=min_free)
         self.node_conns = {}        # node id -> Connection this node opened to it
         self.tcp_listener = None
         self.head = None
@@ -139,6 +171,9 @@ class Node:
             self.head.on_event = self._head_event
             self.loop.call_later(HEARTBEAT_INTERVAL_S, self._tick)
         self.loop.call_later(WORKER_IDLE_CHECK_S, self._idle_check)
+        self.memory_source = MemorySource() if self.memory_refresh_s else None
+        if self.memory_source is not None:
+            self.loop.call_later(self.memory_refresh_s, self._check_memory)
         self.actions = {
             Send: self._do_send,
             StartWorker: self._do_start_worker,
@@ -338,11 +373,115 @@ class Node:
         self.pids[worker_id] = pid
         self.worker_conns[worker_id] = conn
         self.loop.add_connection(conn, self.on_messages, self.on_close)
+        self._watch_exit(worker_id, pid)
         for fd, stream in ((out_r, 1), (err_r, 2)):
             os.set_blocking(fd, False)
             self.pipes[fd] = [pid, stream, b""]
             self.loop.add_reader(fd, self.read_pipe)
         self.run(self.state.handle(conn, (WORKER_STARTED, worker_id, pid)))
+
+    # -- worker exits ------------------------------------------------------------------------------
+
+    def _watch_exit(self, worker_id, pid):
+        """Learn of the worker's exit from its process, not only from its socket."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        if pidfd is not None:
+            self.pidfds[pidfd] = worker_id
+            self.loop.add_reader(pidfd, self._pidfd_ready)
+            return
+        if not self.polled:
+            self.loop.call_later(EXIT_POLL_INTERVAL, self._poll_exits)
+        self.polled[worker_id] = pid
+
+    def _pidfd_ready(self, pidfd):
+        worker_id = self.pidfds.pop(pidfd)
+        self.loop.remove(pidfd)
+        os.close(pidfd)
+        self._worker_exited(worker_id)
+
+    def _poll_exits(self):
+        if self.loop is None:
+            return
+        for worker_id, pid in list(self.polled.items()):
+            if not _exited(pid):
+                continue
+            del self.polled[worker_id]
+            self._worker_exited(worker_id)
+        if self.polled:
+            self.loop.call_later(EXIT_POLL_INTERVAL, self._poll_exits)
+
+    def _worker_exited(self, worker_id):
+        """The worker's process exited: read what it sent before, then close its connection
+        (a child it forked may hold the other end open); kill what it left running."""
+        conn = self.worker_conns.get(worker_id)
+        if conn is not None and not conn.closed:
+            self._drain(conn)
+            if not conn.closed:
+                conn.close("the worker's process exited")
+        self.kill_orphans()
+
+    def _drain(self, conn):
+        """Hand the rules every message ``conn`` has buffered, without waiting for more."""
+        poller = select.poll()
+        poller.register(conn.sock, select.POLLIN)
+        left = DRAIN_LIMIT
+        while left > 0 and not conn.closed and poller.poll(0):
+            try:
+                messages = conn.read()
+            except OSError as exc:   # ProtocolError too
+                conn.close(f"reading it failed: {exc}")
+                return
+            if messages is None:
+                conn.close("closed by the peer")
+                return
+            left -= protocol.RECV_SIZE
+            if messages:
+                self.on_messages(conn, messages)
+
+    def _children(self):
+        """Pids of this process's children (the node has one thread: its children are
+        those of its main thread)."""
+        try:
+            with open(f"/proc/self/task/{os.getpid()}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            import psutil
+            return [child.pid for child in psutil.Process().children()]
+
+    def kill_orphans(self):
+        """Kill every child of the node that is not a live worker (and what it started):
+        the processes that dead workers' tasks left behind."""
+        workers = set(self.pids.values())
+        orphans = [pid for pid in self._children() if pid not in workers]
+        if not orphans:
+            return
+        for pid in _with_descendants(orphans):
+            _kill(pid)
+        # Reaped by the timer, which also catches what they started, re-parented here as
+        # each of them dies.
+        self.to_reap.extend(pid for pid in orphans if pid not in self.to_reap)
+        if not self.reaping and self.loop is not None:
+            self.reaping = True
+            self.loop.call_later(REAP_INTERVAL, self.reap)
+
+    # -- memory ------------------------------------------------------------------------------------
+
+    def _check_memory(self):
+        """Read memory in use; over the threshold, let the rules pick a worker to kill."""
+        if not self.running or self.loop is None:
+            return
+        try:
+            used, total = self.memory_source.read()
+        except OSError as exc:
+            logger.warning("cannot read the memory in use; the memory monitor stops: %s", exc)
+            return
+        if self.state.memory.over_threshold(used, total):
+            own = {worker_id: _own_memory(pid) for worker_id, pid in self.pids.items()}
+            self.run(self.state.handle(None, (MEMORY_READING, used, total, own)))
+        self.loop.call_later(self.memory_refresh_s, self._check_memory)
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -445,31 +584,22 @@ class Node:
             if not done:
                 still.append(pid)
         self.to_reap = still
-        self.reaping = bool(still)
-        if still:
+        self.reaping = False
+        self.kill_orphans()   # what the orphans killed since started, re-parented here
+        if self.to_reap and not self.reaping:
+            self.reaping = True
             self.loop.call_later(REAP_INTERVAL, self.reap)
 
     def stop(self):
-        """Kill every worker, wait for them, release everything."""
+        """Kill every worker and every process the tasks started, wait for them, release
+        everything."""
         self.running = False
-        pids = list(self.pids.values()) + self.to_reap
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + REAP_TIMEOUT
-        for pid in pids:
-            while True:
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if done or time.monotonic() > deadline:
-                    break
-                time.sleep(0.001)
+        self.kill_all_children()
         loop, self.loop = self.loop, None   # on_close does nothing from here on
         loop.close()
+        for pidfd in list(self.pidfds):
+            os.close(pidfd)
+        self.pidfds.clear()
         for fd in list(self.pipes):
             try:
                 os.close(fd)
@@ -483,6 +613,153 @@ class Node:
         self.arena_view.release()
         self.store.close()
         shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+    def kill_all_children(self):
+        """SIGKILL every descendant (workers, what their tasks started) and reap the
+        children until none is left, within ``REAP_TIMEOUT``."""
+        pids = list(self.pids.values()) + self.to_reap
+        # Without the subreaper, a task's processes are found now, while still attached to
+        # their worker; with it, they come to the node as their parents die, below.
+        for pid in _with_descendants(pids + self._children()):
+            _kill(pid)
+        deadline = time.monotonic() + REAP_TIMEOUT
+        while True:
+            if not self.subreaper:
+                _reap_all_of(pids, deadline)
+                return
+            if _reap_any():
+                return   # no child left
+            if time.monotonic() > deadline:
+                return
+            for pid in self._children():
+                _kill(pid)
+            time.sleep(0.001)
+
+
+class MemorySource:
+    """Where the memory in use is read: the cgroup this node runs in when it has a limit
+    below the host's memory (a container), else the host (``MemAvailable``).
+
+    Page cache that can be dropped (inactive files) does not count as in use.
+    """
+
+    CGROUP_V2 = "/sys/fs/cgroup"
+    CGROUP_V1 = "/sys/fs/cgroup/memory"
+
+    def __init__(self):
+        import psutil
+        self.psutil = psutil
+        self.host_total = psutil.virtual_memory().total
+        self.cgroup = None   # (usage file, limit, stat file, inactive-file key)
+        v2_max = os.path.join(self.CGROUP_V2, "memory.max")
+        v1_max = os.path.join(self.CGROUP_V1, "memory.limit_in_bytes")
+        try:
+            if os.path.exists(v2_max):
+                limit = _read_number(v2_max)
+                if limit is not None and limit < self.host_total:
+                    self.cgroup = (os.path.join(self.CGROUP_V2, "memory.current"), limit,
+                                   os.path.join(self.CGROUP_V2, "memory.stat"),
+                                   "inactive_file")
+            elif os.path.exists(v1_max):
+                limit = _read_number(v1_max)
+                if limit is not None and limit < self.host_total:
+                    self.cgroup = (os.path.join(self.CGROUP_V1, "memory.usage_in_bytes"),
+                                   limit, os.path.join(self.CGROUP_V1, "memory.stat"),
+                                   "total_inactive_file")
+        except OSError:
+            self.cgroup = None
+
+    def read(self):
+        """(bytes in use, bytes in all)."""
+        if self.cgroup is None:
+            memory = self.psutil.virtual_memory()
+            return memory.total - memory.available, memory.total
+        usage_file, limit, stat_file, inactive_key = self.cgroup
+        used = _read_number(usage_file) or 0
+        with open(stat_file) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == inactive_key:
+                    used -= int(value)
+                    break
+        return max(used, 0), limit
+
+
+def _read_number(path):
+    """The integer in a cgroup file; None for "max" (no limit)."""
+    with open(path) as f:
+        text = f.read().strip()
+    return None if text == "max" else int(text)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _own_memory(pid):
+    """The bytes a process uses by itself: resident, less the pages it shares (the arena,
+    the node's pages it was forked with and has not written); None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            fields = f.read().split()
+        return max(int(fields[1]) - int(fields[2]), 0) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def become_subreaper():
+    """Make this process a child subreaper (Linux ≥ 3.4); returns whether it is one."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+def _with_descendants(pids):
+    """``pids`` and every process below them now, parents first."""
+    import psutil
+    found = []
+    for pid in pids:
+        found.append(pid)
+        try:
+            found += [child.pid for child in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            pass
+    return found
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exited(pid):
+    """Whether our child ``pid`` has exited (reaping it if so)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return bool(done)
+
+
+def _reap_any():
+    """Reap every child that has exited; True when no child is left."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return False
+
+
+def _reap_all_of(pids, deadline):
+    for pid in pids:
+        while not _exited(pid) and time.monotonic() <= deadline:
+            time.sleep(0.001)
 
 
 class _Closed:

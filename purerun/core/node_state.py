@@ -61,16 +61,18 @@ from purerun.core.object_table import ObjectTable, error_payload
 from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from purerun.core.node_vocabulary import (
-    DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, IDLE_CHECK, NODE_ADDED,
-    NODE_DIED, TICK, WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker, Peer, PushObject,
-    RemoteNode, Send, StartWorker, Stop, Worker)
-from purerun.core.tasks import TaskTable
+    DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, IDLE_CHECK,
+    MEMORY_READING, NODE_ADDED, NODE_DIED, TICK, WORKER_OUTPUT, WORKER_STARTED, InterruptWorker,
+    KillWorker, Peer, PushObject, RemoteNode, Send, StartWorker, Stop, Worker)
+from purerun.core.memory_monitor import Candidate, MemoryMonitor
+from purerun.core.tasks import TaskTable, retries_left
 
 # The vocabulary is re-exported: the node process and tests take it from here.
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
            "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
            "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "HEARTBEAT_ANSWER",
-           "IDLE_CHECK", "DEFERRED", "WORKER_IDLE_CHECK_S", "WORKER_IDLE_CHECKS"]
+           "IDLE_CHECK", "MEMORY_READING", "DEFERRED", "WORKER_IDLE_CHECK_S",
+           "WORKER_IDLE_CHECKS"]
 
 # Events still shown by purerun.timeline(): the most recent ones, a bounded amount of memory.
 TIMELINE_MAX_EVENTS = timeline.TIMELINE_MAX_EVENTS
@@ -117,6 +119,10 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         self.workers = {}            #: worker id -> Worker
         self.owner = None            #: token of the driver that started the node, if any
         self.next_worker_id = 1
+        self.dispatched = 0          #: tasks and actor creations sent to workers so far
+        #: which worker goes when memory runs low (core/memory_monitor.py)
+        self.memory = MemoryMonitor(config.get("memory_usage_threshold", 0),
+                                    config.get("min_memory_free_bytes", -1))
         self.timeline = collections.deque(maxlen=TIMELINE_MAX_EVENTS)
         self.log = collections.deque(maxlen=keep_log) if keep_log else None
         self._out = []
@@ -178,6 +184,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             NODE_ADDED: lambda token, msg: self._refresh_nodes(),
             HEARTBEAT_ANSWER: self._on_heartbeat_answer,
             IDLE_CHECK: lambda token, msg: self._schedule(sched.IdleTick()),
+            MEMORY_READING: self._on_memory_reading,
         }
         self.requests = {
             "alloc": self._request_alloc,
@@ -374,6 +381,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             pickled = self._function(key)
             worker.functions.add(key)
         task.worker_id = worker.worker_id
+        if spec.kind != ACTOR_METHOD:
+            worker.started = self.dispatched
+            self.dispatched += 1
         if spec.kind == ACTOR_CREATION:
             worker.actor_id = spec.actor_id
             worker.task = task
@@ -413,15 +423,19 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         """The worker's connection closed: it exited, crashed or was killed."""
         self.workers.pop(worker.worker_id, None)
         self._schedule(sched.WorkerDied(worker.worker_id))
+        self.memory.worker_gone(worker.worker_id)
 
     def _task_lost(self, task_id):
         """The worker running ``task_id`` died without being released."""
         task = self.tasks.get(task_id)
         if task is not None and task.spec.kind != ACTOR_CREATION:
+            out_of_memory = self.memory.kill_message(task.worker_id)
             task.worker_id = None
             if TaskTable.retried_after_loss(task):
                 task.retry()
                 self._resubmit(task)
+            elif out_of_memory and not task.cancelled:
+                self._fail(task, exceptions.OutOfMemoryError(out_of_memory))
             else:
                 self._fail(task, TaskTable.lost_error(task))
             return
@@ -431,6 +445,51 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         actor = self.actors.get(task_id)
         if actor is not None:
             self._actor_worker_lost(actor)
+
+    def _on_memory_reading(self, token, msg):
+        """Memory in use passed the threshold: kill the worker the monitor's rule picks."""
+        _, used, total, worker_memory = msg
+        candidates = self._memory_candidates(worker_memory)
+        victim = self.memory.choose(used, total, candidates)
+        if victim is None:
+            return
+        message = self.memory.describe(victim, used, total, self.config.get("node_ip",
+                                                                            "127.0.0.1"),
+                                       self.node_id)
+        self.memory.record_kill(victim.worker_id, message)
+        if victim.actor_id is not None:
+            actor = self.actors.get(victim.actor_id)
+            if actor is not None and not actor.can_restart():
+                actor.cause = actor_died_error(actor.actor_id, actor.class_name, message)
+        self._out.append(KillWorker(victim.worker_id))
+        then = ("it will run again" if victim.retriable else
+                "it cannot run again: it fails with OutOfMemoryError")
+        self._send(victim.owner, (protocol.WARN, (
+            f"The worker running {victim.name} (pid {victim.pid}) was killed because the "
+            f"node's memory use, {used / total:.1%}, passed its threshold of "
+            f"{self.memory.usage_threshold:.1%}; {then}.")))
+
+    def _memory_candidates(self, worker_memory):
+        """The workers the memory monitor may kill: those running a task or an actor."""
+        candidates = []
+        for worker in self.workers.values():
+            if worker.actor_id is not None:
+                actor = self.actors.get(worker.actor_id)
+                if actor is None or actor.state == DEAD:
+                    continue
+                candidates.append(Candidate(
+                    worker.worker_id, actor.owner, worker.started, actor.can_restart(),
+                    actor.creation.name, actor.actor_id, worker.pid,
+                    worker_memory.get(worker.worker_id), actor.actor_id))
+                continue
+            task = worker.task
+            if task is None or task.worker_id != worker.worker_id:
+                continue
+            candidates.append(Candidate(
+                worker.worker_id, task.owner, worker.started,
+                not task.cancelled and retries_left(task.spec) != 0, task.spec.name,
+                task.spec.task_id, worker.pid, worker_memory.get(worker.worker_id)))
+        return candidates
 
     def _resubmit(self, task):
         spec = task.spec

@@ -5,7 +5,7 @@ processes and nodes it talks to (core/node_state.py; the node process and tests 
 __all__ = ["Action", "Send", "StartWorker", "KillWorker", "InterruptWorker", "PushObject",
            "Stop", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED", "WORKER_STARTED",
            "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED",
-           "HEARTBEAT_ANSWER", "IDLE_CHECK", "DEFERRED", "fits"]
+           "HEARTBEAT_ANSWER", "MEMORY_READING", "IDLE_CHECK", "DEFERRED", "fits"]
 
 # ── node-internal events (never on the wire) ──────────────────────────────────────────────
 DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
@@ -17,7 +17,10 @@ NODE_DIED = -6         # (NODE_DIED, node_id)              the head declared ano
 HEAD_LOST = -7         # (HEAD_LOST, reason)               the head's connection closed
 NODE_ADDED = -8        # (NODE_ADDED,)                     the head says a node joined
 HEARTBEAT_ANSWER = -9  # (HEARTBEAT_ANSWER, alive, node_table records)  the head's answer
-IDLE_CHECK = -10       # (IDLE_CHECK,)                     every WORKER_IDLE_CHECK_S
+# (MEMORY_READING, used, total, {worker id: bytes})  memory in use is over the monitor's
+# threshold (core/memory_monitor.py); the workers' own memory, where it could be read
+MEMORY_READING = -10
+IDLE_CHECK = -11       # (IDLE_CHECK,)                     every WORKER_IDLE_CHECK_S
 
 # A request method returns this when it answers later, itself (with _reply).
 DEFERRED = object()
@@ -109,7 +112,7 @@ class Peer:
 
 
 class Worker:
-    __slots__ = ("worker_id", "pid", "token", "functions", "task", "actor_id")
+    __slots__ = ("worker_id", "pid", "token", "functions", "task", "actor_id", "started")
 
     def __init__(self, worker_id, pid, token):
         self.worker_id = worker_id
@@ -118,6 +121,7 @@ class Worker:
         self.functions = set()       #: function keys this worker has received
         self.task = None             #: the Task running here (tasks and actor creations)
         self.actor_id = None         #: the actor it hosts, from its creation's dispatch
+        self.started = 0             #: when its task (actor creation) was sent, as an order
 
 
 class RemoteNode:

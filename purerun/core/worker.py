@@ -50,6 +50,7 @@ from purerun.core.protocol import ARENA
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 # A plain actor's call that ran longer than this makes the next call, read before it ended,
 # look for messages first (an INTERRUPT for it). Below it the read would cost more than the
@@ -108,7 +109,12 @@ def _become_worker(stdout_fd, stderr_fd, keep_fds):
     random.seed()
     try:  # die with the node even if a task never returns to read the closed socket
         import ctypes
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc = ctypes.CDLL(None)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The processes a task starts stay below this worker while it lives, even those
+        # that detach (double fork, setsid): at its exit they go to the node, which kills
+        # them (see core/node.py).
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except Exception:
         pass
 

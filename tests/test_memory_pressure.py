@@ -1,0 +1,83 @@
+"""The memory monitor on a real node: a task that pushes memory use past the threshold has
+its worker killed, runs again while retries allow, then fails with OutOfMemoryError.
+
+The threshold is set just above what the host uses when the test starts, and the task
+allocates a bounded amount (in steps, touching every page) until it is killed: the machine
+never comes near running out.
+"""
+
+import time
+
+import psutil
+import pytest
+
+import purerun
+from purerun import exceptions
+
+# How far above the memory in use now the threshold is set: well above the noise of the
+# rest of the host, well below what the task may allocate.
+MARGIN_BYTES = 150 * 1024 * 1024
+# The task allocates this much per step, up to the cap, unless killed first.
+STEP_BYTES = 20 * 1024 * 1024
+CAP_BYTES = 1024 * 1024 * 1024
+STEP_PAUSE_S = 0.02
+GET_DEADLINE_S = 60.0
+
+
+@pytest.fixture
+def low_threshold(monkeypatch):
+    assert not purerun.is_initialized()
+    memory = psutil.virtual_memory()
+    used = memory.total - memory.available
+    if memory.available < 4 * CAP_BYTES:
+        pytest.skip("not enough free memory to test the monitor safely")
+    monkeypatch.setenv("RAY_memory_usage_threshold", f"{(used + MARGIN_BYTES) / memory.total:.6f}")
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "50")
+    purerun.init(num_cpus=1)
+    yield
+    purerun.shutdown()
+
+
+def _allocate_until_killed():
+    held = []
+    while len(held) * STEP_BYTES < CAP_BYTES:
+        held.append(b"\x01" * STEP_BYTES)
+        time.sleep(STEP_PAUSE_S)
+    return "not killed"
+
+
+@purerun.remote(max_retries=1)
+def hungry():
+    return _allocate_until_killed()
+
+
+def test_a_task_over_the_threshold_fails_with_out_of_memory_error_once_retried(
+        low_threshold, capfd):
+    with pytest.raises(exceptions.OutOfMemoryError) as info:
+        purerun.get(hungry.remote(), timeout=GET_DEADLINE_S)
+    message = str(info.value)
+    assert "hungry" in message and "memory used=" in message
+    assert "exceeds the memory usage threshold" in message
+    # the node is fine afterwards
+    assert purerun.get(purerun.remote(lambda: "ok").remote()) == "ok"
+
+
+def test_a_task_killed_for_memory_runs_again(low_threshold, tmp_path):
+    marker = tmp_path / "first-attempt"
+
+    @purerun.remote(max_retries=3)
+    def hungry_once(path):
+        if not path.exists():
+            path.touch()
+            return _allocate_until_killed()
+        return "second attempt"
+
+    assert purerun.get(hungry_once.remote(marker), timeout=GET_DEADLINE_S) == "second attempt"
+
+
+def test_a_bad_setting_is_reported_by_init(monkeypatch):
+    assert not purerun.is_initialized()
+    monkeypatch.setenv("PURERUN_memory_usage_threshold", "2")
+    with pytest.raises(ValueError, match="PURERUN_memory_usage_threshold"):
+        purerun.init(num_cpus=1)
+    assert not purerun.is_initialized()
