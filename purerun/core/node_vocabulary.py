@@ -101,7 +101,7 @@ class Peer:
         self.node_id = None          #: for a node
         self.refs = set()            #: object ids this process holds ObjectRefs to
         self.pins = {}               #: object id -> arena locations handed out, not returned
-        self.reservations = set()    #: arena offsets allocated for it, not yet sealed
+        self.reservations = set()    #: arena offsets and files reserved for it, not yet sealed
         self.worker = None           #: its Worker, for a worker
         self.job_id = job_id         #: 4 bytes, for a driver
         self.log_to_driver = True

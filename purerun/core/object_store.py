@@ -9,7 +9,8 @@ Capacity. When a new value does not fit, values nobody is reading (no pin: no ze
 view alive, no location handed out and not yet returned) are spilled to files in the session
 directory, least recently used first, and read back into the arena when someone asks for
 them. Only when pinned values alone leave no room does storing fail, with
-ObjectStoreFullError.
+ObjectStoreFullError. A value larger than the whole arena is written by its maker straight to
+a file of its own (``new_file``), and read from there.
 """
 
 import mmap
@@ -103,6 +104,7 @@ class ObjectStore:
         self.arena = Arena(arena_size)
         self.allocator = self.arena.allocator
         self.spill_dir = spill_dir
+        self._files_made = 0
 
     # -- arena blocks ------------------------------------------------------------------------------
 
@@ -140,6 +142,13 @@ class ObjectStore:
             f.write(memoryview(self.arena.map)[offset:offset + total])
         self.free_block(offset)
         return (path, total, meta_len, spans)
+
+    def new_file(self):
+        """A path in the spill directory for a value written straight to disk. The writer
+        creates the file; ``drop_spill`` removes it."""
+        os.makedirs(self.spill_dir, exist_ok=True)
+        self._files_made += 1
+        return os.path.join(self.spill_dir, f"direct-{self._files_made}")
 
     def read_back(self, disk_payload, offset):
         """Read a spilled value into the block at ``offset``; returns its ARENA payload."""
