@@ -7,7 +7,7 @@ import pytest
 from purerun import exceptions
 from purerun.core import ids
 from purerun.core.object_table import ObjectTable
-from purerun.core.protocol import ARENA, ERROR, ON_DISK
+from purerun.core.protocol import ARENA, ERROR, ON_DISK, REMOTE
 
 from helpers import FakeStore
 
@@ -203,3 +203,39 @@ def test_a_second_value_for_an_object_is_dropped_with_its_file():
     entry, subscribers = table.seal(oid, ON_DISK, (path, 2 * ROOM, 10, ()), ())
     assert subscribers is None and path not in table.store.files
     assert entry.payload[0] in table.store.files
+
+
+# ── values pulled from other nodes ─────────────────────────────────────────────────────────
+
+
+def test_a_pulled_value_goes_to_the_arena_when_room_can_be_made_else_to_a_file():
+    table = make_table()
+    oids = [put(table) for _ in range(4)]
+    assert isinstance(table.pull_destination(BLOCK), int)     # by spilling an unpinned one
+    assert table.num_spilled == 1
+    for oid in oids[1:]:
+        table.hand_out(oid)
+    # Pinned values fill the arena: a pull (a read, not a new value) is not refused.
+    path = table.pull_destination(BLOCK)
+    assert isinstance(path, str) and table.num_spilled == 1
+    assert isinstance(table.pull_destination(2 * ROOM), str)  # larger than the arena
+
+
+def test_a_value_pulled_into_a_file_is_on_disk_here_and_read_from_it():
+    table = make_table()
+    oid = ids.new_put_id()
+    table.expect(oid).holds += 1
+    table.seal(oid, REMOTE, (b"M" * 16, 2 * ROOM, 10, ((64, 2 * ROOM - 64),)), ())
+    path = table.pull_destination(2 * ROOM)
+    assert table.localize(oid, path)
+    assert table.get(oid).kind == ON_DISK and table.get(oid).locations == {b"N" * 16}
+    assert table.hand_out(oid) == (ON_DISK, (path, 2 * ROOM, 10, ((64, 2 * ROOM - 64),)))
+    table.unpin(oid)
+    table.release(oid)
+    assert table.store.files == {} and table.stats()["spilled_bytes"] == 0
+
+
+def test_without_spilling_a_pull_that_finds_no_room_is_refused():
+    table = make_table(can_spill=False)
+    with pytest.raises(exceptions.ObjectStoreFullError):
+        table.pull_destination(2 * ROOM)

@@ -148,3 +148,42 @@ def test_freeing_a_spilled_value_removes_its_file(store):
     wait_for(lambda: not spill_files(), timeout=20, message="spill files left after free")
     del refs, ref
     settled(store)
+
+
+# ── between nodes ──────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def two_nodes():
+    """A head node (the driver's) and a second one, each with a store of ``STORE`` bytes."""
+    from purerun.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, connect=True,
+                      head_node_args={"num_cpus": 1, "object_store_memory": STORE})
+    cluster.second = cluster.add_node(num_cpus=1, resources={"there": 1},
+                                      object_store_memory=STORE)
+    cluster.wait_for_nodes()
+    yield cluster, stats()["arena_used"]
+    cluster.shutdown()
+
+
+def test_a_value_larger_than_both_stores_crosses_between_nodes_on_disk(two_nodes):
+    _cluster, arena_used = two_nodes
+    nbytes = STORE + 16 * MB      # on disk where it is made, and pulled into a file here
+    ref = make.options(resources={"there": 1}).remote(nbytes, 4)
+    assert checksum(purerun.get(ref)) == checksum(part(4, nbytes))
+    assert stats()["spilled_bytes"] >= nbytes     # the copy here is a file
+    del ref
+    settled(arena_used)
+
+
+def test_a_value_pulled_into_a_store_full_of_pinned_values_is_read_from_a_file(two_nodes):
+    _cluster, arena_used = two_nodes
+    refs = [purerun.put(part(i)) for i in range(3)]
+    views = purerun.get(refs)                     # 48 MB pinned here
+    remote = make.options(resources={"there": 1}).remote(24 * MB, 6)
+    value = purerun.get(remote)
+    assert checksum(value) == checksum(part(6, 24 * MB)) and not value.flags.writeable
+    assert stats()["spilled_bytes"] >= 24 * MB    # pulled into a file, not the arena
+    assert [checksum(v) for v in views] == [checksum(part(i)) for i in range(3)]
+    del refs, views, remote, value
+    settled(arena_used)

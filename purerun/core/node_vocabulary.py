@@ -72,15 +72,17 @@ class InterruptWorker(Action):
 
 
 class PushObject(Action):
-    """Stream the arena block ``(offset, length)`` of ``object_id`` to the node connected as
-    ``token``, as DATA raw frames; then feed back ``(UNPIN, [object_id])`` from ``token``."""
-    __slots__ = ("token", "object_id", "offset", "length")
+    """Stream the arena block ``(offset, length)`` of ``object_id`` (or those bytes of the
+    file ``path``) to the node connected as ``token``, as DATA raw frames; then feed back
+    ``(UNPIN, [object_id])`` from ``token``."""
+    __slots__ = ("token", "object_id", "offset", "length", "path")
 
-    def __init__(self, token, object_id, offset, length):
+    def __init__(self, token, object_id, offset, length, path=None):
         self.token = token
         self.object_id = object_id
         self.offset = offset
         self.length = length
+        self.path = path
 
 
 class Stop(Action):

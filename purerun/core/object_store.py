@@ -158,6 +158,18 @@ class ObjectStore:
         os.unlink(path)
         return (offset, meta_len, spans)
 
+    def map_for_writing(self, path, size):
+        """A new file of ``size`` bytes at ``path``, mapped writable: where a value pulled
+        from another node is written when the arena has no room for it."""
+        with open(path, "w+b") as f:
+            f.truncate(size)
+            return mmap.mmap(f.fileno(), size)
+
+    def map_for_reading(self, path, size):
+        """The first ``size`` bytes of the file at ``path``, mapped read-only."""
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+
     def drop_spill(self, disk_payload):
         try:
             os.unlink(disk_payload[0])

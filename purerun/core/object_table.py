@@ -245,22 +245,44 @@ class ObjectTable:
                     payloads[i] = (ERROR, error_payload(exc))
         return payloads
 
-    def localize(self, object_id, offset):
-        """A REMOTE value's bytes were pulled into the block at ``offset``: it is ARENA now.
+    def pull_destination(self, size):
+        """Where a value of ``size`` bytes pulled from another node is written: an arena
+        offset when room can be made there, else (pinned values fill the arena, or it is
+        larger) a file path. A pulled value is only read, so, unlike a new value, it never
+        makes the store full. Given back with ``discard_reserved`` if the pull fails.
+
+        Raises:
+            ObjectStoreFullError: no room in the arena, and no spilling to a file.
+        """
+        try:
+            return self.alloc(max(size, 1))
+        except exceptions.ObjectStoreFullError:
+            if not self.can_spill:
+                raise
+            return self.store.new_file()
+
+    def localize(self, object_id, where):
+        """A REMOTE value's bytes were pulled to ``where`` (from ``pull_destination``): it is
+        ARENA (an offset) or ON_DISK (a path) now.
 
         Returns:
-            True; False if the entry is gone or not REMOTE any more (the block is then the
-            caller's to free).
+            True; False if the entry is gone or not REMOTE any more (``where`` is then the
+            caller's to give back).
         """
         entry = self.entries.get(object_id)
         if entry is None or entry.kind != REMOTE:
             return False
-        _node, _total, meta_len, spans = entry.payload
-        entry.kind = ARENA
-        entry.payload = (offset, meta_len, spans)
-        entry.block = offset
+        _node, total, meta_len, spans = entry.payload
         if self.node_id is not None:
             entry.locations = {self.node_id}
+        if isinstance(where, str):
+            entry.kind = ON_DISK
+            entry.payload = (where, total, meta_len, spans)
+            self.spilled_bytes += total
+            return True
+        entry.kind = ARENA
+        entry.payload = (where, meta_len, spans)
+        entry.block = where
         self.in_arena[object_id] = None
         return True
 
@@ -353,13 +375,20 @@ class ObjectTable:
 
     def _full_error(self, size):
         store = self.store
-        pinned = sum(store.block_size(e.block) for e in self.entries.values()
-                     if e.block is not None and e.pins > 0)
+        pinned = resident = 0
+        for entry in self.entries.values():
+            if entry.block is not None:
+                if entry.pins > 0:
+                    pinned += store.block_size(entry.block)
+                else:
+                    resident += store.block_size(entry.block)
+        why = "spilling them would not make room enough" if self.can_spill else "spilling is off"
         return exceptions.ObjectStoreFullError(
             f"Cannot store an object of {size} bytes: the object store's "
             f"{store.capacity} bytes hold {pinned} bytes of objects in use "
-            f"(zero-copy views alive) and {store.used - pinned} bytes being "
-            f"written, and the largest free block is {store.largest_free} bytes. "
+            f"(zero-copy views alive), {resident} bytes of other objects ({why}) and "
+            f"{store.used - pinned - resident} bytes being written, and the largest free "
+            f"block is {store.largest_free} bytes. "
             "Drop references to arrays you got from purerun.get() that you no longer "
             "need, or start purerun with a larger object_store_memory.")
 
