@@ -5,10 +5,13 @@
     NodeState (handlers)                 ObjectTable (this module)          ObjectStore (bytes)
     ────────────────────                 ─────────────────────────          ───────────────────
     a task will make X   ── expect ──▶   entry: pending                     arena blocks
-    X's value arrived    ── seal ────▶   entry: INLINE / ARENA / ERROR      spill files
+    X's value arrived    ── seal ────▶   entry: INLINE / ARENA / ERROR /    spill files
+                                                ON_DISK
     a ref is taken/gone  ── hold/release ▶ holds                 ── free_block, drop_spill ─▶
     a view is made/dies  ── pin/unpin ─▶ pins                    ── allocate, spill, restore ▶
-    room is needed       ── alloc ─────▶ spills the least recently used unpinned value
+    room is needed       ── reserve ───▶ spills the least recently used unpinned value,
+                                         or names a file (larger than the arena) ── new_file ▶
+    readers need values  ── hand_out_all ▶ pins, reads back what finds room
 
 The table decides; the store moves bytes. The table never touches a file, a socket or a
 clock: it calls its store through the seven methods of ``ObjectStore`` (``allocate``,
@@ -17,9 +20,9 @@ tests give it a fake store built on the real (pure) allocator.
 
 Entry lifecycle::
 
-    (none) ──expect──▶ pending ──seal──▶ ready (INLINE | ARENA | ERROR | REMOTE)
+    (none) ──expect──▶ pending ──seal──▶ ready (INLINE | ARENA | ERROR | REMOTE | ON_DISK)
                                            │  ARENA ──spill──▶ ON_DISK ──restore──▶ ARENA
-                                           │  REMOTE ──localize (pulled)──▶ ARENA
+                                           │  REMOTE ──localize (pulled)──▶ ARENA | ON_DISK
                                            │  any ──free_early──▶ ERROR (ObjectFreedError)
                                            ▼
                      deleted when holds == 0 and pins == 0 (never earlier)
@@ -28,7 +31,8 @@ Lifetime. An entry counts its *holds*: one per process holding an ObjectRef to i
 pending task taking it as an argument, one per stored object containing a ref to it, one for
 a named or detached actor's object. Zero-copy views of the arena are counted apart, as *pins*:
 an arena location is only ever handed out with a pin, so a value being read is never moved,
-spilled or freed. ``locations`` names the nodes holding a copy; on one node it is this node.
+spilled or freed. A file handed out is pinned too, until its reader has mapped it: meanwhile
+it is neither read back nor removed. ``locations`` names the nodes holding a copy; on one node it is this node.
 
 Deletions are reported, not acted on: ``deleted`` collects the ids of *watched* objects
 (actor objects: the last handle going stops the actor) for NodeState to take, and
