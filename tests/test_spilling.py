@@ -121,6 +121,18 @@ def test_a_task_result_larger_than_the_store_is_kept_on_disk_and_readable(store)
     settled(store)
 
 
+def test_a_streamed_item_larger_than_the_store_is_kept_on_disk_and_readable(store):
+    @purerun.remote(num_returns="streaming")
+    def items(nbytes):
+        for i in range(2):
+            yield np.arange(nbytes // 8, dtype=np.int64) * 3 + i
+
+    nbytes = STORE + 8 * MB
+    got = [checksum(purerun.get(ref)) for ref in items.remote(nbytes)]
+    assert got == [checksum(part(i, nbytes)) for i in range(2)]
+    settled(store)
+
+
 def test_only_pinned_values_make_the_store_full(store):
     refs = [purerun.put(part(i)) for i in range(3)]
     views = purerun.get(refs)                     # 48 MB of live zero-copy views

@@ -32,7 +32,8 @@ pending task taking it as an argument, one per stored object containing a ref to
 a named or detached actor's object. Zero-copy views of the arena are counted apart, as *pins*:
 an arena location is only ever handed out with a pin, so a value being read is never moved,
 spilled or freed. A file handed out is pinned too, until its reader has mapped it: meanwhile
-it is neither read back nor removed. ``locations`` names the nodes holding a copy; on one node it is this node.
+it is neither read back nor removed. ``locations`` names the nodes holding a copy; on one node
+it is this node.
 
 Deletions are reported, not acted on: ``deleted`` collects the ids of *watched* objects
 (actor objects: the last handle going stops the actor) for NodeState to take, and
