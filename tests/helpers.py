@@ -46,7 +46,8 @@ class FakeStore:
 
     def __init__(self, size=1 << 20):
         self.allocator = Allocator(size)
-        self.files = {}
+        self.files = {}           #: spill file name -> size
+        self.direct_files = 0
 
     def allocate(self, size):
         return self.allocator.allocate(size)
@@ -74,3 +75,9 @@ class FakeStore:
 
     def drop_spill(self, disk):
         self.files.pop(disk[0], None)
+
+    def new_file(self):
+        self.direct_files += 1
+        name = f"direct-{self.direct_files}"
+        self.files[name] = 0
+        return name

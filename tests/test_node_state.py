@@ -340,8 +340,8 @@ def test_refs_inside_a_stored_value_live_as_long_as_it():
 def test_an_arena_value_is_not_freed_while_a_reader_holds_its_pin():
     node = Node()
     node.feed("driver", (protocol.REQUEST, 1, "alloc", (1000,)))
-    [(_t, (_, _, ok, offset))] = node.take(protocol.REPLY)
-    assert ok
+    [(_t, (_, _, ok, (kind, offset)))] = node.take(protocol.REPLY)
+    assert ok and kind == ARENA
     oid = ids.new_put_id()
     node.feed("driver", (protocol.PUT, oid, ARENA, (offset, 10, ((64, 900),)), ()))
     node.feed("driver", (protocol.REQUEST, 2, "locate", ([oid],)))
@@ -359,7 +359,7 @@ def test_unpinned_values_spill_to_make_room_and_come_back_when_read():
     oids = []
     for _ in range(3):
         node.feed("driver", (protocol.REQUEST, 1, "alloc", (2000,)))
-        [(_t, (_, _, ok, offset))] = node.take(protocol.REPLY)
+        [(_t, (_, _, ok, (_kind, offset)))] = node.take(protocol.REPLY)
         assert ok, offset
         oid = ids.new_put_id()
         node.feed("driver", (protocol.PUT, oid, ARENA, (offset, 10, ((64, 1900),)), ()))

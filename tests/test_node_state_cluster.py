@@ -18,7 +18,7 @@ from purerun.core.control_store import ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, NODE_DIED, TICK,
                                      WORKER_STARTED, KillWorker, NodeState, PushObject,
                                      RemoteNode, Send, StartWorker)
-from purerun.core.protocol import ARENA, ERROR, INLINE, REMOTE, STORED
+from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, REMOTE, STORED
 from purerun.core.generators import END_PAYLOAD
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, NODE_AFFINITY, ActorSpec, TaskSpec
 from purerun.core.task_spec import STREAMING, item_id
@@ -35,19 +35,20 @@ class Incoming:
 
 
 class ClusterNode:
-    def __init__(self, net, name, resources):
+    def __init__(self, net, name, resources, store_size=1 << 24, session_dir=None):
         self.net = net
         self.name = name
-        self.store = FakeStore(1 << 24)
+        self.store = FakeStore(store_size)
         node_id = name.encode().ljust(16, b".")
         self.state = NodeState({"node_id": node_id, "resources": resources, "head": "test",
-                                "tcp_address": f"{name}:1", "session_dir": None},
+                                "tcp_address": f"{name}:1", "session_dir": session_dir},
                                self.store, net.control, max_workers=8, max_starting_workers=8)
         self.node_id = node_id
         self.number = self.state.node_number
         self.sent = []          # (token, msg) to local peers
         self.effects = []
         self.incoming = {}      # sender name -> Incoming token
+        self.pushed = []        # PushObject actions, in order
         self.workers = 0
 
     def feed(self, token, msg):
@@ -75,8 +76,8 @@ class Net:
         self.queue = collections.deque()
         self.down = set()
 
-    def add(self, name, **resources):
-        node = self.nodes[name] = ClusterNode(self, name, resources)
+    def add(self, name, store_size=1 << 24, session_dir=None, **resources):
+        node = self.nodes[name] = ClusterNode(self, name, resources, store_size, session_dir)
         for other in self.nodes.values():   # as the head's node_added would
             other.state._refresh_nodes()
         return node
@@ -102,6 +103,7 @@ class Net:
                 holder_token = action.token
                 puller = holder_token.sender
                 remote = puller.state.remote[node.node_id]
+                node.pushed.append(action)
                 self.queue.append((puller, remote, (protocol.DATA, action.object_id, 0,
                                                     action.length, action.length)))
                 self.queue.append((node, holder_token, (protocol.UNPIN, [action.object_id])))
@@ -205,6 +207,37 @@ def test_a_large_result_stays_on_its_node_until_pulled_and_is_freed_there_when_d
     a.feed("driver", (protocol.DROP_REFS, [oid]))
     assert oid not in a.state.objects.entries and a.store.used == 0
     assert oid not in b.state.objects.entries and b.store.used == used_before
+
+
+def test_a_value_pulled_into_an_arena_too_small_for_it_goes_to_a_file_and_back_out():
+    net = Net()
+    a = net.add("a", store_size=4096, session_dir="/nonexistent", CPU=1)
+    b = net.add("b", store_size=4096, session_dir="/nonexistent", CPU=2, gpu_box=1)
+    net.control.export_function(b"k" * 16, b"pickled")
+    a.feed("driver", (DRIVER_CONNECTED, True))
+    spec = task(a, resources={"CPU": 1, "gpu_box": 1})
+    a.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _sent, _deps)] = b.executes()
+    # Larger than b's arena: the worker wrote it to the file alloc named.
+    b.feed(worker, (protocol.REQUEST, 1, "alloc", (8000,)))
+    [(_, (_, _, ok, (kind, path)))] = b.take(protocol.REPLY, worker)
+    assert ok and kind == ON_DISK
+    [oid] = spec.return_ids()
+    b.feed(worker, (protocol.TASK_DONE, spec.task_id,
+                    [(oid, ON_DISK, (path, 8000, 10, ((64, 7936),)), ())], False, False, (0, 1)))
+    assert b.state.objects.get(oid).kind == ON_DISK and b.state.peers[worker].reservations == set()
+    a.feed("driver", (protocol.REQUEST, 7, "locate", ([oid],)))
+    # b sends it from its file; a, with no room for it, pulls it into a file of its own.
+    [push] = b.pushed
+    assert push.path == path and push.length == 8000
+    [(_, reply)] = a.take(protocol.REPLY, "driver")
+    [(kind, payload)] = reply[3]
+    assert kind == ON_DISK and payload[1:] == (8000, 10, ((64, 7936),))
+    assert payload[0] in a.store.files and a.store.used == 0
+    a.feed("driver", (protocol.UNPIN, [oid]))
+    a.feed("driver", (protocol.DROP_REFS, [oid]))
+    assert a.store.files == {} and oid not in a.state.objects.entries
+    assert b.store.files == {} and oid not in b.state.objects.entries
 
 
 def test_a_node_borrows_an_argument_from_the_node_that_owns_it():

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import purerun
-from purerun import exceptions
 
 # The arena of the module's cluster. Small enough that tests which store its size several
 # times over prove that dropped objects give their space back.
@@ -304,9 +303,3 @@ def test_dropped_objects_give_their_space_back(cluster):
     _flush_ref_counts()
     assert _node_stats()["num_spilled"] == spilled_before
 
-
-def test_an_object_too_large_for_the_store_fails_cleanly(cluster):
-    with pytest.raises(exceptions.ObjectStoreFullError):
-        purerun.put(np.ones(ARENA_BYTES // 8 + 1024))
-    # The store still works afterwards.
-    assert float(purerun.get(purerun.put(_large(1)))[0]) == 1.0

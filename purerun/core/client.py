@@ -21,7 +21,8 @@ Values: the node pushes every task result to the task's owner, and values this p
 subscribed to. A payload is kept here while this process holds a reference to the object;
 ``get`` deserializes it. Large values arrive as STORED: ``get`` asks the node where they are
 ("locate", which pins them for us) and rebuilds them as zero-copy views of the shared-memory
-arena; the pin is returned when the last view dies.
+arena; the pin is returned when the last view dies. A value the node could not make room for
+in the arena is given as its file instead, which ``get`` maps read-only (no copy either).
 """
 
 import collections
@@ -46,7 +47,7 @@ import weakref
 from purerun import exceptions
 from purerun.core import ids, progress, protocol, serialization
 from purerun.core.object_ref import ObjectRef
-from purerun.core.protocol import ARENA, ERROR, INLINE, STORED
+from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, STORED
 from purerun.core.generators import END_PAYLOAD
 from purerun.core.task_spec import (ACTOR_METHOD, STREAMING, TaskSpec, creation_spec,
                                     extract_deps, item_id)
@@ -348,13 +349,17 @@ class Client:
     # -- storing values ----------------------------------------------------------------------------
 
     def store_payload(self, sv):
-        """Make a payload of a serialized value: inline when small, else written to the arena."""
+        """Make a payload of a serialized value: inline when small, else written to the arena
+        (or, larger than the arena, to the file the node names)."""
         if sv.size <= INLINE_THRESHOLD:
             return INLINE, serialization.to_inline(sv)
         layout = serialization.arena_layout(sv)
-        offset = self.request("alloc", layout[0])
-        serialization.write_to_arena(self.arena_view, offset, sv, layout)
-        return ARENA, (offset, layout[1], layout[2])
+        kind, where = self.request("alloc", layout[0])
+        if kind == ON_DISK:
+            serialization.write_to_file(where, sv, layout)
+            return ON_DISK, (where,) + layout
+        serialization.write_to_arena(self.arena_view, where, sv, layout)
+        return ARENA, (where, layout[1], layout[2])
 
     def put(self, value):
         """Store ``value``; return an ObjectRef to it."""
@@ -367,7 +372,8 @@ class Client:
         ref = self.new_ref(object_id)
         with self._lock:
             # An arena location is only valid under a pin: keep the marker, not the location.
-            self._values[object_id] = (kind, payload) if kind != ARENA else (STORED, None)
+            self._values[object_id] = ((STORED, None) if kind == ARENA or kind == ON_DISK
+                                       else (kind, payload))
         self.send((protocol.PUT, object_id, kind, payload, sv.contained))
         return ref
 
@@ -769,7 +775,7 @@ class Client:
         return result
 
     def _value_of(self, object_id, entry):
-        """Deserialize a payload; an ARENA one must come with a pin held for us."""
+        """Deserialize a payload; an ARENA or ON_DISK one must come with a pin held for us."""
         kind, payload = entry
         if kind == INLINE:
             meta, buffers = payload
@@ -778,6 +784,8 @@ class Client:
             raise _as_raisable(serialization.deserialize(payload))
         if kind == STORED:
             return self._value_of(object_id, self.request("locate", [object_id])[0])
+        if kind == ON_DISK:
+            return self._from_file(object_id, payload)
         return self._from_arena(object_id, payload)
 
     def _from_arena(self, object_id, payload):
@@ -794,6 +802,20 @@ class Client:
         holder = (ctypes.c_char * end).from_buffer(self._arena, offset)
         weakref.finalize(holder, self._unpin, object_id)
         base = memoryview(holder).cast("B").toreadonly()
+        buffers = [base[start:start + length] for start, length in spans]
+        return _load_value(base[:meta_len], buffers)
+
+    def _from_file(self, object_id, payload):
+        path, total, meta_len, spans = payload
+        # A read-only mapping of the file, not a copy: pages come from the page cache as they
+        # are touched, and the mapping stays valid after the node removes the file, so the
+        # pin (which only keeps the file until we have opened it) is returned at once.
+        try:
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), total, access=mmap.ACCESS_READ)
+        finally:
+            self._unpin(object_id)
+        base = memoryview(mapped)
         buffers = [base[start:start + length] for start, length in spans]
         return _load_value(base[:meta_len], buffers)
 

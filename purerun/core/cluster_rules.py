@@ -17,7 +17,7 @@ from purerun.core.node_vocabulary import (HEARTBEAT_ANSWER, Peer, PushObject, Re
 from purerun.core.group_rules import PARKED
 from purerun.core.object_table import block_length, error_payload
 from purerun.core.placement_groups import LABELS, PLACEMENT_GROUP
-from purerun.core.protocol import ARENA, ERROR, REMOTE
+from purerun.core.protocol import ARENA, ERROR, ON_DISK, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, NORMAL
 from purerun.core.tasks import TaskTable, retries_left
 
@@ -198,7 +198,7 @@ class ClusterRules:
             if entry is not None and entry.kind == REMOTE:
                 pull = self.pulls.pop(return_id, None)
                 if pull is not None:
-                    objects.store.free_block(pull[1])
+                    objects.discard_reserved(pull[1])
                 entry.kind = entry.payload = entry.locations = None
             self.lineage.pop(return_id, None)
         task = self.tasks.add(spec, None)
@@ -456,7 +456,8 @@ class ClusterRules:
     # pulling values from other nodes, and serving such pulls
 
     def pull_destination(self, object_id):
-        """Where the node process writes the DATA of a pull: an arena offset, or None."""
+        """Where the node process writes the DATA of a pull: an arena offset, a file path
+        (the file is the node process's to create), or None."""
         pull = self.pulls.get(object_id)
         return pull[1] if pull is not None else None
 
@@ -470,11 +471,11 @@ class ClusterRules:
             self._lose(object_id, exceptions.ObjectLostError(object_id.hex()))
             return
         try:
-            offset = self.objects.alloc(max(total, 1))
+            where = self.objects.pull_destination(total)
         except exceptions.ObjectStoreFullError as exc:
             self._lose(object_id, exc)
             return
-        self.pulls[object_id] = [holder, offset, total, 0]
+        self.pulls[object_id] = [holder, where, total, 0]
         self._send(holder, (protocol.FETCH, object_id))
 
     def _on_data(self, token, msg):
@@ -489,7 +490,7 @@ class ClusterRules:
         if self.objects.localize(object_id, pull[1]):
             self._became_local(object_id)
         else:
-            self.objects.store.free_block(pull[1])
+            self.objects.discard_reserved(pull[1])
 
     def _on_fetch_failed(self, token, msg):
         _, object_id, payload = msg
@@ -499,7 +500,7 @@ class ClusterRules:
         """A REMOTE value cannot be had: it is an error here now, for whoever waits."""
         pull = self.pulls.pop(object_id, None)
         if pull is not None:
-            self.objects.store.free_block(pull[1])
+            self.objects.discard_reserved(pull[1])
         if payload is None:
             payload = error_payload(error)
         if self.objects.lose_remote(object_id, payload):
@@ -509,6 +510,10 @@ class ClusterRules:
         object_id = msg[1]
         peer = self.peers[token]
         kind, payload = self._hand_out(peer, object_id)
+        if kind == ON_DISK:   # no room to read it back here: sent from its file
+            path, total, _meta_len, _spans = payload
+            self._out.append(PushObject(token, object_id, 0, total, path))
+            return
         if kind != ARENA:
             if kind != ERROR:
                 payload = error_payload(exceptions.ObjectLostError(object_id.hex()))

@@ -28,7 +28,7 @@ TASK_DONE, and return 0, a DynamicObjectRefGenerator, holds them (``_seal_dynami
 """
 
 from purerun.core import protocol
-from purerun.core.protocol import ARENA, ERROR, INLINE, REMOTE
+from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, REMOTE
 from purerun.core.node_vocabulary import RemoteNode
 from purerun.core.task_spec import DYNAMIC, STREAMING, item_id
 
@@ -185,7 +185,7 @@ class GeneratorRules:
         _, task_id, attempt, index, kind, payload, contained = msg
         from_node = type(token) is RemoteNode
         peer = None if from_node else self.peers.get(token)
-        if kind == ARENA and peer is not None:
+        if (kind == ARENA or kind == ON_DISK) and peer is not None:
             peer.reservations.discard(payload[0])
         task = self.tasks.get(task_id)
         stream = self.streams.get(task_id)
@@ -194,8 +194,8 @@ class GeneratorRules:
         else:
             verdict = stream.report(attempt, index)
         if verdict != SEAL:
-            if kind == ARENA:
-                self.objects.store.free_block(payload[0])
+            if kind == ARENA or kind == ON_DISK:
+                self.objects.discard(kind, payload)
             elif from_node and contained:   # ``contained``: held there for us; give it back
                 self._send(token, (protocol.DROP_REFS, [item_id(task_id, index)]))
             return

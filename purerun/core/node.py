@@ -135,6 +135,7 @@ class Node:
         self.pidfds = {}            # pidfd -> worker id, while its process has not exited
         self.polled = {}            # worker id -> pid, watched by polling (no pidfd_open)
         self.running = True
+        self.pull_files = {}        # object id -> (path, writable map) of a pull into a file
         # Orphans of workers' processes come to the node, which kills them (see the top).
         self.subreaper = become_subreaper()
 
@@ -277,24 +278,48 @@ class Node:
 
     def _on_remote_messages(self, conn, messages):
         self.on_messages(conn, messages, conn.peer, _FROM_NODES)
+        if self.pull_files:
+            self._close_pull_files()
+
+    def _close_pull_files(self):
+        """Unmap the files of pulls that are over (done or failed)."""
+        for object_id, (path, mapped) in list(self.pull_files.items()):
+            if self.state.pull_destination(object_id) != path:
+                del self.pull_files[object_id]
+                try:
+                    mapped.close()
+                except BufferError:  # the transport still holds a slice: unmapped with it
+                    pass
 
     def _on_remote_close(self, conn, reason):
         if self.loop is not None:
             self.run(self.state.handle(conn.peer, (DISCONNECTED,)))
+            if self.pull_files:
+                self._close_pull_files()
 
     def _sink(self, msg, nbytes):
-        """Where the raw bytes of a DATA frame go: straight into this node's arena."""
+        """Where the raw bytes of a DATA frame go: straight into this node's arena, or into
+        the file of a pull the arena has no room for."""
         if msg[0] != protocol.DATA:
             return None
         start = self.state.pull_destination(msg[1])
         if start is None or msg[2] + nbytes > msg[4]:
             return None
+        if isinstance(start, str):   # no room in the arena: into a file
+            path, mapped = self.pull_files.get(msg[1], (None, None))
+            if path != start:
+                mapped = self.store.map_for_writing(start, msg[4])
+                self.pull_files[msg[1]] = (start, mapped)
+            return memoryview(mapped)[msg[2]:msg[2] + nbytes]
         start += msg[2]
         return self.arena_view[start:start + nbytes]
 
     def _do_push(self, action):
         conn = action.token
-        view = self.arena_view[action.offset:action.offset + action.length]
+        if action.path is not None:
+            view = memoryview(self.store.map_for_reading(action.path, action.length))
+        else:
+            view = self.arena_view[action.offset:action.offset + action.length]
         object_id, total = action.object_id, action.length
 
         def send_chunk(start):

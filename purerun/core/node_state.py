@@ -58,7 +58,7 @@ from purerun.core.generators import GeneratorRules
 from purerun.core.group_rules import PARKED, GroupRules, group_of
 from purerun.core.placement_groups import group_demand
 from purerun.core.object_table import ObjectTable, error_payload
-from purerun.core.protocol import ARENA, ERROR, REMOTE
+from purerun.core.protocol import ARENA, ERROR, ON_DISK, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from purerun.core.node_vocabulary import (
     DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, IDLE_CHECK,
@@ -295,8 +295,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         for object_id, count in peer.pins.items():
             for _ in range(count):
                 objects.unpin(object_id)
-        for offset in peer.reservations:
-            objects.store.free_block(offset)
+        for where in peer.reservations:
+            objects.discard_reserved(where)
         for object_id in peer.refs:
             objects.release(object_id)
         if self.streams:
@@ -374,7 +374,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         """Send ``task`` to ``worker`` with its arguments' values (and the function, once)."""
         spec = task.spec
         peer = self.peers[worker.token]
-        dep_payloads = [self._hand_out(peer, object_id) for object_id in spec.deps]
+        dep_payloads = self._hand_out_all(peer, spec.deps)
         key = spec.function_key
         pickled = None
         if key is not None and key not in worker.functions:
@@ -396,14 +396,23 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             self._stream_executing(task, worker.token)
 
     def _hand_out(self, peer, object_id):
-        """A payload for ``peer`` to read; an ARENA location is pinned for it."""
+        """A payload for ``peer`` to read; an ARENA or ON_DISK location is pinned for it."""
         try:
             kind, payload = self.objects.hand_out(object_id)
-        except (exceptions.ObjectLostError, exceptions.ObjectStoreFullError) as exc:
+        except exceptions.ObjectLostError as exc:
             return ERROR, error_payload(exc)
-        if kind == ARENA:
+        if kind == ARENA or kind == ON_DISK:
             peer.pins[object_id] = peer.pins.get(object_id, 0) + 1
         return kind, payload
+
+    def _hand_out_all(self, peer, object_ids):
+        """Payloads for ``peer`` to read, as ``_hand_out``, read back as one batch."""
+        payloads = self.objects.hand_out_all(object_ids)
+        pins = peer.pins
+        for object_id, (kind, _payload) in zip(object_ids, payloads):
+            if kind == ARENA or kind == ON_DISK:
+                pins[object_id] = pins.get(object_id, 0) + 1
+        return payloads
 
     def _report_infeasible(self, task_id, resources):
         task = self.tasks.get(task_id)
@@ -578,7 +587,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         if spec.generator is not None:
             results, held = self._generator_finished(task, results)
         for object_id, kind, payload, contained in results:
-            if kind == ARENA and worker is not None:
+            if (kind == ARENA or kind == ON_DISK) and worker is not None:
                 self.peers[worker.token].reservations.discard(payload[0])
             if owner_peer is not None and object_id in owner_peer.refs and not to_node:
                 # The owner always hears about its results; no SUBSCRIBE needed.
@@ -596,12 +605,12 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             objects.release(object_id)
 
     def _drop_results(self, token, results):
-        """A run's results that will not be kept (the task runs again): free their blocks."""
+        """A run's results that will not be kept (the task runs again): free their storage."""
         reservations = self.peers[token].reservations
         for _oid, kind, payload, _contained in results:
-            if kind == ARENA:
+            if kind == ARENA or kind == ON_DISK:
                 reservations.discard(payload[0])
-                self.objects.store.free_block(payload[0])
+                self.objects.discard(kind, payload)
 
     # ── message handlers ───────────────────────────────────────────────────────────────────
 
@@ -711,7 +720,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
     def _on_put(self, token, msg):
         _, object_id, kind, payload, contained = msg
         peer = self.peers[token]
-        if kind == ARENA:
+        if kind == ARENA or kind == ON_DISK:
             peer.reservations.discard(payload[0])
         self.objects.expect(object_id).holds += 1
         peer.refs.add(object_id)
@@ -1024,16 +1033,16 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
     # ── requests ───────────────────────────────────────────────────────────────────────────
 
     def _request_alloc(self, token, size):
-        offset = self.objects.alloc(size)
-        self.peers[token].reservations.add(offset)
-        return offset
+        kind, where = self.objects.reserve(size)
+        self.peers[token].reservations.add(where)
+        return kind, where
 
     def _request_locate(self, token, object_ids):
         peer = self.peers[token]
         objects = self.objects
         elsewhere = [oid for oid in object_ids if objects.not_local(oid)]
         if not elsewhere:
-            return [self._hand_out(peer, object_id) for object_id in object_ids]
+            return self._hand_out_all(peer, object_ids)
         # On another node: answered once pulled here (or failed).
         record = [token, self._request_id, object_ids]
         for object_id in elsewhere:
@@ -1051,7 +1060,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         peer = self.peers.get(token)
         if peer is not None:
             self._send(token, (protocol.REPLY, request_id, True,
-                               [self._hand_out(peer, oid) for oid in object_ids]))
+                               self._hand_out_all(peer, object_ids)))
 
     def _request_shutdown(self, token):
         self._out.append(Stop())

@@ -76,15 +76,17 @@ class InterruptWorker(Action):
 
 
 class PushObject(Action):
-    """Stream the arena block ``(offset, length)`` of ``object_id`` to the node connected as
-    ``token``, as DATA raw frames; then feed back ``(UNPIN, [object_id])`` from ``token``."""
-    __slots__ = ("token", "object_id", "offset", "length")
+    """Stream the arena block ``(offset, length)`` of ``object_id`` (or those bytes of the
+    file ``path``) to the node connected as ``token``, as DATA raw frames; then feed back
+    ``(UNPIN, [object_id])`` from ``token``."""
+    __slots__ = ("token", "object_id", "offset", "length", "path")
 
-    def __init__(self, token, object_id, offset, length):
+    def __init__(self, token, object_id, offset, length, path=None):
         self.token = token
         self.object_id = object_id
         self.offset = offset
         self.length = length
+        self.path = path
 
 
 class Stop(Action):
@@ -105,7 +107,7 @@ class Peer:
         self.node_id = None          #: for a node
         self.refs = set()            #: object ids this process holds ObjectRefs to
         self.pins = {}               #: object id -> arena locations handed out, not returned
-        self.reservations = set()    #: arena offsets allocated for it, not yet sealed
+        self.reservations = set()    #: arena offsets and files reserved for it, not yet sealed
         self.worker = None           #: its Worker, for a worker
         self.job_id = job_id         #: 4 bytes, for a driver
         self.log_to_driver = True

@@ -9,7 +9,8 @@ Capacity. When a new value does not fit, values nobody is reading (no pin: no ze
 view alive, no location handed out and not yet returned) are spilled to files in the session
 directory, least recently used first, and read back into the arena when someone asks for
 them. Only when pinned values alone leave no room does storing fail, with
-ObjectStoreFullError.
+ObjectStoreFullError. A value larger than the whole arena is written by its maker straight to
+a file of its own (``new_file``), and read from there.
 """
 
 import mmap
@@ -103,6 +104,7 @@ class ObjectStore:
         self.arena = Arena(arena_size)
         self.allocator = self.arena.allocator
         self.spill_dir = spill_dir
+        self._files_made = 0
 
     # -- arena blocks ------------------------------------------------------------------------------
 
@@ -141,6 +143,13 @@ class ObjectStore:
         self.free_block(offset)
         return (path, total, meta_len, spans)
 
+    def new_file(self):
+        """A path in the spill directory for a value written straight to disk. The writer
+        creates the file; ``drop_spill`` removes it."""
+        os.makedirs(self.spill_dir, exist_ok=True)
+        self._files_made += 1
+        return os.path.join(self.spill_dir, f"direct-{self._files_made}")
+
     def read_back(self, disk_payload, offset):
         """Read a spilled value into the block at ``offset``; returns its ARENA payload."""
         path, total, meta_len, spans = disk_payload
@@ -148,6 +157,18 @@ class ObjectStore:
             f.readinto(memoryview(self.arena.map)[offset:offset + total])
         os.unlink(path)
         return (offset, meta_len, spans)
+
+    def map_for_writing(self, path, size):
+        """A new file of ``size`` bytes at ``path``, mapped writable: where a value pulled
+        from another node is written when the arena has no room for it."""
+        with open(path, "w+b") as f:
+            f.truncate(size)
+            return mmap.mmap(f.fileno(), size)
+
+    def map_for_reading(self, path, size):
+        """The first ``size`` bytes of the file at ``path``, mapped read-only."""
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
 
     def drop_spill(self, disk_payload):
         try:

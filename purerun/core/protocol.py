@@ -122,8 +122,9 @@ FETCH_FAILED = _message(34, "FETCH_FAILED", BETWEEN_NODES, "object_id error_payl
 
 # -- REQUEST operations: op -> (argument names, what the REPLY carries) -------------------------
 REQUESTS = {
-    "alloc": (("size",), "an arena offset, reserved for the asker until it PUTs or leaves"),
-    "locate": (("object_ids",), "[(payload_kind, payload)], ARENA locations pinned"),
+    "alloc": (("size",), "(ARENA, offset), or (ON_DISK, path) for a value larger than the "
+                         "arena: reserved for the asker until it PUTs or leaves"),
+    "locate": (("object_ids",), "[(payload_kind, payload)], ARENA and ON_DISK locations pinned"),
     "shutdown": ((), "None; the node stops"),
     "cluster_resources": ((), "{resource: total}"),
     "available_resources": ((), "{resource: free now}"),
@@ -162,7 +163,9 @@ ERROR = _payload(2, "ERROR", "pickled exception (raised by get)")
 # The value is in the node's store (arena or spilled to disk); ask REQUEST "locate" for an
 # ARENA location, which the node keeps pinned for the asker until it sends UNPIN.
 STORED = _payload(3, "STORED", "None")
-# Node-internal, never sent: the value was spilled to a file; spans relative to its start.
+# The value is in a file (spilled, or larger than the arena); spans relative to its start.
+# Handed to a reader, with a pin, when it cannot be read back into the arena; written by a
+# maker given a path by "alloc".
 ON_DISK = _payload(4, "ON_DISK", "(path, total_size, meta_len, spans)")
 # Between nodes: the value's block is in another node's store; FETCH it from there.
 # Spans are relative to the block's start, as ON_DISK's.
@@ -171,7 +174,9 @@ REMOTE = _payload(5, "REMOTE", "(node_id, total_size, meta_len, spans)")
 # Where a value sits can change (spilled to disk, restored elsewhere in the arena), so an ARENA
 # location is only ever handed to a process together with a pin that keeps it valid: in the
 # answer to "locate", and in EXECUTE for a task's arguments. Each one handed out is returned
-# by one UNPIN, sent when the last zero-copy view made from it dies.
+# by one UNPIN, sent when the last zero-copy view made from it dies. An ON_DISK location comes
+# with a pin too, returned as soon as the reader has mapped the file (a mapping outlives the
+# file's removal).
 
 # -- framing --------------------------------------------------------------------------------------
 #

@@ -151,6 +151,19 @@ def write_to_arena(arena_view, offset, sv: SerializedValue, layout):
         arena_view[offset + start:offset + start + length] = buf
 
 
+def write_to_file(path, sv: SerializedValue, layout):
+    """Write the serialized value to a new file at ``path``, laid out as in an arena block."""
+    total, meta_len, spans = layout
+    with open(path, "wb") as f:
+        f.write(sv.meta)
+        for (start, _length), buf in zip(spans, sv.buffers):
+            if buf.format != "B" or buf.ndim != 1:
+                buf = buf.cast("B")
+            f.seek(start)
+            f.write(buf)
+        f.truncate(total)
+
+
 def _unpicklable(value, exc) -> TypeError:
     path = _find_unpicklable(value, "value", depth=0)
     where = f" at {path}" if path else ""

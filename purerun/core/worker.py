@@ -46,7 +46,7 @@ from purerun import exceptions
 from purerun.core import context, ids, job_setup, protocol, serialization
 from purerun.core.client import Client
 from purerun.core.execute import Executor
-from purerun.core.protocol import ARENA
+from purerun.core.protocol import ARENA, ON_DISK
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 _PR_SET_PDEATHSIG = 1
@@ -406,8 +406,8 @@ class Worker:
         return fn
 
     def _release_dep(self, object_id, entry):
-        # Return the pin the node gave us with an arena location we will not read.
-        if entry[0] == ARENA:
+        # Return the pin the node gave us with a location we will not read.
+        if entry[0] == ARENA or entry[0] == ON_DISK:
             self.client._unpin(object_id)
 
     def _set_actor_identity(self, spec):
