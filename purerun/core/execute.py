@@ -18,7 +18,9 @@ its arguments' payloads to the results TASK_DONE carries. No sockets, no threads
                                              failure: the call's own error as a RayTaskError
                                                with the remote traceback; a cancellation as
                                                TaskCancelledError; exit_actor() as the end of
-                                               the actor; whether to retry (retry_exceptions)
+                                               the actor; whether to retry (retry_exceptions);
+                                               sys.exit() or another BaseException that is no
+                                               Exception raises WorkerExit: the process ends
     (results, retry, exiting)  ◀───────────  results: [(object_id, kind, payload, contained)]
 
 What differs between the two callers is passed to ``Executor``; everything else is here,
@@ -37,6 +39,22 @@ once:
 * ``node_ip``: written into RayTaskError.
 * ``interrupt_cancels``: a KeyboardInterrupt during the call is a cancellation (a worker:
   the node sends SIGINT to cancel) or propagates (local mode: it is the user's Ctrl-C).
+  In local mode a SystemExit, or another BaseException that is no Exception, propagates too:
+  the call runs in the user's own process.
+
+What a call raises, and what comes of it (Ray's rules)::
+
+    an Exception                     its RayTaskError is the result (retried if
+                                     retry_exceptions allows)
+    a failed argument                a RayTaskError of this call: "At least one of the input
+                                     arguments for this task could not be computed:", then
+                                     the argument's error; its cause is that error's cause
+    KeyboardInterrupt                TaskCancelledError, cancelled or not (as Ray)
+    exit_actor() in a method         the actor ends (``exiting``), no restart
+    SystemExit, any other            WorkerExit: the worker process ends. A task is then
+    BaseException                    retried, and at the end is WorkerCrashedError; an actor
+                                     dies (restarting if max_restarts allows), except after
+                                     sys.exit(0), an intended exit (no restart, as Ray)
 
 How local mode is meant to call it, one Executor per LocalClient::
 
@@ -75,6 +93,9 @@ from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, DYNAMIC, Dep, i
 TERMINATE = "__ray_terminate__"
 # The method every actor answers True to once its __init__ has run (Ray's name).
 READY = "__ray_ready__"
+
+# The line that says a call failed because one of its arguments is an error (Ray's words).
+ARGUMENT_FAILED = "At least one of the input arguments for this task could not be computed:"
 
 # What exit_actor() raises in a method: the end of the actor, not an error.
 _ACTOR_EXITS = (_ActorExit, exceptions.AsyncioActorExit)
@@ -355,14 +376,19 @@ class Executor:
             outer: an exception the caller was handling when the call started, cut out of
                 ``exc``'s chain.
         """
-        if type(exc) is DependencyFailed:  # the dependency's error, passed through as it is
-            return error_results(spec, exc.payload), False, False
+        if type(exc) is DependencyFailed:  # never retried: the argument stays failed
+            return error_results(spec, self.argument_failed(spec, exc.payload, instance)), \
+                False, False
         if spec.kind == ACTOR_METHOD and isinstance(exc, _ACTOR_EXITS):
             return none_results(spec), False, True
         if isinstance(exc, KeyboardInterrupt) and not self.interrupt_cancels:
             raise exc
         if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
             return self.cancelled(spec), False, False
+        if not isinstance(exc, (Exception, _ActorExit)):
+            if not self.interrupt_cancels:
+                raise exc  # local mode: the user's own process exits
+            raise WorkerExit(exc) from exc
         if outer is not None:
             _forget_context(exc, outer)
         error = exceptions.RayTaskError.from_exception(
@@ -371,10 +397,57 @@ class Executor:
             actor_repr=repr(instance) if instance is not None else None)
         return error_results(spec, dump_error(error, spec)), retryable(spec, exc), False
 
+    def argument_failed(self, spec, payload, instance=None):
+        """The pickled error of a call whose argument is the error ``payload``, as Ray's: a
+        RayTaskError of this call saying so, with the argument's error under it, and that
+        error's cause as its own (so the caller still catches the original type)."""
+        try:
+            error = serialization.deserialize(payload)
+        except Exception:
+            return payload  # cannot be read here: passed on as it is
+        if isinstance(error, exceptions.RayTaskError):
+            cause, kind = error.cause, "purerun.exceptions.RayTaskError"
+        else:
+            cause, kind = error, f"{type(error).__module__}.{type(error).__qualname__}"
+        text = f"Traceback (most recent call last):\n  {ARGUMENT_FAILED}\n{kind}: {error}"
+        wrapped = exceptions.RayTaskError(
+            spec.name, text, cause, proctitle="purerun::" + spec.name, pid=os.getpid(),
+            ip=self.node_ip, actor_id=spec.actor_id.hex() if spec.actor_id is not None else None,
+            actor_repr=repr(instance) if instance is not None else None)
+        return dump_error(wrapped, spec)
+
     def cancelled(self, spec):
         """The results of a cancelled call: TaskCancelledError for each return id."""
         return error_results(spec, serialization.dumps(
             exceptions.TaskCancelledError(spec.task_id.hex())))
+
+
+class WorkerExit(BaseException):
+    """A call raised SystemExit, or another BaseException that is no error of the call: the
+    worker process ends, as in Ray, rather than store it as the call's result (a
+    RayTaskError(SystemExit) would end the caller's process in turn).
+
+    Attributes:
+        exc: what the call raised.
+        intended: sys.exit(0): an actor ending so is an intended exit, not restarted.
+        code: the process's exit status.
+        reason: one line saying why, for the worker's stderr and the actor's ActorDiedError.
+    """
+
+    def __init__(self, exc):
+        super().__init__(exc)
+        self.exc = exc
+        code = exc.code if isinstance(exc, SystemExit) else None
+        # As Ray: only an exit code equal to 0 is intended; sys.exit() (code None) is not.
+        self.intended = isinstance(exc, SystemExit) and code is not None and code == 0
+        if isinstance(exc, SystemExit):
+            self.reason = f"Worker exits with an exit code {code}."
+            self.code = code if type(code) is int and 0 <= code < 256 else (0 if self.intended
+                                                                           else 1)
+        else:
+            self.reason = (f"Worker exits: the call raised {type(exc).__name__}, a "
+                           "BaseException that is not an Exception.")
+            self.code = 1
 
 
 class DependencyFailed(Exception):

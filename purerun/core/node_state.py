@@ -863,8 +863,10 @@ class NodeState(ClusterRules, GeneratorRules):
             self._finish(task, results)
             self._schedule(sched.TaskFinished(worker.worker_id))
             if actor is not None:
-                if exiting:  # exit_actor() in __init__
+                if exiting:  # sys.exit(0) in __init__: an intended exit, no restart
                     actor.terminating = True
+                    if type(exiting) is str:
+                        actor.cause = actor.died_error(exiting)
                     self._actor_dead(actor)
                 else:
                     self._actor_started(actor, worker, results)
@@ -876,12 +878,16 @@ class NodeState(ClusterRules, GeneratorRules):
         actor.inflight.pop(task_id, None)
         if task is not None:
             if exiting:
-                # exit_actor() or __ray_terminate__: this call ends the actor.
+                # exit_actor(), __ray_terminate__ or sys.exit(0) (``exiting`` then says so):
+                # this call ends the actor, which is not restarted.
                 actor.terminating = True
                 if task.spec.method == "__ray_terminate__":
                     self._finish(task, results)
                 else:
-                    self._fail(task, actor.died_error("The actor exited via exit_actor()."))
+                    if type(exiting) is str:  # later calls say why, too
+                        actor.cause = actor.died_error(exiting)
+                    self._fail(task, actor.cause or actor.died_error(
+                        "The actor exited via exit_actor()."))
             elif TaskTable.retried_after_error(task, retry):
                 self._drop_results(worker.token, results)
                 task.retry()
