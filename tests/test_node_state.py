@@ -15,9 +15,9 @@ from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.actors import ACTOR_PIPELINE_DEPTH, ALIVE, DEAD, RESTARTING
 from purerun.core.control_store import ControlStore
-from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_STARTED,
-                                     InterruptWorker, KillWorker, NodeState, Send,
-                                     StartWorker, Stop)
+from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_OUTPUT,
+                                     WORKER_STARTED, DrainOutput, InterruptWorker, KillWorker,
+                                     NodeState, Send, StartWorker, Stop)
 from purerun.core.protocol import ARENA, ERROR, INLINE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, ActorSpec, TaskSpec
 
@@ -255,6 +255,15 @@ def test_a_cancelled_task_whose_worker_dies_is_not_retried():
     error = error_of(node.objects_to()[spec.return_ids()[0]])
     assert isinstance(error, exceptions.TaskCancelledError)
     assert node.executes() == []
+
+
+def test_flush_output_drains_the_worker_pipes_before_it_answers():
+    node = Node()
+    actions = node.state.handle("driver", (protocol.REQUEST, 7, "flush_output", ()))
+    assert actions == [DrainOutput(), Send("driver", (protocol.REPLY, 7, True, None))]
+    # What the drain reads is relayed as it is read: ahead of the REPLY, on the same socket.
+    relayed = node.state.handle(None, (WORKER_OUTPUT, 1234, 1, "last words"))
+    assert relayed == [Send("driver", (protocol.LOG, 1234, 1, "last words"))]
 
 
 def test_the_owner_leaving_stops_the_node():

@@ -64,6 +64,9 @@ REF_FLUSH_COUNT = 1024
 # after a blocking call goes out at once, so get(f.remote()) in a loop pays neither latency
 # nor a thread wake-up.
 SUBMIT_BATCH = 64
+# How long a leaving driver waits for the node to relay what workers printed: long enough
+# for a busy node, short enough that a hung one does not hold the driver's exit.
+FLUSH_OUTPUT_TIMEOUT_S = 5.0
 
 
 class _Waiter:
@@ -1055,6 +1058,11 @@ class Client:
     def close(self, timeout=5.0):
         """Disconnect; a driver that started the node stops it and waits for it to exit."""
         if not self._closed:
+            if self.log_to_driver and not self.is_worker:
+                try:  # what tasks printed for this driver is shown before it goes, as Ray
+                    self.request("flush_output", timeout=FLUSH_OUTPUT_TIMEOUT_S)
+                except Exception:
+                    pass
             try:
                 self.flush()
                 if self.node is not None:

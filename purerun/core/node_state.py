@@ -60,13 +60,13 @@ from purerun.core.protocol import ARENA, ERROR, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from purerun.core.node_vocabulary import (
     DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, NODE_ADDED, NODE_DIED,
-    TICK, WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker, Peer, PushObject,
-    RemoteNode, Send, StartWorker, Stop, Worker)
+    TICK, WORKER_OUTPUT, WORKER_STARTED, DrainOutput, InterruptWorker, KillWorker, Peer,
+    PushObject, RemoteNode, Send, StartWorker, Stop, Worker)
 from purerun.core.tasks import TaskTable
 
 # The vocabulary is re-exported: the node process and tests take it from here.
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
-           "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
+           "PushObject", "Stop", "DrainOutput", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
            "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "HEARTBEAT_ANSWER",
            "DEFERRED"]
 
@@ -172,6 +172,7 @@ class NodeState(ClusterRules, GeneratorRules):
             "alloc": self._request_alloc,
             "locate": self._request_locate,
             "shutdown": self._request_shutdown,
+            "flush_output": self._request_flush_output,
             "cluster_resources": self._request_cluster_resources,
             "available_resources": self._request_available_resources,
             "nodes": self._request_nodes,
@@ -933,6 +934,10 @@ class NodeState(ClusterRules, GeneratorRules):
 
     def _request_shutdown(self, token):
         self._out.append(Stop())
+
+    def _request_flush_output(self, token):
+        # The REPLY (sent after this action) follows the LOGs the drain relays.
+        self._out.append(DrainOutput())
 
     def _request_cluster_resources(self, token):
         return self.control.cluster_resources()

@@ -3,7 +3,7 @@ processes and nodes it talks to (core/node_state.py; the node process and tests 
 """
 
 __all__ = ["Action", "Send", "StartWorker", "KillWorker", "InterruptWorker", "PushObject",
-           "Stop", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED", "WORKER_STARTED",
+           "Stop", "DrainOutput", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED", "WORKER_STARTED",
            "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED",
            "HEARTBEAT_ANSWER", "DEFERRED", "fits"]
 
@@ -81,6 +81,12 @@ class PushObject(Action):
         self.object_id = object_id
         self.offset = offset
         self.length = length
+
+
+class DrainOutput(Action):
+    """Read what the workers' stdout and stderr pipes hold now, the last unfinished line too,
+    and feed it as WORKER_OUTPUT before the actions after this one."""
+    __slots__ = ()
 
 
 class Stop(Action):

@@ -126,6 +126,8 @@ REQUESTS = {
     "alloc": (("size",), "an arena offset, reserved for the asker until it PUTs or leaves"),
     "locate": (("object_ids",), "[(payload_kind, payload)], ARENA locations pinned"),
     "shutdown": ((), "None; the node stops"),
+    # A driver about to leave: what workers printed so far reaches it (LOG) before the REPLY.
+    "flush_output": ((), "None, after every line workers printed so far"),
     "cluster_resources": ((), "{resource: total}"),
     "available_resources": ((), "{resource: free now}"),
     "nodes": ((), "[node dict], as ray.nodes()"),
