@@ -81,6 +81,7 @@ import asyncio
 import inspect
 import os
 import sys
+import traceback
 
 from purerun import exceptions
 from purerun.exceptions import _ActorExit
@@ -310,7 +311,8 @@ class Executor:
         """The call's ``(args, kwargs)``, Dep markers replaced by the dependencies' values.
 
         Raises:
-            DependencyFailed: a dependency is an error (every payload is released).
+            DependencyFailed: a dependency is an error, or an argument cannot be unpickled
+                here (every payload is released).
         """
         deps = spec.deps
         values = []
@@ -323,8 +325,11 @@ class Executor:
             try:
                 for object_id, entry in zip(deps, dep_payloads):
                     values.append(read(object_id, entry))
-            except BaseException:
+            except Exception as exc:
                 # The values read so far release themselves; the rest were never touched.
+                self._release(deps[len(values) + 1:], dep_payloads[len(values) + 1:])
+                raise _unreadable(exc) from exc
+            except BaseException:
                 self._release(deps[len(values) + 1:], dep_payloads[len(values) + 1:])
                 raise
         if spec.args_in_store:
@@ -333,7 +338,10 @@ class Executor:
             return (), {}
         else:
             meta, buffers = spec.args
-            args, kwargs = serialization.deserialize(meta, buffers)
+            try:
+                args, kwargs = serialization.deserialize(meta, buffers)
+            except Exception as exc:
+                raise _unreadable(exc) from exc
         if values:
             args = [values[a.index] if type(a) is Dep else a for a in args]
             if kwargs:
@@ -377,8 +385,7 @@ class Executor:
                 ``exc``'s chain.
         """
         if type(exc) is DependencyFailed:  # never retried: the argument stays failed
-            return error_results(spec, self.argument_failed(spec, exc.payload, instance)), \
-                False, False
+            return error_results(spec, self.argument_failed(spec, exc, instance)), False, False
         if spec.kind == ACTOR_METHOD and isinstance(exc, _ACTOR_EXITS):
             return none_results(spec), False, True
         if isinstance(exc, KeyboardInterrupt) and not self.interrupt_cancels:
@@ -397,14 +404,17 @@ class Executor:
             actor_repr=repr(instance) if instance is not None else None)
         return error_results(spec, dump_error(error, spec)), retryable(spec, exc), False
 
-    def argument_failed(self, spec, payload, instance=None):
-        """The pickled error of a call whose argument is the error ``payload``, as Ray's: a
-        RayTaskError of this call saying so, with the argument's error under it, and that
-        error's cause as its own (so the caller still catches the original type)."""
-        try:
-            error = serialization.deserialize(payload)
-        except Exception:
-            return payload  # cannot be read here: passed on as it is
+    def argument_failed(self, spec, failed, instance=None):
+        """The pickled error of a call whose argument is an error (``failed``, a
+        DependencyFailed), as Ray's: a RayTaskError of this call saying so, with the
+        argument's error under it, and that error's cause as its own (so the caller still
+        catches the original type)."""
+        error = failed.error
+        if error is None:
+            try:
+                error = serialization.deserialize(failed.payload)
+            except Exception:
+                return failed.payload  # cannot be read here: passed on as it is
         if isinstance(error, exceptions.RayTaskError):
             cause, kind = error.cause, "purerun.exceptions.RayTaskError"
         else:
@@ -451,11 +461,23 @@ class WorkerExit(BaseException):
 
 
 class DependencyFailed(Exception):
-    """An argument's task failed: this call fails with that same error (``payload``)."""
+    """An argument is an error: its task failed (``payload``, the pickled error), or it could
+    not be unpickled here (``error``). The call fails with Executor.argument_failed."""
 
-    def __init__(self, payload):
+    def __init__(self, payload=None, error=None):
         super().__init__()
         self.payload = payload
+        self.error = error
+
+
+def _unreadable(exc):
+    """An argument's unpickling raised ``exc``: as in Ray, a RaySystemError stands for it
+    (an error the reading itself raised, such as ObjectLostError, stays as it is)."""
+    if not isinstance(exc, exceptions.RayError):
+        # The original goes along if it can travel, else its text does.
+        exc = exceptions.RaySystemError(exceptions._travelling_cause(exc),
+                                        traceback.format_exc())
+    return DependencyFailed(error=exc)
 
 
 def error_results(spec, payload):
