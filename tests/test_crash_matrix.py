@@ -149,7 +149,7 @@ def cluster():
 
 
 # ── the calls of each phase: submit(fault, on) returns the ref; ``on`` is the task table
-# (module functions) or an actor ────────────────────────────────────────────────────────────
+# (module functions) or an actor ──────────────────────────────────────────────────────────
 
 def _on(target, name):
     return getattr(target, name) if target is not None else globals()[name]
@@ -271,7 +271,7 @@ def test_a_crash_in_the_caller_ends_the_caller_and_its_cluster(target, phase):
              message="the crashed driver's session directory to be removed")
 
 
-# ── exits beyond the matrices ───────────────────────────────────────────────────────────────
+# ── exits beyond the matrices ─────────────────────────────────────────────────────────────
 
 class NotAnError(BaseException):
     pass

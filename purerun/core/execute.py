@@ -117,7 +117,8 @@ class Executor:
             end on the new actor's event loop (``created`` made it), raising what it raises.
         node_ip: the IP written into RayTaskError.
         interrupt_cancels: a KeyboardInterrupt during a call makes it TaskCancelledError
-            (True) or propagates (False).
+            and a SystemExit (or other BaseException) raises WorkerExit (True, a worker), or
+            either propagates as it is (False, local mode).
         yielded: ``yielded(spec, index, kind, payload, contained_ids)`` reports value
             ``index`` a streaming call yielded, as a payload; it may block (backpressure).
     """

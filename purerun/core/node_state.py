@@ -66,9 +66,9 @@ from purerun.core.tasks import TaskTable
 
 # The vocabulary is re-exported: the node process and tests take it from here.
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
-           "PushObject", "Stop", "DrainOutput", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
-           "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "HEARTBEAT_ANSWER",
-           "DEFERRED"]
+           "PushObject", "Stop", "DrainOutput", "DRIVER_CONNECTED", "WORKER_STARTED",
+           "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED",
+           "HEARTBEAT_ANSWER", "DEFERRED"]
 
 # Events still shown by purerun.timeline(): the most recent ones, a bounded amount of memory.
 TIMELINE_MAX_EVENTS = timeline.TIMELINE_MAX_EVENTS

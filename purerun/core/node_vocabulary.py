@@ -3,9 +3,9 @@ processes and nodes it talks to (core/node_state.py; the node process and tests 
 """
 
 __all__ = ["Action", "Send", "StartWorker", "KillWorker", "InterruptWorker", "PushObject",
-           "Stop", "DrainOutput", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED", "WORKER_STARTED",
-           "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED",
-           "HEARTBEAT_ANSWER", "DEFERRED", "fits"]
+           "Stop", "DrainOutput", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED",
+           "WORKER_STARTED", "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED",
+           "HEAD_LOST", "NODE_ADDED", "HEARTBEAT_ANSWER", "DEFERRED", "fits"]
 
 # ── node-internal events (never on the wire) ──────────────────────────────────────────────
 DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
