@@ -27,6 +27,12 @@ sent here. An asyncio actor's call is cancelled (its coroutine, or its wait for 
 any other actor call is only marked, as in Ray: it does not start if it has not yet, and a
 running one can see it in ``RuntimeContext.is_canceled()``. Either way its task id is in
 ``Worker.cancelled`` until the call ends.
+
+Exits: a call that raises SystemExit, or another BaseException that is no Exception, ends
+this process (``_worker_exit``), from whichever thread ran it, after its traceback and why
+went to stderr (and so to the driver). The node sees a worker death, as after a crash. The
+one exception is an actor's sys.exit(0), an intended exit: reported as the actor's end
+(TASK_DONE's ``exiting`` says why), which the node does not restart.
 """
 
 import asyncio
