@@ -647,6 +647,27 @@ def test_system_exit_in_a_task_ends_its_worker_and_is_retried(cluster):
 # test_crash_matrix.py.
 
 
+class RefusesToPickle:
+    def __reduce__(self):
+        raise ValueError("not today")
+
+
+def test_an_argument_whose_pickling_raises_raises_that_error_in_the_caller(cluster):
+    # As Ray: what the value's own __reduce__ raises goes up unchanged; only what pickling
+    # itself says of an unpicklable value (a TypeError) becomes the "could not serialize" one.
+    @purerun.remote(max_retries=0)
+    def run_with(argument):
+        return "ran"
+
+    with pytest.raises(ValueError, match="not today"):
+        run_with.remote(RefusesToPickle())
+    with pytest.raises(ValueError, match="not today"):
+        purerun.put([RefusesToPickle()])
+    with pytest.raises(TypeError, match="Could not serialize"):
+        run_with.remote(threading.Lock())
+    assert purerun.get(run_with.remote(1), timeout=TASK_DEADLINE_S) == "ran"
+
+
 # --- nested tasks -------------------------------------------------------------------------------
 
 
