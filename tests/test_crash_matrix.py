@@ -333,18 +333,23 @@ def test_a_keyboard_interrupt_a_call_raises_is_task_cancelled_error(cluster):
         purerun.kill(actor)
 
 
+@pytest.mark.parametrize("code, restarted", [pytest.param("0", False, id="exit-0"),
+                                           pytest.param("3", True, id="exit-3")])
 @pytest.mark.parametrize("options", [pytest.param({"max_concurrency": 2}, id="threaded"),
                                      pytest.param({}, id="async")])
-def test_an_exit_in_a_threaded_or_async_actor_ends_it_too(cluster, options):
+def test_an_exit_in_a_threaded_or_async_actor_ends_it_too(cluster, options, code, restarted):
     cls = Leaver if options else AsyncLeaver
-    actor = cls.options(max_restarts=0, **options).remote()
+    actor = cls.options(max_restarts=1, **options).remote()
     try:
         pid = purerun.get(actor.pid.remote(), timeout=CALL_DEADLINE_S)
         with pytest.raises(exceptions.ActorDiedError):
-            purerun.get(actor.leave.remote("3"), timeout=CALL_DEADLINE_S)
+            purerun.get(actor.leave.remote(code), timeout=CALL_DEADLINE_S)
         wait_for(lambda: _gone(pid), timeout=CALL_DEADLINE_S, message="the actor to exit")
-        with pytest.raises(exceptions.ActorDiedError):
-            purerun.get(actor.pid.remote(), timeout=CALL_DEADLINE_S)
+        if restarted:
+            assert purerun.get(actor.pid.remote(), timeout=CALL_DEADLINE_S) != pid
+        else:
+            with pytest.raises(exceptions.ActorDiedError, match="exit code 0"):
+                purerun.get(actor.pid.remote(), timeout=CALL_DEADLINE_S)
     finally:
         purerun.kill(actor)
 
