@@ -3,13 +3,14 @@ results TASK_DONE carries, with a fake reader and storer standing in for the are
 
 import asyncio
 import os
+import sys
 
 import pytest
 
 from purerun import exceptions
 from purerun.actor import exit_actor
 from purerun.core import context, ids, serialization
-from purerun.core.execute import TERMINATE, Executor, split_returns
+from purerun.core.execute import TERMINATE, Executor, WorkerExit, split_returns
 from purerun.core.protocol import ERROR, INLINE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, ActorSpec, Dep, TaskSpec
 
@@ -178,15 +179,37 @@ def test_an_error_that_cannot_be_pickled_keeps_its_type_name_and_text(calls):
     assert "Local: boom" in str(error.cause)
 
 
-def test_a_failed_dependency_passes_its_error_through_and_releases_the_others(calls):
-    original = serialization.dumps(exceptions.RayTaskError("upstream", "trace", KeyError("x")))
+def test_a_failed_dependency_fails_the_call_with_rays_wrapper_and_releases_the_others(calls):
+    upstream = exceptions.RayTaskError("upstream", "Traceback (most recent call last):\n"
+                                       "KeyError: 'x'", KeyError("x"), pid=42)
+    original = serialization.dumps(upstream)
     stored, failed = ids.new_put_id(), ids.new_put_id()
     spec = calls.spec(add, Dep(0), Dep(1), deps=[stored, failed], num_returns=2)
     results, retry, exiting = calls.executor.run(spec, [(INLINE, inline(1)), (ERROR, original)])
-    assert (retry, exiting) == (False, False)
-    assert [(kind, payload) for _, kind, payload, _ in results] == [(ERROR, original)] * 2
+    assert (retry, exiting) == (False, False)  # never retried: the argument stays failed
+    assert [kind for _, kind, _, _ in results] == [ERROR, ERROR]
+    first, second = values_of(results)
+    assert str(first) == str(second)
+    # As Ray: this call's own error, the original cause under it, the upstream error quoted.
+    assert first.function_name == "add" and first.pid == os.getpid() and first.ip == NODE_IP
+    assert isinstance(first.cause, KeyError)
+    assert str(first).split("\n") == [
+        f"purerun::add() (pid={os.getpid()}, ip={NODE_IP})",
+        "  At least one of the input arguments for this task could not be computed:",
+        f"purerun.exceptions.RayTaskError: purerun::upstream() (pid=42, ip={upstream.ip})",
+        "KeyError: 'x'"]
     assert calls.read_ids == []
     assert calls.released == [stored, failed]
+
+
+def test_an_argument_that_is_a_system_error_is_the_cause_of_the_call_error(calls):
+    lost = serialization.dumps(exceptions.ObjectLostError("ab" * 14))
+    spec = calls.spec(add, Dep(0), 1, deps=[ids.new_put_id()])
+    (error,) = values_of(calls.executor.run(spec, [(ERROR, lost)])[0])
+    assert isinstance(error, exceptions.RayTaskError)
+    assert isinstance(error.cause, exceptions.ObjectLostError)
+    assert isinstance(error.as_instanceof_cause(), exceptions.ObjectLostError)
+    assert "could not be computed:\npurerun.exceptions.ObjectLostError: " in str(error)
 
 
 def test_a_function_that_cannot_be_had_fails_the_call_and_releases_its_arguments(calls):
@@ -224,8 +247,7 @@ def test_keyboard_interrupt_propagates_when_it_is_not_a_cancellation(calls):
     (False, 3, ValueError, False),
     (serialization.dumps((KeyError, ValueError)), 3, ValueError, True),
     (serialization.dumps((KeyError,)), 3, ValueError, False),
-    (True, 3, SystemExit, False),               # not an Exception: never retried
-], ids=["true", "true-no-retries", "false", "listed", "not-listed", "base-exception"])
+], ids=["true", "true-no-retries", "false", "listed", "not-listed"])
 def test_retry_exceptions(calls, policy, max_retries, error, retry):
     def fails():
         raise error("x")
@@ -234,6 +256,54 @@ def test_retry_exceptions(calls, policy, max_retries, error, retry):
     results, got_retry, _ = calls.executor.run(spec, [])
     assert got_retry is retry
     assert values_of(results)[0].cause.__class__ is error
+
+
+class NotAnError(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("raised, intended, code", [
+    (SystemExit(0), True, 0),
+    (SystemExit(False), True, 0),
+    (SystemExit(3), False, 3),
+    (SystemExit(None), False, 1),          # as Ray: only an exit code equal to 0 is intended
+    (SystemExit("bye"), False, 1),
+    (NotAnError("x"), False, 1),
+    (GeneratorExit(), False, 1),
+], ids=["exit-0", "exit-false", "exit-3", "exit-none", "exit-text", "base-exception",
+        "generator-exit"])
+def test_a_system_exit_or_base_exception_ends_the_worker(calls, raised, intended, code):
+    def leaves():
+        raise raised
+
+    spec = calls.spec(leaves, max_retries=3, retry_exceptions=True)
+    with pytest.raises(WorkerExit) as info:
+        calls.executor.run(spec, [])
+    end = info.value
+    assert end.exc is raised and (end.intended, end.code) == (intended, code)
+    assert type(raised).__name__ in end.reason or "exit code" in end.reason
+
+
+def test_a_system_exit_while_reading_an_argument_ends_the_worker(calls):
+    class ExitsOnLoad:
+        def __reduce__(self):
+            return sys.exit, (4,)
+
+    spec = calls.spec(add, Dep(0), 1, deps=[ids.new_put_id()])
+    with pytest.raises(WorkerExit) as info:
+        calls.executor.run(spec, [(INLINE, inline(ExitsOnLoad()))])
+    assert info.value.code == 4 and not info.value.intended
+
+
+def test_a_system_exit_propagates_in_local_mode(calls):
+    executor = Executor(calls.function_of, calls.read, calls.store, interrupt_cancels=False)
+
+    def leaves():
+        sys.exit(2)
+
+    with pytest.raises(SystemExit) as info:
+        executor.run(calls.spec(leaves), [])
+    assert type(info.value) is SystemExit and info.value.code == 2
 
 
 class Counter:

@@ -15,9 +15,9 @@ from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.actors import ACTOR_PIPELINE_DEPTH, ALIVE, DEAD, RESTARTING
 from purerun.core.control_store import ControlStore
-from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_STARTED,
-                                     InterruptWorker, KillWorker, NodeState, Send,
-                                     StartWorker, Stop)
+from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_OUTPUT,
+                                     WORKER_STARTED, DrainOutput, InterruptWorker, KillWorker,
+                                     NodeState, Send, StartWorker, Stop)
 from purerun.core.protocol import ARENA, ERROR, INLINE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, ActorSpec, TaskSpec
 
@@ -255,6 +255,15 @@ def test_a_cancelled_task_whose_worker_dies_is_not_retried():
     error = error_of(node.objects_to()[spec.return_ids()[0]])
     assert isinstance(error, exceptions.TaskCancelledError)
     assert node.executes() == []
+
+
+def test_flush_output_drains_the_worker_pipes_before_it_answers():
+    node = Node()
+    actions = node.state.handle("driver", (protocol.REQUEST, 7, "flush_output", ()))
+    assert actions == [DrainOutput(), Send("driver", (protocol.REPLY, 7, True, None))]
+    # What the drain reads is relayed as it is read: ahead of the REPLY, on the same socket.
+    relayed = node.state.handle(None, (WORKER_OUTPUT, 1234, 1, "last words"))
+    assert relayed == [Send("driver", (protocol.LOG, 1234, 1, "last words"))]
 
 
 def test_the_owner_leaving_stops_the_node():
@@ -548,6 +557,56 @@ def test_exit_actor_in_a_method_ends_the_actor_without_restart():
     assert node.state.actors[spec.actor_id].state == DEAD
     error = error_of(node.objects_to()[c.return_ids()[0]])
     assert "exit_actor" in str(error)
+
+
+def test_an_intended_exit_ends_the_actor_without_restart_and_says_why():
+    # sys.exit(0) in a method: the worker reports the call as the actor's end, with why.
+    node = Node()
+    spec = actor_spec(max_restarts=3)
+    worker = start_actor(node, spec)
+    leaving, queued = call(spec), call(spec)
+    node.feed("driver", (protocol.SUBMIT, leaving))
+    node.feed("driver", (protocol.SUBMIT, queued))
+    node.executes()
+    node.done(worker, leaving, exiting="Worker exits with an exit code 0.")
+    assert node.state.actors[spec.actor_id].state == DEAD
+    sent = node.objects_to()
+    for c in (leaving, queued):
+        error = error_of(sent[c.return_ids()[0]])
+        assert isinstance(error, exceptions.ActorDiedError)
+        assert "Worker exits with an exit code 0." in str(error)
+    assert KillWorker(int(worker[1:])) in node.effects
+    later = call(spec)
+    node.feed("driver", (protocol.SUBMIT, later))
+    assert "exit code 0" in str(error_of(node.objects_to()[later.return_ids()[0]]))
+    assert node.executes() == []
+
+
+def test_an_intended_exit_in_init_ends_the_actor_without_restart():
+    node = Node()
+    spec = actor_spec(max_restarts=3)
+    node.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _)] = node.executes()
+    node.done(worker, spec, exiting="Worker exits with an exit code 0.")
+    assert node.state.actors[spec.actor_id].state == DEAD
+    c = call(spec)
+    node.feed("driver", (protocol.SUBMIT, c))
+    assert "exit code 0" in str(error_of(node.objects_to()[c.return_ids()[0]]))
+    assert node.executes() == []
+
+
+def test_an_actor_whose_worker_exits_otherwise_is_restarted():
+    # sys.exit(3) or another BaseException: the worker process ends, no TASK_DONE.
+    node = Node()
+    spec = actor_spec(max_restarts=1)
+    worker = start_actor(node, spec)
+    c = call(spec)
+    node.feed("driver", (protocol.SUBMIT, c))
+    node.executes()
+    node.feed(worker, (DISCONNECTED,))
+    assert isinstance(error_of(node.objects_to()[c.return_ids()[0]]), exceptions.ActorDiedError)
+    [(worker2, again)] = node.executes()
+    assert again.task_id == spec.task_id and again.attempt == 1 and worker2 != worker
 
 
 def test_an_actor_whose_init_raises_is_dead_with_that_cause():

@@ -207,6 +207,49 @@ def test_large_task_result(cluster):
     assert any(low <= _address(array) < high for low, high in _arena_ranges())
 
 
+# Small (inline) and large (arena) numpy arrays alike are read-only wherever they are rebuilt,
+# as in Ray: code tested here must not write to arrays that Ray would refuse.
+READ_ONLY_SIZES = [pytest.param(0, id="empty"), pytest.param(4, id="tiny"),
+                   pytest.param(1000, id="small"), pytest.param(200_000, id="large")]
+
+
+@purerun.remote
+def writeable_flags(*arrays, **named):
+    return ([a.flags.writeable for a in arrays],
+            {k: a.flags.writeable for k, a in named.items()})
+
+
+@pytest.mark.parametrize("n", READ_ONLY_SIZES)
+def test_numpy_arguments_are_read_only_at_every_size(cluster, n):
+    array = np.arange(n, dtype=np.float64)
+    by_value = writeable_flags.remote(array, [array][0], nested=array)
+    by_ref = writeable_flags.remote(purerun.put(array))
+    assert purerun.get(by_value) == ([False, False], {"nested": False})
+    assert purerun.get(by_ref) == ([False], {})
+    assert array.flags.writeable  # the caller's own array is left as it was
+
+
+@pytest.mark.parametrize("n", READ_ONLY_SIZES)
+def test_numpy_arrays_from_get_are_read_only_at_every_size(cluster, n):
+    array = np.arange(n, dtype=np.float64)
+    for got in (purerun.get(purerun.put(array)), purerun.get(identity.remote(array)),
+                purerun.get(purerun.put({"inside": array}))["inside"]):
+        assert np.array_equal(got, array)
+        assert got.flags.writeable is False
+        if n:
+            with pytest.raises(ValueError, match="read-only"):
+                got[0] = 1.0
+    copy = purerun.get(purerun.put(array)).copy()  # what Ray's users do to write
+    copy[...] = 7.0
+    assert copy.flags.writeable
+
+
+def test_a_bytearray_stays_writable(cluster):
+    got = purerun.get(identity.remote(bytearray(b"abc")))
+    got[0] = ord("x")
+    assert got == bytearray(b"xbc")
+
+
 def test_large_result_passed_from_task_to_task(cluster):
     @purerun.remote
     def make():

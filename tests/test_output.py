@@ -17,6 +17,7 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER_SCRIPT = os.path.join(REPO_ROOT, "tests", "scripts", "output_driver.py")
+EXIT_DRIVER_SCRIPT = os.path.join(REPO_ROOT, "tests", "scripts", "exit_output_driver.py")
 # How long the driver may take to start its cluster, run its tasks and relay their output.
 OUTPUT_DEADLINE_S = 60.0
 
@@ -156,3 +157,26 @@ def test_log_to_driver_false_hides_worker_output(run_driver):
     for line in stdout + stderr:
         assert "from task-" not in line, line
         assert not line.startswith("(pid="), line
+
+
+@pytest.mark.parametrize("how", ["shutdown", "atexit"])
+def test_what_tasks_printed_reaches_a_driver_that_leaves_at_once(how):
+    # As Ray: output of tasks that ran just before the driver ends is shown, an unfinished
+    # last line too, before the driver goes (it asks the node to relay it all first).
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT,
+                                                        os.environ.get("PYTHONPATH")])))
+    env.pop("PURERUN_ADDRESS", None)
+    done = subprocess.run([sys.executable, EXIT_DRIVER_SCRIPT, how], capture_output=True,
+                          text=True, env=env, timeout=OUTPUT_DEADLINE_S)
+    assert done.returncode == 0, done.stderr
+    stdout, stderr = done.stdout.splitlines(), done.stderr.splitlines()
+    assert "GOT" in stdout
+    for tag in ("task-1", "task-2", "actor"):
+        assert sum(re.fullmatch(rf"\(pid=\d+\) line from {tag}", line) is not None
+                   for line in stdout) == 1, done.stdout
+    assert any(re.fullmatch(r"\(pid=\d+\) unfinished line from the last task", line)
+               for line in stdout), done.stdout
+    for tag in ("task-1", "task-2"):
+        assert any(re.fullmatch(rf"\(pid=\d+\) complaint from {tag}", line)
+                   for line in stderr), done.stderr

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -626,91 +627,24 @@ def test_an_unpicklable_return_value_fails_the_task(cluster):
     assert "lock" in str(info.value)
 
 
-def test_system_exit_in_a_task_is_an_error_not_a_hang(cluster):
-    @purerun.remote(max_retries=0)
-    def exits():
-        sys.exit(3)
+def test_system_exit_in_a_task_ends_its_worker_and_is_retried(cluster):
+    # As Ray: the worker exits (the driver does not); the task is retried, then it is
+    # WorkerCrashedError. sys.exit(0) too: Ray retries it as well.
+    @purerun.remote(max_retries=1)
+    def exits(code, pids_dir):
+        open(os.path.join(pids_dir, str(os.getpid())), "w").close()
+        sys.exit(code)
 
-    with pytest.raises((exceptions.RayTaskError, exceptions.WorkerCrashedError)):
-        purerun.get(exits.remote(), timeout=TASK_DEADLINE_S)
+    for code in (3, 0):
+        with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as pids_dir:
+            with pytest.raises(exceptions.WorkerCrashedError, match=r"tried 2 time\(s\)"):
+                purerun.get(exits.remote(code, pids_dir), timeout=TASK_DEADLINE_S)
+            assert len(os.listdir(pids_dir)) == 2  # two attempts, each in its own worker
     assert purerun.get(identity.remote(2), timeout=TASK_DEADLINE_S) == 2
 
 
-# --- a failure at every phase of a task's life --------------------------------------------------
-# Pickling the call (in the caller), unpickling it (in the worker), running it, pickling the
-# result (in the worker) and unpickling it (in the driver): an error or a crash at each phase
-# ends in a definite error from get(), never a hang, and the cluster goes on working.
-
-
-def _raise_on_load():
-    raise RuntimeError("cannot load me")
-
-
-def _exit_now():
-    os._exit(3)
-
-
-def _load_unless_in(pid):
-    if os.getpid() == pid:
-        raise RuntimeError("cannot load in the driver")
-    return "loaded"
-
-
-class FailsToLoad:
-    def __reduce__(self):
-        return _raise_on_load, ()
-
-
-class ExitsOnLoad:
-    def __reduce__(self):
-        return _exit_now, ()
-
-
-class ExitsOnDump:
-    def __reduce__(self):
-        os._exit(3)
-
-
-class LoadsOnlyInWorkers:
-    def __init__(self, driver_pid):
-        self.driver_pid = driver_pid
-
-    def __reduce__(self):
-        return _load_unless_in, (self.driver_pid,)
-
-
-@purerun.remote(max_retries=0)
-def run_with(argument):
-    return "ran"
-
-
-@purerun.remote(max_retries=0)
-def produce(kind, driver_pid=None):
-    if kind == "unpicklable":
-        return threading.Lock()
-    if kind == "exits-on-dump":
-        return ExitsOnDump()
-    if kind == "fails-in-driver":
-        return LoadsOnlyInWorkers(driver_pid)
-    raise AssertionError(kind)
-
-
-PHASE_FAILURES = [
-    pytest.param(lambda: run_with.remote(FailsToLoad()), RuntimeError, "cannot load me",
-                 id="unpickling-an-argument-raises"),
-    pytest.param(lambda: run_with.remote(ExitsOnLoad()), exceptions.WorkerCrashedError, None,
-                 id="unpickling-an-argument-exits"),
-    pytest.param(lambda: fail.options(max_retries=0).remote("while running"), ValueError,
-                 "while running", id="running-raises"),
-    pytest.param(lambda: produce.remote("unpicklable"), exceptions.RayTaskError, "lock",
-                 id="pickling-the-result-raises"),
-    pytest.param(lambda: produce.remote("exits-on-dump"), exceptions.WorkerCrashedError, None,
-                 id="pickling-the-result-exits"),
-    # The task succeeded; its value cannot be made again here: a system error, as in Ray.
-    pytest.param(lambda: produce.remote("fails-in-driver", os.getpid()),
-                 exceptions.RaySystemError, "cannot load in the driver",
-                 id="unpickling-the-result-raises"),
-]
+# The failures at every phase of a task's life (and of an actor call's) are in
+# test_crash_matrix.py.
 
 
 class RefusesToPickle:
@@ -721,6 +655,10 @@ class RefusesToPickle:
 def test_an_argument_whose_pickling_raises_raises_that_error_in_the_caller(cluster):
     # As Ray: what the value's own __reduce__ raises goes up unchanged; only what pickling
     # itself says of an unpicklable value (a TypeError) becomes the "could not serialize" one.
+    @purerun.remote(max_retries=0)
+    def run_with(argument):
+        return "ran"
+
     with pytest.raises(ValueError, match="not today"):
         run_with.remote(RefusesToPickle())
     with pytest.raises(ValueError, match="not today"):
@@ -728,14 +666,6 @@ def test_an_argument_whose_pickling_raises_raises_that_error_in_the_caller(clust
     with pytest.raises(TypeError, match="Could not serialize"):
         run_with.remote(threading.Lock())
     assert purerun.get(run_with.remote(1), timeout=TASK_DEADLINE_S) == "ran"
-
-
-@pytest.mark.parametrize("submit, error, text", PHASE_FAILURES)
-def test_a_failure_at_any_phase_ends_in_an_error(cluster, submit, error, text):
-    with pytest.raises(error, match=text):
-        purerun.get(submit(), timeout=TASK_DEADLINE_S)
-    assert purerun.get(identity.remote("still working"), timeout=TASK_DEADLINE_S) == \
-        "still working"
 
 
 # --- nested tasks -------------------------------------------------------------------------------

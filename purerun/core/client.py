@@ -72,6 +72,9 @@ SUBMIT_BATCH = 64
 # to exit so that the error can say how it ended: a dying process is gone within
 # milliseconds, and a node that lives on only closed the connection.
 NODE_EXIT_WAIT_S = 1.0
+# How long a leaving driver waits for the node to relay what workers printed: long enough
+# for a busy node, short enough that a hung one does not hold the driver's exit.
+FLUSH_OUTPUT_TIMEOUT_S = 5.0
 
 
 class _Waiter:
@@ -1120,6 +1123,11 @@ class Client:
     def close(self, timeout=5.0):
         """Disconnect; a driver that started the node stops it and waits for it to exit."""
         if not self._closed:
+            if self.log_to_driver and not self.is_worker:
+                try:  # what tasks printed for this driver is shown before it goes, as Ray
+                    self.request("flush_output", timeout=FLUSH_OUTPUT_TIMEOUT_S)
+                except Exception:
+                    pass
             try:
                 self.flush()
                 if self.node is not None:

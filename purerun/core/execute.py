@@ -18,7 +18,9 @@ its arguments' payloads to the results TASK_DONE carries. No sockets, no threads
                                              failure: the call's own error as a RayTaskError
                                                with the remote traceback; a cancellation as
                                                TaskCancelledError; exit_actor() as the end of
-                                               the actor; whether to retry (retry_exceptions)
+                                               the actor; whether to retry (retry_exceptions);
+                                               sys.exit() or another BaseException that is no
+                                               Exception raises WorkerExit: the process ends
     (results, retry, exiting)  ◀───────────  results: [(object_id, kind, payload, contained)]
 
 What differs between the two callers is passed to ``Executor``; everything else is here,
@@ -37,6 +39,22 @@ once:
 * ``node_ip``: written into RayTaskError.
 * ``interrupt_cancels``: a KeyboardInterrupt during the call is a cancellation (a worker:
   the node sends SIGINT to cancel) or propagates (local mode: it is the user's Ctrl-C).
+  In local mode a SystemExit, or another BaseException that is no Exception, propagates too:
+  the call runs in the user's own process.
+
+What a call raises, and what comes of it (Ray's rules)::
+
+    an Exception                     its RayTaskError is the result (retried if
+                                     retry_exceptions allows)
+    a failed argument                a RayTaskError of this call: "At least one of the input
+                                     arguments for this task could not be computed:", then
+                                     the argument's error; its cause is that error's cause
+    KeyboardInterrupt                TaskCancelledError, cancelled or not (as Ray)
+    exit_actor() in a method         the actor ends (``exiting``), no restart
+    SystemExit, any other            WorkerExit: the worker process ends. A task is then
+    BaseException                    retried, and at the end is WorkerCrashedError; an actor
+                                     dies (restarting if max_restarts allows), except after
+                                     sys.exit(0), an intended exit (no restart, as Ray)
 
 How local mode is meant to call it, one Executor per LocalClient::
 
@@ -63,6 +81,7 @@ import asyncio
 import inspect
 import os
 import sys
+import traceback
 
 from purerun import exceptions
 from purerun.exceptions import _ActorExit
@@ -75,6 +94,9 @@ from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, DYNAMIC, Dep, i
 TERMINATE = "__ray_terminate__"
 # The method every actor answers True to once its __init__ has run (Ray's name).
 READY = "__ray_ready__"
+
+# The line that says a call failed because one of its arguments is an error (Ray's words).
+ARGUMENT_FAILED = "At least one of the input arguments for this task could not be computed:"
 
 # What exit_actor() raises in a method: the end of the actor, not an error.
 _ACTOR_EXITS = (_ActorExit, exceptions.AsyncioActorExit)
@@ -95,7 +117,8 @@ class Executor:
             end on the new actor's event loop (``created`` made it), raising what it raises.
         node_ip: the IP written into RayTaskError.
         interrupt_cancels: a KeyboardInterrupt during a call makes it TaskCancelledError
-            (True) or propagates (False).
+            and a SystemExit (or other BaseException) raises WorkerExit (True, a worker), or
+            either propagates as it is (False, local mode).
         yielded: ``yielded(spec, index, kind, payload, contained_ids)`` reports value
             ``index`` a streaming call yielded, as a payload; it may block (backpressure).
     """
@@ -289,7 +312,8 @@ class Executor:
         """The call's ``(args, kwargs)``, Dep markers replaced by the dependencies' values.
 
         Raises:
-            DependencyFailed: a dependency is an error (every payload is released).
+            DependencyFailed: a dependency is an error, or an argument cannot be unpickled
+                here (every payload is released).
         """
         deps = spec.deps
         values = []
@@ -302,8 +326,11 @@ class Executor:
             try:
                 for object_id, entry in zip(deps, dep_payloads):
                     values.append(read(object_id, entry))
-            except BaseException:
+            except Exception as exc:
                 # The values read so far release themselves; the rest were never touched.
+                self._release(deps[len(values) + 1:], dep_payloads[len(values) + 1:])
+                raise _unreadable(exc) from exc
+            except BaseException:
                 self._release(deps[len(values) + 1:], dep_payloads[len(values) + 1:])
                 raise
         if spec.args_in_store:
@@ -312,7 +339,10 @@ class Executor:
             return (), {}
         else:
             meta, buffers = spec.args
-            args, kwargs = serialization.deserialize(meta, buffers)
+            try:
+                args, kwargs = serialization.deserialize(meta, buffers)
+            except Exception as exc:
+                raise _unreadable(exc) from exc
         if values:
             args = [values[a.index] if type(a) is Dep else a for a in args]
             if kwargs:
@@ -355,14 +385,18 @@ class Executor:
             outer: an exception the caller was handling when the call started, cut out of
                 ``exc``'s chain.
         """
-        if type(exc) is DependencyFailed:  # the dependency's error, passed through as it is
-            return error_results(spec, exc.payload), False, False
+        if type(exc) is DependencyFailed:  # never retried: the argument stays failed
+            return error_results(spec, self.argument_failed(spec, exc, instance)), False, False
         if spec.kind == ACTOR_METHOD and isinstance(exc, _ACTOR_EXITS):
             return none_results(spec), False, True
         if isinstance(exc, KeyboardInterrupt) and not self.interrupt_cancels:
             raise exc
         if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
             return self.cancelled(spec), False, False
+        if not isinstance(exc, (Exception, _ActorExit)):
+            if not self.interrupt_cancels:
+                raise exc  # local mode: the user's own process exits
+            raise WorkerExit(exc) from exc
         if outer is not None:
             _forget_context(exc, outer)
         error = exceptions.RayTaskError.from_exception(
@@ -371,18 +405,80 @@ class Executor:
             actor_repr=repr(instance) if instance is not None else None)
         return error_results(spec, dump_error(error, spec)), retryable(spec, exc), False
 
+    def argument_failed(self, spec, failed, instance=None):
+        """The pickled error of a call whose argument is an error (``failed``, a
+        DependencyFailed), as Ray's: a RayTaskError of this call saying so, with the
+        argument's error under it, and that error's cause as its own (so the caller still
+        catches the original type)."""
+        error = failed.error
+        if error is None:
+            try:
+                error = serialization.deserialize(failed.payload)
+            except Exception:
+                return failed.payload  # cannot be read here: passed on as it is
+        if isinstance(error, exceptions.RayTaskError):
+            cause, kind = error.cause, "purerun.exceptions.RayTaskError"
+        else:
+            cause, kind = error, f"{type(error).__module__}.{type(error).__qualname__}"
+        text = f"Traceback (most recent call last):\n  {ARGUMENT_FAILED}\n{kind}: {error}"
+        wrapped = exceptions.RayTaskError(
+            spec.name, text, cause, proctitle="purerun::" + spec.name, pid=os.getpid(),
+            ip=self.node_ip, actor_id=spec.actor_id.hex() if spec.actor_id is not None else None,
+            actor_repr=repr(instance) if instance is not None else None)
+        return dump_error(wrapped, spec)
+
     def cancelled(self, spec):
         """The results of a cancelled call: TaskCancelledError for each return id."""
         return error_results(spec, serialization.dumps(
             exceptions.TaskCancelledError(spec.task_id.hex())))
 
 
-class DependencyFailed(Exception):
-    """An argument's task failed: this call fails with that same error (``payload``)."""
+class WorkerExit(BaseException):
+    """A call raised SystemExit, or another BaseException that is no error of the call: the
+    worker process ends, as in Ray, rather than store it as the call's result (a
+    RayTaskError(SystemExit) would end the caller's process in turn).
 
-    def __init__(self, payload):
+    Attributes:
+        exc: what the call raised.
+        intended: sys.exit(0): an actor ending so is an intended exit, not restarted.
+        code: the process's exit status.
+        reason: one line saying why, for the worker's stderr and the actor's ActorDiedError.
+    """
+
+    def __init__(self, exc):
+        super().__init__(exc)
+        self.exc = exc
+        code = exc.code if isinstance(exc, SystemExit) else None
+        # As Ray: only an exit code equal to 0 is intended; sys.exit() (code None) is not.
+        self.intended = isinstance(exc, SystemExit) and code is not None and code == 0
+        if isinstance(exc, SystemExit):
+            self.reason = f"Worker exits with an exit code {code}."
+            self.code = code if type(code) is int and 0 <= code < 256 else (0 if self.intended
+                                                                           else 1)
+        else:
+            self.reason = (f"Worker exits: the call raised {type(exc).__name__}, a "
+                           "BaseException that is not an Exception.")
+            self.code = 1
+
+
+class DependencyFailed(Exception):
+    """An argument is an error: its task failed (``payload``, the pickled error), or it could
+    not be unpickled here (``error``). The call fails with Executor.argument_failed."""
+
+    def __init__(self, payload=None, error=None):
         super().__init__()
         self.payload = payload
+        self.error = error
+
+
+def _unreadable(exc):
+    """An argument's unpickling raised ``exc``: as in Ray, a RaySystemError stands for it
+    (an error the reading itself raised, such as ObjectLostError, stays as it is)."""
+    if not isinstance(exc, exceptions.RayError):
+        # The original goes along if it can travel, else its text does.
+        exc = exceptions.RaySystemError(exceptions._travelling_cause(exc),
+                                        traceback.format_exc())
+    return DependencyFailed(error=exc)
 
 
 def error_results(spec, payload):

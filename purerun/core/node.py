@@ -54,8 +54,8 @@ from purerun.core import memory_monitor, protocol, transport
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST,
                                      HEARTBEAT_ANSWER, IDLE_CHECK, MEMORY_READING, NODE_ADDED,
-                                     NODE_DIED, WORKER_IDLE_CHECK_S,
-                                     WORKER_OUTPUT, WORKER_STARTED, InterruptWorker, KillWorker,
+                                     NODE_DIED, WORKER_IDLE_CHECK_S, WORKER_OUTPUT,
+                                     WORKER_STARTED, DrainOutput, InterruptWorker, KillWorker,
                                      NodeState, PushObject, RemoteNode, Send, StartWorker, Stop)
 from purerun.core.object_store import ObjectStore
 from purerun.core.transport import Connection, EventLoop, HmacHandshake, Listener
@@ -88,6 +88,10 @@ _PR_SET_CHILD_SUBREAPER = 36
 # vanish next to the copy, small enough that other messages on the connection pass between
 # two of them within milliseconds.
 TRANSFER_CHUNK = 4 * 1024 * 1024
+
+# A drain (a driver leaving) reads at most this many chunks from each worker's pipe: a task
+# that prints without end must not keep the node in one drain.
+DRAIN_MAX_READS = 64
 
 
 def _arities(*directions, also=()):
@@ -182,6 +186,7 @@ class Node:
             InterruptWorker: self._do_interrupt_worker,
             PushObject: self._do_push,
             Stop: self._do_stop,
+            DrainOutput: self._do_drain_output,
         }
 
     # -- the cluster -------------------------------------------------------------------------------
@@ -570,12 +575,25 @@ class Node:
 
     # -- worker output -----------------------------------------------------------------------------
 
+    def _do_drain_output(self, action):
+        # Everything a worker printed before the request that asked for this is in its pipe
+        # (a worker flushes before it reports a call done): read until each pipe is empty.
+        for fd in list(self.pipes):
+            for _ in range(DRAIN_MAX_READS):
+                if fd not in self.pipes or not self.read_pipe(fd):
+                    break
+            state = self.pipes.get(fd)
+            if state is not None and state[2]:  # an unfinished line: it may never end
+                line, state[2] = state[2], b""
+                self.relay_log(state[0], state[1], line)
+
     def read_pipe(self, fd):
+        """Relay the complete lines a worker's pipe has now; True if it may have more."""
         state = self.pipes[fd]
         try:
             data = os.read(fd, 65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
@@ -584,14 +602,15 @@ class Node:
             del self.pipes[fd]
             if state[2]:
                 self.relay_log(state[0], state[1], state[2])
-            return
+            return False
         data = state[2] + data
         cut = data.rfind(b"\n")
         if cut < 0:
             state[2] = data
-            return
+            return True
         state[2] = data[cut + 1:]
         self.relay_log(state[0], state[1], data[:cut])
+        return True
 
     def relay_log(self, pid, stream, data):
         self.run(self.state.handle(None, (WORKER_OUTPUT, pid, stream,

@@ -62,16 +62,16 @@ from purerun.core.protocol import ARENA, ERROR, ON_DISK, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from purerun.core.node_vocabulary import (
     DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, IDLE_CHECK,
-    MEMORY_READING, NODE_ADDED, NODE_DIED, TICK, WORKER_OUTPUT, WORKER_STARTED, InterruptWorker,
-    KillWorker, Peer, PushObject, RemoteNode, Send, StartWorker, Stop, Worker)
+    MEMORY_READING, NODE_ADDED, NODE_DIED, TICK, WORKER_OUTPUT, WORKER_STARTED, DrainOutput,
+    InterruptWorker, KillWorker, Peer, PushObject, RemoteNode, Send, StartWorker, Stop, Worker)
 from purerun.core.memory_monitor import Candidate, MemoryMonitor
 from purerun.core.tasks import TaskTable, retries_left
 
 # The vocabulary is re-exported: the node process and tests take it from here.
 __all__ = ["NodeState", "RemoteNode", "Send", "StartWorker", "KillWorker", "InterruptWorker",
-           "PushObject", "Stop", "DRIVER_CONNECTED", "WORKER_STARTED", "DISCONNECTED",
-           "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED", "HEARTBEAT_ANSWER",
-           "IDLE_CHECK", "MEMORY_READING", "DEFERRED", "WORKER_IDLE_CHECK_S",
+           "PushObject", "Stop", "DrainOutput", "DRIVER_CONNECTED", "WORKER_STARTED",
+           "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED",
+           "HEARTBEAT_ANSWER", "IDLE_CHECK", "MEMORY_READING", "DEFERRED", "WORKER_IDLE_CHECK_S",
            "WORKER_IDLE_CHECKS"]
 
 # Events still shown by purerun.timeline(): the most recent ones, a bounded amount of memory.
@@ -190,6 +190,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             "alloc": self._request_alloc,
             "locate": self._request_locate,
             "shutdown": self._request_shutdown,
+            "flush_output": self._request_flush_output,
             "cluster_resources": self._request_cluster_resources,
             "available_resources": self._request_available_resources,
             "nodes": self._request_nodes,
@@ -1000,8 +1001,10 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             self._finish(task, results)
             self._schedule(sched.TaskFinished(worker.worker_id))
             if actor is not None:
-                if exiting:  # exit_actor() in __init__
+                if exiting:  # sys.exit(0) in __init__: an intended exit, no restart
                     actor.terminating = True
+                    if type(exiting) is str:
+                        actor.cause = actor.died_error(exiting)
                     self._actor_dead(actor)
                 else:
                     self._actor_started(actor, worker, results)
@@ -1013,12 +1016,16 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         actor.inflight.pop(task_id, None)
         if task is not None:
             if exiting:
-                # exit_actor() or __ray_terminate__: this call ends the actor.
+                # exit_actor(), __ray_terminate__ or sys.exit(0) (``exiting`` then says so):
+                # this call ends the actor, which is not restarted.
                 actor.terminating = True
                 if task.spec.method == "__ray_terminate__":
                     self._finish(task, results)
                 else:
-                    self._fail(task, actor.died_error("The actor exited via exit_actor()."))
+                    if type(exiting) is str:  # later calls say why, too
+                        actor.cause = actor.died_error(exiting)
+                    self._fail(task, actor.cause or actor.died_error(
+                        "The actor exited via exit_actor()."))
             elif TaskTable.retried_after_error(task, retry):
                 self._drop_results(worker.token, results)
                 task.retry()
@@ -1064,6 +1071,10 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
 
     def _request_shutdown(self, token):
         self._out.append(Stop())
+
+    def _request_flush_output(self, token):
+        # The REPLY (sent after this action) follows the LOGs the drain relays.
+        self._out.append(DrainOutput())
 
     def _request_cluster_resources(self, token):
         return self.control.cluster_resources()

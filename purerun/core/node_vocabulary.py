@@ -3,9 +3,9 @@ processes and nodes it talks to (core/node_state.py; the node process and tests 
 """
 
 __all__ = ["Action", "Send", "StartWorker", "KillWorker", "InterruptWorker", "PushObject",
-           "Stop", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED", "WORKER_STARTED",
-           "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST", "NODE_ADDED",
-           "HEARTBEAT_ANSWER", "MEMORY_READING", "IDLE_CHECK", "DEFERRED", "fits"]
+           "Stop", "DrainOutput", "Peer", "Worker", "RemoteNode", "DRIVER_CONNECTED",
+           "WORKER_STARTED", "DISCONNECTED", "WORKER_OUTPUT", "TICK", "NODE_DIED", "HEAD_LOST",
+           "NODE_ADDED", "HEARTBEAT_ANSWER", "MEMORY_READING", "IDLE_CHECK", "DEFERRED", "fits"]
 
 # ── node-internal events (never on the wire) ──────────────────────────────────────────────
 DRIVER_CONNECTED = -1  # (DRIVER_CONNECTED, owner: bool)   answer: welcome_info(token)
@@ -87,6 +87,12 @@ class PushObject(Action):
         self.offset = offset
         self.length = length
         self.path = path
+
+
+class DrainOutput(Action):
+    """Read what the workers' stdout and stderr pipes hold now, the last unfinished line too,
+    and feed it as WORKER_OUTPUT before the actions after this one."""
+    __slots__ = ()
 
 
 class Stop(Action):

@@ -79,7 +79,8 @@ ADD_REFS = _message(6, "ADD_REFS", TO_NODE, "object_ids")     # this process now
 DROP_REFS = _message(7, "DROP_REFS", TO_NODE, "object_ids")   # ... and no longer holds these
 BLOCKED = _message(8, "BLOCKED", FROM_WORKER, "")             # the task waits in get/wait
 UNBLOCKED = _message(9, "UNBLOCKED", FROM_WORKER, "")
-# results: [(object_id, kind, payload, contained_ids)]; span: (start, end) time
+# results: [(object_id, kind, payload, contained_ids)]; span: (start, end) time; exiting:
+# the worker leaves after this call (True), or an actor's intended exit and why (a str)
 TASK_DONE = _message(10, "TASK_DONE", FROM_WORKER, "task_id results retry exiting span")
 REQUEST = _message(11, "REQUEST", TO_NODE, "request_id op args")  # -> REPLY; op: REQUESTS
 CANCEL = _message(12, "CANCEL", TO_NODE, "object_id force recursive")
@@ -126,6 +127,8 @@ REQUESTS = {
                          "arena: reserved for the asker until it PUTs or leaves"),
     "locate": (("object_ids",), "[(payload_kind, payload)], ARENA and ON_DISK locations pinned"),
     "shutdown": ((), "None; the node stops"),
+    # A driver about to leave: what workers printed so far reaches it (LOG) before the REPLY.
+    "flush_output": ((), "None, after every line workers printed so far"),
     "cluster_resources": ((), "{resource: total}"),
     "available_resources": ((), "{resource: free now}"),
     "nodes": ((), "[node dict], as ray.nodes()"),

@@ -2,7 +2,9 @@
 
 ``serialize`` returns the pickle stream ("meta") and the out-of-band buffers separately, so a
 numpy array's data is copied exactly once — into a message when small, into the shared-memory
-arena when large — and ``deserialize`` rebuilds it over those buffers without copying.
+arena when large — and ``deserialize`` rebuilds it over those buffers without copying. Those
+buffers are read-only (bytes, or views of the arena), so a numpy array passed to a call or
+got from the store is read-only, as in Ray; a bytearray is copied, and stays writable.
 
 ObjectRefs met while pickling are recorded: a stored object keeps the objects it refers to
 alive (the node counts them as held by the containing object).
@@ -25,8 +27,6 @@ _local = threading.local()
 # cloudpickle's Python-level pickler saves about a microsecond per tiny value.
 _PLAIN_TYPES = frozenset({bytes, str, int, float, bool, type(None)})
 
-# Buffers smaller than this are pickled in-band: a separate buffer costs more than it saves.
-MIN_OUT_OF_BAND = 1024
 
 
 def _find_code_reduce():
@@ -92,10 +92,10 @@ def serialize(value) -> SerializedValue:
     buffers = []
 
     def keep(buf):
-        view = buf.raw()
-        if view.nbytes < MIN_OUT_OF_BAND:
-            return True  # pickle it in-band
-        buffers.append(view)
+        # Every buffer goes out of band, the smallest too (as in Ray): rebuilt over a
+        # read-only buffer (bytes inline, the arena), a numpy array comes back read-only,
+        # wherever it was stored. In band, a small one would come back writable.
+        buffers.append(buf.raw())
         return False
 
     outer = getattr(_local, "contained", None)

@@ -27,6 +27,12 @@ sent here. An asyncio actor's call is cancelled (its coroutine, or its wait for 
 any other actor call is only marked, as in Ray: it does not start if it has not yet, and a
 running one can see it in ``RuntimeContext.is_canceled()``. Either way its task id is in
 ``Worker.cancelled`` until the call ends.
+
+Exits: a call that raises SystemExit, or another BaseException that is no Exception, ends
+this process (``_worker_exit``), from whichever thread ran it, after its traceback and why
+went to stderr (and so to the driver). The node sees a worker death, as after a crash. The
+one exception is an actor's sys.exit(0), an intended exit: reported as the actor's end
+(TASK_DONE's ``exiting`` says why), which the node does not restart.
 """
 
 import asyncio
@@ -45,7 +51,7 @@ import traceback
 from purerun import exceptions
 from purerun.core import context, ids, job_setup, protocol, serialization
 from purerun.core.client import Client
-from purerun.core.execute import Executor
+from purerun.core.execute import Executor, WorkerExit, none_results
 from purerun.core.protocol import ARENA, ON_DISK
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
@@ -336,8 +342,12 @@ class Worker:
                         self.executor.release_arguments(spec, dep_payloads)
                         outcome = self.executor.cancelled(spec), False, False
                     else:
-                        outcome = self.executor.run(spec, dep_payloads, instance=self.actor,
-                                                    env_vars=env_vars, keep=keep)
+                        try:
+                            outcome = self.executor.run(spec, dep_payloads,
+                                                        instance=self.actor,
+                                                        env_vars=env_vars, keep=keep)
+                        except WorkerExit as end:
+                            outcome = _worker_exit(spec, end)
                 finally:
                     _running = False
         finally:
@@ -367,8 +377,11 @@ class Worker:
                 self.client.current_task = spec
                 # run_async catches whatever the call raises, cancellation included, and
                 # nothing here awaits once it has returned.
-                outcome = await self.executor.run_async(spec, dep_payloads, self.actor,
-                                                        keep=keep)
+                try:
+                    outcome = await self.executor.run_async(spec, dep_payloads, self.actor,
+                                                            keep=keep)
+                except WorkerExit as end:
+                    outcome = _worker_exit(spec, end)
         except asyncio.CancelledError:  # before its turn came: it never started
             self.executor.release_arguments(spec, dep_payloads)
             outcome = self.executor.cancelled(spec), False, False
@@ -469,6 +482,24 @@ class Worker:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
+
+
+def _worker_exit(spec, end):
+    """A call raised SystemExit (or another BaseException that is no Exception): as in Ray,
+    this worker ends. An actor's sys.exit(0) is an intended exit: the call is reported as
+    the actor's end (``exiting`` says why), then the worker leaves. Otherwise the process
+    ends here, and the node treats it as any worker death: a task is retried, an actor
+    restarted if it may be."""
+    if end.intended and spec.kind in (ACTOR_METHOD, ACTOR_CREATION):
+        return none_results(spec), False, end.reason
+    try:
+        exc = end.exc
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        print(end.reason, file=sys.stderr)
+    except Exception:
+        pass
+    _flush_output()
+    os._exit(end.code)
 
 
 def _graceful_exit_hooks():
