@@ -207,3 +207,14 @@ def leak_guard(leak_guard_module):
     snapshot = _Snapshot()
     yield
     _check_nothing_leaked(snapshot, "test")
+
+
+@pytest.fixture(scope="module")
+def node():
+    """A purerun node with 2 CPUs, shared by the tests of one module (ask for it by name)."""
+    import purerun
+    info = purerun.init(num_cpus=2)
+    try:
+        yield info
+    finally:
+        purerun.shutdown()

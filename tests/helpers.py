@@ -6,6 +6,12 @@ from typing import Any, Callable
 from purerun.core.allocator import Allocator
 
 
+def touch(path) -> None:
+    """Create an empty file at ``path`` (how tests signal a task, or see that it ran)."""
+    with open(path, "w"):
+        pass
+
+
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float = 10,

@@ -35,7 +35,7 @@ from purerun.exceptions import (ActorDiedError, PendingCallsLimitExceeded, RayAc
                                 RayError, RayTaskError)
 from purerun.object_ref import ObjectRef
 
-from helpers import wait_for
+from helpers import touch, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "actor_driver.py")
@@ -61,11 +61,6 @@ DRIVER_TIMEOUT_S = 60
 def get(refs):
     """purerun.get with a deadline."""
     return purerun.get(refs, timeout=CALL_TIMEOUT_S)
-
-
-def touch(path):
-    with open(path, "w"):
-        pass
 
 
 def wait_path(path, timeout=MARKER_TIMEOUT_S):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import purerun
+from helpers import touch
 from purerun.exceptions import ActorDiedError, RayActorError, RayTaskError
 from purerun.util import ActorPool
 from purerun.util.actor_pool import ActorPool as ActorPoolFromModule
@@ -52,20 +53,6 @@ class Worker:
     @purerun.method(num_returns=2)
     def pair(self, value):
         return value, -value
-
-
-def touch(path):
-    with open(path, "w"):
-        pass
-
-
-@pytest.fixture(scope="module")
-def node():
-    info = purerun.init(num_cpus=2)
-    try:
-        yield info
-    finally:
-        purerun.shutdown()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import purerun
+from helpers import touch
 import purerun.util
 from purerun.exceptions import RayTaskError
 from purerun.object_ref import ObjectRef
@@ -85,20 +86,6 @@ class Meter:
         for latency in latencies:
             self.latency.observe(latency)
         return metrics.snapshot()
-
-
-def touch(path):
-    with open(path, "w"):
-        pass
-
-
-@pytest.fixture(scope="module")
-def node():
-    info = purerun.init(num_cpus=2)
-    try:
-        yield info
-    finally:
-        purerun.shutdown()
 
 
 # -- as_completed ---------------------------------------------------------------------------------

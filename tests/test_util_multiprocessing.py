@@ -36,7 +36,7 @@ from purerun.util.multiprocessing.pool_state import (MAX_ATTEMPTS, MAX_BATCHES_I
                                                      MAX_UNITS_PER_BATCH, Deliver, PoolState,
                                                      SendBatch, StartWorker, StopWorker, Unit)
 
-from helpers import wait_for
+from helpers import touch, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # How long a task waits for a marker file the test will create: far above what any test
@@ -278,11 +278,6 @@ def wait_path(path, timeout=MARKER_TIMEOUT_S):
             raise TimeoutError(f"marker {path} never appeared")
         time.sleep(0.01)
     return path
-
-
-def touch(path):
-    with open(path, "w"):
-        pass
 
 
 def exit_once(x, marker):

@@ -27,15 +27,6 @@ STILL_BLOCKED_S = 0.3
 SHORT_TIMEOUT_S = 0.2
 
 
-@pytest.fixture(scope="module")
-def node():
-    info = purerun.init(num_cpus=2)
-    try:
-        yield info
-    finally:
-        purerun.shutdown()
-
-
 @pytest.fixture
 def make_queue(node):
     """``make_queue(...)``: a Queue that is shut down when the test ends."""
