@@ -20,8 +20,10 @@ setup(
     install_requires=["cloudpickle", "psutil", "sortedcontainers"],
     extras_require={
         "test": ["pytest", "pytest-timeout", "pytest-benchmark", "numpy", "hypothesis", "tqdm",
-                 "joblib"],
+                 "joblib", "pytest-xdist"],
     },
-    entry_points={"console_scripts": ["purerun=purerun.cli:main"]},
+    # The pytest plugin (purerun/pytest_plugin.py): the cluster fixtures in every test run.
+    entry_points={"console_scripts": ["purerun=purerun.cli:main"],
+                  "pytest11": ["purerun = purerun.pytest_plugin"]},
     classifiers=["Programming Language :: Python :: 3"],
 )
