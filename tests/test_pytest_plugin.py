@@ -10,9 +10,11 @@ import glob
 import importlib.metadata
 import json
 import os
+import sys
 import textwrap
 
 import psutil
+import pytest
 
 from purerun import pytest_plugin
 from purerun.core import launcher
@@ -22,6 +24,7 @@ pytest_plugins = ["pytester"]
 # Every inner file starts with this: ``record(**fields)`` appends one JSON line to RECORDS.
 PRELUDE = """
 import json, os
+import pytest
 import purerun
 
 RECORDS = {records!r}
@@ -261,3 +264,43 @@ def test_many_clusters_in_a_row_leave_nothing(pytester, tmp_path):
     left = [p for p in psutil.Process().children(recursive=True)
             if p.pid not in children_before and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
+
+
+def _small_dev_shm_command(size):
+    """A shell command prefix running what follows with a tmpfs of ``size`` on /dev/shm, as
+    in a container, or None where user and mount namespaces are not available."""
+    import shutil
+    import subprocess
+    if shutil.which("unshare") is None:
+        return None
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            f"mount -t tmpfs -o size={size} tmpfs /dev/shm"],
+                           capture_output=True)
+    return None if probe.returncode else f"mount -t tmpfs -o size={size} tmpfs /dev/shm && "
+
+
+def test_xdist_in_a_container_sized_dev_shm(pytester, tmp_path):
+    prefix = _small_dev_shm_command("64m")
+    if prefix is None:
+        pytest.skip("needs unshare with user and mount namespaces to make a 64 MB /dev/shm")
+    records = tmp_path / "records"
+    write_tests(pytester, records, """
+        import shutil
+        import numpy as np
+
+        @pytest.mark.parametrize("i", range(2))
+        def test_large_values(purerun_cluster, i):
+            assert shutil.disk_usage("/dev/shm").total <= 64 * 1024 * 1024
+            # 40 MB: larger than the fixtures' object store, and most of /dev/shm.
+            value = np.full(40 * 1024 * 1024 // 8, i, dtype=np.int64)
+            assert (purerun.get(purerun.put(value)) == i).all()
+            record(session=purerun_cluster["session_dir"])
+    """)
+    command = prefix + (f"exec {sys.executable} -m pytest -p no:cacheprovider -q -n 2 "
+                        f"test_inner.py")
+    result = pytester.run("unshare", "-rm", "sh", "-c", command)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*2 passed*"])
+    seen = read_records(records)
+    assert len({r["session"] for r in seen}) == 2
+    assert not any(os.path.exists(r["session"]) for r in seen)
