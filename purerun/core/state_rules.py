@@ -1,0 +1,391 @@
+"""What the state API (purerun.util.state) reads from a node: its tasks, actors and objects
+as records in the shape of Ray's, a bounded history of finished tasks and dead actors, and the
+filters that select among them.
+
+::
+
+    TaskTable (live tasks)     ─┐
+    task_history (finished)    ─┼─▶ _request_state(resource, filters, limit) ─▶ (records, total)
+    actors, dead_actors        ─┤        records: dicts of Ray's columns (ids as hex)
+    ObjectTable, ControlStore  ─┘
+
+A finished task leaves the TaskTable at once; what the state API shows of it afterwards is a
+small tuple kept in ``task_history``, a deque of at most ``TASK_HISTORY_MAX`` entries (the
+oldest go first), so memory stays bounded however many tasks a node runs. Ray keeps up to
+100,000 task events in the GCS (``RAY_task_events_max_num_task_in_gcs``); a record here costs
+about 1 KB once built, and a node of this size runs a few thousand tasks a second, so 10,000
+keeps the last seconds to minutes of work in about 10 MB at most.
+
+Pure: no socket, process or clock; the times shown come from the spans workers report.
+NodeState takes these methods (``StateRules`` is one of its bases).
+"""
+
+import collections
+
+from purerun import exceptions
+from purerun.core import ids, serialization
+from purerun.core.actors import DEAD, PENDING
+from purerun.core.control_store import worker_id as worker_id_bytes
+from purerun.core.object_table import block_length
+from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, REMOTE
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
+
+__all__ = ["StateRules", "TASK_HISTORY_MAX", "DEAD_ACTOR_HISTORY_MAX", "RESOURCES", "COLUMNS",
+           "PREDICATES", "TASK_STATES", "ACTOR_STATES", "check_filters", "select",
+           "ERROR_MESSAGE_MAX"]
+
+# Finished tasks still listed, newest kept (see the module docstring).
+TASK_HISTORY_MAX = 10_000
+# Dead actors still listed. Ray keeps 100,000 destroyed actors in the GCS
+# (RAY_maximum_gcs_destroyed_actor_cached_count); actors are far fewer than tasks here.
+DEAD_ACTOR_HISTORY_MAX = 1_000
+# A failed task's error message, as listed, is cut to this many characters.
+ERROR_MESSAGE_MAX = 2_000
+# A failed task keeps its error (to show its type and message) only if its pickle is this small.
+ERROR_PAYLOAD_KEPT = 64 * 1024
+
+PREDICATES = ("=", "!=")
+
+TASK_STATES = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER",
+               "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", "RUNNING", "FINISHED", "FAILED")
+ACTOR_STATES = ("DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD")
+TASK_TYPES = {0: "NORMAL_TASK", ACTOR_CREATION: "ACTOR_CREATION_TASK",
+              ACTOR_METHOD: "ACTOR_TASK"}
+
+# resource -> (columns listed always, columns listed with detail=True), in Ray's order.
+COLUMNS = {
+    "tasks": (("task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type",
+               "func_or_class_name", "parent_task_id", "node_id", "worker_id", "worker_pid",
+               "error_type"),
+              ("language", "required_resources", "runtime_env_info", "placement_group_id",
+               "events", "profiling_data", "creation_time_ms", "start_time_ms", "end_time_ms",
+               "task_log_info", "error_message", "is_debugger_paused")),
+    "actors": (("actor_id", "class_name", "state", "job_id", "name", "node_id", "pid",
+                "ray_namespace", "placement_group_id", "repr_name", "num_restarts",
+                "num_restarts_due_to_lineage_reconstruction"),
+               ("serialized_runtime_env", "required_resources", "death_cause", "is_detached",
+                "call_site")),
+    "objects": (("object_id", "object_size", "task_status", "attempt_number",
+                 "reference_type", "call_site", "type", "pid", "ip"), ()),
+    "nodes": (("node_id", "node_ip", "is_head_node", "state", "state_message", "node_name",
+               "resources_total", "labels"),
+              ("start_time_ms", "end_time_ms")),
+    "jobs": (("job_id", "submission_id", "type", "status", "entrypoint", "message",
+              "error_type", "start_time", "end_time", "metadata", "runtime_env",
+              "driver_info", "driver_node_id", "driver_exit_code"), ()),
+}
+RESOURCES = tuple(COLUMNS)
+
+# Columns a filter may name: the scalar ones listed always (as Ray's filterable columns).
+_NOT_FILTERABLE = {"resources_total", "labels", "metadata", "runtime_env", "driver_info",
+                   "required_resources", "events", "profiling_data", "task_log_info"}
+FILTERABLE = {resource: tuple(c for c in base if c not in _NOT_FILTERABLE)
+              for resource, (base, _detail) in COLUMNS.items()}
+
+# Exception class -> Ray's ErrorType name, most specific first.
+_ERROR_TYPES = (
+    (exceptions.TaskCancelledError, "TASK_CANCELLED"),
+    (exceptions.OutOfMemoryError, "OUT_OF_MEMORY"),
+    (exceptions.RayTaskError, "TASK_EXECUTION_EXCEPTION"),
+    (exceptions.WorkerCrashedError, "WORKER_DIED"),
+    (exceptions.ActorUnschedulableError, "ACTOR_UNSCHEDULABLE_ERROR"),
+    (exceptions.ActorPlacementGroupRemoved, "ACTOR_PLACEMENT_GROUP_REMOVED"),
+    (exceptions.RayActorError, "ACTOR_DIED"),
+    (exceptions.TaskUnschedulableError, "TASK_UNSCHEDULABLE_ERROR"),
+    (exceptions.TaskPlacementGroupRemoved, "TASK_PLACEMENT_GROUP_REMOVED"),
+    (exceptions.RuntimeEnvSetupError, "RUNTIME_ENV_SETUP_FAILED"),
+    (exceptions.OwnerDiedError, "OWNER_DIED"),
+    (exceptions.ObjectLostError, "OBJECT_LOST"),
+    (exceptions.NodeDiedError, "NODE_DIED"),
+)
+
+
+def error_type(error):
+    """Ray's ErrorType name for an exception a task failed with."""
+    for cls, name in _ERROR_TYPES:
+        if isinstance(error, cls):
+            return name
+    return "TASK_EXECUTION_EXCEPTION" if error is not None else None
+
+
+def check_filters(resource, filters):
+    """Validate state API filters, as Ray does; return them as a list of triples.
+
+    Args:
+        resource: one of ``RESOURCES``.
+        filters: None, or a list of ``(column, predicate, value)``; predicates "=" and "!=".
+
+    Raises:
+        ValueError: an unknown resource, a filter that is not a triple, a column that cannot
+            be filtered on, or a predicate other than "=" and "!=".
+    """
+    if resource not in COLUMNS:
+        raise ValueError(f"Unsupported resource {resource!r}; supported: {', '.join(RESOURCES)}")
+    checked = []
+    for item in filters or ():
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise ValueError(f"A filter is a (column, predicate, value) tuple, got {item!r}")
+        column, predicate, value = item
+        if column not in FILTERABLE[resource]:
+            raise ValueError(f"The given filter column {column} is not supported. Enter "
+                             f"filters with one of: {list(FILTERABLE[resource])}")
+        if predicate not in PREDICATES:
+            raise ValueError(f"Unsupported filter predicate {predicate} is given. Available "
+                             f"predicates: {', '.join(PREDICATES)}.")
+        checked.append((column, predicate, value))
+    return checked
+
+
+def _equal(have, want):
+    if isinstance(have, bool) or isinstance(want, bool):
+        return str(have).lower() == str(want).lower()
+    if isinstance(have, (int, float)) and not isinstance(want, (int, float)):
+        try:
+            return have == type(have)(want)
+        except (TypeError, ValueError):
+            return False
+    if isinstance(have, str) and isinstance(want, str):
+        return have.lower() == want.lower()
+    return have == want
+
+
+def matches(record, filters):
+    for column, predicate, value in filters:
+        equal = _equal(record.get(column), value)
+        if equal != (predicate == "="):
+            return False
+    return True
+
+
+def select(records, filters, limit):
+    """``(the first `limit` records that pass `filters`, how many passed)``."""
+    chosen = []
+    total = 0
+    for record in records:
+        if matches(record, filters):
+            total += 1
+            if limit is None or len(chosen) < limit:
+                chosen.append(record)
+    return chosen, total
+
+
+def _size(kind, payload):
+    if kind == INLINE:
+        meta, buffers = payload
+        return len(meta) + sum(len(b) for b in buffers)
+    if kind == ARENA:
+        return block_length(payload[1], payload[2])
+    if kind == ON_DISK or kind == REMOTE:
+        return payload[1]
+    if kind == ERROR:
+        return len(payload)
+    return None
+
+
+def _ms(seconds):
+    return None if seconds is None else int(seconds * 1000)
+
+
+class StateRules:
+    """The state API's part of NodeState: the histories, and the "state" request."""
+
+    def _init_state(self):
+        #: finished and failed tasks, oldest first (see ``_record_finished``)
+        self.task_history = collections.deque(maxlen=TASK_HISTORY_MAX)
+        #: dead actors' records, oldest first
+        self.dead_actors = collections.deque(maxlen=DEAD_ACTOR_HISTORY_MAX)
+
+    # ── histories ──────────────────────────────────────────────────────────────────────────
+
+    def _record_finished(self, task, worker, error):
+        """``task`` reached its end (``error``: the ERROR payload it failed with, or None)."""
+        spec = task.spec
+        if error is not None and len(error) > ERROR_PAYLOAD_KEPT:
+            error = b""
+        self.task_history.append((
+            spec.task_id, spec.attempt, spec.name, spec.kind, spec.job_id, spec.actor_id,
+            task.parent, task.worker_id, worker.pid if worker is not None else None,
+            task.span, error, spec.resources))
+
+    def _record_dead_actor(self, actor, worker_id):
+        """``actor`` is DEAD; ``worker_id``: the worker it last ran in, if any."""
+        self.dead_actors.append(self._actor_record(actor, worker_id))
+
+    # ── records ────────────────────────────────────────────────────────────────────────────
+
+    def _worker_hex(self, worker_id):
+        return None if worker_id is None else worker_id_bytes(self.node_number, worker_id).hex()
+
+    def _task_record(self, task_id, attempt, name, kind, job_id, actor_id, parent, worker_id,
+                     pid, span, state, error, resources, node_id):
+        error_name = message = None
+        if error is not None:
+            try:
+                exc = serialization.deserialize(error) if error else None
+            except Exception as failed:   # a class the node cannot import, say
+                exc = failed
+            error_name = error_type(exc)
+            message = str(exc)[:ERROR_MESSAGE_MAX] if exc is not None else None
+        start, end = span if span is not None else (None, None)
+        return {
+            "task_id": task_id.hex(), "attempt_number": attempt, "name": name, "state": state,
+            "job_id": job_id.hex() if job_id else None,
+            "actor_id": actor_id.hex() if actor_id is not None else None,
+            "type": TASK_TYPES.get(kind, "NORMAL_TASK"), "func_or_class_name": name,
+            "parent_task_id": parent.hex() if parent is not None else None,
+            "node_id": node_id.hex() if node_id is not None else None,
+            "worker_id": self._worker_hex(worker_id), "worker_pid": pid,
+            "error_type": error_name, "language": "PYTHON",
+            "required_resources": dict(resources or {}), "runtime_env_info": None,
+            "placement_group_id": None, "events": [], "profiling_data": None,
+            "creation_time_ms": None, "start_time_ms": _ms(start), "end_time_ms": _ms(end),
+            "task_log_info": None, "error_message": message, "is_debugger_paused": None,
+        }
+
+    def _live_state(self, task):
+        spec = task.spec
+        if task.node is not None:
+            return "SUBMITTED_TO_WORKER"
+        if task.worker_id is not None:
+            return "RUNNING"
+        if self.objects.missing(spec.deps):
+            return "PENDING_ARGS_AVAIL"
+        if spec.kind == ACTOR_METHOD:
+            return "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY"
+        return "PENDING_NODE_ASSIGNMENT"
+
+    def _task_records(self):
+        records = []
+        for entry in self.task_history:
+            (task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
+             error, resources) = entry
+            records.append(self._task_record(
+                task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
+                "FAILED" if error is not None else "FINISHED", error, resources,
+                self.node_id))
+        for task in self.tasks.tasks.values():
+            spec = task.spec
+            worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
+            node_id = task.node.node_id if task.node is not None else self.node_id
+            records.append(self._task_record(
+                spec.task_id, spec.attempt, spec.name, spec.kind, spec.job_id, spec.actor_id,
+                task.parent, task.worker_id, worker.pid if worker is not None else None, None,
+                self._live_state(task), None, spec.resources, node_id))
+        return records
+
+    def _actor_record(self, actor, worker_id=None):
+        creation = actor.creation
+        state = actor.state
+        if state == PENDING:
+            state = ("DEPENDENCIES_UNREADY" if self.objects.missing(creation.deps)
+                     else "PENDING_CREATION")
+        worker_id = actor.worker_id if worker_id is None else worker_id
+        worker = self.workers.get(worker_id) if worker_id is not None else None
+        node_id = actor.node.node_id if actor.node is not None else self.node_id
+        death = None
+        if state == DEAD:
+            cause = actor.cause
+            death = str(cause)[:ERROR_MESSAGE_MAX] if cause is not None else (
+                "The actor ended: every handle to it was deleted, or it was killed.")
+        class_name = creation.actor.class_name
+        return {
+            "actor_id": actor.actor_id.hex(), "class_name": class_name, "state": state,
+            "job_id": creation.job_id.hex() if creation.job_id else None,
+            "name": actor.name or "", "node_id": node_id.hex(),
+            "pid": worker.pid if worker is not None else None,
+            "ray_namespace": actor.namespace, "placement_group_id": None,
+            "repr_name": "", "num_restarts": actor.num_restarts,
+            "num_restarts_due_to_lineage_reconstruction": 0,
+            "serialized_runtime_env": None,
+            "required_resources": dict(creation.actor.hold or {}),
+            "death_cause": death, "is_detached": bool(actor.detached), "call_site": None,
+        }
+
+    def _actor_records(self):
+        seen = set()
+        records = []
+        for record in self.dead_actors:
+            seen.add(record["actor_id"])
+            records.append(record)
+        for actor in self.actors.values():
+            if actor.state != DEAD:
+                record = self._actor_record(actor)
+                seen.add(record["actor_id"])
+                records.append(record)
+        # Actors other nodes own: what the control store knows of them.
+        for info in self.control.actor_table():
+            actor_id = info["actor_id"].hex()
+            if actor_id in seen:
+                continue
+            state = info["state"]
+            records.append({
+                "actor_id": actor_id, "class_name": info.get("class_name"),
+                "state": "PENDING_CREATION" if state == PENDING else state,
+                "job_id": info["job_id"].hex(), "name": info["name"] or "",
+                "node_id": info["node_id"].hex() if info["node_id"] else None, "pid": None,
+                "ray_namespace": info["namespace"], "placement_group_id": None,
+                "repr_name": "", "num_restarts": 0,
+                "num_restarts_due_to_lineage_reconstruction": 0,
+                "serialized_runtime_env": None, "required_resources": {},
+                "death_cause": None, "is_detached": info["detached"], "call_site": None})
+        return records
+
+    def _object_records(self):
+        records = []
+        ip = self.config.get("node_ip", "127.0.0.1")
+        tasks = self.tasks
+        for object_id, entry in self.objects.entries.items():
+            kind = entry.kind
+            if kind is None:
+                task = tasks.get(ids.task_id_of(object_id))
+                status = self._live_state(task) if task is not None else "NIL"
+            else:
+                status = "FAILED" if kind == ERROR else "FINISHED"
+            if entry.pins:
+                reference = "PINNED_IN_MEMORY"
+            elif entry.holds:
+                reference = "LOCAL_REFERENCE"
+            else:
+                reference = "UNKNOWN_STATUS"
+            records.append({
+                "object_id": object_id.hex(), "object_size": _size(kind, entry.payload),
+                "task_status": status, "attempt_number": 0, "reference_type": reference,
+                "call_site": "disabled", "type": "DRIVER", "pid": None, "ip": ip})
+        return records
+
+    def _node_records(self):
+        records = []
+        for index, row in enumerate(self.control.node_table()):
+            alive = row["alive"]
+            records.append({
+                "node_id": row["node_id"].hex(), "node_ip": row["node_ip"],
+                "is_head_node": index == 0,   # the head's own node registers first
+                "state": "ALIVE" if alive else "DEAD",
+                "state_message": None if alive else "The node stopped sending heartbeats.",
+                "node_name": row["node_ip"], "resources_total": dict(row["resources"]),
+                "labels": dict(row.get("labels") or {}),
+                "start_time_ms": None, "end_time_ms": None})
+        return records
+
+    def _job_records(self):
+        records = []
+        for job in self.control.jobs():
+            records.append({
+                "job_id": job["JobID"], "submission_id": None, "type": "DRIVER",
+                "status": "SUCCEEDED" if job["IsDead"] else "RUNNING",
+                "entrypoint": job["Entrypoint"], "message": None, "error_type": None,
+                "start_time": job["StartTime"], "end_time": job["EndTime"] or None,
+                "metadata": {}, "runtime_env": {},
+                "driver_info": {"id": job["JobID"], "node_ip_address": job["DriverIPAddress"],
+                                "pid": str(job["DriverPid"])},
+                "driver_node_id": job["DriverNodeID"] or None, "driver_exit_code": None})
+        return records
+
+    # ── the request ────────────────────────────────────────────────────────────────────────
+
+    def _request_state(self, token, resource, filters, limit):
+        """REQUEST "state": the records of ``resource`` that pass ``filters``, at most
+        ``limit`` (None: all), and how many passed."""
+        filters = check_filters(resource, filters)
+        records = getattr(self, f"_{resource[:-1]}_records")()
+        return select(records, filters, limit)
