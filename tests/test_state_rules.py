@@ -209,3 +209,14 @@ def test_select_keeps_order_and_counts_past_the_limit():
     chosen, total = select(rows, [("state", "=", "a")], 2)
     assert chosen == [rows[0], rows[2]] and total == 3
     assert select(rows, [], None) == (rows, 4)
+
+
+def test_the_history_cap_comes_from_the_config_or_the_environment():
+    node = Node()
+    assert node.state.task_history.maxlen == state_rules.TASK_HISTORY_MAX
+    assert state_rules.history_cap_from_env({}) is None
+    assert state_rules.history_cap_from_env({"RAY_task_events_max_num_task_in_gcs": "7"}) == 7
+    assert state_rules.history_cap_from_env({"PURERUN_TASK_HISTORY_MAX": "3"}) == 3
+    with pytest.raises(ValueError, match="RAY_task_events_max_num_task_in_gcs must be a "
+                                         "positive integer, got '-1'"):
+        state_rules.history_cap_from_env({"RAY_task_events_max_num_task_in_gcs": "-1"})

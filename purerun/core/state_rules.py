@@ -14,7 +14,9 @@ small tuple kept in ``task_history``, a deque of at most ``TASK_HISTORY_MAX`` en
 oldest go first), so memory stays bounded however many tasks a node runs. Ray keeps up to
 100,000 task events in the GCS (``RAY_task_events_max_num_task_in_gcs``); a record here costs
 about 1 KB once built, and a node of this size runs a few thousand tasks a second, so 10,000
-keeps the last seconds to minutes of work in about 10 MB at most.
+keeps the last seconds to minutes of work in about 10 MB at most. A node started with
+``RAY_task_events_max_num_task_in_gcs`` (or ``PURERUN_TASK_HISTORY_MAX``) set keeps that
+many instead.
 
 Pure: no socket, process or clock; the times shown come from the spans workers report.
 NodeState takes these methods (``StateRules`` is one of its bases).
@@ -30,12 +32,14 @@ from purerun.core.object_table import block_length
 from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
-__all__ = ["StateRules", "TASK_HISTORY_MAX", "DEAD_ACTOR_HISTORY_MAX", "RESOURCES", "COLUMNS",
+__all__ = ["StateRules", "TASK_HISTORY_MAX", "TASK_HISTORY_ENV", "history_cap_from_env", "DEAD_ACTOR_HISTORY_MAX", "RESOURCES", "COLUMNS",
            "PREDICATES", "TASK_STATES", "ACTOR_STATES", "check_filters", "select",
            "ERROR_MESSAGE_MAX"]
 
 # Finished tasks still listed, newest kept (see the module docstring).
 TASK_HISTORY_MAX = 10_000
+# Environment variables that set the history's cap instead (Ray's name first).
+TASK_HISTORY_ENV = ("RAY_task_events_max_num_task_in_gcs", "PURERUN_TASK_HISTORY_MAX")
 # Dead actors still listed. Ray keeps 100,000 destroyed actors in the GCS
 # (RAY_maximum_gcs_destroyed_actor_cached_count); actors are far fewer than tasks here.
 DEAD_ACTOR_HISTORY_MAX = 1_000
@@ -98,6 +102,25 @@ _ERROR_TYPES = (
     (exceptions.ObjectLostError, "OBJECT_LOST"),
     (exceptions.NodeDiedError, "NODE_DIED"),
 )
+
+
+def history_cap_from_env(environ):
+    """The finished-task history's cap set in ``environ`` (a mapping), else None.
+
+    Raises:
+        ValueError: the variable is not a positive integer.
+    """
+    for name in TASK_HISTORY_ENV:
+        text = environ.get(name)
+        if text:
+            try:
+                cap = int(text)
+            except ValueError:
+                cap = 0
+            if cap <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {text!r}")
+            return cap
+    return None
 
 
 def error_type(error):
@@ -191,7 +214,8 @@ class StateRules:
 
     def _init_state(self):
         #: finished and failed tasks, oldest first (see ``_record_finished``)
-        self.task_history = collections.deque(maxlen=TASK_HISTORY_MAX)
+        self.task_history = collections.deque(
+            maxlen=self.config.get("task_history_max") or TASK_HISTORY_MAX)
         #: dead actors' records, oldest first
         self.dead_actors = collections.deque(maxlen=DEAD_ACTOR_HISTORY_MAX)
 
