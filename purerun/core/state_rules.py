@@ -12,9 +12,10 @@ filters that select among them.
 A finished task leaves the TaskTable at once; what the state API shows of it afterwards is a
 small tuple kept in ``task_history``, a deque of at most ``TASK_HISTORY_MAX`` entries (the
 oldest go first), so memory stays bounded however many tasks a node runs. Ray keeps up to
-100,000 task events in the GCS (``RAY_task_events_max_num_task_in_gcs``); a record here costs
-about 1 KB once built, and a node of this size runs a few thousand tasks a second, so 10,000
-keeps the last seconds to minutes of work in about 10 MB at most. A node started with
+100,000 task events in the GCS (``RAY_task_events_max_num_task_in_gcs``); a node of this size
+runs a few thousand tasks a second, so 10,000 keeps the last seconds to minutes of work, in
+about 1.4 MB (an entry is ~140 bytes: benchmarks/bench_state_api.py), and a full reply (a
+dict of ~25 columns per task, ~1 KB) stays near 10 MB. A node started with
 ``RAY_task_events_max_num_task_in_gcs`` (or ``PURERUN_TASK_HISTORY_MAX``) set keeps that
 many instead.
 
@@ -23,6 +24,7 @@ NodeState takes these methods (``StateRules`` is one of its bases).
 """
 
 import collections
+import itertools
 
 from purerun import exceptions
 from purerun.core import ids, serialization
@@ -279,23 +281,23 @@ class StateRules:
         return "PENDING_NODE_ASSIGNMENT"
 
     def _task_records(self):
-        records = []
+        """Every task's record, built one at a time: a list with a limit and no filter
+        builds only what it returns."""
         for entry in self.task_history:
             (task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
              error, resources) = entry
-            records.append(self._task_record(
+            yield self._task_record(
                 task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
                 "FAILED" if error is not None else "FINISHED", error, resources,
-                self.node_id))
+                self.node_id)
         for task in self.tasks.tasks.values():
             spec = task.spec
             worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
             node_id = task.node.node_id if task.node is not None else self.node_id
-            records.append(self._task_record(
+            yield self._task_record(
                 spec.task_id, spec.attempt, spec.name, spec.kind, spec.job_id, spec.actor_id,
                 task.parent, task.worker_id, worker.pid if worker is not None else None, None,
-                self._live_state(task), None, spec.resources, node_id))
-        return records
+                self._live_state(task), None, spec.resources, node_id)
 
     def _actor_record(self, actor, worker_id=None):
         creation = actor.creation
@@ -412,4 +414,8 @@ class StateRules:
         ``limit`` (None: all), and how many passed."""
         filters = check_filters(resource, filters)
         records = getattr(self, f"_{resource[:-1]}_records")()
+        if not filters and limit is not None and resource == "tasks":
+            # No filter: the count is known without building every record.
+            return list(itertools.islice(records, limit)), (len(self.task_history)
+                                                              + len(self.tasks))
         return select(records, filters, limit)
