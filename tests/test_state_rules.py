@@ -13,7 +13,7 @@ from test_node_state import Node, actor_spec, call, start_actor, task
 
 def ask(node, resource, filters=None, limit=None):
     """The node's REPLY to REQUEST "state": (ok, value)."""
-    node.feed("driver", (protocol.REQUEST, 9, "state", (resource, filters, limit)))
+    node.feed("driver", (protocol.REQUEST, 9, "state", (resource, filters, limit, True)))
     [(_token, reply)] = [(t, m) for t, m in node.take(protocol.REPLY, "driver") if m[1] == 9]
     return reply[2], reply[3]
 
@@ -220,3 +220,49 @@ def test_the_history_cap_comes_from_the_config_or_the_environment():
     with pytest.raises(ValueError, match="RAY_task_events_max_num_task_in_gcs must be a "
                                          "positive integer, got '-1'"):
         state_rules.history_cap_from_env({"RAY_task_events_max_num_task_in_gcs": "-1"})
+
+
+# ─── in a cluster: tasks are asked of every node ────────────────────────────────────────
+
+
+def cluster_ask(node, resource, filters=None, limit=None):
+    node.feed("driver", (protocol.REQUEST, 9, "state", (resource, filters, limit, True)))
+    [(_token, reply)] = [(t, m) for t, m in node.take(protocol.REPLY, "driver") if m[1] == 9]
+    assert reply[2], reply[3]
+    return reply[3]
+
+
+def test_in_a_cluster_each_task_is_listed_once_from_the_node_that_ran_it():
+    from test_node_state_cluster import done as cluster_done
+    from test_node_state_cluster import make_net, task as cluster_task
+    net, a, b = make_net(gpu_box=1)
+    here = cluster_task(a)
+    there = cluster_task(a, resources={"CPU": 1, "gpu_box": 1})
+    a.feed("driver", (protocol.SUBMIT, here))
+    a.feed("driver", (protocol.SUBMIT, there))
+    [(worker, _spec, _deps)] = b.executes()
+    records, total = cluster_ask(a, "tasks")
+    assert total == 2
+    by_task = {r["task_id"]: r for r in records}
+    assert by_task[there.task_id.hex()]["node_id"] == b.node_id.hex()
+    assert by_task[there.task_id.hex()]["state"] == "RUNNING"
+    assert by_task[there.task_id.hex()]["worker_pid"] is not None   # b's record, not a's
+    cluster_done(b, worker, there, 1)
+    records, total = cluster_ask(a, "tasks", [("state", "=", "FINISHED")])
+    assert [r["task_id"] for r in records] == [there.task_id.hex()] and total == 1
+    assert records[0]["node_id"] == b.node_id.hex()
+    assert not a.state.state_gathers
+
+
+def test_a_node_that_dies_before_it_answers_is_left_out():
+    from test_node_state_cluster import make_net, task as cluster_task
+    net, a, b = make_net()
+    a.feed("driver", (protocol.SUBMIT, cluster_task(a)))
+    net.down.add(b.name)          # b's answer never comes
+    a.feed("driver", (protocol.REQUEST, 9, "state", ("tasks", None, None, True)))
+    assert not a.take(protocol.REPLY, "driver") and a.state.state_gathers
+    net.down.discard(b.name)
+    net.kill(b)
+    [(_token, reply)] = a.take(protocol.REPLY, "driver")
+    assert reply[1] == 9 and reply[2] and reply[3][1] == 1
+    assert not a.state.state_gathers

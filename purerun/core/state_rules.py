@@ -29,13 +29,15 @@ import itertools
 from purerun import exceptions
 from purerun.core import ids, serialization
 from purerun.core.actors import DEAD, PENDING
+from purerun.core import protocol
 from purerun.core.control_store import worker_id as worker_id_bytes
+from purerun.core.node_vocabulary import DEFERRED
 from purerun.core.object_table import block_length
 from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, REMOTE
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 __all__ = ["StateRules", "TASK_HISTORY_MAX", "TASK_HISTORY_ENV", "history_cap_from_env", "DEAD_ACTOR_HISTORY_MAX", "RESOURCES", "COLUMNS",
-           "PREDICATES", "TASK_STATES", "ACTOR_STATES", "check_filters", "select",
+           "PREDICATES", "TASK_STATES", "Gather", "ACTOR_STATES", "check_filters", "select",
            "ERROR_MESSAGE_MAX"]
 
 # Finished tasks still listed, newest kept (see the module docstring).
@@ -220,6 +222,9 @@ class StateRules:
             maxlen=self.config.get("task_history_max") or TASK_HISTORY_MAX)
         #: dead actors' records, oldest first
         self.dead_actors = collections.deque(maxlen=DEAD_ACTOR_HISTORY_MAX)
+        #: request id sent to other nodes -> Gather, for a "state" asked of the cluster
+        self.state_gathers = {}
+        self.next_gather = 1
 
     # ── histories ──────────────────────────────────────────────────────────────────────────
 
@@ -231,7 +236,8 @@ class StateRules:
         self.task_history.append((
             spec.task_id, spec.attempt, spec.name, spec.kind, spec.job_id, spec.actor_id,
             task.parent, task.worker_id, worker.pid if worker is not None else None,
-            task.span, error, spec.resources))
+            task.span, error, spec.resources,
+            task.node.node_id if task.node is not None else self.node_id))
 
     def _record_dead_actor(self, actor, worker_id):
         """``actor`` is DEAD; ``worker_id``: the worker it last ran in, if any."""
@@ -285,11 +291,10 @@ class StateRules:
         builds only what it returns."""
         for entry in self.task_history:
             (task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
-             error, resources) = entry
+             error, resources, node_id) = entry
             yield self._task_record(
                 task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
-                "FAILED" if error is not None else "FINISHED", error, resources,
-                self.node_id)
+                "FAILED" if error is not None else "FINISHED", error, resources, node_id)
         for task in self.tasks.tasks.values():
             spec = task.spec
             worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
@@ -409,13 +414,87 @@ class StateRules:
 
     # ── the request ────────────────────────────────────────────────────────────────────────
 
-    def _request_state(self, token, resource, filters, limit):
+    def _request_state(self, token, resource, filters, limit, everywhere):
         """REQUEST "state": the records of ``resource`` that pass ``filters``, at most
-        ``limit`` (None: all), and how many passed."""
+        ``limit`` (None: all), and how many passed. Tasks and objects are each node's own:
+        with ``everywhere``, in a cluster, the other live nodes are asked too, and the
+        answer waits for theirs (a node that dies meanwhile is left out). Nodes, jobs and
+        actors come from the control store, which every node shares."""
         filters = check_filters(resource, filters)
+        records, total = self._local_state(resource, filters, limit)
+        if not everywhere or resource not in ("tasks", "objects") or not self.clustered:
+            return records, total
+        others = [remote for remote in self.remote.values() if remote.alive]
+        if not others:
+            return records, total
+        gather_id = self.next_gather
+        self.next_gather += 1
+        self.state_gathers[gather_id] = Gather(token, self._request_id, set(others), records,
+                                               total, limit)
+        for remote in others:
+            self._send(remote, (protocol.REQUEST, gather_id, "state",
+                                (resource, filters, limit, False)))
+        return DEFERRED
+
+    def _local_state(self, resource, filters, limit):
         records = getattr(self, f"_{resource[:-1]}_records")()
         if not filters and limit is not None and resource == "tasks":
             # No filter: the count is known without building every record.
             return list(itertools.islice(records, limit)), (len(self.task_history)
                                                               + len(self.tasks))
         return select(records, filters, limit)
+
+    def _state_answer(self, remote, request_id, ok, value):
+        """Another node answered a "state" this node asked of it (None: it died)."""
+        gather = self.state_gathers.get(request_id)
+        if gather is None or remote not in gather.waiting:
+            return
+        gather.waiting.discard(remote)
+        if ok:
+            records, total = value
+            gather.records.extend(records)
+            gather.total += total
+        if gather.waiting:
+            return
+        del self.state_gathers[request_id]
+        if gather.token in self.peers:
+            self._send(gather.token, (protocol.REPLY, gather.request_id, True,
+                                      gather.merged()))
+
+    def _state_node_gone(self, remote):
+        for request_id in [i for i, g in self.state_gathers.items() if remote in g.waiting]:
+            self._state_answer(remote, request_id, False, None)
+
+
+class Gather:
+    """A "state" request asked of every node: the answers so far."""
+
+    __slots__ = ("token", "request_id", "waiting", "records", "total", "limit")
+
+    def __init__(self, token, request_id, waiting, records, total, limit):
+        self.token = token              #: who asked
+        self.request_id = request_id    #: its REQUEST's id
+        self.waiting = waiting          #: RemoteNodes yet to answer
+        self.records = list(records)
+        self.total = total
+        self.limit = limit
+
+    def merged(self):
+        """(records, total): one record per task attempt (or object), the one from the
+        node that ran it (it knows the worker) over the one from the node that placed it."""
+        chosen = {}
+        duplicates = 0
+        for record in self.records:
+            key = (record.get("task_id") or record.get("object_id"),
+                   record.get("attempt_number"))
+            kept = chosen.get(key)
+            if kept is None:
+                chosen[key] = record
+                continue
+            duplicates += 1
+            if kept.get("worker_pid") is None and record.get("worker_pid") is not None:
+                chosen[key] = record
+        records = list(chosen.values())
+        if self.limit is not None:
+            records = records[:self.limit]
+        return records, max(self.total - duplicates, len(records))

@@ -174,7 +174,7 @@ def _list(resource, address, filters, limit, timeout, detail, raise_on_missing_o
     if limit is not None:
         _check_limit(limit)
     _check_timeout(timeout)
-    records, total = _ask(address, "state", (resource, filters, limit), timeout)
+    records, total = _ask(address, "state", (resource, filters, limit, True), timeout)
     if raise_on_missing_output and limit is not None and total > len(records):
         # Ray warns that the output is truncated; purerun says so the same way.
         import warnings
