@@ -248,6 +248,8 @@ def test_list_and_summary_print_the_state_of_a_started_node(capped_history, env,
     assert summary.returncode == 0, summary.stderr
     assert "Tasks Summary" in summary.stdout and "square" in summary.stdout
     assert "Keeper" in run(["summary", "actors"], env).stdout
+    objects = run(["summary", "objects", "--format", "json"], env)
+    assert objects.returncode == 0 and "total_objects" in json.loads(objects.stdout)
     bad = run(["list", "tasks", "--filter", "nope=1"], env)
     assert bad.returncode == 1 and "nope is not supported" in bad.stderr
     assert run(["list", "tasks", "--filter", "junk"], env).returncode == 2
