@@ -14,7 +14,8 @@ A driver that called ``purerun.init()`` asks its node; any other process asks th
 this host answers), else the one ``purerun start`` left running here. The node answers from
 its task table and its bounded history of finished tasks and dead actors
 (core/state_rules.py), and from the control store for nodes, jobs and actors of other nodes.
-Tasks and objects are those of that node; nodes, jobs and live actors are the cluster's.
+In a cluster it asks every other live node for its tasks and objects too, and lists each
+task once, as the node that ran it saw it.
 
 Records are dataclasses, as Ray's (``TaskState``, ``ActorState``, ...); they also answer
 ``record["state"]`` and ``record.asdict()``. With ``detail=False`` the columns shown only in
@@ -197,7 +198,7 @@ def list_tasks(address: Optional[str] = None, filters: Optional[list] = None,
                limit: int = DEFAULT_LIMIT, timeout: int = DEFAULT_RPC_TIMEOUT,
                detail: bool = False, raise_on_missing_output: bool = True,
                _explain: bool = False) -> list:
-    """The node's tasks: those queued or running, and the last finished ones.
+    """The cluster's tasks: those queued or running, and each node's last finished ones.
 
     Args:
         address: a node's socket or session directory, or a head's "host:port"; None: the
@@ -238,7 +239,7 @@ def list_objects(address: Optional[str] = None, filters: Optional[list] = None,
                  limit: int = DEFAULT_LIMIT, timeout: int = DEFAULT_RPC_TIMEOUT,
                  detail: bool = False, raise_on_missing_output: bool = True,
                  _explain: bool = False) -> list:
-    """The objects the node holds or waits for (arguments as ``list_tasks``).
+    """The objects each node holds or waits for (arguments as ``list_tasks``).
 
     Returns:
         A list of ``ObjectState``.
