@@ -10,6 +10,9 @@
         purerun.init(address="auto" | "H:P") find them
     purerun stop [-f] [-g S]                      SIGTERM the recorded nodes, then heads
     purerun status [--address H:P] [-v]           the head's tables, as `ray status`
+    purerun list tasks|actors|objects|nodes|jobs  the state API's records, as `ray list`
+        [--filter "state=RUNNING"] [--limit N] [--detail] [--format table|json]
+    purerun summary tasks|actors|objects          counts by name and state, as `ray summary`
     purerun microbenchmark                        Ray's microbenchmark rows
     purerun version
 
@@ -390,6 +393,121 @@ def _node_details(nodes):
     return "\n".join(lines)
 
 
+# -- list / summary (the state API) -----------------------------------------------------------------
+
+# Columns of `purerun list` tables, as `ray list` shows them (the rest: --detail).
+LIST_COLUMNS = {
+    "tasks": ("task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type",
+              "func_or_class_name", "node_id", "worker_pid", "error_type"),
+    "actors": ("actor_id", "class_name", "state", "job_id", "name", "node_id", "pid",
+               "ray_namespace", "num_restarts"),
+    "objects": ("object_id", "object_size", "task_status", "reference_type", "type", "ip"),
+    "nodes": ("node_id", "node_ip", "is_head_node", "state", "node_name", "resources_total"),
+    "jobs": ("job_id", "type", "status", "entrypoint", "start_time", "end_time"),
+}
+
+
+def state_filter(text):
+    """``--filter "key=value"`` or ``"key!=value"`` as a state API filter triple."""
+    for predicate in ("!=", "="):
+        key, found, value = text.partition(predicate)
+        if found:
+            key, value = key.strip(), value.strip()
+            if not key:
+                break
+            return key, predicate, value
+    raise argparse.ArgumentTypeError(f"a filter is KEY=VALUE or KEY!=VALUE, got {text!r}")
+
+
+def _table(columns, rows):
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c.upper())] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    for r in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}"
+                         for k, v in sorted(value.items()))
+    return str(value)
+
+
+def list_command(args):
+    from purerun.util import state
+    lister = getattr(state, f"list_{args.resource}")
+    try:
+        records = lister(address=args.address, filters=args.filter or None, limit=args.limit,
+                         timeout=args.timeout, detail=args.detail,
+                         raise_on_missing_output=False)
+    except (ValueError, state.StateApiException) as exc:
+        return _fail(str(exc))
+    rows = [record.asdict() for record in records]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"Total: {len(rows)}\n")
+    if not rows:
+        print(f"No {args.resource} found.")
+    elif args.detail:
+        # Every column, one record after another (as `ray list --detail`, in YAML's manner).
+        blocks = ["\n".join(f"  {key}: {_cell(value)}" for key, value in row.items())
+                  for row in rows]
+        print("\n---\n".join(blocks))
+    else:
+        print(_table(LIST_COLUMNS[args.resource], rows))
+    return 0
+
+
+def summary_command(args):
+    from purerun.util import state
+    summarize = getattr(state, f"summarize_{args.resource}")
+    try:
+        result = summarize(address=args.address, timeout=args.timeout)["cluster"]
+    except state.StateApiException as exc:
+        return _fail(str(exc))
+    if args.format == "json":
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    summary = result["summary"]
+    if args.resource == "tasks":
+        print(f"======== Tasks Summary ========\nTotal tasks: {result['total_tasks']}  "
+              f"actor tasks: {result['total_actor_tasks']}  "
+              f"actors scheduled: {result['total_actor_scheduled']}\n")
+        rows = [{"func_or_class_name": name, "type": e["type"],
+                 "state_counts": e["state_counts"]} for name, e in summary.items()]
+        columns = ("func_or_class_name", "type", "state_counts")
+    elif args.resource == "actors":
+        print(f"======== Actors Summary ========\nTotal actors: {result['total_actors']}\n")
+        rows = [{"class_name": name, "state_counts": e["state_counts"]}
+                for name, e in summary.items()]
+        columns = ("class_name", "state_counts")
+    else:
+        print(f"======== Objects Summary ========\nTotal objects: {result['total_objects']}"
+              f"  size: {result['total_size_mb']:.3f} MB\n")
+        rows = [{"task_status": status, "total_objects": e["total_objects"],
+                 "total_size_mb": f"{e['total_size_mb']:.3f}",
+                 "ref_type_counts": e["ref_type_counts"]} for status, e in summary.items()]
+        columns = ("task_status", "total_objects", "total_size_mb", "ref_type_counts")
+    print(_table(columns, rows) if rows else f"No {args.resource} found.")
+    return 0
+
+
+def _state_arguments(parser):
+    parser.add_argument("--address", default=None,
+                        help="a node's socket or session directory, or a head's HOST:PORT "
+                             "(default: $PURERUN_ADDRESS, $RAY_ADDRESS, else what 'purerun "
+                             "start' left running here)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the answer (default 30)")
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="a table (default) or JSON")
+
+
 # -- the command line -------------------------------------------------------------------------------
 
 def _parser():
@@ -433,6 +551,19 @@ def _parser():
     status_parser.add_argument("-v", "--verbose", action="store_true",
                                help="also show each node's address, resources and load")
 
+    list_parser = commands.add_parser("list", help="list tasks, actors, objects, nodes or jobs")
+    list_parser.add_argument("resource", choices=("tasks", "actors", "objects", "nodes", "jobs"))
+    list_parser.add_argument("--filter", action="append", type=state_filter, default=[],
+                             help='KEY=VALUE or KEY!=VALUE, e.g. "state=RUNNING" (repeatable)')
+    list_parser.add_argument("--limit", type=int, default=100,
+                             help="at most this many records (default 100)")
+    list_parser.add_argument("--detail", action="store_true", help="every column")
+    _state_arguments(list_parser)
+
+    summary_parser = commands.add_parser("summary", help="counts of tasks, actors or objects")
+    summary_parser.add_argument("resource", choices=("tasks", "actors", "objects"))
+    _state_arguments(summary_parser)
+
     commands.add_parser("microbenchmark", help="run Ray's microbenchmark rows", add_help=False)
     commands.add_parser("version", help="print the version")
     return parser
@@ -470,6 +601,10 @@ def main(argv=None):
         return start(args)
     if args.command == "status":
         return status(args)
+    if args.command == "list":
+        return list_command(args)
+    if args.command == "summary":
+        return summary_command(args)
     return stop(args)
 
 

@@ -187,3 +187,74 @@ def test_version_and_microbenchmark(env):
     assert bench.returncode == 0, bench.stderr
     assert "single client get calls (Plasma Store) per second" in bench.stdout
     assert "init to first result" in bench.stdout and "idle cluster" in bench.stdout
+
+
+@pytest.fixture
+def capped_history(env):
+    """A started node keeps only 5 finished tasks (set before `started_node` starts it)."""
+    env["RAY_task_events_max_num_task_in_gcs"] = "5"
+    return env
+
+
+def test_list_and_summary_print_the_state_of_a_started_node(capped_history, env, tmp_path,
+                                                            started_node):
+    assert started_node.returncode == 0, started_node.stderr
+    driver(env, tmp_path, "work.py", """
+        import purerun
+        purerun.init(address="auto", namespace="state")
+
+        @purerun.remote
+        def square(x):
+            return x * x
+
+        @purerun.remote
+        def broken():
+            raise ValueError("on purpose")
+
+        @purerun.remote
+        class Keeper:
+            def add(self):
+                return 1
+
+        assert purerun.get([square.remote(i) for i in range(12)])[-1] == 121
+        try:
+            purerun.get(broken.remote())
+        except ValueError:
+            pass
+        keeper = Keeper.options(name="keeper", lifetime="detached").remote()
+        purerun.get(keeper.add.remote())
+    """)
+    listed = run(["list", "tasks", "--format", "json"], env)
+    assert listed.returncode == 0, listed.stderr
+    tasks = json.loads(listed.stdout)
+    # The history holds the newest 5 finished tasks, whatever ran before.
+    assert len(tasks) == 5
+    assert [t["name"] for t in tasks][-3:] == ["broken", "Keeper.__init__", "Keeper.add"]
+    failed = run(["list", "tasks", "--filter", "state=FAILED"], env)
+    assert failed.returncode == 0, failed.stderr
+    assert "Total: 1" in failed.stdout and "broken" in failed.stdout
+    assert "TASK_EXECUTION_EXCEPTION" in failed.stdout
+    assert "square" not in run(["list", "tasks", "--filter", "name!=square", "--limit", "10"],
+                               env).stdout
+    detail = run(["list", "tasks", "--filter", "name=broken", "--detail"], env)
+    assert "error_message:" in detail.stdout and "on purpose" in detail.stdout
+    actors = run(["list", "actors"], env)
+    assert actors.returncode == 0 and "Keeper" in actors.stdout and "ALIVE" in actors.stdout
+    for resource in ("nodes", "jobs", "objects"):
+        done = run(["list", resource], env)
+        assert done.returncode == 0 and "Total:" in done.stdout, done.stderr
+    assert "ALIVE" in run(["list", "nodes"], env).stdout
+    summary = run(["summary", "tasks"], env)
+    assert summary.returncode == 0, summary.stderr
+    assert "Tasks Summary" in summary.stdout and "square" in summary.stdout
+    assert "Keeper" in run(["summary", "actors"], env).stdout
+    objects = run(["summary", "objects", "--format", "json"], env)
+    assert objects.returncode == 0 and "total_objects" in json.loads(objects.stdout)
+    bad = run(["list", "tasks", "--filter", "nope=1"], env)
+    assert bad.returncode == 1 and "nope is not supported" in bad.stderr
+    assert run(["list", "tasks", "--filter", "junk"], env).returncode == 2
+
+
+def test_list_without_a_node_names_the_problem(env):
+    done = run(["list", "tasks"], env)
+    assert done.returncode == 1 and "No purerun node found" in done.stderr

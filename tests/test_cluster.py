@@ -276,3 +276,21 @@ def test_the_cluster_example_runs():
     out = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "nodes: 3 CPUs: 3.0" in out.stdout and "summed on" in out.stdout
+
+
+def test_the_state_api_lists_every_nodes_tasks_once_and_the_clusters_actors(cluster):
+    from purerun.util.state import get_actor, list_nodes, list_tasks
+    ref = node_of.options(resources={"b": 1}).remote()
+    assert purerun.get(ref) == cluster.second.node_id
+    task_id = ref.task_id().hex()
+    [probe] = list_tasks(filters=[("task_id", "=", task_id)])   # once, though two nodes saw it
+    assert (probe.state, probe.node_id) == ("FINISHED", cluster.second.node_id)
+    assert probe.worker_pid is not None
+    nodes = list_nodes()
+    assert {n.node_id for n in nodes} >= {cluster.head_node.node_id, cluster.second.node_id}
+    assert [n.node_id for n in nodes if n.is_head_node] == [cluster.head_node.node_id]
+    counter = Counter.options(scheduling_strategy=on(cluster.second)).remote()
+    purerun.get(counter.add.remote())
+    record = get_actor(counter._actor_id.hex())
+    assert (record.state, record.node_id) == ("ALIVE", cluster.second.node_id)
+    purerun.kill(counter)

@@ -772,6 +772,7 @@ def test_every_public_method_crosses_pickle(clock, wall):
     wire.get_named_actor("a", None, j)
     wire.actor_state(A1, "ALIVE", N1)
     wire.actor_info(A1)
+    assert [info["actor_id"] for info in wire.actor_table()] == [A1]
     wire.list_named_actors(True)
     wire.list_named_actors(False, "ns")
     wire.add_location(b"o" * 20, N1)

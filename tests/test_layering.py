@@ -140,7 +140,7 @@ def test_the_checker_lets_the_core_import_downwards(source):
 # The pure rules: no socket, thread, process, file or clock of their own (the control store
 # takes its clocks as arguments; ``time`` is only its default).
 PURE_RULES = ("node_state", "cluster_rules", "node_vocabulary", "scheduler", "tasks", "actors",
-              "object_table", "control_store", "group_rules", "placement_groups")
+              "object_table", "control_store", "group_rules", "placement_groups", "state_rules")
 IMPURE = {"socket", "select", "selectors", "threading", "subprocess", "multiprocessing",
           "mmap", "os", "signal", "asyncio", "concurrent.futures"}
 

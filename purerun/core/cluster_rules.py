@@ -134,6 +134,7 @@ class ClusterRules:
         remote.alive = False
         node_id = remote.node_id
         self.group_cache.clear()
+        self._state_node_gone(remote)
         error = exceptions.NodeDiedError(f"The node running this work is gone: {why}.")
         for actor_id, where in list(self.actor_nodes.items()):
             if where is remote:
@@ -446,7 +447,11 @@ class ClusterRules:
             self._seal(object_id, kind, payload, ())
 
     def _on_remote_reply(self, token, msg):
-        pass   # the requests this node makes of others (kill_actor) want no answer
+        # Of the requests this node makes of others, only "state" wants its answer (kill_actor
+        # and pg_sync, sent with id 0, do not).
+        _, request_id, ok, value = msg
+        if request_id:
+            self._state_answer(token, request_id, ok, value)
 
     def _on_remote_warn(self, token, msg):
         for peer_token, peer in self.peers.items():

@@ -592,6 +592,14 @@ class ControlStore:
                 "job_id": actor.job_id, "detached": actor.detached, "state": actor.state,
                 "node_id": actor.node_id}
 
+    def actor_table(self) -> list[dict]:
+        """Every live actor the store knows, named or not, in registration order.
+
+        Returns:
+            One dict per actor, as ``actor_info`` gives it.
+        """
+        return [self.actor_info(actor_id) for actor_id in self._actors]
+
     def list_named_actors(self, all_namespaces: bool = False, namespace: Optional[str] = None,
                           job_id: Optional[bytes] = None) -> list:
         """The names of the live named actors, like ``ray.util.list_named_actors``.

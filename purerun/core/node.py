@@ -50,7 +50,7 @@ import socket
 import sys
 import time
 
-from purerun.core import memory_monitor, protocol, transport
+from purerun.core import memory_monitor, protocol, state_rules, transport
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST,
                                      HEARTBEAT_ANSWER, IDLE_CHECK, MEMORY_READING, NODE_ADDED,
@@ -154,7 +154,8 @@ class Node:
         state_config = dict(config, address=self.address, arena_size=self.store.arena.size,
                             hostname=socket.gethostname(),
                             memory_usage_threshold=threshold if refresh_ms > 0 else 0,
-                            min_memory_free_bytes=min_free)
+                            min_memory_free_bytes=min_free,
+                            task_history_max=state_rules.history_cap_from_env(os.environ))
         self.node_conns = {}        # node id -> Connection this node opened to it
         self.tcp_listener = None
         self.head = None

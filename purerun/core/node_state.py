@@ -65,6 +65,7 @@ from purerun.core.node_vocabulary import (
     MEMORY_READING, NODE_ADDED, NODE_DIED, TICK, WORKER_OUTPUT, WORKER_STARTED, DrainOutput,
     InterruptWorker, KillWorker, Peer, PushObject, RemoteNode, Send, StartWorker, Stop, Worker)
 from purerun.core.memory_monitor import Candidate, MemoryMonitor
+from purerun.core.state_rules import StateRules
 from purerun.core.tasks import TaskTable, retries_left
 
 # The vocabulary is re-exported: the node process and tests take it from here.
@@ -84,7 +85,7 @@ WORKER_IDLE_CHECK_S = 1.0
 WORKER_IDLE_CHECKS = 5
 
 
-class NodeState(ClusterRules, GeneratorRules, GroupRules):
+class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
     """The rules of one node. See the module docstring.
 
     Args:
@@ -144,6 +145,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         #: that node dies, the task runs again (lineage reconstruction) while retries allow
         self.lineage = {}
         self._init_groups()   # placement groups and labels (core/group_rules.py)
+        self._init_state()    # finished tasks and dead actors (core/state_rules.py)
         #: this node's number in the cluster: worker ids are unique across nodes with it
         self.node_number = control.register_node(
             self.node_id, config.get("tcp_address") or config.get("address"), self.resources,
@@ -200,6 +202,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             "get_actor": self._request_get_actor,
             "kill_actor": self._request_kill_actor,
             "timeline": self._request_timeline,
+            "state": self._request_state,
             "pg_create": self._request_pg_create,
             "pg_remove": self._request_pg_remove,
             "pg_info": self._request_pg_info,
@@ -587,7 +590,10 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         held = ()
         if spec.generator is not None:
             results, held = self._generator_finished(task, results)
+        error = None
         for object_id, kind, payload, contained in results:
+            if kind == ERROR:
+                error = payload
             if (kind == ARENA or kind == ON_DISK) and worker is not None:
                 self.peers[worker.token].reservations.discard(payload[0])
             if owner_peer is not None and object_id in owner_peer.refs and not to_node:
@@ -598,6 +604,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             objects.release(object_id)
         if to_node:
             self._send_results(owner, owner_peer, spec, [result[0] for result in results])
+        self._record_finished(task, worker, error)
         if spec.kind == ACTOR_CREATION:
             return  # an actor keeps its creation arguments: a restart needs them again
         for object_id in spec.deps:
@@ -777,6 +784,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
         worker = self.peers[token].worker
         task = self.tasks.get(task_id)
         if task is not None:
+            task.span = span
             self.timeline.append((task.spec.name, worker.pid, span, task_id))
         if worker.actor_id is not None:
             self._actor_task_done(worker, task_id, task, results, retry, exiting)
@@ -966,6 +974,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules):
             self._fail(task, error)
         if actor.node is None or not actor.node.alive:  # else its node reports that
             self.control.actor_state(actor.actor_id, DEAD, self.node_id)
+        self._record_dead_actor(actor, worker_id)
         if worker_id is not None:
             self._release_worker(worker_id)
         objects = self.objects

@@ -139,6 +139,10 @@ REQUESTS = {
     "get_actor": (("name", "namespace", "job_id"), "None, or (actor_id, meta)"),
     "kill_actor": (("actor_id", "no_restart"), "None"),
     "timeline": ((), "[Chrome trace event]"),
+    # the state API (core/state_rules.py): resource is tasks, actors, objects, nodes or jobs;
+    # everywhere: also ask the other nodes (tasks and objects are each node's own)
+    "state": (("resource", "filters", "limit", "everywhere"),
+              "([record dict], how many passed the filters); limit None: all"),
     # placement groups (core/group_rules.py)
     "pg_create": (("group_id", "bundles", "strategy", "name", "job_id", "detached",
                    "bundle_labels"),

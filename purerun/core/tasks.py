@@ -34,7 +34,7 @@ class Task:
     """One submitted task or actor call, from submit until its results are sealed."""
 
     __slots__ = ("spec", "owner", "worker_id", "cancelled", "force_cancelled", "children",
-                 "node")
+                 "node", "parent", "span")
 
     def __init__(self, spec, owner):
         self.spec = spec                #: its TaskSpec
@@ -44,6 +44,8 @@ class Task:
         self.force_cancelled = False    #: ... with force=True (its worker is killed)
         self.children = None            #: ids of tasks it submitted (for recursive cancel)
         self.node = None                #: the RemoteNode it was placed on, None: this node
+        self.parent = None              #: id of the task that submitted it, if any
+        self.span = None                #: (start, end) epoch seconds of its last run
 
     def can_retry(self):
         return retries_left(self.spec) != 0
@@ -72,6 +74,8 @@ class TaskTable:
     def add(self, spec, owner, parent=None):
         """Record a submitted task; ``parent`` is the submitter's running task, if any."""
         task = self.tasks[spec.task_id] = Task(spec, owner)
+        if parent is not None:
+            task.parent = parent.spec.task_id
         if parent is not None and parent.spec.kind != ACTOR_CREATION:
             if parent.children is None:
                 parent.children = []
