@@ -300,38 +300,10 @@ def _node_tables(address):
 
     The node's own counters stand in for the head's: tasks, objects and the bytes they take.
     """
-    from purerun.core import protocol
     ops = ("nodes", "cluster_resources", "available_resources", "stats")
-    sock = launcher.connect(address)
-    try:
-        sock.settimeout(STATUS_TIMEOUT_S)
-        reader = protocol.FrameReader()
-        data, fds = protocol.recv_with_fds(sock)   # the WELCOME carries the arena's fd
-        for fd in fds:
-            os.close(fd)
-        messages = reader.feed(data)
-        sock.sendall(protocol.encode_many([(protocol.REQUEST, i, op, ())
-                                           for i, op in enumerate(ops, 1)]))
-        replies = {}
-        while len(replies) < len(ops):
-            for msg in messages:
-                if msg[0] == protocol.REPLY and 1 <= msg[1] <= len(ops):
-                    replies[msg[1]] = msg
-            if len(replies) < len(ops):
-                data = sock.recv(1 << 16)
-                if not data:
-                    raise ConnectionError(f"the node at {address} closed the connection")
-                messages = reader.feed(data)
-    except socket.timeout:
-        raise ConnectionError(f"the node at {address} did not answer within "
-                              f"{STATUS_TIMEOUT_S:g} s") from None
-    except OSError as exc:
-        raise ConnectionError(f"asking the node at {address} failed: {exc}") from None
-    finally:
-        sock.close()
     values = []
-    for i, op in enumerate(ops, 1):
-        _, _, ok, value = replies[i]
+    for op, (ok, value) in zip(ops, launcher.ask_node(address, [(op, ()) for op in ops],
+                                                      STATUS_TIMEOUT_S)):
         if not ok:
             raise ConnectionError(f"the node at {address} could not answer {op}: {value!r}")
         values.append(value)

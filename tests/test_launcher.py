@@ -282,3 +282,17 @@ def test_bad_object_store_memory_is_refused_before_anything_starts(temp_root, me
     with pytest.raises(ValueError, match="object_store_memory"):
         launcher.spawn_node({"CPU": 1.0}, memory)
     assert os.listdir(temp_root) == []  # not even a session directory
+
+
+def test_ask_node_answers_in_order_and_names_a_node_that_is_not_there(tmp_path):
+    import purerun
+    info = purerun.init(num_cpus=1)
+    try:
+        answers = launcher.ask_node(info["session_dir"],
+                                           [("cluster_resources", ()), ("no such op", ())], 10)
+        assert answers[0][0] is True and answers[0][1]["CPU"] == 1
+        assert answers[1][0] is False and "unknown request" in str(answers[1][1])
+    finally:
+        purerun.shutdown()
+    with pytest.raises(ConnectionError, match="Could not connect"):
+        launcher.ask_node(str(tmp_path / "nowhere.sock"), [("stats", ())], 1)

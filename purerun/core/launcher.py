@@ -295,6 +295,55 @@ def connect(address):
     return sock
 
 
+def ask_node(address, requests, timeout):
+    """Send REQUESTs to the node at ``address`` over a fresh connection, as a driver does,
+    and wait for their REPLYs (for tools that are not drivers: ``purerun status``, the
+    state API).
+
+    Args:
+        address: The node's socket, or its session directory.
+        requests: ``[(op, args), ...]``, ops of ``protocol.REQUESTS``.
+        timeout: Seconds to wait for the connection and the answers.
+
+    Returns:
+        ``[(ok, value), ...]`` in the order of ``requests``: the value, or the exception the
+        node answered with when ``ok`` is false.
+
+    Raises:
+        ConnectionError: the node could not be reached, closed the connection, or did not
+            answer within ``timeout``.
+    """
+    from purerun.core import protocol
+    sock = connect(address)
+    try:
+        sock.settimeout(timeout)
+        reader = protocol.FrameReader()
+        data, fds = protocol.recv_with_fds(sock)   # the WELCOME carries the arena's fd
+        for fd in fds:
+            os.close(fd)
+        messages = reader.feed(data)
+        sock.sendall(protocol.encode_many([(protocol.REQUEST, i, op, tuple(args))
+                                           for i, (op, args) in enumerate(requests, 1)]))
+        replies = {}
+        while True:
+            for msg in messages:
+                if msg[0] == protocol.REPLY and 1 <= msg[1] <= len(requests):
+                    replies[msg[1]] = (msg[2], msg[3])
+            if len(replies) == len(requests):
+                return [replies[i] for i in range(1, len(requests) + 1)]
+            data = sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError(f"The node at {address} closed the connection")
+            messages = reader.feed(data)
+    except socket.timeout:
+        raise ConnectionError(f"The node at {address} did not answer within "
+                              f"{timeout:g} s") from None
+    except OSError as exc:
+        raise ConnectionError(f"Asking the node at {address} failed: {exc}") from None
+    finally:
+        sock.close()
+
+
 def no_token_message(head):
     """What to say when there is no cluster token to join the head at ``head`` with."""
     from purerun.core import auth

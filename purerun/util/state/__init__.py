@@ -24,7 +24,6 @@ detail are None.
 
 import dataclasses
 import os
-import socket
 from typing import Any, Optional
 
 from purerun.core import state_rules
@@ -124,37 +123,14 @@ def _node_address(address):
 
 def _ask_socket(address, op, args, timeout):
     """One REQUEST over a fresh connection to the node at ``address``, as a driver asks."""
-    from purerun.core import launcher, protocol
+    from purerun.core import launcher
     try:
-        sock = launcher.connect(address)
+        [(ok, value)] = launcher.ask_node(address, [(op, args)], timeout)
     except ConnectionError as exc:
         raise StateApiException(str(exc)) from None
-    try:
-        sock.settimeout(timeout)
-        reader = protocol.FrameReader()
-        data, fds = protocol.recv_with_fds(sock)   # the WELCOME carries the arena's fd
-        for fd in fds:
-            os.close(fd)
-        messages = reader.feed(data)
-        sock.sendall(protocol.encode_many([(protocol.REQUEST, 1, op, tuple(args))]))
-        while True:
-            for msg in messages:
-                if msg[0] == protocol.REPLY and msg[1] == 1:
-                    _, _, ok, value = msg
-                    if not ok:
-                        raise value
-                    return value
-            data = sock.recv(1 << 16)
-            if not data:
-                raise StateApiException(f"The node at {address} closed the connection")
-            messages = reader.feed(data)
-    except socket.timeout:
-        raise StateApiException(f"The node at {address} did not answer within "
-                                f"{timeout:g} s") from None
-    except OSError as exc:
-        raise StateApiException(f"Asking the node at {address} failed: {exc}") from None
-    finally:
-        sock.close()
+    if not ok:
+        raise value
+    return value
 
 
 def _check_limit(limit):
