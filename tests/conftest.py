@@ -218,3 +218,14 @@ def node():
         yield info
     finally:
         purerun.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A ``Cluster``: a head node and ``.second``, 1 CPU each, this process connected."""
+    from purerun.cluster_utils import Cluster
+    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
+    c.second = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()

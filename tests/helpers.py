@@ -6,6 +6,23 @@ from typing import Any, Callable
 from purerun.core.allocator import Allocator
 
 
+def run_fresh_script(path, code, timeout=120):
+    """Write ``code`` to ``path`` and run it in a new interpreter with no cluster address in
+    its environment (so it must start purerun itself), from the repository's top directory.
+
+    Returns:
+        The ``subprocess.CompletedProcess`` (text output captured).
+    """
+    import os
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path.write_text(code)
+    env = {k: v for k, v in os.environ.items() if k not in ("PURERUN_ADDRESS", "RAY_ADDRESS")}
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=repo)
+
+
 def touch(path) -> None:
     """Create an empty file at ``path`` (how tests signal a task, or see that it ran)."""
     with open(path, "w"):

@@ -7,7 +7,6 @@ import pytest
 
 import purerun
 from cluster_common import on
-from purerun.cluster_utils import Cluster
 
 from helpers import wait_for
 
@@ -15,12 +14,8 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
-    c.second = c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+def cluster(two_nodes):
+    return two_nodes
 
 
 @purerun.remote

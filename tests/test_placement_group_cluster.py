@@ -11,7 +11,6 @@ import pytest
 import purerun
 from cluster_common import Counter, alive, node_of
 from helpers import wait_for
-from purerun.cluster_utils import Cluster
 from purerun.util.placement_group import (placement_group, placement_group_table,
                                           remove_placement_group)
 from purerun.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -20,13 +19,8 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head node and a second node, 1 CPU each."""
-    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
-    c.second = c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+def cluster(two_nodes):
+    return two_nodes
 
 
 def bundle(pg, index):

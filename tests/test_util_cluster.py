@@ -5,7 +5,6 @@ import pytest
 
 import purerun
 from cluster_common import node_of, on
-from purerun.cluster_utils import Cluster
 from purerun.util.queue import Queue
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,12 +30,8 @@ class Relay:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
-    c.second = c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+def cluster(two_nodes):
+    return two_nodes
 
 
 def test_a_queue_is_shared_across_nodes(cluster):

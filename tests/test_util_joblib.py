@@ -8,20 +8,18 @@ purerun itself.
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import purerun
+from helpers import run_fresh_script
 
 joblib = pytest.importorskip("joblib")
 
 from purerun.util.joblib import register_purerun, register_ray  # noqa: E402
 from purerun.util.joblib.backend import STORE_THRESHOLD_BYTES, PurerunBackend  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- functions the pool workers run (workers import this module) ----------------------------
@@ -146,10 +144,6 @@ def test_the_backend_starts_purerun_when_it_is_not_running(tmp_path):
               "    with joblib.parallel_backend('ray'):\n"
               "        out = joblib.Parallel(n_jobs=-1)(joblib.delayed(sq)(i) for i in range(5))\n"
               "    print(out, purerun.is_initialized())\n")
-    path = tmp_path / "start.py"
-    path.write_text(script)
-    env = {k: v for k, v in os.environ.items() if k not in ("PURERUN_ADDRESS", "RAY_ADDRESS")}
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                         timeout=120, env=env, cwd=REPO)
+    out = run_fresh_script(tmp_path / "start.py", script)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[0] == "[0, 1, 4, 9, 16] True"

@@ -19,8 +19,6 @@ import multiprocessing.pool
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -36,9 +34,8 @@ from purerun.util.multiprocessing.pool_state import (MAX_ATTEMPTS, MAX_BATCHES_I
                                                      MAX_UNITS_PER_BATCH, Deliver, PoolState,
                                                      SendBatch, StartWorker, StopWorker, Unit)
 
-from helpers import touch, wait_for
+from helpers import run_fresh_script, touch, wait_for
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # How long a task waits for a marker file the test will create: far above what any test
 # here needs, it only turns a bug into a failure instead of a hang.
 MARKER_TIMEOUT_S = 60
@@ -633,10 +630,6 @@ def test_pool_starts_purerun_when_it_is_not_running(tmp_path):
               "    with Pool(2) as p:\n"
               "        print(p.map(sq, range(5)), purerun.is_initialized(),\n"
               "              int(purerun.cluster_resources()['CPU']))\n")
-    path = tmp_path / "start.py"
-    path.write_text(script)
-    env = {k: v for k, v in os.environ.items() if k not in ("PURERUN_ADDRESS", "RAY_ADDRESS")}
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                         timeout=120, env=env, cwd=REPO)
+    out = run_fresh_script(tmp_path / "start.py", script)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[0] == "[0, 1, 4, 9, 16] True 2"
