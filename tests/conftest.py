@@ -38,6 +38,8 @@ import psutil
 import pytest
 from hypothesis import settings
 
+from purerun.core import launcher
+
 # Property and model tests draw the same examples on every CI run, so a failure there is
 # reproducible from the log; elsewhere they explore new ones each run.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -100,25 +102,32 @@ class _Snapshot:
         self.shared_memory = set(glob.glob(SHARED_MEMORY_GLOB))
 
     def new_processes(self) -> list:
-        """Processes that appeared since, excluding those owned by an older process."""
+        """Processes that appeared since, excluding those owned by an older process.
+
+        The fork server nodes are forked from (core/forkserver.py) lives as long as this
+        process on purpose: not a leak, and not an owner that excuses the nodes it forked.
+        """
         current = _live_descendants()
         key_of_pid = {key[0]: key for key in current}
+        forkserver = launcher.forkserver_pid()
         return [
             proc
             for key, proc in current.items()
             if key not in self.processes
             and not _is_stdlib_helper(proc)
-            and not self._has_older_ancestor(proc, current, key_of_pid)
+            and proc.pid != forkserver
+            and not self._has_older_ancestor(proc, current, key_of_pid, forkserver)
         ]
 
-    def _has_older_ancestor(self, proc: psutil.Process, current: dict, key_of_pid: dict) -> bool:
+    def _has_older_ancestor(self, proc: psutil.Process, current: dict, key_of_pid: dict,
+                            forkserver) -> bool:
         """Whether a process between ``proc`` and this pytest process predates the scope."""
         me = os.getpid()
         try:
             ppid = proc.ppid()
             while ppid != me and ppid in key_of_pid:
                 key = key_of_pid[ppid]
-                if key in self.processes:
+                if key in self.processes and ppid != forkserver:
                     return True
                 ppid = current[key].ppid()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -183,6 +192,7 @@ def leak_guard_session():
     snapshot = _Snapshot()
     session_dirs = set(glob.glob(SESSION_DIRS_GLOB))
     yield
+    launcher.stop_forkserver()  # kept until now on purpose; it waits for its nodes
     _check_nothing_leaked(snapshot, "test session")
     left = sorted(set(glob.glob(SESSION_DIRS_GLOB)) - session_dirs)
     for path in left:
