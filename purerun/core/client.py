@@ -652,6 +652,12 @@ class Client:
         # The node added our hold on the actor object before answering.
         return actor_id, meta, self.new_ref(ids.object_id(actor_id, 0), subscribed=True)
 
+    def list_named_actors(self, all_namespaces):
+        """Names of the live named actors in this job's namespace (``all_namespaces``: dicts
+        with each one's name and namespace, across namespaces)."""
+        return self.request("list_named_actors", bool(all_namespaces), self.namespace,
+                            self.job_id)
+
     def inherited_env_vars(self):
         """runtime_env env_vars that tasks submitted from here inherit (job, task, actor)."""
         if not self.is_worker:

@@ -556,6 +556,11 @@ class LocalClient:
         actor_id, meta = found
         return actor_id, meta, self.new_ref(ids.object_id(actor_id, 0))
 
+    def list_named_actors(self, all_namespaces):
+        """As ``Client.list_named_actors``."""
+        return self.request("list_named_actors", bool(all_namespaces), self.namespace,
+                            self.job_id)
+
     # -- shutdown ----------------------------------------------------------------------------------
 
     def close(self):

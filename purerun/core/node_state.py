@@ -200,6 +200,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             "set_namespace": self._request_set_namespace,
             "register_actor": self._request_register_actor,
             "get_actor": self._request_get_actor,
+            "list_named_actors": self._request_list_named_actors,
             "kill_actor": self._request_kill_actor,
             "timeline": self._request_timeline,
             "state": self._request_state,
@@ -1139,6 +1140,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             return None
         self._add_hold(token, ids.object_id(found[0], 0))
         return found
+
+    def _request_list_named_actors(self, token, all_namespaces, namespace, job_id):
+        return self.control.list_named_actors(all_namespaces, namespace, job_id)
 
     def _add_hold(self, token, object_id):
         refs = self.peers[token].refs

@@ -1,7 +1,7 @@
 """purerun.util: utilities on top of the core API, under Ray's names (``ray.util``).
 
 Exports ``ActorPool``, ``as_completed``, ``map_unordered``, ``inspect_serializability``,
-``get_node_ip_address``, and the placement-group calls (``placement_group``,
+``get_node_ip_address``, ``list_named_actors``, and the placement-group calls (``placement_group``,
 ``placement_group_table``, ``remove_placement_group``, ``get_placement_group``,
 ``get_current_placement_group``; ``PlacementGroup`` is in ``purerun.util.placement_group``);
 the submodules ``queue`` (``Queue``, ``Empty``, ``Full``), ``metrics`` (``Counter``,
@@ -34,7 +34,7 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"actor_pool", "check_serialize", "completion", "metrics", "queue",
                          "scheduling_strategies"})
 
-__all__ = list(_EXPORTS) + ["get_node_ip_address", "placement_group",
+__all__ = list(_EXPORTS) + ["get_node_ip_address", "list_named_actors", "placement_group",
                             "placement_group_table", "remove_placement_group",
                             "get_placement_group", "get_current_placement_group"]
 
@@ -65,6 +65,20 @@ def get_node_ip_address(address="8.8.8.8:53"):
             return probe.getsockname()[0]
     except (OSError, ValueError):
         return "127.0.0.1"
+
+
+def list_named_actors(all_namespaces=False):
+    """The live named actors, as ``ray.util.list_named_actors``.
+
+    Args:
+        all_namespaces: list those of every namespace, not only this job's.
+
+    Returns:
+        Their names (sorted str) in this job's namespace; with ``all_namespaces``, a dict
+        ``{"name": ..., "namespace": ...}`` per actor, sorted by namespace, then name.
+    """
+    from purerun.core import context
+    return context.get_or_start().list_named_actors(all_namespaces)
 
 
 def __getattr__(name):
