@@ -186,6 +186,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         client.job_config = job_config
         if not local_mode:
             client.send((protocol.REQUEST, 0, "set_namespace", (namespace,)))
+            if job_config is not None and job_config.metadata:
+                client.send((protocol.REQUEST, 0, "set_job_metadata",
+                             (dict(job_config.metadata),)))
         context.client = client
         _register_atexit()
         return RuntimeContextInfo(client)
@@ -208,6 +211,10 @@ def _job_settings(job_config, runtime_env, namespace):
         runtime_env = job_config.runtime_env
         if namespace is None:
             namespace = job_config.ray_namespace
+        if not all(isinstance(k, str) and isinstance(v, str)
+                   for k, v in job_config.metadata.items()):
+            raise TypeError(f"job_config.metadata must map str to str, got "
+                            f"{job_config.metadata!r}")
     _options.check_runtime_env(runtime_env)
     env_vars = dict(_options.env_vars_of(runtime_env) or {})
     if job_config is not None:

@@ -46,10 +46,6 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-# Nodes are forked from one fork server (core/forkserver.py), as the pytest plugin's fixtures
-# do: a node per test costs milliseconds. PURERUN_FORKSERVER=0 spawns each one instead.
-launcher.use_forkserver(os.environ.get("PURERUN_FORKSERVER", "1") != "0")
-
 # Processes and shared memory get this long to disappear after a test: enough for an
 # orderly shutdown (stop workers, unlink the arena) on a loaded CI machine.
 LEAK_DEADLINE_S = 10.0

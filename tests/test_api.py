@@ -415,6 +415,17 @@ def test_future_completes_with_the_value(gate):
     assert purerun.put("now").future().result(timeout=GATE_DEADLINE_S) == "now"
 
 
+def test_a_cancelled_future_is_left_alone_when_its_value_arrives(gate):
+    ref = gate.hold("late")
+    future = ref.future()
+    assert future.cancel()
+    gate.open()
+    # The client goes on working: the value arrived and nothing tried to complete the future.
+    assert purerun.get(ref, timeout=GATE_DEADLINE_S) == "late"
+    assert future.cancelled()
+    assert purerun.get(purerun.put("still up"), timeout=GATE_DEADLINE_S) == "still up"
+
+
 def test_future_of_a_failed_task_raises_its_error(cluster):
     future = fail.remote("from a future").future()
     error = future.exception(timeout=GATE_DEADLINE_S)

@@ -138,13 +138,26 @@ def test_job_table_records_start_driver_end_and_death(store, wall):
     assert store.job_info(job_id) == {
         "JobID": "01000000", "DriverIPAddress": "10.0.0.5", "DriverPid": 4242,
         "DriverNodeID": N1.hex(), "StartTime": int(START_WALL * 1000), "EndTime": 0,
-        "IsDead": False, "Entrypoint": "python train.py"}
+        "IsDead": False, "Entrypoint": "python train.py", "Metadata": {}}
     wall.advance(2.5)
     assert store.job_finished(job_id) == []
     info = store.job_info(job_id)
     assert info["IsDead"] is True
     assert info["EndTime"] == int((START_WALL + 2.5) * 1000)
     assert store.jobs() == [info]
+
+
+def test_job_metadata_is_recorded_and_checked(store):
+    job_id = store.new_job_id()
+    store.set_job_metadata(job_id, {"team": "ml"})
+    assert store.job_info(job_id)["Metadata"] == {"team": "ml"}
+    store.set_job_metadata(job_id, {"owner": "me"})   # replaces
+    assert store.jobs()[0]["Metadata"] == {"owner": "me"}
+    with pytest.raises(TypeError, match="str to str"):
+        store.set_job_metadata(job_id, {"n": 1})
+    with pytest.raises(ValueError, match="no job"):
+        store.set_job_metadata(b"\x09\x00\x00\x00", {})
+    assert store.jobs()[0]["Metadata"] == {"owner": "me"}
 
 
 def test_job_info_of_an_unknown_job_is_none(store):
@@ -752,6 +765,7 @@ def test_remote_methods_are_exactly_the_public_methods():
 def test_every_public_method_crosses_pickle(clock, wall):
     wire = OverTheWire(ControlStore(clock=clock, wall_clock=wall))
     j = wire.new_job_id("10.0.0.1", 7, N1, "python x.py")
+    wire.set_job_metadata(j, {"team": "ml"})
     wire.job_info(j)
     wire.jobs()
     wire.set_job_namespace(j, "ns")

@@ -74,6 +74,10 @@ def test_job_config_code_search_path_namespace_and_runtime_env(tmp_path, shutdow
     purerun.kill(keeper)
     env = purerun.get_runtime_context().runtime_env
     assert env["env_vars"] == {"ABC": "job"}  # without purerun's own variables
+    from purerun.util.state import list_jobs
+    job_hex = purerun.get_runtime_context().get_job_id()
+    [job] = [j for j in list_jobs() if j.job_id == job_hex]
+    assert job.metadata == {"k": "v"}
 
 
 def test_init_runtime_env_replaces_the_job_configs(shutdown_only):
@@ -184,6 +188,12 @@ def test_async_init_runs_before_any_call(local_mode, shutdown_only):
         purerun.get(broken.__ray_ready__.remote())
     with pytest.raises(purerun.exceptions.RayActorError, match="async init failed"):
         purerun.get(broken.ping.remote())
+
+
+def test_job_metadata_that_is_not_str_to_str_is_refused_by_init(shutdown_only):
+    with pytest.raises(TypeError, match="metadata must map str to str"):
+        purerun.init(num_cpus=1, job_config=JobConfig(metadata={"epochs": 3}))
+    assert not purerun.is_initialized()
 
 
 def test_job_config_constructor_as_ray():

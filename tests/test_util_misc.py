@@ -488,4 +488,3 @@ def test_importing_util_loads_none_of_the_utilities():
                          timeout=CALL_TIMEOUT_S, check=True).stdout
     assert out.strip() == ("['purerun.util', 'purerun.util.placement_group', "
                            "'purerun.util.scheduling_strategies'] False")
-

@@ -857,6 +857,8 @@ class Client:
         return future
 
     def _complete_future(self, future, object_id, entry):
+        if not future.set_running_or_notify_cancel():
+            return   # its caller cancelled it: nobody wants the value
         try:
             value = self._value_of(object_id, entry)
         except BaseException as exc:  # the task's error is the future's outcome

@@ -117,7 +117,7 @@ def worker_id(node_number: int, local_id: int) -> bytes:
 
 class _Job:
     __slots__ = ("job_id", "start_ms", "end_ms", "is_dead", "driver_ip", "driver_pid",
-                 "node_id", "entrypoint")
+                 "node_id", "entrypoint", "metadata")
 
     def __init__(self, job_id, start_ms, driver_ip, driver_pid, node_id, entrypoint):
         self.job_id = job_id
@@ -128,6 +128,7 @@ class _Job:
         self.driver_pid = driver_pid
         self.node_id = node_id          # the node the driver is attached to, if known
         self.entrypoint = entrypoint
+        self.metadata = {}              # JobConfig(metadata=...): str to str
 
 
 class _Actor:
@@ -311,6 +312,21 @@ class ControlStore:
                                   entrypoint)
         return job_id
 
+    def set_job_metadata(self, job_id: bytes, metadata: Mapping[str, str]) -> None:
+        """Record a job's metadata (its ``JobConfig(metadata=...)``), replacing any before.
+
+        Raises:
+            TypeError: metadata is not a dict of str to str.
+            ValueError: the store never issued ``job_id``.
+        """
+        if not isinstance(metadata, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise TypeError("job metadata must be a dict of str to str")
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise ValueError(f"no job {job_id.hex()}")
+        job.metadata = dict(metadata)
+
     def job_finished(self, job_id: bytes) -> list[bytes]:
         """Record that a job's driver has gone (exited, disconnected or lost with its node).
 
@@ -338,7 +354,8 @@ class ControlStore:
         Returns:
             One dict per job: ``JobID`` (hex), ``DriverIPAddress``, ``DriverPid``,
             ``DriverNodeID`` (hex, "" if unknown), ``StartTime`` and ``EndTime`` (milliseconds
-            since the epoch; ``EndTime`` is 0 while the job runs), ``IsDead``, ``Entrypoint``.
+            since the epoch; ``EndTime`` is 0 while the job runs), ``IsDead``, ``Entrypoint``,
+            ``Metadata`` (str to str).
         """
         return [self._job_dict(job) for job in self._jobs.values()]
 
@@ -352,7 +369,7 @@ class ControlStore:
                 "DriverPid": job.driver_pid,
                 "DriverNodeID": job.node_id.hex() if job.node_id is not None else "",
                 "StartTime": job.start_ms, "EndTime": job.end_ms, "IsDead": job.is_dead,
-                "Entrypoint": job.entrypoint}
+                "Entrypoint": job.entrypoint, "Metadata": dict(job.metadata)}
 
     def _now_ms(self) -> int:
         return int(self._wall_clock() * 1000)

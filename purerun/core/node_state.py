@@ -198,6 +198,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             "nodes": self._request_nodes,
             "stats": self._request_stats,
             "set_namespace": self._request_set_namespace,
+            "set_job_metadata": self._request_set_job_metadata,
             "register_actor": self._request_register_actor,
             "get_actor": self._request_get_actor,
             "list_named_actors": self._request_list_named_actors,
@@ -1119,6 +1120,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
 
     def _request_set_namespace(self, token, namespace):
         self.control.set_job_namespace(self.peers[token].job_id, namespace)
+
+    def _request_set_job_metadata(self, token, metadata):
+        self.control.set_job_metadata(self.peers[token].job_id, metadata)
 
     def _request_register_actor(self, token, name, namespace, job_id, actor_id, meta,
                                 get_if_exists):

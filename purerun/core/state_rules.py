@@ -406,7 +406,7 @@ class StateRules:
                 "status": "SUCCEEDED" if job["IsDead"] else "RUNNING",
                 "entrypoint": job["Entrypoint"], "message": None, "error_type": None,
                 "start_time": job["StartTime"], "end_time": job["EndTime"] or None,
-                "metadata": {}, "runtime_env": {},
+                "metadata": dict(job.get("Metadata") or {}), "runtime_env": {},
                 "driver_info": {"id": job["JobID"], "node_ip_address": job["DriverIPAddress"],
                                 "pid": str(job["DriverPid"])},
                 "driver_node_id": job["DriverNodeID"] or None, "driver_exit_code": None})
