@@ -19,6 +19,7 @@ on (an installed purerun has it; ``PYTHONDONTWRITEBYTECODE=1`` roughly doubles t
 
 import argparse
 import glob
+import importlib.util
 import os
 import statistics
 import sys
@@ -91,9 +92,7 @@ def main(argv=None):
                      timed_rounds(args.rounds, one_cluster)))
     finally:
         del os.environ[FORKSERVER_ENV_VAR]
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:
         ray_note = "Ray is not installed here: no Ray row"
     else:
         ray_note = None
