@@ -213,6 +213,24 @@ def test_unix_listener_and_connect(tmp_path):
     assert not os.path.exists(path)
 
 
+def test_a_unix_listeners_path_appears_only_once_it_listens(tmp_path, monkeypatch):
+    path = str(tmp_path / "node.sock")
+    seen = []
+    real_listen = socket.socket.listen
+
+    def listen(sock, *args):
+        seen.append(os.path.exists(path))   # what a peer polling for the path would see
+        return real_listen(sock, *args)
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    listener = Listener.unix(path)
+    assert seen == [False]
+    assert os.listdir(tmp_path) == ["node.sock"]   # no temporary name left behind
+    with pytest.raises(FileExistsError):
+        Listener.unix(path)
+    listener.close()
+    assert os.listdir(tmp_path) == []
+
+
 def test_connect_to_nobody_raises_connection_error(tmp_path):
     with pytest.raises(ConnectionError, match="cannot connect to unix:"):
         connect(str(tmp_path / "nobody.sock"), timeout=0.5)

@@ -137,6 +137,9 @@ REQUESTS = {
     "register_actor": (("name", "namespace", "job_id", "actor_id", "meta", "get_if_exists"),
                        "None, or (actor_id, meta) of the live actor holding the name"),
     "get_actor": (("name", "namespace", "job_id"), "None, or (actor_id, meta)"),
+    "list_named_actors": (("all_namespaces", "namespace", "job_id"),
+                          "[name] in the namespace, or [{name, namespace}] of every one"),
+    "set_job_metadata": (("metadata",), "None; the asker's job's metadata (str to str)"),
     "kill_actor": (("actor_id", "no_restart"), "None"),
     "timeline": ((), "[Chrome trace event]"),
     # the state API (core/state_rules.py): resource is tasks, actors, objects, nodes or jobs;

@@ -800,14 +800,28 @@ class Listener:
         Raises:
             OSError: The path exists, is too long for a unix socket, or is not writable.
         """
+        path = os.fspath(path)
+        if os.path.lexists(path):
+            raise FileExistsError(f"[Errno 17] File exists: {path!r}")
+        # Bound and listening under a temporary name first, then renamed: whoever sees the
+        # path can connect (a bound socket refuses connections until it listens).
+        # (A short name, so that it fits wherever the path itself does.)
+        temporary = os.path.join(os.path.dirname(path), f".{os.getpid():x}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(os.fspath(path))
-            sock.listen(backlog)
+            sock.bind(temporary)
+            try:
+                sock.listen(backlog)
+                os.rename(temporary, path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
         except BaseException:
             sock.close()
             raise
-        return cls(sock, handshake)
+        listener = cls(sock, handshake)
+        listener.address = listener._path = path
+        return listener
 
     @classmethod
     def tcp(cls, port: int = 0, host: str = LOOPBACK, handshake=None,
