@@ -785,7 +785,7 @@ def _children_of(pid):
     try:
         threads = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
-        return []
+        return [] if os.path.isdir("/proc/self/task") else None   # gone, or no /proc
     except OSError:
         return None
     children = []
