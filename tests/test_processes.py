@@ -203,3 +203,25 @@ def test_what_a_worker_sent_before_it_died_is_not_lost(session):
         return i * 2
 
     assert purerun.get([value.remote(i) for i in range(20)]) == [i * 2 for i in range(20)]
+
+
+def test_the_nodes_walk_of_descendants_finds_what_a_scan_of_every_process_finds(tmp_path):
+    from purerun.core.node import _with_descendants, _with_descendants_psutil
+    ready = tmp_path / "ready"
+    # Below the shell: a sleep, and a subshell with a sleep of its own below it.
+    tree = subprocess.Popen(
+        ["bash", "-c", "sleep 300 & (sleep 300 & wait) & touch " + str(ready) + "; wait"])
+    try:
+        wait_for(lambda: ready.exists() and len(_with_descendants_psutil([tree.pid])) == 4,
+                 message="the process tree to start")
+        walked = _with_descendants([tree.pid])
+        assert walked[0] == tree.pid   # parents first
+        assert sorted(walked) == sorted(_with_descendants_psutil([tree.pid]))
+        assert _with_descendants([2 ** 22 + 12345]) == [2 ** 22 + 12345]   # no such process
+    finally:
+        for pid in reversed(_with_descendants([tree.pid])):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        tree.wait()
