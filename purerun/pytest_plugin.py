@@ -79,9 +79,11 @@ _MULTINODE_PARAMS = ("num_nodes", "do_init", "namespace")
 
 def _live_descendants():
     """{(pid, create_time): Process} of the live (not zombie) descendants of this process."""
+    from purerun.core.proctree import with_descendants
     found = {}
-    for proc in psutil.Process().children(recursive=True):
+    for pid in with_descendants([os.getpid()])[1:]:
         try:
+            proc = psutil.Process(pid)
             if proc.status() != psutil.STATUS_ZOMBIE:
                 found[(proc.pid, proc.create_time())] = proc
         except (psutil.NoSuchProcess, psutil.ZombieProcess):

@@ -206,7 +206,8 @@ def test_what_a_worker_sent_before_it_died_is_not_lost(session):
 
 
 def test_the_nodes_walk_of_descendants_finds_what_a_scan_of_every_process_finds(tmp_path):
-    from purerun.core.node import _with_descendants, _with_descendants_psutil
+    from purerun.core.proctree import with_descendants as _with_descendants
+    from purerun.core.proctree import with_descendants_psutil as _with_descendants_psutil
     ready = tmp_path / "ready"
     # Below the shell: a sleep, and a subshell with a sleep of its own below it.
     tree = subprocess.Popen(

@@ -51,6 +51,7 @@ import sys
 import time
 
 from purerun.core import memory_monitor, protocol, state_rules, transport
+from purerun.core.proctree import with_descendants as _with_descendants
 from purerun.core.control_store import HEARTBEAT_INTERVAL_S, ControlStore
 from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST,
                                      HEARTBEAT_ANSWER, IDLE_CHECK, MEMORY_READING, NODE_ADDED,
@@ -759,59 +760,6 @@ def become_subreaper():
         return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except Exception:
         return False
-
-
-def _with_descendants(pids):
-    """``pids`` and every process below them now, parents first.
-
-    Read from each process's ``/proc/<pid>/task/<tid>/children``, which names its children
-    only; a scan of every process on the host (psutil's way) costs tens of milliseconds on
-    a busy machine, at every shutdown. psutil where the kernel lacks those files.
-    """
-    found = []
-    frontier = list(pids)
-    while frontier:
-        pid = frontier.pop(0)
-        found.append(pid)
-        children = _children_of(pid)
-        if children is None:
-            return _with_descendants_psutil(pids)
-        frontier.extend(children)
-    return found
-
-
-def _children_of(pid):
-    """The children of ``pid`` ([] if it is gone), or None when /proc cannot say."""
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return [] if os.path.isdir("/proc/self/task") else None   # gone, or no /proc
-    except OSError:
-        return None
-    children = []
-    for tid in threads:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                children += [int(child) for child in f.read().split()]
-        except FileNotFoundError:
-            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
-                continue   # the thread (or the process) ended meanwhile
-            return None    # a kernel without CONFIG_PROC_CHILDREN
-        except (OSError, ValueError):
-            return None
-    return children
-
-
-def _with_descendants_psutil(pids):
-    import psutil
-    found = []
-    for pid in pids:
-        found.append(pid)
-        try:
-            found += [child.pid for child in psutil.Process(pid).children(recursive=True)]
-        except psutil.Error:
-            pass
-    return found
 
 
 def _kill(pid):
