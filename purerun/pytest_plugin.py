@@ -36,7 +36,9 @@ clean).
 The fixtures' nodes are forked from a fork server (``launcher.use_forkserver``), started
 with the first of them and kept for the test run: a node is up in milliseconds rather than
 the tenth of a second a new interpreter takes to import purerun. ``PURERUN_FORKSERVER=0``
-in the environment spawns every node afresh instead.
+in the environment spawns every node afresh instead. ``--purerun-fork-nodes`` (or the ini
+option ``purerun_fork_nodes = true``) forks every node the test run starts, also those of
+tests that call ``purerun.init()`` themselves.
 
 A conftest fixture of the same name takes precedence over these (pytest's rule), so a
 project's own ``ray_start_regular`` keeps working. Ray itself registers no pytest plugin;
@@ -268,6 +270,25 @@ def started_multinode(**params):
         cluster.connected = False
         cluster.shutdown()
     check.verify(directories, "the cluster's shutdown()")
+
+
+# -- command-line options --------------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    group = parser.getgroup("purerun")
+    group.addoption("--purerun-fork-nodes", action="store_true", default=False,
+                    help="fork every node this test run starts from the fork server, also "
+                         "those of plain purerun.init() calls in tests (the fixtures' nodes "
+                         "always are, unless PURERUN_FORKSERVER=0)")
+    parser.addini("purerun_fork_nodes", type="bool", default=False,
+                  help="as --purerun-fork-nodes")
+
+
+def pytest_configure(config):
+    if ((config.getoption("purerun_fork_nodes") or config.getini("purerun_fork_nodes"))
+            and os.environ.get(FORKSERVER_ENV_VAR, "1") != "0"):
+        from purerun.core import launcher
+        launcher.use_forkserver()
 
 
 # -- fixtures --------------------------------------------------------------------------------------

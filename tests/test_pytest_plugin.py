@@ -228,6 +228,31 @@ def test_a_parameter_that_is_not_a_dict_is_named(pytester, tmp_path):
         "*ValueError: num_nodes must be a non-negative integer, got -1"])
 
 
+def test_fork_nodes_option_forks_the_nodes_of_plain_init_calls_too(pytester, tmp_path):
+    write_tests(pytester, tmp_path / "records", """
+        from purerun.core import context
+
+        def test_plain_init():
+            purerun.init(num_cpus=1, object_store_memory=32 << 20)
+            try:
+                kind = type(context.client.node.process).__name__
+                assert purerun.get(purerun.put(kind)) == kind
+                print("NODE PROCESS", kind)
+            finally:
+                purerun.shutdown()
+    """)
+    forked = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider",
+                                           "--purerun-fork-nodes")
+    forked.assert_outcomes(passed=1)
+    forked.stdout.fnmatch_lines(["*NODE PROCESS ForkedProcess*"])
+    spawned = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    spawned.assert_outcomes(passed=1)
+    spawned.stdout.fnmatch_lines(["*NODE PROCESS Popen*"])
+    pytester.makeini("[pytest]\npurerun_fork_nodes = true\n")
+    by_ini = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    by_ini.stdout.fnmatch_lines(["*NODE PROCESS ForkedProcess*"])
+
+
 def test_xdist_workers_do_not_collide(pytester, tmp_path):
     records = tmp_path / "records"
     write_tests(pytester, records, """
