@@ -890,6 +890,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             self._forward(task, target)
             return
         self.control.actor_state(actor.actor_id, PENDING, self.node_id)
+        self._want(missing)     # as for a task: pull arguments stored on another node
         self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec), missing,
                                         dedicated=True, hold=self._hold(spec)))
 
@@ -960,9 +961,10 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
         creation = actor.creation
         creation.attempt = actor.num_restarts  # the worker tells __init__ it is a restart
         self.tasks.add(creation, actor.owner)
-        self._schedule(sched.SubmitTask(creation.task_id, self._demand(creation),
-                                        self.objects.missing(creation.deps), dedicated=True,
-                                        hold=self._hold(creation)))
+        missing = self.objects.missing(creation.deps)
+        self._want(missing)
+        self._schedule(sched.SubmitTask(creation.task_id, self._demand(creation), missing,
+                                        dedicated=True, hold=self._hold(creation)))
 
     def _actor_dead(self, actor):
         """The actor is gone for good: fail what waits for it, free what it held."""
