@@ -660,7 +660,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
                     exceptions.ActorUnschedulableError) as exc:
                 self._fail(task, exc)
                 return
-        elif self.clustered and peer.kind != "node":  # placed here by another node: runs here
+        elif (self.clustered or spec.strategy is not None) and peer.kind != "node":
+            # (from a node: placed here by it, runs here; alone, a hard node affinity to
+            # another node fails as in a cluster)
             try:
                 target = self._place(spec)
             except (exceptions.TaskUnschedulableError,
