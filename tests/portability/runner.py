@@ -70,6 +70,9 @@ ENVIRONMENT = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_LOG_TO_DRIVER": "0",
 }
+# What Ray prints when its local cluster did not come up (a loaded machine): the program
+# never ran, so it runs once more rather than counting as a difference.
+RAY_START_FAILED = "timed out during startup"
 MARKER = re.compile(r"^\s*#\s*portability:\s*(.+?)\s*$")
 SCRUBBED = "<scrubbed>"
 # How much of a failed program's stderr a report shows: the end, where the traceback is.
@@ -214,8 +217,14 @@ def run(program: Program, backend: str, python: str = sys.executable,
     tmpdir = tempfile.mkdtemp(prefix="port-")
     start = time.monotonic()
     try:
-        returncode, stdout, stderr = _run_in_own_session(
-            [python, program.path, *program.args], environment(backend, tmpdir), timeout)
+        argv = [python, program.path, *program.args]
+        returncode, stdout, stderr = _run_in_own_session(argv, environment(backend, tmpdir),
+                                                         timeout)
+        if backend == "ray" and returncode and RAY_START_FAILED in stderr:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            os.makedirs(tmpdir)
+            returncode, stdout, stderr = _run_in_own_session(
+                argv, environment(backend, tmpdir), timeout)
         # purerun removes a node's session directory when the node stops (Ray keeps its
         # own on purpose): one left behind is a leak, as in the main suite's leak guard.
         left = glob.glob(os.path.join(tmpdir, "purerun-sessions", "session_*"))
