@@ -5,6 +5,9 @@ quarter circle. The driver also `put`s a large array of seeds once: every task r
 shared memory without copying. Run: python examples/pi.py [total_samples]
 """
 
+# portability: args 2000000
+# portability: scrub (?<=pi ~= 3\.1)\d+ \(error .*
+
 import sys
 import time
 

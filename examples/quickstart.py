@@ -3,6 +3,8 @@
 Run: python examples/quickstart.py. Change the import to `import ray` and it runs on Ray.
 """
 
+# portability: scrub (?<=first ready: )\d+
+
 import purerun as ray
 
 

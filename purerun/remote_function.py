@@ -116,7 +116,9 @@ class RemoteFunction:
 
     def _spec_fields(self):
         fields = _options.task_fields(self._options, inspect.isgeneratorfunction(self._function))
-        return {"name": self.__qualname__, **fields}
+        # Ray's name option renames the task everywhere it is shown: the runtime context's
+        # get_task_name(), the state API, errors and the worker's process title.
+        return {"name": self._options.get("name") or self.__qualname__, **fields}
 
     def _export(self):
         """(function key, pickled function), pickled once per function."""

@@ -19,7 +19,8 @@ from purerun.core.node_state import (DISCONNECTED, DRIVER_CONNECTED, WORKER_OUTP
                                      WORKER_STARTED, DrainOutput, InterruptWorker, KillWorker,
                                      NodeState, Send, StartWorker, Stop)
 from purerun.core.protocol import ARENA, ERROR, INLINE
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, ActorSpec, TaskSpec
+from purerun.core.task_spec import (ACTOR_CREATION, ACTOR_METHOD, NODE_AFFINITY, ActorSpec,
+                                     TaskSpec)
 
 def value(x):
     """An INLINE payload for ``x``."""
@@ -137,6 +138,23 @@ def test_a_task_runs_on_a_started_worker_and_its_result_goes_to_its_owner():
     kind, payload = objects[spec.return_ids()[0]]
     assert kind == INLINE and serialization.deserialize(*payload) == 42
     assert len(node.state.tasks) == 0
+
+
+def test_hard_node_affinity_to_a_node_not_in_a_one_node_cluster_fails_and_soft_runs_here():
+    node = Node()
+    missing = b"M" * 16
+    hard = task(strategy=(NODE_AFFINITY, missing, False))
+    node.feed("driver", (protocol.SUBMIT, hard))
+    [entry] = node.objects_to().values()
+    error = error_of(entry)
+    assert isinstance(error, exceptions.TaskUnschedulableError)
+    assert "not in the cluster" in str(error)
+    assert node.executes() == []
+    soft = task(strategy=(NODE_AFFINITY, missing, True))
+    here = task(strategy=(NODE_AFFINITY, b"N" * 16, False))
+    node.feed("driver", (protocol.SUBMIT, soft))
+    node.feed("driver", (protocol.SUBMIT, here))
+    assert [spec.task_id for _w, spec in node.executes()] == [soft.task_id]
 
 
 def test_a_task_whose_worker_dies_is_retried_until_its_budget_is_spent():

@@ -346,6 +346,24 @@ def test_an_actor_placed_on_another_node_gets_its_calls_and_ends_with_its_handle
     assert any(isinstance(e, KillWorker) for e in b.effects)
 
 
+def test_an_actor_whose_argument_is_stored_on_another_node_starts_once_it_is_pulled():
+    net, a, b = make_net(gpu_box=1)
+    maker = task(a, resources={"CPU": 1, "gpu_box": 1})
+    a.feed("driver", (protocol.SUBMIT, maker))
+    [(worker, _sent, _deps)] = b.executes()
+    arena_result(b, worker, maker)
+    [oid] = maker.return_ids()
+    assert a.state.objects.get(oid).kind == REMOTE
+    creation = actor(a, None)
+    creation.deps = [oid]
+    a.feed("driver", (protocol.SUBMIT, creation))
+    # The actor is placed here, on a: its argument is pulled from b, then __init__ runs.
+    [push] = b.pushed
+    assert push.object_id == oid
+    [(_worker, sent, deps)] = a.executes()
+    assert sent.task_id == creation.task_id and deps[0][0] == ARENA
+
+
 def test_work_queued_for_want_of_room_moves_at_the_next_tick_to_a_node_with_room():
     net, a, b = make_net()
     first, second = task(a), task(a)

@@ -662,7 +662,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
                     exceptions.ActorUnschedulableError) as exc:
                 self._fail(task, exc)
                 return
-        elif self.clustered and peer.kind != "node":  # placed here by another node: runs here
+        elif (self.clustered or spec.strategy is not None) and peer.kind != "node":
+            # (from a node: placed here by it, runs here; alone, a hard node affinity to
+            # another node fails as in a cluster)
             try:
                 target = self._place(spec)
             except (exceptions.TaskUnschedulableError,
@@ -892,6 +894,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             self._forward(task, target)
             return
         self.control.actor_state(actor.actor_id, PENDING, self.node_id)
+        self._want(missing)     # as for a task: pull arguments stored on another node
         self._schedule(sched.SubmitTask(spec.task_id, self._demand(spec), missing,
                                         dedicated=True, hold=self._hold(spec)))
 
@@ -962,9 +965,10 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
         creation = actor.creation
         creation.attempt = actor.num_restarts  # the worker tells __init__ it is a restart
         self.tasks.add(creation, actor.owner)
-        self._schedule(sched.SubmitTask(creation.task_id, self._demand(creation),
-                                        self.objects.missing(creation.deps), dedicated=True,
-                                        hold=self._hold(creation)))
+        missing = self.objects.missing(creation.deps)
+        self._want(missing)
+        self._schedule(sched.SubmitTask(creation.task_id, self._demand(creation), missing,
+                                        dedicated=True, hold=self._hold(creation)))
 
     def _actor_dead(self, actor):
         """The actor is gone for good: fail what waits for it, free what it held."""
