@@ -475,7 +475,8 @@ class NodeProcess:
 
 
 def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_host=None,
-               labels=None, env=None, errors_file=None, die_with_parent=False):
+               labels=None, env=None, errors_file=None, die_with_parent=False,
+               dashboard=None):
     """Start a node process in a new session directory.
 
     Args:
@@ -497,6 +498,8 @@ def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_ho
             its driver's stderr.
         die_with_parent: the node gets SIGTERM when this process dies, however it dies
             (Linux; test clusters use it, so a killed test run leaves no node behind).
+        dashboard: ``{"host": ..., "port": ...}`` for the node to serve the status page
+            there (core/dashboard.py; port None: 8265 or the next free one), or None.
 
     Returns:
         The NodeProcess, at once (the node listens a little later).
@@ -520,7 +523,7 @@ def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_ho
     config = {"session_dir": session_dir, "node_id": random_id().hex(),
               "resources": resources, "object_store_memory": object_store_memory,
               "gpu_ids": list(range(int(resources.get("GPU", 0)))), "head": head,
-              "node_host": node_host, "labels": labels or {}}
+              "node_host": node_host, "labels": labels or {}, "dashboard": dashboard}
     if errors_file is None:
         errors_file = owner_fd is None
     err = open(os.path.join(session_dir, NODE_ERRORS_FILE), "wb") if errors_file else None
@@ -549,12 +552,13 @@ def terminate_with_parent():
         pass
 
 
-def start_owned_node(resources, object_store_memory, head=None, labels=None):
+def start_owned_node(resources, object_store_memory, head=None, labels=None, dashboard=None):
     """Start a node that lives as long as the returned connection to it.
 
     Args:
         head: "host:port" of a head for it to join, or None.
         labels: its labels (str to str), or None.
+        dashboard: where it serves the status page (see ``spawn_node``), or None.
 
     Returns:
         (socket, NodeProcess): the driver's end of its connection, and the process.
@@ -562,7 +566,7 @@ def start_owned_node(resources, object_store_memory, head=None, labels=None):
     driver_sock, node_sock = socket.socketpair()
     try:
         node = spawn_node(resources, object_store_memory, node_sock.fileno(), head=head,
-                          labels=labels)
+                          labels=labels, dashboard=dashboard)
     except BaseException:
         driver_sock.close()
         raise

@@ -14,7 +14,9 @@ actions back out; every rule lives in core/node_state.py.
 
 Everything here runs on one thread, which is why workers can be forked from this process:
 there is no other thread whose locks a child could inherit half-held. Nothing may start a
-thread in the node.
+thread in the node, but for one exception: the status page (``init(include_dashboard=True)``,
+core/dashboard.py), whose threads share nothing with the loop — they ask the node over its
+own socket, hold no lock a worker could need, and never write to stdout or stderr.
 
 Writes never block: each connection has an output buffer flushed when the socket is
 writable, so one slow reader cannot stall the node (and through it everyone else).
@@ -156,6 +158,10 @@ class Node:
                             memory_usage_threshold=threshold if refresh_ms > 0 else 0,
                             min_memory_free_bytes=min_free,
                             task_history_max=state_rules.history_cap_from_env(os.environ))
+        self.dashboard = None       # the status page's server, if asked for
+        if config.get("dashboard") is not None:
+            self.dashboard = self._dashboard_server(config["dashboard"])
+            state_config["dashboard_url"] = self.dashboard.url
         self.node_conns = {}        # node id -> Connection this node opened to it
         self.tcp_listener = None
         self.head = None
@@ -189,6 +195,14 @@ class Node:
             Stop: self._do_stop,
             DrainOutput: self._do_drain_output,
         }
+
+    def _dashboard_server(self, settings):
+        """The status page's server, bound to ``settings["host"]``/``["port"]``; it serves
+        from ``serve()`` on. Its token is the cluster's, made if this host has none."""
+        from purerun.core import auth, dashboard
+        token = auth.load_token() or auth.ensure_token()[0]
+        return dashboard.DashboardServer(dashboard.NodeSource(self.address), token,
+                                         settings["host"], settings["port"])
 
     # -- the cluster -------------------------------------------------------------------------------
 
@@ -571,6 +585,8 @@ class Node:
         if not self.running:
             return
         self.run(self.state.prestart(self.prestart))  # warm workers for the first tasks
+        if self.dashboard is not None:
+            self.dashboard.start()
         if self.running:
             self.loop.run()
 
@@ -639,6 +655,8 @@ class Node:
         """Kill every worker and every process the tasks started, wait for them, release
         everything."""
         self.running = False
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.kill_all_children()
         loop, self.loop = self.loop, None   # on_close does nothing from here on
         loop.close()

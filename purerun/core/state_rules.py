@@ -27,7 +27,7 @@ import collections
 import itertools
 
 from purerun import exceptions
-from purerun.core import ids, serialization
+from purerun.core import ids, serialization, timeline
 from purerun.core.actors import DEAD, PENDING
 from purerun.core import protocol
 from purerun.core.control_store import worker_id as worker_id_bytes
@@ -38,7 +38,8 @@ from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 __all__ = ["StateRules", "TASK_HISTORY_MAX", "TASK_HISTORY_ENV", "history_cap_from_env", "DEAD_ACTOR_HISTORY_MAX", "RESOURCES", "COLUMNS",
            "PREDICATES", "TASK_STATES", "Gather", "ACTOR_STATES", "check_filters", "select",
-           "ERROR_MESSAGE_MAX"]
+           "ERROR_MESSAGE_MAX", "LOG_LINES_PER_WORKER", "LOG_WORKERS_KEPT", "LOG_LINE_MAX",
+           "DASHBOARD_TIMELINE_MAX"]
 
 # Finished tasks still listed, newest kept (see the module docstring).
 TASK_HISTORY_MAX = 10_000
@@ -51,6 +52,14 @@ DEAD_ACTOR_HISTORY_MAX = 1_000
 ERROR_MESSAGE_MAX = 2_000
 # A failed task keeps its error (to show its type and message) only if its pickle is this small.
 ERROR_PAYLOAD_KEPT = 64 * 1024
+# The status page shows each worker's last lines of output: a screenful per worker, for the
+# workers seen last (the oldest go first), each line cut to a width a page can show. At most
+# 64 x 100 lines of 500 characters: about 3 MB when full, mostly far less.
+LOG_LINES_PER_WORKER = 100
+LOG_WORKERS_KEPT = 64
+LOG_LINE_MAX = 500
+# Task spans the status page shows: the most recent ones, what its timeline has room for.
+DASHBOARD_TIMELINE_MAX = 200
 
 PREDICATES = ("=", "!=")
 
@@ -225,6 +234,23 @@ class StateRules:
         #: request id sent to other nodes -> Gather, for a "state" asked of the cluster
         self.state_gathers = {}
         self.next_gather = 1
+        #: worker pid -> deque of its last (stream, line) of output, for the status page;
+        #: the workers whose output came last are last
+        self.worker_logs = collections.OrderedDict()
+
+    def _keep_output(self, pid, stream, text):
+        """Keep the last lines a worker printed (``text``: one or more lines, no final
+        newline), within ``LOG_LINES_PER_WORKER`` per worker and ``LOG_WORKERS_KEPT``
+        workers."""
+        lines = self.worker_logs.get(pid)
+        if lines is None:
+            lines = self.worker_logs[pid] = collections.deque(maxlen=LOG_LINES_PER_WORKER)
+            while len(self.worker_logs) > LOG_WORKERS_KEPT:
+                self.worker_logs.popitem(last=False)
+        else:
+            self.worker_logs.move_to_end(pid)
+        for line in text.split("\n")[-LOG_LINES_PER_WORKER:]:
+            lines.append((stream, line[:LOG_LINE_MAX]))
 
     # ── histories ──────────────────────────────────────────────────────────────────────────
 
@@ -460,6 +486,35 @@ class StateRules:
         if gather.token in self.peers:
             self._send(gather.token, (protocol.REPLY, gather.request_id, True,
                                       gather.merged()))
+
+    def _request_dashboard(self, token):
+        """REQUEST "dashboard": what the status page shows besides the state API's tasks and
+        actors — the node table (this node's row as of now, not of its last heartbeat), this
+        node's object store, its latest task spans, and its workers' last lines of output.
+        """
+        nodes = self.control.node_table()
+        available, load = self.heartbeat_report()[1:]
+        for row in nodes:
+            if row["node_id"] == self.node_id:
+                row["available"] = {name: amount for name, amount in available.items()
+                                    if amount > 0}
+                row["load"] = load
+            row["node_id"] = row["node_id"].hex()
+            row["this_node"] = row["node_id"] == self.node_id.hex()
+        spans = list(itertools.islice(reversed(self.timeline), DASHBOARD_TIMELINE_MAX))
+        spans.reverse()
+        live = {worker.pid for worker in self.workers.values()}
+        return {
+            "node_id": self.node_id.hex(), "nodes": nodes, "store": self.objects.stats(),
+            "timeline": timeline.chrome_trace(spans, self.config.get("node_ip", "127.0.0.1")),
+            "logs": [{"pid": pid, "alive": pid in live, "lines": list(lines)}
+                     for pid, lines in self.worker_logs.items()],
+        }
+
+    def _request_log_to_driver(self, token, on):
+        """REQUEST "log_to_driver": whether the asker gets LOG messages of worker output
+        (a tool that keeps its connection open does not read them)."""
+        self.peers[token].log_to_driver = bool(on)
 
     def _state_node_gone(self, remote):
         for request_id in [i for i, g in self.state_gathers.items() if remote in g.waiting]:
