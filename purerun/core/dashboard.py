@@ -46,6 +46,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 from purerun.core import protocol
+from purerun.core.launcher import DASHBOARD_PORT
 from purerun.core.transport import LOOPBACK
 
 __all__ = ["DashboardServer", "NodeSource", "HeadSource", "build_snapshot", "DEFAULT_PORT",
@@ -53,7 +54,7 @@ __all__ = ["DashboardServer", "NodeSource", "HeadSource", "build_snapshot", "DEF
 
 # Ray's default dashboard port; when it is taken and no port was asked for, the next free
 # one of the PORT_TRIES after it is used (as Ray does).
-DEFAULT_PORT = 8265
+DEFAULT_PORT = DASHBOARD_PORT
 PORT_TRIES = 50
 DEFAULT_HOST = LOOPBACK
 COOKIE_NAME = "purerun_dashboard"

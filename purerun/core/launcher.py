@@ -61,6 +61,11 @@ NODE_ERRORS_FILE = "node.err"
 HEAD_DIR_PREFIX = "head_"
 HEAD_ADDRESS_FILE = "address"
 HEAD_ERRORS_FILE = "head.err"
+# Where a head serving the status page writes its "host:port", in its KV (Ray's key), and
+# the page's default port (core/dashboard.py serves it; kept here, which is light to import).
+DASHBOARD_URL_KEY = "webui:url"
+DASHBOARD_NAMESPACE = "dashboard"
+DASHBOARD_PORT = 8265
 # Where `purerun start` records the processes it leaves running, in temp_root().
 RECORDS_DIR = "records"
 HEAD = "head"
@@ -625,7 +630,7 @@ class HeadProcess:
             return ""
 
 
-def start_head(host, port, timeout, token_path=None):
+def start_head(host, port, timeout, token_path=None, dashboard=None):
     """Start a head that outlives this process, wait until it listens, and record it.
 
     Args:
@@ -633,6 +638,8 @@ def start_head(host, port, timeout, token_path=None):
         port: its TCP port, 0 for any free one.
         timeout: seconds it gets to listen.
         token_path: the token file it should use (default: what its environment says).
+        dashboard: ``{"host": ..., "port": ...}`` for it to serve the status page there
+            (port None: 8265 or the next free one), or None.
 
     Returns:
         The HeadProcess; ``address`` is where nodes and drivers reach it (the real port).
@@ -645,6 +652,10 @@ def start_head(host, port, timeout, token_path=None):
                "--address-file", os.path.join(head_dir, HEAD_ADDRESS_FILE)]
     if token_path is not None:
         command += ["--token-path", token_path]
+    if dashboard is not None:
+        command += ["--include-dashboard", "true", "--dashboard-host", dashboard["host"]]
+        if dashboard["port"] is not None:
+            command += ["--dashboard-port", str(dashboard["port"])]
     # Its banner goes nowhere (`purerun start` prints its own); its stderr, a file in its
     # directory, says why it stopped or did not start.
     with open(os.path.join(head_dir, HEAD_ERRORS_FILE), "wb") as err:
@@ -656,6 +667,27 @@ def start_head(host, port, timeout, token_path=None):
     head.record = _write_record(ProcessRecord(HEAD, head.pid, head.address,
                                               session_dir=head_dir))
     return head
+
+
+def dashboard_url(head_address, timeout=None):
+    """The "host:port" of the status page the head at ``head_address`` serves, or None.
+
+    Raises:
+        ConnectionError: the head cannot be reached with this process's token.
+    """
+    from purerun.core import auth
+    from purerun.core.remote_control import RemoteControlStore
+    from purerun.core.transport import CONNECT_TIMEOUT
+    token = auth.load_token()
+    if token is None:
+        raise ConnectionError(no_token_message(head_address))
+    store = RemoteControlStore.connect(head_address, token,
+                                       CONNECT_TIMEOUT if timeout is None else timeout)
+    try:
+        url = store.kv_get(DASHBOARD_URL_KEY, DASHBOARD_NAMESPACE)
+    finally:
+        store.close()
+    return url.decode() if url else None
 
 
 # -- the processes `purerun start` leaves running ----------------------------------------------------

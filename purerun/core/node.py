@@ -224,6 +224,10 @@ class Node:
             0, host=host, handshake=HmacHandshake(self.token, transport.SERVER))
         port = self.tcp_listener.address[1]
         state_config["tcp_address"] = transport.format_address(host, port)
+        if not state_config.get("dashboard_url"):   # the cluster's status page, if any
+            from purerun.core.launcher import DASHBOARD_NAMESPACE, DASHBOARD_URL_KEY
+            url = self.head.kv_get(DASHBOARD_URL_KEY, DASHBOARD_NAMESPACE)
+            state_config["dashboard_url"] = url.decode() if url else None
         state_config["node_ip"] = host
         return self.head
 
