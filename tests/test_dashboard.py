@@ -89,6 +89,46 @@ def test_the_dashboard_request_gives_this_nodes_live_row_store_and_spans():
     assert dashboard_reply(node, 9)["nodes"][0]["available"]["CPU"] == 2
 
 
+def task_summary(node, request_id=11):
+    node.feed("driver", (protocol.REQUEST, request_id, "task_summary", (True,)))
+    [(_token, reply)] = [(t, m) for t, m in node.take(protocol.REPLY, "driver")
+                         if m[1] == request_id]
+    assert reply[2], reply[3]
+    return reply[3]
+
+
+def test_the_task_summary_counts_every_task_and_keeps_records_of_the_latest_only():
+    node = Node(cpus=1)
+    count = state_rules.TASK_SUMMARY_LATEST + 10
+    for i in range(count):
+        spec = task("many")
+        node.feed("driver", (protocol.SUBMIT, spec))
+        [(worker, _spec)] = node.executes()
+        node.done(worker, spec)
+    running, queued = task("slow"), task("slow")
+    node.feed("driver", (protocol.SUBMIT, running))
+    node.feed("driver", (protocol.SUBMIT, queued))
+    summary, total = task_summary(node)
+    assert total == count + 2
+    assert summary["counts"] == {"many": {"FINISHED": count},
+                                 "slow": {"RUNNING": 1, "PENDING_NODE_ASSIGNMENT": 1}}
+    latest = summary["latest"]
+    assert len(latest) == state_rules.TASK_SUMMARY_LATEST + 2
+    assert [r["state"] for r in latest[:2]] == ["RUNNING", "PENDING_NODE_ASSIGNMENT"]
+    assert latest[2]["state"] == "FINISHED" and latest[2]["name"] == "many"
+
+
+def test_summaries_of_several_nodes_add_up():
+    gather = state_rules.SummaryGather("driver", 1, {"b"}, {
+        "counts": {"f": {"FINISHED": 2}}, "latest": [{"task_id": "1"}]}, 2)
+    gather.add(({"counts": {"f": {"FINISHED": 1, "RUNNING": 1}, "g": {"FAILED": 1}},
+                 "latest": [{"task_id": "2"}]}, 3))
+    summary, total = gather.merged()
+    assert total == 5
+    assert summary["counts"] == {"f": {"FINISHED": 3, "RUNNING": 1}, "g": {"FAILED": 1}}
+    assert summary["latest"] == [{"task_id": "1"}, {"task_id": "2"}]
+
+
 def test_log_to_driver_false_stops_the_relay_to_that_connection_only():
     node = Node(cpus=1)
     node.connect("tool")
@@ -110,10 +150,12 @@ def test_the_snapshot_counts_tasks_by_state_and_function_and_lists_the_latest_fi
                        {"node_id": "bb", "node_ip": "10.0.0.2", "alive": False,
                         "this_node": False, "resources": {"CPU": 2.0}, "available": {},
                         "load": {"object_store_bytes": 5}}]}
-    tasks = ([{"func_or_class_name": "f", "state": "FINISHED", "end_time_ms": t}
-              for t in (5, 9, 7)]
-             + [{"func_or_class_name": "g", "state": "RUNNING"},
-                {"func_or_class_name": "f", "state": "FAILED", "end_time_ms": 1}])
+    latest = ([{"func_or_class_name": "f", "state": "FINISHED", "end_time_ms": t}
+               for t in (5, 9, 7)]
+              + [{"func_or_class_name": "g", "state": "RUNNING"},
+                 {"func_or_class_name": "f", "state": "FAILED", "end_time_ms": 1}])
+    counts = {"f": {"FINISHED": 3, "FAILED": 1}, "g": {"RUNNING": 1}}
+    tasks = ({"counts": counts, "latest": latest}, 5)
     actors = [{"class_name": "A", "state": "DEAD", "num_restarts": 2},
               {"class_name": "B", "state": "ALIVE", "num_restarts": 0}]
     snap = dashboard.build_snapshot(reply, tasks, actors)
@@ -125,6 +167,7 @@ def test_the_snapshot_counts_tasks_by_state_and_function_and_lists_the_latest_fi
         (False, 5, None)
     assert other["resources"]["CPU"]["used"] == 2.0
     assert snap["tasks"]["by_state"] == {"FINISHED": 3, "RUNNING": 1, "FAILED": 1}
+    assert snap["tasks"]["total"] == 5
     assert snap["tasks"]["by_function"] == [
         {"name": "f", "total": 4, "states": {"FINISHED": 3, "FAILED": 1}},
         {"name": "g", "total": 1, "states": {"RUNNING": 1}}]

@@ -8,7 +8,8 @@
       GET /api/snapshot   JSON, with the cookie or                 │ once per SNAPSHOT_MAX_AGE_S
                           "Authorization: Bearer <token>"          ▼
                                                   NodeSource ──unix socket──▶ the node's loop
-                                                    REQUEST dashboard, state tasks, state actors
+                                                    REQUEST dashboard, task_summary,
+                                                    state actors
                                                   HeadSource: the same, of a node of this host
                                                     joined to the head; else the head's node
                                                     table, over TCP like any other peer
@@ -29,9 +30,10 @@ token). Comparisons use ``hmac.compare_digest``. The page itself holds no data; 
 the form. The server binds 127.0.0.1 unless told otherwise.
 
 **Cost.** No process is added; the threads are idle until a browser asks, and the snapshot
-asked of the node is the state API's list of tasks and actors plus a bounded summary
-(core/state_rules.py ``_request_dashboard``); the JSON sent out is cut to what the page
-shows (``TASKS_SHOWN``, ``ACTORS_SHOWN``).
+asked of the node is bounded: ``_request_dashboard`` and ``_request_task_summary`` in
+core/state_rules.py (which counts the tasks without building a record of each), and the
+state API's actors; the JSON sent out is cut to what the page shows (``TASKS_SHOWN``,
+``ACTORS_SHOWN``).
 """
 
 import hashlib
@@ -201,7 +203,7 @@ class NodeLink:
         self.sock = self.reader = None
 
 
-_REQUESTS = [("dashboard", ()), ("state", ("tasks", [], None, True)),
+_REQUESTS = [("dashboard", ()), ("task_summary", (True,)),
              ("state", ("actors", [], None, True))]
 
 
@@ -222,7 +224,7 @@ class NodeSource:
 
     def snapshot(self):
         dashboard, tasks, actors = _answers(self.link.ask(_REQUESTS, ASK_TIMEOUT_S))
-        return build_snapshot(dashboard, tasks[0], actors[0], host_usage())
+        return build_snapshot(dashboard, tasks, actors[0], host_usage())
 
     def close(self):
         self.link.close()
@@ -247,10 +249,11 @@ class HeadSource:
                 self.link = NodeLink(record.address)
             try:
                 dashboard, tasks, actors = _answers(self.link.ask(_REQUESTS, ASK_TIMEOUT_S))
-                return build_snapshot(dashboard, tasks[0], actors[0], host_usage())
+                return build_snapshot(dashboard, tasks, actors[0], host_usage())
             except ConnectionError:
                 pass   # it is going: the head's own table still says what is there
-        return build_snapshot(self._head_tables(), [], [], host_usage(),
+        return build_snapshot(self._head_tables(), ({"counts": {}, "latest": []}, 0), [],
+                              host_usage(),
                               note="No node of this host is joined to this head: tasks, "
                                    "actors and logs are read from one.")
 
@@ -293,7 +296,8 @@ def build_snapshot(dashboard, tasks, actors, host=None, note=None):
 
     Args:
         dashboard: the answer to REQUEST "dashboard".
-        tasks, actors: the state API's records (REQUEST "state").
+        tasks: the answer to REQUEST "task_summary": (summary, how many tasks).
+        actors: the state API's records of actors (REQUEST "state").
         host: ``host_usage()`` of the host serving the page, or None.
         note: a sentence the page shows above the data, or None.
 
@@ -318,17 +322,17 @@ def build_snapshot(dashboard, tasks, actors, host=None, note=None):
                                   else load.get("object_store_bytes", 0)),
             "object_store_capacity": store["arena_capacity"] if store else None,
         })
-    by_state, by_function = {}, {}
-    for record in tasks:
-        state, name = record.get("state"), record.get("func_or_class_name") or "?"
-        by_state[state] = by_state.get(state, 0) + 1
-        counts = by_function.setdefault(name, {})
-        counts[state] = counts.get(state, 0) + 1
+    summary, total = tasks
+    by_state = {}
+    for counts in summary["counts"].values():
+        for state, n in counts.items():
+            by_state[state] = by_state.get(state, 0) + n
     functions = sorted(({"name": name, "total": sum(counts.values()), "states": counts}
-                        for name, counts in by_function.items()),
+                        for name, counts in summary["counts"].items()),
                        key=lambda f: (-f["total"], f["name"]))[:FUNCTIONS_SHOWN]
-    live = [r for r in tasks if r.get("state") not in _DONE]
-    done = sorted((r for r in tasks if r.get("state") in _DONE),
+    latest = summary["latest"]
+    live = [r for r in latest if r.get("state") not in _DONE]
+    done = sorted((r for r in latest if r.get("state") in _DONE),
                   key=lambda r: r.get("end_time_ms") or 0, reverse=True)
     recent = [{"task_id": r.get("task_id"), "name": r.get("func_or_class_name"),
                "state": r.get("state"), "node_id": r.get("node_id"),
@@ -342,7 +346,7 @@ def build_snapshot(dashboard, tasks, actors, host=None, note=None):
     return {
         "time": time.time(), "note": note, "node_id": dashboard.get("node_id"),
         "nodes": nodes, "host": host,
-        "tasks": {"total": len(tasks), "by_state": by_state, "by_function": functions,
+        "tasks": {"total": total, "by_state": by_state, "by_function": functions,
                   "recent": recent},
         "actors": {"total": len(actors), "by_state": actor_states, "list": [
             {"actor_id": r.get("actor_id"), "class_name": r.get("class_name"),

@@ -204,6 +204,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             "timeline": self._request_timeline,
             "state": self._request_state,
             "dashboard": self._request_dashboard,
+            "task_summary": self._request_task_summary,
             "log_to_driver": self._request_log_to_driver,
             "pg_create": self._request_pg_create,
             "pg_remove": self._request_pg_remove,

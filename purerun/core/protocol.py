@@ -146,6 +146,8 @@ REQUESTS = {
     # the status page (core/dashboard.py): the node table (this node's row live), this node's
     # store, latest task spans and workers' last output lines (core/state_rules.py)
     "dashboard": ((), "{node_id, nodes, store, timeline, logs}"),
+    "task_summary": (("everywhere",), "({counts: {name: {state: n}}, latest: [task record]}, "
+                                      "how many tasks); everywhere: of the whole cluster"),
     "log_to_driver": (("on",), "None; whether worker output is relayed to the asker (LOG)"),
     # placement groups (core/group_rules.py)
     "pg_create": (("group_id", "bundles", "strategy", "name", "job_id", "detached",
