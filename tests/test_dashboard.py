@@ -416,6 +416,36 @@ def test_a_head_serves_the_page_of_its_nodes(tmp_path):
     assert f"Status page:       http://{url}" in out
 
 
+def test_purerun_start_head_serves_the_page_and_drivers_learn_its_address(tmp_path):
+    from test_cli_cluster import CommandLine, gone, stop_everything
+    cli = CommandLine(tmp_path)
+    try:
+        _address, banner = cli.start_head("--dashboard-port", "0")
+        url = re.search(r"http://(\S+) \(log in with the cluster token\)", banner).group(1)
+        token = (cli.home / ".purerun" / "auth_token").read_text().strip()
+
+        class Info:
+            dashboard_url = url
+        status, _headers, body = request(Info, "GET", "/api/snapshot",
+                                         {"Authorization": f"Bearer {token}"})
+        assert status == 200 and [n["alive"] for n in json.loads(body)["nodes"]] == [True]
+        assert request(Info, "GET", "/api/snapshot")[0] == 401
+        driver = cli.driver("""
+            import purerun
+            print("url", purerun.init(address="auto").dashboard_url)
+        """)
+        assert driver.returncode == 0, driver.stderr
+        assert f"url {url}" in driver.stdout
+        refused = cli.run("start", "--dashboard-port", "0")
+        assert refused.returncode == 2 and "--head" in refused.stderr
+        stop_everything(cli, 2)
+    finally:
+        for record in cli.records():
+            if not gone(record["pid"]):
+                psutil.Process(record["pid"]).kill()
+        shutil.rmtree(cli.tmp, ignore_errors=True)
+
+
 # -- a real browser --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
