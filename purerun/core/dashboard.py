@@ -42,6 +42,7 @@ import http.server
 import json
 import os
 import socket
+import socketserver
 import threading
 import time
 from http.cookies import SimpleCookie
@@ -406,6 +407,12 @@ class DashboardServer(http.server.ThreadingHTTPServer):
                                              f"{url_of((host, candidate))}: "
                                              f"{exc.strerror or exc}") from None
         self.url = url_of(self.server_address)
+
+    def server_bind(self):
+        # HTTPServer's own also looks up the host's full name (socket.getfqdn): a DNS query,
+        # which on a host without DNS only waits for its timeout. The name is never used.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     def start(self):
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},

@@ -659,11 +659,11 @@ class Node:
         """Kill every worker and every process the tasks started, wait for them, release
         everything."""
         self.running = False
-        if self.dashboard is not None:
-            self.dashboard.stop()
         self.kill_all_children()
         loop, self.loop = self.loop, None   # on_close does nothing from here on
         loop.close()
+        if self.dashboard is not None:   # a snapshot asked now meets a closed connection
+            self.dashboard.stop()
         for pidfd in list(self.pidfds):
             os.close(pidfd)
         self.pidfds.clear()
