@@ -415,6 +415,7 @@ class DashboardServer(http.server.ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
     def start(self):
+        """Serve on a daemon thread (the loop checks for ``stop()`` ten times a second)."""
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
                                        name="purerun-dashboard", daemon=True)
         self.thread.start()
