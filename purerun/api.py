@@ -74,6 +74,11 @@ class RuntimeContextInfo(Mapping):
     def address_info(self):
         return dict(self._load())
 
+    @property
+    def dashboard_url(self):
+        """The status page's address, "host:port" (as Ray's), or None if there is none."""
+        return self._load()["webui_url"]
+
     def disconnect(self):
         shutdown()
 
@@ -125,19 +130,31 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             ``ray_namespace`` are the job's unless given here, and
             ``default_actor_lifetime="detached"`` makes the job's actors detached unless
             they choose a lifetime.
-        The dashboard, logging, storage and resource-isolation arguments are accepted for
+        include_dashboard: serve the status page from the node this call starts (off by
+            default; None turns it on when ``dashboard_port`` is given). Its address is
+            the returned context's ``dashboard_url``; it asks for the cluster token (see
+            ``purerun.core.auth``; made in ``~/.purerun/auth_token`` if there is none).
+            Ignored when connecting to a running cluster: its head serves the page.
+        dashboard_host: the interface the status page listens on (default 127.0.0.1;
+            "0.0.0.0" for every one).
+        dashboard_port: its TCP port (default 8265, or the next free one; 0 for any free
+            one).
+        The logging, storage and resource-isolation arguments are accepted for
         compatibility with Ray and ignored.
 
     Returns:
-        A dict of session information, usable as a context manager that calls shutdown().
+        A dict of session information (with ``webui_url``, also ``dashboard_url``: the
+        status page's "host:port", None without one), usable as a context manager that
+        calls shutdown().
 
     Raises:
         RuntimeError: purerun is already running (unless ignore_reinit_error), or an
             unknown keyword argument was given.
         ValueError: an invalid resource specification, or resources given while connecting
-            to an existing cluster or node.
+            to an existing cluster or node; a ``dashboard_port`` out of range or in use.
         TypeError: ``resources`` is not a dict of str to numbers, ``job_config`` is not a
-            JobConfig, or a runtime_env field has the wrong type.
+            JobConfig, a runtime_env field has the wrong type, or a dashboard argument
+            has the wrong type.
         RuntimeEnvSetupError: the setup hook cannot be pickled ("Failed to export the
             setup function.").
         ConnectionError: address="auto" but no running node was found; nothing listens at
@@ -162,6 +179,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         runtime_env, namespace, job_env_vars = _job_settings(job_config, runtime_env,
                                                              namespace)
         log_to_driver = True if log_to_driver is None else bool(log_to_driver)
+        dashboard = _dashboard_settings(include_dashboard, dashboard_host, dashboard_port)
         address = launcher.resolve_address(address)
         node_resources = launcher.node_resources(num_cpus, num_gpus, resources)
         if local_mode:
@@ -169,7 +187,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
             client = LocalClient(node_resources, namespace=namespace)
         elif address is None:
             sock, node = launcher.start_owned_node(node_resources, object_store_memory,
-                                                   labels=_options.check_labels(labels))
+                                                   labels=_options.check_labels(labels),
+                                                   dashboard=dashboard)
             client = Client(sock, "driver", log_to_driver=log_to_driver, node=node)
         else:
             if any(v is not None for v in (num_cpus, num_gpus, resources, labels,
@@ -192,6 +211,23 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, labels=N
         context.client = client
         _register_atexit()
         return RuntimeContextInfo(client)
+
+
+def _dashboard_settings(include_dashboard, host, port):
+    """Where the node init starts serves the status page ({"host", "port"}), or None."""
+    if include_dashboard is not None and not isinstance(include_dashboard, bool):
+        raise TypeError(f"include_dashboard must be True, False or None, got "
+                        f"{include_dashboard!r}")
+    if not (include_dashboard or (include_dashboard is None and port is not None)):
+        return None
+    from purerun.core import dashboard
+    dashboard.check_settings(host, port)
+    if port:   # a port asked for must be free: say so here rather than from the node
+        problem = dashboard.port_free(host, port)
+        if problem:
+            raise ValueError(f"Cannot serve the dashboard on {host}:{port}: {problem}. "
+                             "Choose another dashboard_port (0 takes any free one).")
+    return {"host": host, "port": port}
 
 
 def _job_settings(job_config, runtime_env, namespace):
@@ -234,7 +270,8 @@ def _session_info(client):
     info = client.wait_welcome() if hasattr(client, "wait_welcome") else client.info
     return {"node_id": info.get("node_id", b"").hex() if info else None,
             "session_dir": info.get("session_dir"), "address": info.get("address"),
-            "node_ip_address": info.get("node_ip", "127.0.0.1")}
+            "node_ip_address": info.get("node_ip", "127.0.0.1"),
+            "webui_url": info.get("dashboard_url") if info else None}
 
 
 def _register_atexit():

@@ -4,6 +4,8 @@
 
     purerun start --head [--host H] [--port P]    python -m purerun.head ─▶ head (detached)
                                                   + a node joined to it  ─▶ node (detached)
+        [--dashboard-port P] [--dashboard-host H] [--include-dashboard BOOL]
+                                                  the head serves the status page too
     purerun start --address H:P                   a node joined to H:P   ─▶ node (detached)
     purerun start                                 a node on its own      ─▶ node (detached)
         each recorded in launcher.records_dir(), where the commands below and
@@ -28,6 +30,7 @@ import socket
 import sys
 
 from purerun.core import launcher, transport
+from purerun.head import add_dashboard_arguments, dashboard_wanted
 
 # How long `start` waits for the new head or node to listen.
 START_TIMEOUT_S = 30.0
@@ -164,8 +167,22 @@ def start_head(args):
     if taken:
         return _fail(f"Cannot start a head on {where}: the port is in use ({taken}). Choose "
                      "another with --port (--port 0 takes any free one).")
+    dashboard = None
+    if dashboard_wanted(args):
+        from purerun.core.dashboard import check_settings, port_free
+        dashboard = {"host": args.dashboard_host or transport.LOOPBACK,
+                     "port": args.dashboard_port}
+        try:
+            check_settings(dashboard["host"], dashboard["port"])
+        except (TypeError, ValueError) as exc:
+            return _fail(str(exc))
+        problem = args.dashboard_port and port_free(dashboard["host"], args.dashboard_port)
+        if problem:
+            return _fail(f"Cannot serve the status page on {dashboard['host']}:"
+                         f"{args.dashboard_port}: {problem}. Choose another --dashboard-port "
+                         "(0 takes any free one).")
     try:
-        head = launcher.start_head(args.host, args.port, START_TIMEOUT_S)
+        head = launcher.start_head(args.host, args.port, START_TIMEOUT_S, dashboard=dashboard)
     except launcher.NodeStartError as exc:
         return _fail(f"The head did not start on {where}: "
                      f"{exc.reason or exc.errors or exc}")
@@ -178,11 +195,17 @@ def start_head(args):
         return _fail(f"The head started, but its node did not (the head was stopped again): "
                      f"{exc.reason or exc}")
     token_where = f"in {token_path}" if token_path else auth.token_source_text()
-    print(_head_banner(head, node, token_where, token_path, args.host))
+    url = None
+    if dashboard is not None:
+        try:
+            url = launcher.dashboard_url(head.address)
+        except ConnectionError as exc:
+            print(f"purerun: cannot read the status page's address: {exc}", file=sys.stderr)
+    print(_head_banner(head, node, token_where, token_path, args.host, url))
     return 0
 
 
-def _head_banner(head, node, token_where, token_path, host):
+def _head_banner(head, node, token_where, token_path, host, dashboard_url=None):
     address = head.address
     if token_path:
         copy = ("  Copy it to every other host, or set PURERUN_AUTH_TOKEN to it there:\n"
@@ -207,6 +230,9 @@ def _head_banner(head, node, token_where, token_path, host):
         "To see the cluster:            purerun status",
         "To stop purerun on this host:  purerun stop",
     ]
+    if dashboard_url:
+        lines[-2:-2] = [f"To see it in a browser:        http://{dashboard_url} (log in with "
+                        "the cluster token)"]
     if transport.is_loopback(host):
         lines += ["", f"The head listens on {host} only, so no other host can join: start it "
                       "with --host 0.0.0.0 (or this host's LAN address) for a multi-host "
@@ -504,6 +530,7 @@ def _parser():
     start_parser.add_argument("--port", type=int, default=None,
                               help=f"with --head: its TCP port (default {DEFAULT_PORT}; 0 for "
                                    "any free one)")
+    add_dashboard_arguments(start_parser)
     start_parser.add_argument("--node-ip-address", default=None,
                               help="the address this node listens on for other nodes "
                                    "(default: the interface it reaches the head from)")
@@ -562,6 +589,9 @@ def main(argv=None):
     if args.command == "start":
         if not args.head and (args.host is not None or args.port is not None):
             parser.error("--host and --port are for the head: use them with --head")
+        if not args.head and dashboard_wanted(args):
+            parser.error("the status page is served by the head: use --include-dashboard, "
+                         "--dashboard-host and --dashboard-port with --head")
         if not args.head and not args.address and args.node_ip_address:
             parser.error("--node-ip-address is for a node that joins a head: use it with "
                          "--address or --head")

@@ -386,7 +386,6 @@ class ClusterRules:
             if back:
                 self._send(token, (protocol.DROP_REFS, back))
             return
-        task.node = None
         objects = self.objects
         spec = task.spec
         for object_id, kind, _payload, held in items:
@@ -395,8 +394,11 @@ class ClusterRules:
             if kind == REMOTE and spec.kind == NORMAL:
                 self.lineage[object_id] = spec
         results = [(object_id, kind, payload, ()) for object_id, kind, payload, _ in items]
+        # Finished while still placed there: its history entry names the node that ran it
+        # (core/state_rules.py), which the status page's counts rely on.
         if spec.kind == ACTOR_CREATION:
             self._finish(task, results)
+            task.node = None
             actor = self.actors.get(spec.actor_id)
             if actor is not None and actor.state != DEAD:
                 if results and results[0][1] == ERROR:
@@ -409,6 +411,7 @@ class ClusterRules:
                     actor.state = ALIVE
             return
         self._finish(task, results)
+        task.node = None
 
     def _give_back(self, dropped):
         """Entries deleted here that held refs on other nodes: DROP_REFS there."""

@@ -63,6 +63,11 @@ NODE_ERRORS_FILE = "node.err"
 HEAD_DIR_PREFIX = "head_"
 HEAD_ADDRESS_FILE = "address"
 HEAD_ERRORS_FILE = "head.err"
+# Where a head serving the status page writes its "host:port", in its KV (Ray's key), and
+# the page's default port (core/dashboard.py serves it; kept here, which is light to import).
+DASHBOARD_URL_KEY = "webui:url"
+DASHBOARD_NAMESPACE = "dashboard"
+DASHBOARD_PORT = 8265
 # Where `purerun start` records the processes it leaves running, in temp_root().
 RECORDS_DIR = "records"
 HEAD = "head"
@@ -477,7 +482,8 @@ class NodeProcess:
 
 
 def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_host=None,
-               labels=None, env=None, errors_file=None, die_with_parent=False):
+               labels=None, env=None, errors_file=None, die_with_parent=False,
+               dashboard=None):
     """Start a node process in a new session directory.
 
     Args:
@@ -499,6 +505,8 @@ def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_ho
             its driver's stderr.
         die_with_parent: the node gets SIGTERM when this process dies, however it dies
             (Linux; test clusters use it, so a killed test run leaves no node behind).
+        dashboard: ``{"host": ..., "port": ...}`` for the node to serve the status page
+            there (core/dashboard.py; port None: 8265 or the next free one), or None.
 
     Returns:
         The NodeProcess, at once (the node listens a little later).
@@ -522,7 +530,7 @@ def spawn_node(resources, object_store_memory, owner_fd=None, head=None, node_ho
     config = {"session_dir": session_dir, "node_id": random_id().hex(),
               "resources": resources, "object_store_memory": object_store_memory,
               "gpu_ids": list(range(int(resources.get("GPU", 0)))), "head": head,
-              "node_host": node_host, "labels": labels or {}}
+              "node_host": node_host, "labels": labels or {}, "dashboard": dashboard}
     if errors_file is None:
         errors_file = owner_fd is None
     errors_path = os.path.join(session_dir, NODE_ERRORS_FILE)
@@ -622,12 +630,13 @@ def terminate_with_parent():
         pass
 
 
-def start_owned_node(resources, object_store_memory, head=None, labels=None):
+def start_owned_node(resources, object_store_memory, head=None, labels=None, dashboard=None):
     """Start a node that lives as long as the returned connection to it.
 
     Args:
         head: "host:port" of a head for it to join, or None.
         labels: its labels (str to str), or None.
+        dashboard: where it serves the status page (see ``spawn_node``), or None.
 
     Returns:
         (socket, NodeProcess): the driver's end of its connection, and the process.
@@ -635,7 +644,7 @@ def start_owned_node(resources, object_store_memory, head=None, labels=None):
     driver_sock, node_sock = socket.socketpair()
     try:
         node = spawn_node(resources, object_store_memory, node_sock.fileno(), head=head,
-                          labels=labels)
+                          labels=labels, dashboard=dashboard)
     except BaseException:
         driver_sock.close()
         raise
@@ -694,7 +703,7 @@ class HeadProcess:
             return ""
 
 
-def start_head(host, port, timeout, token_path=None):
+def start_head(host, port, timeout, token_path=None, dashboard=None):
     """Start a head that outlives this process, wait until it listens, and record it.
 
     Args:
@@ -702,6 +711,8 @@ def start_head(host, port, timeout, token_path=None):
         port: its TCP port, 0 for any free one.
         timeout: seconds it gets to listen.
         token_path: the token file it should use (default: what its environment says).
+        dashboard: ``{"host": ..., "port": ...}`` for it to serve the status page there
+            (port None: 8265 or the next free one), or None.
 
     Returns:
         The HeadProcess; ``address`` is where nodes and drivers reach it (the real port).
@@ -714,6 +725,10 @@ def start_head(host, port, timeout, token_path=None):
                "--address-file", os.path.join(head_dir, HEAD_ADDRESS_FILE)]
     if token_path is not None:
         command += ["--token-path", token_path]
+    if dashboard is not None:
+        command += ["--include-dashboard", "true", "--dashboard-host", dashboard["host"]]
+        if dashboard["port"] is not None:
+            command += ["--dashboard-port", str(dashboard["port"])]
     # Its banner goes nowhere (`purerun start` prints its own); its stderr, a file in its
     # directory, says why it stopped or did not start.
     with open(os.path.join(head_dir, HEAD_ERRORS_FILE), "wb") as err:
@@ -725,6 +740,27 @@ def start_head(host, port, timeout, token_path=None):
     head.record = _write_record(ProcessRecord(HEAD, head.pid, head.address,
                                               session_dir=head_dir))
     return head
+
+
+def dashboard_url(head_address, timeout=None):
+    """The "host:port" of the status page the head at ``head_address`` serves, or None.
+
+    Raises:
+        ConnectionError: the head cannot be reached with this process's token.
+    """
+    from purerun.core import auth
+    from purerun.core.remote_control import RemoteControlStore
+    from purerun.core.transport import CONNECT_TIMEOUT
+    token = auth.load_token()
+    if token is None:
+        raise ConnectionError(no_token_message(head_address))
+    store = RemoteControlStore.connect(head_address, token,
+                                       CONNECT_TIMEOUT if timeout is None else timeout)
+    try:
+        url = store.kv_get(DASHBOARD_URL_KEY, DASHBOARD_NAMESPACE)
+    finally:
+        store.close()
+    return url.decode() if url else None
 
 
 # -- the processes `purerun start` leaves running ----------------------------------------------------

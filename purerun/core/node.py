@@ -14,7 +14,9 @@ actions back out; every rule lives in core/node_state.py.
 
 Everything here runs on one thread, which is why workers can be forked from this process:
 there is no other thread whose locks a child could inherit half-held. Nothing may start a
-thread in the node.
+thread in the node, but for one exception: the status page (``init(include_dashboard=True)``,
+core/dashboard.py), whose threads share nothing with the loop — they ask the node over its
+own socket, hold no lock a worker could need, and never write to stdout or stderr.
 
 Writes never block: each connection has an output buffer flushed when the socket is
 writable, so one slow reader cannot stall the node (and through it everyone else).
@@ -157,6 +159,10 @@ class Node:
                             memory_usage_threshold=threshold if refresh_ms > 0 else 0,
                             min_memory_free_bytes=min_free,
                             task_history_max=state_rules.history_cap_from_env(os.environ))
+        self.dashboard = None       # the status page's server, if asked for
+        if config.get("dashboard") is not None:
+            self.dashboard = self._dashboard_server(config["dashboard"])
+            state_config["dashboard_url"] = self.dashboard.url
         self.node_conns = {}        # node id -> Connection this node opened to it
         self.tcp_listener = None
         self.head = None
@@ -191,6 +197,14 @@ class Node:
             DrainOutput: self._do_drain_output,
         }
 
+    def _dashboard_server(self, settings):
+        """The status page's server, bound to ``settings["host"]``/``["port"]``; it serves
+        from ``serve()`` on. Its token is the cluster's, made if this host has none."""
+        from purerun.core import auth, dashboard
+        token = auth.load_token() or auth.ensure_token()[0]
+        return dashboard.DashboardServer(dashboard.NodeSource(self.address), token,
+                                         settings["host"], settings["port"])
+
     # -- the cluster -------------------------------------------------------------------------------
 
     def _join(self, head_address, node_host, state_config):
@@ -211,6 +225,10 @@ class Node:
             0, host=host, handshake=HmacHandshake(self.token, transport.SERVER))
         port = self.tcp_listener.address[1]
         state_config["tcp_address"] = transport.format_address(host, port)
+        if not state_config.get("dashboard_url"):   # the cluster's status page, if any
+            from purerun.core.launcher import DASHBOARD_NAMESPACE, DASHBOARD_URL_KEY
+            url = self.head.kv_get(DASHBOARD_URL_KEY, DASHBOARD_NAMESPACE)
+            state_config["dashboard_url"] = url.decode() if url else None
         state_config["node_ip"] = host
         return self.head
 
@@ -572,6 +590,8 @@ class Node:
         if not self.running:
             return
         self.run(self.state.prestart(self.prestart))  # warm workers for the first tasks
+        if self.dashboard is not None:
+            self.dashboard.start()
         if self.running:
             self.loop.run()
 
@@ -643,6 +663,8 @@ class Node:
         self.kill_all_children()
         loop, self.loop = self.loop, None   # on_close does nothing from here on
         loop.close()
+        if self.dashboard is not None:   # a snapshot asked now meets a closed connection
+            self.dashboard.stop()
         for pidfd in list(self.pidfds):
             os.close(pidfd)
         self.pidfds.clear()

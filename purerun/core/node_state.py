@@ -205,6 +205,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             "kill_actor": self._request_kill_actor,
             "timeline": self._request_timeline,
             "state": self._request_state,
+            "dashboard": self._request_dashboard,
+            "task_summary": self._request_task_summary,
+            "log_to_driver": self._request_log_to_driver,
             "pg_create": self._request_pg_create,
             "pg_remove": self._request_pg_remove,
             "pg_info": self._request_pg_info,
@@ -253,7 +256,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
                 "job_id": peer.job_id if peer is not None else ids.job_id_bytes(0),
                 "session_dir": config.get("session_dir"),
                 "arena_size": config.get("arena_size"), "address": config.get("address"),
-                "node_ip": config.get("node_ip", "127.0.0.1"), "resources": dict(self.resources)}
+                "node_ip": config.get("node_ip", "127.0.0.1"), "resources": dict(self.resources),
+                "dashboard_url": config.get("dashboard_url")}
 
     def worker_info(self, worker_id):
         """What a new worker is told: the welcome, and its cluster-unique id (16 bytes)."""
@@ -338,6 +342,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
 
     def _on_worker_output(self, token, msg):
         _, pid, stream, text = msg
+        self._keep_output(pid, stream, text)
         for peer_token, peer in self.peers.items():
             if peer.kind == "driver" and peer.log_to_driver:
                 self._send(peer_token, (protocol.LOG, pid, stream, text))

@@ -146,6 +146,12 @@ REQUESTS = {
     # everywhere: also ask the other nodes (tasks and objects are each node's own)
     "state": (("resource", "filters", "limit", "everywhere"),
               "([record dict], how many passed the filters); limit None: all"),
+    # the status page (core/dashboard.py): the node table (this node's row live), this node's
+    # store, latest task spans and workers' last output lines (core/state_rules.py)
+    "dashboard": ((), "{node_id, nodes, store, timeline, logs}"),
+    "task_summary": (("everywhere",), "({counts: {name: {state: n}}, latest: [task record]}, "
+                                      "how many tasks); everywhere: of the whole cluster"),
+    "log_to_driver": (("on",), "None; whether worker output is relayed to the asker (LOG)"),
     # placement groups (core/group_rules.py)
     "pg_create": (("group_id", "bundles", "strategy", "name", "job_id", "detached",
                    "bundle_labels"),

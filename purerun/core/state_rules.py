@@ -27,7 +27,7 @@ import collections
 import itertools
 
 from purerun import exceptions
-from purerun.core import ids, serialization
+from purerun.core import ids, serialization, timeline
 from purerun.core.actors import DEAD, PENDING
 from purerun.core import protocol
 from purerun.core.control_store import worker_id as worker_id_bytes
@@ -38,7 +38,8 @@ from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 __all__ = ["StateRules", "TASK_HISTORY_MAX", "TASK_HISTORY_ENV", "history_cap_from_env", "DEAD_ACTOR_HISTORY_MAX", "RESOURCES", "COLUMNS",
            "PREDICATES", "TASK_STATES", "Gather", "ACTOR_STATES", "check_filters", "select",
-           "ERROR_MESSAGE_MAX"]
+           "ERROR_MESSAGE_MAX", "LOG_LINES_PER_WORKER", "LOG_WORKERS_KEPT", "LOG_LINE_MAX",
+           "DASHBOARD_TIMELINE_MAX", "TASK_SUMMARY_LATEST", "SummaryGather"]
 
 # Finished tasks still listed, newest kept (see the module docstring).
 TASK_HISTORY_MAX = 10_000
@@ -51,6 +52,17 @@ DEAD_ACTOR_HISTORY_MAX = 1_000
 ERROR_MESSAGE_MAX = 2_000
 # A failed task keeps its error (to show its type and message) only if its pickle is this small.
 ERROR_PAYLOAD_KEPT = 64 * 1024
+# The status page shows each worker's last lines of output: a screenful per worker, for the
+# workers seen last (the oldest go first), each line cut to a width a page can show. At most
+# 64 x 100 lines of 500 characters: about 3 MB when full, mostly far less.
+LOG_LINES_PER_WORKER = 100
+LOG_WORKERS_KEPT = 64
+LOG_LINE_MAX = 500
+# Task spans the status page shows: the most recent ones, what its timeline has room for.
+DASHBOARD_TIMELINE_MAX = 200
+# The status page's task summary lists the records of this many of the newest finished
+# tasks, and of as many live ones, per node; the rest are only counted.
+TASK_SUMMARY_LATEST = 50
 
 PREDICATES = ("=", "!=")
 
@@ -225,6 +237,23 @@ class StateRules:
         #: request id sent to other nodes -> Gather, for a "state" asked of the cluster
         self.state_gathers = {}
         self.next_gather = 1
+        #: worker pid -> deque of its last (stream, line) of output, for the status page;
+        #: the workers whose output came last are last
+        self.worker_logs = collections.OrderedDict()
+
+    def _keep_output(self, pid, stream, text):
+        """Keep the last lines a worker printed (``text``: one or more lines, no final
+        newline), within ``LOG_LINES_PER_WORKER`` per worker and ``LOG_WORKERS_KEPT``
+        workers."""
+        lines = self.worker_logs.get(pid)
+        if lines is None:
+            lines = self.worker_logs[pid] = collections.deque(maxlen=LOG_LINES_PER_WORKER)
+            while len(self.worker_logs) > LOG_WORKERS_KEPT:
+                self.worker_logs.popitem(last=False)
+        else:
+            self.worker_logs.move_to_end(pid)
+        for line in text.split("\n")[-LOG_LINES_PER_WORKER:]:
+            lines.append((stream, line[:LOG_LINE_MAX]))
 
     # ── histories ──────────────────────────────────────────────────────────────────────────
 
@@ -290,19 +319,58 @@ class StateRules:
         """Every task's record, built one at a time: a list with a limit and no filter
         builds only what it returns."""
         for entry in self.task_history:
-            (task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
-             error, resources, node_id) = entry
-            yield self._task_record(
-                task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
-                "FAILED" if error is not None else "FINISHED", error, resources, node_id)
+            yield self._finished_record(entry)
         for task in self.tasks.tasks.values():
-            spec = task.spec
-            worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
-            node_id = task.node.node_id if task.node is not None else self.node_id
-            yield self._task_record(
-                spec.task_id, spec.attempt, spec.name, spec.kind, spec.job_id, spec.actor_id,
-                task.parent, task.worker_id, worker.pid if worker is not None else None, None,
-                self._live_state(task), None, spec.resources, node_id)
+            yield self._live_record(task)
+
+    def _finished_record(self, entry):
+        (task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
+         error, resources, node_id) = entry
+        return self._task_record(
+            task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
+            "FAILED" if error is not None else "FINISHED", error, resources, node_id)
+
+    def _live_record(self, task):
+        spec = task.spec
+        worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
+        node_id = task.node.node_id if task.node is not None else self.node_id
+        return self._task_record(
+            spec.task_id, spec.attempt, spec.name, spec.kind, spec.job_id, spec.actor_id,
+            task.parent, task.worker_id, worker.pid if worker is not None else None, None,
+            self._live_state(task), None, spec.resources, node_id)
+
+    def _task_summary(self):
+        """(summary, how many tasks) of the tasks this node runs or ran, or holds queued:
+        ``{"counts": {name: {state: n}}, "latest": [the newest ones' records]}``. A task
+        placed elsewhere is left to the node that runs it, so that a cluster's summaries
+        add up without counting a task twice. Cheap however long the history is: only
+        the latest ``TASK_SUMMARY_LATEST`` of each kind become records."""
+        counts = {}
+        total = 0
+        here = self.node_id
+        finished = []
+        for entry in reversed(self.task_history):   # newest first
+            if entry[12] != here:
+                continue
+            if len(finished) < TASK_SUMMARY_LATEST:
+                finished.append(entry)
+            by_state = counts.setdefault(entry[2], {})
+            state = "FAILED" if entry[10] is not None else "FINISHED"
+            by_state[state] = by_state.get(state, 0) + 1
+            total += 1
+        live = []
+        for task in self.tasks.tasks.values():
+            if task.node is not None:
+                continue
+            if len(live) < TASK_SUMMARY_LATEST:
+                live.append(task)
+            by_state = counts.setdefault(task.spec.name, {})
+            state = self._live_state(task)
+            by_state[state] = by_state.get(state, 0) + 1
+            total += 1
+        latest = ([self._live_record(task) for task in live]
+                  + [self._finished_record(entry) for entry in finished])
+        return {"counts": counts, "latest": latest}, total
 
     def _actor_record(self, actor, worker_id=None):
         creation = actor.creation
@@ -451,15 +519,58 @@ class StateRules:
             return
         gather.waiting.discard(remote)
         if ok:
-            records, total = value
-            gather.records.extend(records)
-            gather.total += total
+            gather.add(value)
         if gather.waiting:
             return
         del self.state_gathers[request_id]
         if gather.token in self.peers:
             self._send(gather.token, (protocol.REPLY, gather.request_id, True,
                                       gather.merged()))
+
+    def _request_dashboard(self, token):
+        """REQUEST "dashboard": what the status page shows besides the state API's tasks and
+        actors — the node table (this node's row as of now, not of its last heartbeat), this
+        node's object store, its latest task spans, and its workers' last lines of output.
+        """
+        nodes = self.control.node_table()
+        available, load = self.heartbeat_report()[1:]
+        for row in nodes:
+            if row["node_id"] == self.node_id:
+                row["available"] = {name: amount for name, amount in available.items()
+                                    if amount > 0}
+                row["load"] = load
+            row["node_id"] = row["node_id"].hex()
+            row["this_node"] = row["node_id"] == self.node_id.hex()
+        spans = list(itertools.islice(reversed(self.timeline), DASHBOARD_TIMELINE_MAX))
+        spans.reverse()
+        live = {worker.pid for worker in self.workers.values()}
+        return {
+            "node_id": self.node_id.hex(), "nodes": nodes, "store": self.objects.stats(),
+            "timeline": timeline.chrome_trace(spans, self.config.get("node_ip", "127.0.0.1")),
+            "logs": [{"pid": pid, "alive": pid in live, "lines": list(lines)}
+                     for pid, lines in self.worker_logs.items()],
+        }
+
+    def _request_task_summary(self, token, everywhere):
+        """REQUEST "task_summary": ``(summary, total)`` of ``_task_summary``; with
+        ``everywhere``, in a cluster, the other live nodes' are added in (the answer waits
+        for theirs; a node that dies meanwhile is left out)."""
+        summary, total = self._task_summary()
+        others = [remote for remote in self.remote.values() if remote.alive]
+        if not everywhere or not self.clustered or not others:
+            return summary, total
+        gather_id = self.next_gather
+        self.next_gather += 1
+        self.state_gathers[gather_id] = SummaryGather(token, self._request_id, set(others),
+                                                      summary, total)
+        for remote in others:
+            self._send(remote, (protocol.REQUEST, gather_id, "task_summary", (False,)))
+        return DEFERRED
+
+    def _request_log_to_driver(self, token, on):
+        """REQUEST "log_to_driver": whether the asker gets LOG messages of worker output
+        (a tool that keeps its connection open does not read them)."""
+        self.peers[token].log_to_driver = bool(on)
 
     def _state_node_gone(self, remote):
         for request_id in [i for i, g in self.state_gathers.items() if remote in g.waiting]:
@@ -478,6 +589,12 @@ class Gather:
         self.records = list(records)
         self.total = total
         self.limit = limit
+
+    def add(self, value):
+        """Another node's answer: (records, how many passed its filters)."""
+        records, total = value
+        self.records.extend(records)
+        self.total += total
 
     def merged(self):
         """(records, total): one record per task attempt (or object), the one from the
@@ -498,3 +615,26 @@ class Gather:
         if self.limit is not None:
             records = records[:self.limit]
         return records, max(self.total - duplicates, len(records))
+
+
+class SummaryGather(Gather):
+    """A "task_summary" asked of every node: the counts added up so far."""
+
+    __slots__ = ("summary",)
+
+    def __init__(self, token, request_id, waiting, summary, total):
+        super().__init__(token, request_id, waiting, (), total, None)
+        self.summary = summary
+
+    def add(self, value):
+        summary, total = value
+        counts = self.summary["counts"]
+        for name, by_state in summary["counts"].items():
+            mine = counts.setdefault(name, {})
+            for state, n in by_state.items():
+                mine[state] = mine.get(state, 0) + n
+        self.summary["latest"].extend(summary["latest"])
+        self.total += total
+
+    def merged(self):
+        return self.summary, self.total
