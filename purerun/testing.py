@@ -42,9 +42,6 @@ A test's timeout: its ``timeout`` marker (pytest-timeout's), else ``--purerun-ti
 else pytest-timeout's ``--timeout`` / ``timeout`` ini value / ``PYTEST_TIMEOUT``. The runner
 enforces it around the test's setup, call and teardown; pytest-timeout's own timer is not
 armed in the test process (it would end the process from inside, without a report).
-
-PYTEST_DONT_REWRITE: a test process imports this module before pytest loads it as the
-``-p purerun.testing`` plugin, and it has no assertions to rewrite.
 """
 
 import collections
@@ -98,7 +95,13 @@ OBJECT_STORE_MEMORY = 64 * 1024 * 1024
 # Linux prctl: the test process gets SIGKILL when its runner actor's process dies.
 _PR_SET_PDEATHSIG = 1
 
-_PROCESS_BOOT = "from purerun.testing import _test_process_main; _test_process_main()"
+# A test process loads this file by its path, not as ``purerun.testing``: importing the
+# purerun package before pytest starts would keep pytest from rewriting the assertions of
+# purerun's own pytest plugin (and warn about it), as it does in a serial run.
+_PROCESS_BOOT = ("import importlib.util, sys; "
+                 "spec = importlib.util.spec_from_file_location('purerun_test_process', "
+                 "sys.argv[1]); module = importlib.util.module_from_spec(spec); "
+                 "spec.loader.exec_module(module); module._test_process_main()")
 
 
 # -- options ---------------------------------------------------------------------------------------
@@ -704,8 +707,8 @@ class TestRunner:
             return
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _PROCESS_BOOT, str(command_read), str(event_write),
-                 str(os.getpid())],
+                [sys.executable, "-c", _PROCESS_BOOT, os.path.abspath(__file__),
+                 str(command_read), str(event_write), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 pass_fds=(command_read, event_write), cwd=cwd, env=env)
         finally:
@@ -915,8 +918,8 @@ def _describe_exit(code):
 # -- the test process ----------------------------------------------------------------------------------
 
 def _test_process_main():
-    """The test process: argv is (command fd, event fd, the runner's pid)."""
-    command_fd, event_fd, parent = (int(a) for a in sys.argv[1:4])
+    """The test process: argv is (this file, command fd, event fd, the runner's pid)."""
+    command_fd, event_fd, parent = (int(a) for a in sys.argv[2:5])
     if sys.platform.startswith("linux"):
         import ctypes
         try:
