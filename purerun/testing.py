@@ -67,9 +67,10 @@ __all__ = ["Schedule", "TestRunner", "TestProcessPlugin"]
 WORKER_ENV = "PURERUN_TESTING_WORKER"
 # Set in a test process: the id (hex) of the purerun node its runner actor lives on.
 NODE_ENV = "PURERUN_TESTING_NODE_ID"
-# The most tests in one batch: a round trip costs about a millisecond, so 32 fast tests
-# amortize it, and a crash re-runs at most 31 unstarted tests elsewhere.
-MAX_BATCH = 32
+# The most tests in one batch. A round trip costs about a millisecond and is hidden by the
+# second call in flight, so small batches cost little; large ones let one worker sit on
+# slow tests while the others run dry at the end of the run.
+MAX_BATCH = 8
 # Early batches are remaining / (BATCHES_PER_WORKER * workers) tests, shrinking towards one
 # near the end, so that the last tests spread evenly over the workers.
 BATCHES_PER_WORKER = 4
@@ -98,6 +99,10 @@ _PR_SET_PDEATHSIG = 1
 # A test process loads this file by its path, not as ``purerun.testing``: importing the
 # purerun package before pytest starts would keep pytest from rewriting the assertions of
 # purerun's own pytest plugin (and warn about it), as it does in a serial run.
+# Written by a test process to its stderr as each test starts: what follows the last mark
+# is the running test's (stderr and events travel on different pipes, so the order in
+# which they are read says nothing).
+_TEST_START_MARK = b"\n\x00purerun-test-start\x00\n"
 _PROCESS_BOOT = ("import importlib.util, sys; "
                  "spec = importlib.util.spec_from_file_location('purerun_test_process', "
                  "sys.argv[1]); module = importlib.util.module_from_spec(spec); "
@@ -444,7 +449,8 @@ class Controller:
                 worker.calls.remove(ref)
             try:
                 events = purerun.get(ref)
-            except purerun.exceptions.RayActorError as exc:
+            except purerun.exceptions.RayError as exc:
+                # Its actor died (or failed: then it is ended, as one that died).
                 self._lost_actor(worker, exc, schedule, calls)
                 if worker.actor is None and worker in live:
                     live.remove(worker)
@@ -565,9 +571,12 @@ class Controller:
     def _lost_actor(self, worker, exc, schedule, calls):
         """The worker's actor died (its node died, or it was killed): the test it was
         running fails, the rest go out again, and a new actor takes its place."""
+        import purerun
         for other in worker.calls:
             calls.pop(other, None)
         worker.calls.clear()
+        if not isinstance(exc, purerun.exceptions.RayActorError):
+            purerun.kill(worker.actor)
         held = list(worker.held)
         worker.held.clear()
         if held:
@@ -637,7 +646,7 @@ class TestRunner:
         self._stderr = bytearray()  # the end of its stderr
         self._stderr_total = 0      # bytes of stderr read in all
         self._pending = []          # ids it was sent and has not finished, in order
-        self._running = None        # (id, monotonic start, stderr_total at start)
+        self._running = None        # (id, monotonic start)
         self._timeouts = {}
         self._collect_errors = ""
         self._broken = None
@@ -731,7 +740,7 @@ class TestRunner:
             return True
         if self._broken is None:
             self._broken = ("The test process could not start its pytest session "
-                            f"(on {socket.gethostname()}).\n" + self._stderr_tail(0))
+                            f"(on {socket.gethostname()}).\n" + self._stderr_tail(whole=True))
         events.append(("broken", self._broken))
         events.append(("unstarted", list(self._pending)))
         self._pending.clear()
@@ -748,7 +757,7 @@ class TestRunner:
         while True:
             wait = None
             if self._running is not None:
-                nodeid, started, _ = self._running
+                nodeid, started = self._running
                 limit = self._timeouts.get(nodeid)
                 if limit is not None:
                     wait = started + limit - time.monotonic()
@@ -759,18 +768,21 @@ class TestRunner:
             if self._stderr_fd is not None:
                 fds.append(self._stderr_fd)
             readable, _, _ = select.select(fds, [], [], wait)
-            if self._stderr_fd in readable:
-                self._read_stderr()
             if self._events.fileno() not in readable:
+                self._read_stderr()
                 continue
+            # An event before the stderr that came with it: a "start" marks where the
+            # test's stderr begins, so the crash output read after it is the test's.
             try:
                 message = self._events.recv()
             except (EOFError, OSError, pickle.UnpicklingError):
                 self._died(events)
                 return
+            if self._stderr_fd in readable:
+                self._read_stderr()
             kind = message[0]
             if kind == "start":
-                self._running = (message[1], time.monotonic(), self._stderr_total)
+                self._running = (message[1], time.monotonic())
             elif kind == "done":
                 self._running = None
                 _discard(self._pending, message[1])
@@ -801,11 +813,12 @@ class TestRunner:
         if len(self._stderr) > STDERR_KEPT_BYTES:
             del self._stderr[:len(self._stderr) - STDERR_KEPT_BYTES]
 
-    def _stderr_tail(self, since):
-        """The test process's stderr written after byte ``since`` (at most its end)."""
-        kept_from = self._stderr_total - len(self._stderr)
-        start = max(since, kept_from) - kept_from
-        text = bytes(self._stderr[start:]).decode("utf-8", "replace")
+    def _stderr_tail(self, whole=False):
+        """The end of the test process's stderr: what the running test wrote (since the
+        test process marked its start), or all of it that was kept."""
+        data = bytes(self._stderr)
+        start = 0 if whole else data.rfind(_TEST_START_MARK)
+        text = data[max(0, start):].replace(_TEST_START_MARK, b"").decode("utf-8", "replace")
         if len(text) > STDERR_SHOWN_BYTES:
             text = "...\n" + text[-STDERR_SHOWN_BYTES:]
         return text
@@ -840,10 +853,10 @@ class TestRunner:
             code = self._process.wait()
         self._drain_stderr(time.monotonic() + 1.0)
         if self._running is not None and self._collected:
-            nodeid, started, mark = self._running
+            nodeid, started = self._running
             why = (f"The {self._where()} crashed while running this test: "
                    f"{_describe_exit(code)}, after {time.monotonic() - started:.2f} s.")
-            output = self._stderr_tail(mark).strip()
+            output = self._stderr_tail().strip()
             if output:
                 why += "\n\nIts stderr (faulthandler's traceback, if any):\n" + output
             _discard(self._pending, nodeid)
@@ -851,7 +864,7 @@ class TestRunner:
         elif not self._collected:
             self._broken = (f"The test process of purerun worker {self._spec['worker_id']} "
                             f"on {socket.gethostname()} exited before its collection "
-                            f"ended: {_describe_exit(code)}.\n" + self._stderr_tail(0))
+                            f"ended: {_describe_exit(code)}.\n" + self._stderr_tail(whole=True))
         if self._collected:
             events.append(("unstarted", list(self._pending)))
             self._pending.clear()
@@ -859,7 +872,8 @@ class TestRunner:
 
     def _timed_out(self, events, limit):
         """The running test outlived its timeout: dump its stacks, kill the process."""
-        nodeid, started, mark = self._running
+        nodeid, _ = self._running
+        asked = self._stderr_total
         try:
             os.kill(self._process.pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -870,13 +884,13 @@ class TestRunner:
             readable, _, _ = select.select([self._stderr_fd], [], [], STACK_DUMP_QUIET_S)
             if readable:
                 self._read_stderr()
-            elif self._stderr_total > mark and self._stderr_total == before:
+            elif self._stderr_total > asked and self._stderr_total == before:
                 break
         self._process.kill()
         self._process.wait()
         why = (f"Timeout: this test took longer than {limit:g} s (its setup, call and "
                f"teardown); the {self._where()} was killed and replaced.")
-        output = self._stderr_tail(mark).strip()
+        output = self._stderr_tail().strip()
         if output:
             why += "\n\nEvery thread's stack when it was stopped, and its stderr:\n" + output
         _discard(self._pending, nodeid)
@@ -935,26 +949,15 @@ def _test_process_main():
     # SIGUSR1 (sent by the runner when a test outlives its timeout) writes every thread's
     # stack to stderr, which the runner reads: a duplicate of fd 2, since pytest's fd
     # capturing points fd 2 elsewhere while a test runs.
-    faulthandler.register(signal.SIGUSR1, file=os.dup(2), all_threads=True)
+    stderr_fd = os.dup(2)
+    faulthandler.register(signal.SIGUSR1, file=stderr_fd, all_threads=True)
     if spec["basetemp"]:
         os.makedirs(os.path.dirname(spec["basetemp"]), exist_ok=True)
-    code = pytest.main(spec["args"], plugins=[TestProcessPlugin(spec, commands, events)])
+    code = pytest.main(spec["args"], plugins=[TestProcessPlugin(spec, commands, events, stderr_fd)])
     try:
         events.send(("finished", int(code)))
     except OSError:
         pass
-
-
-class _QuietTerminal:
-    """Takes the terminal reporter out of a test process: what it would print goes nowhere
-    (stdout is /dev/null), and its end-of-session summary hooks (some plugins import a lot
-    there) would only delay the next batch of a crashed worker and the end of the run."""
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_configure(self, config):
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            config.pluginmanager.unregister(reporter)
 
 
 class TestProcessPlugin:
@@ -964,12 +967,14 @@ class TestProcessPlugin:
         spec: as TestRunner's.
         commands: the Connection commands arrive on.
         events: the Connection events go out on.
+        stderr_fd: the process's own stderr (fd 2 points elsewhere while pytest captures).
     """
 
     __test__ = False
 
-    def __init__(self, spec, commands, events):
+    def __init__(self, spec, commands, events, stderr_fd):
         self.spec = spec
+        self.stderr_fd = stderr_fd
         self.commands = commands
         self.events = events
         self.config = None
@@ -992,7 +997,6 @@ class TestProcessPlugin:
             plugin = config.pluginmanager.get_plugin(name)
             if plugin is not None:
                 config.pluginmanager.unregister(plugin)
-        config.pluginmanager.register(_QuietTerminal(), "purerun-quiet-terminal")
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -1003,6 +1007,12 @@ class TestProcessPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
+        # What the terminal reporter prints goes nowhere here (stdout is /dev/null), and
+        # its end-of-session summary (some plugins import a lot for theirs) would only
+        # delay the end of the run, or a crashed worker's next batch.
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            self.config.pluginmanager.unregister(reporter)
         items = {}
         for item in session.items:
             items.setdefault(item.nodeid, item)
@@ -1033,6 +1043,7 @@ class TestProcessPlugin:
                 return True
 
     def _run(self, item, nextitem):
+        os.write(self.stderr_fd, _TEST_START_MARK)
         self.events.send(("start", item.nodeid))
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         self.events.send(("done", item.nodeid))

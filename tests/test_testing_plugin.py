@@ -289,8 +289,9 @@ def test_batches_keep_to_one_module_per_worker_and_shrink_at_the_end():
     schedule = Schedule(ids, workers=2)
     first = schedule.next_batch(0)
     second = schedule.next_batch(1)
-    per_batch = testing.BATCHES_PER_WORKER * 2
-    assert len(first) == 80 // per_batch and len(second) == (80 - len(first)) // per_batch
+    def size(remaining):
+        return max(1, min(testing.MAX_BATCH, remaining // (testing.BATCHES_PER_WORKER * 2)))
+    assert len(first) == size(80) and len(second) == size(80 - len(first))
     assert {testing.module_of(i) for i in first} == {"a.py"}
     assert {testing.module_of(i) for i in second} == {"b.py"}
     handed = first + second
