@@ -20,12 +20,15 @@ directory, timed from start to exit, with the same arguments plus:
                                                             1 CPU each, on this host)
 
 Every run must pass and fail the same test ids as the serial run, or the script stops.
-The script prints each mode's median wall time and purerun's ratio to xdist's.
+The script prints each mode's median wall time and purerun's ratio to xdist's, and the CPU
+time of each run's processes (which a loaded machine changes less than wall time; for the
+two-node run, without the nodes' own processes).
 """
 
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,16 +78,22 @@ def suite_dir():
 
 
 def run_suite(extra_args, directory):
-    """One ``python -m pytest`` of the suite: (wall seconds, {test id: outcome}, exit code)."""
+    """One ``python -m pytest`` of the suite: (wall seconds, {test id: outcome}, exit code,
+    CPU seconds of the run's processes)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PURERUN_ADDRESS", "RAY_ADDRESS", "PYTEST_ADDOPTS",
                         "PURERUN_TESTING_WORKER")}
     command = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
                "-k", DESELECT, "tests", *extra_args]
+    # CPU time counts every process of the run that its parent waited for: pytest, its
+    # purerun node and workers, the test processes (not the nodes of a TwoNodes cluster,
+    # which this process started).
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S)
     wall = time.perf_counter() - started
+    cpu = _children_cpu() - cpu_before
     outcomes = {}
     for line in done.stdout.splitlines():
         match = OUTCOME_LINE.match(line)
@@ -93,7 +102,12 @@ def run_suite(extra_args, directory):
     if not outcomes:
         raise RuntimeError(f"{' '.join(command)} reported no test:\n{done.stdout[-3000:]}\n"
                            f"{done.stderr[-3000:]}")
-    return wall, outcomes, done.returncode
+    return wall, outcomes, done.returncode, cpu
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class TwoNodes:
@@ -123,7 +137,7 @@ def check_same(reference, outcomes, mode):
 @pytest.fixture(scope="module")
 def suite():
     directory = suite_dir()
-    _, reference, code = run_suite([], directory)
+    _, reference, code, _ = run_suite([], directory)
     return directory, reference, code
 
 
@@ -135,7 +149,7 @@ def test_spreading(benchmark, suite, mode):
     def once():
         results.append(run_suite(MODES[mode], directory))
     benchmark.pedantic(once, rounds=3, warmup_rounds=0)
-    for _, outcomes, returncode in results:
+    for _, outcomes, returncode, _ in results:
         check_same(reference, outcomes, mode)
         assert returncode == code
 
@@ -146,7 +160,7 @@ def test_spreading_over_two_nodes(benchmark, suite):
     with TwoNodes() as args:
         benchmark.pedantic(lambda: results.append(run_suite(args, directory)), rounds=3,
                            warmup_rounds=0)
-    for _, outcomes, returncode in results:
+    for _, outcomes, returncode, _ in results:
         check_same(reference, outcomes, TWO_NODES)
         assert returncode == code
 
@@ -159,27 +173,30 @@ def main(argv=None):
     args = parser.parse_args(argv)
     directory = suite_dir()
     times = {mode: [] for mode in [*MODES, TWO_NODES]}
+    cpus = {mode: [] for mode in times}
     reference = None
     for _ in range(args.rounds):
         # Modes alternate within a round, so that a change in the machine's load falls on
         # every mode alike.
         for mode, extra in MODES.items():
-            wall, outcomes, _ = run_suite(extra, directory)
+            wall, outcomes, _, cpu = run_suite(extra, directory)
             if reference is None:
                 reference = outcomes
             check_same(reference, outcomes, mode)
             times[mode].append(wall)
+            cpus[mode].append(cpu)
         with TwoNodes() as extra:
-            wall, outcomes, _ = run_suite(extra, directory)
+            wall, outcomes, _, cpu = run_suite(extra, directory)
         check_same(reference, outcomes, TWO_NODES)
         times[TWO_NODES].append(wall)
+        cpus[TWO_NODES].append(cpu)
     passed = sum(1 for v in reference.values() if v == "PASSED")
     print(f"{PACKAGE} {VERSION}: {len(reference)} tests ({passed} passed), -k '{DESELECT}', "
           f"median of {args.rounds} runs, wall time:")
     medians = {mode: statistics.median(samples) for mode, samples in times.items()}
     for mode, median in medians.items():
-        print(f"  {mode:<18} {median:7.2f} s   (runs: "
-              + ", ".join(f"{t:.2f}" for t in times[mode]) + ")")
+        print(f"  {mode:<18} {median:7.2f} s   CPU {statistics.median(cpus[mode]):6.1f} s"
+              "   (runs: " + ", ".join(f"{t:.2f}" for t in times[mode]) + ")")
     print(f"  purerun 2 / xdist -n 2: {medians['purerun 2'] / medians['xdist -n 2']:.2f}x")
     return 0
 

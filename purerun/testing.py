@@ -294,13 +294,13 @@ class Controller:
         self.address = address
         self.workers = []
         self.started_purerun = False
-        self.nodes = set()
         self._testrunuid = uuid.uuid4().hex
         self._started = set()   # ids whose logstart was replayed
         self._reports = collections.defaultdict(list)  # id -> whens replayed
         self._items = {}
         self._session = None
         self._stopping = False  # -x / --maxfail: no more tests are handed out or replayed
+        self._last_broken = None  # why the last worker that could not start could not
 
     # -- the workers ------------------------------------------------------------------------------
 
@@ -340,8 +340,7 @@ class Controller:
             "controller_host": socket.gethostname(),
         }
         runner = purerun.remote(TestRunner).options(
-            num_cpus=1, max_concurrency=1, max_restarts=0, scheduling_strategy="SPREAD",
-            name=None)
+            num_cpus=1, max_concurrency=1, max_restarts=0, scheduling_strategy="SPREAD")
         return runner.remote(spec)
 
     def _basetemp(self, index):
@@ -415,8 +414,8 @@ class Controller:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and self.config.option.verbose >= 0:
             where = f"the cluster at {self.address}" if self.address else "a local node"
-            reporter.write_line(f"purerun: {len(items)} tests on {len(live)} workers of "
-                                f"{where}")
+            reporter.write_line(f"purerun: {_plural(len(items), 'test')} on "
+                                f"{_plural(len(live), 'worker')} of {where}")
         for worker in idle:
             calls[worker.actor.stop.remote(True)] = (worker, "stop")
             worker.stopped = True
@@ -470,9 +469,9 @@ class Controller:
                     worker.held.clear()
                     self._last_broken = broken[0]
             if not live:
-                self._fail_remaining(schedule, getattr(
-                    self, "_last_broken", "every purerun worker was lost (their actors "
-                    "died and could not be replaced)"))
+                self._fail_remaining(schedule, self._last_broken or (
+                    "every purerun worker was lost (their actors died and could not be "
+                    "replaced)"))
                 for other in list(calls):
                     calls.pop(other)
                 break
@@ -600,6 +599,10 @@ class Controller:
                 self._check_stop()
 
 
+def _plural(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _discard(ids, nodeid):
     try:
         ids.remove(nodeid)
@@ -653,13 +656,6 @@ class TestRunner:
         self._start_process()
 
     # -- calls ------------------------------------------------------------------------------------
-
-    def where(self):
-        """This worker's place: ``{"node_id", "host", "pid", "test_pid"}``."""
-        import purerun
-        return {"node_id": purerun.get_runtime_context().get_node_id(),
-                "host": socket.gethostname(), "pid": os.getpid(),
-                "test_pid": self._process.pid if self._process else None}
 
     def run(self, batch):
         """Run ``batch``, a list of ``(test id, timeout seconds or None)``, after what is left
@@ -958,6 +954,7 @@ def _test_process_main():
         events.send(("finished", int(code)))
     except OSError:
         pass
+    sys.exit(int(code))
 
 
 class TestProcessPlugin:

@@ -9,6 +9,7 @@ the summary line, the exit code, failures with their output. The batching rules
 import json
 import re
 import textwrap
+from xml.etree import ElementTree
 
 import pytest
 
@@ -114,7 +115,7 @@ def plain_environment(monkeypatch):
 def test_spread_run_reports_like_a_serial_run(pytester):
     write_suite(pytester, MIXED_SUITE)
     serial = run(pytester)
-    spread_run = spread(pytester)
+    spread_run = spread(pytester, "--junitxml=spread.xml")
 
     assert spread_run.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
     assert spread_run.parseoutcomes() == serial.parseoutcomes() == {
@@ -128,6 +129,10 @@ def test_spread_run_reports_like_a_serial_run(pytester):
         "output of the failing test"])
     spread_run.stdout.fnmatch_lines(["*ERROR at setup of test_errors*",
                                      "*RuntimeError: fixture cannot start"])
+    # The controller writes the XML report (test processes do not), from the same reports.
+    suite = ElementTree.parse(pytester.path / "spread.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"),
+            suite.get("skipped")) == ("14", "1", "1", "2")
 
 
 def test_keyword_selection_and_empty_runs(pytester):
@@ -231,6 +236,40 @@ def test_tests_that_start_purerun_themselves(pytester):
     result = spread(pytester)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert result.parseoutcomes() == {"passed": 2}
+
+
+def test_collections_that_differ_and_workers_that_cannot_start(pytester):
+    write_suite(pytester, {"test_differs.py": """
+        import os
+
+        if os.environ.get("PURERUN_TESTING_WORKER"):
+            def test_only_in_workers():
+                pass
+        else:
+            def test_only_here():
+                pass
+
+        def test_everywhere():
+            pass
+        """})
+    differs = spread(pytester, workers=1)
+    assert differs.parseoutcomes() == {"passed": 1, "failed": 1}
+    differs.stdout.fnmatch_lines([
+        "*test_differs.py::test_only_here was collected by the controller but not by "
+        "purerun worker pr0*"])
+
+    pytester.path.joinpath("conftest.py").write_text(textwrap.dedent("""
+        import os
+
+        if os.environ.get("PURERUN_TESTING_WORKER"):
+            raise ImportError("this conftest cannot be imported in a worker")
+        """))
+    broken = spread(pytester)
+    assert broken.ret == pytest.ExitCode.TESTS_FAILED
+    assert broken.parseoutcomes() == {"failed": 2}
+    broken.stdout.fnmatch_lines(["*Not run: The test process of purerun worker pr* exited "
+                                 "before its collection ended: exit code 4*",
+                                 "*ImportError: this conftest cannot be imported in a worker*"])
 
 
 def test_options_that_cannot_be_combined(pytester, monkeypatch):
