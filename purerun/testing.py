@@ -8,8 +8,12 @@
     Schedule: batches by module ──run(batch)──▶ RUN ids ──── pipe ────▶      pytest.main(same args)
                                                                               runs the items it is
     replays reports through its  ◀── events ─── START / REPORT / DONE ◀──     sent, holding the last
-    own hooks: terminal, -x,         (one list   IDLE, its stderr on a        one back for the
-    junitxml, cache, exit code        per call)  second pipe                   next batch (fixtures)
+    own hooks: terminal, -x,         (one list   IDLE; its stderr on a        one back for the
+    junitxml, cache, exit code        per call)  third pipe                    next batch (fixtures)
+
+The plugin is loaded only by ``-p purerun.testing`` (it is no ``pytest11`` entry point, unlike
+the fixtures of ``purerun.pytest_plugin``), so a plain ``pytest`` never changes behaviour
+because purerun is installed.
 
 **The controller** is the pytest process the user started. It collects as usual (so
 ``--collect-only``, ``-k``, ``-m``, collection errors and "collected N items" are pytest's
@@ -31,7 +35,8 @@ out again; the next batch starts a new test process.
 controller's directory, with ``TestProcessPlugin``: it collects, then instead of running
 every item it runs those it is sent. It marks its config with ``workerinput`` (pytest's and
 pytest-xdist's convention for "a worker": junitxml, the cache and stepwise plugins then leave
-writing files to the controller) and ``PURERUN_TESTING_WORKER`` in its environment, which
+writing files to the controller; its terminal reporter is taken out, since the controller
+prints) and ``PURERUN_TESTING_WORKER`` in its environment, which
 also keeps a ``--purerun`` in ``addopts`` from spreading again from inside. Running tests in
 a fresh interpreter rather than in the actor's own process means a test sees a process as
 under plain pytest: it may start its own purerun node (``purerun.init()``, the
