@@ -8,7 +8,12 @@ can bind shows where it really ran. Needs root and ``ip``; skipped otherwise.
 """
 
 import hashlib
+import json
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -148,3 +153,49 @@ def test_an_actor_in_a_namespace_keeps_state_and_calls_back_into_the_cluster(clu
             == list(range(1, 101))
     finally:
         purerun.kill(counter)
+
+
+@pytest.mark.timeout(240)
+def test_a_test_run_spread_over_the_namespaced_cluster_runs_on_every_node(cluster, tmp_path):
+    """``pytest -p purerun.testing --purerun ADDRESS``: one test process per CPU of the
+    cluster, and the tests that land on B and C run in their namespaces."""
+    from purerun import testing
+    ips = _ips(cluster)
+    record = tmp_path / "ran"
+    record.mkdir()
+    (tmp_path / "test_where.py").write_text(textwrap.dedent(f"""
+        import json, os, socket
+        import pytest
+
+        def bindable(ip):
+            with socket.socket() as sock:
+                try:
+                    sock.bind((ip, 0))
+                except OSError:
+                    return False
+            return True
+
+        @pytest.mark.parametrize("n", range(18))
+        def test_records_where_it_ran(n):
+            with open(os.path.join({str(record)!r}, str(n)), "w") as f:
+                json.dump([os.environ[{testing.NODE_ENV!r}],
+                           [ip for ip in {ips!r} if bindable(ip)]], f)
+        """))
+    env = dict(cluster.env, PYTHONPATH=os.pathsep.join(sys.path))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "purerun.testing", "-p", "no:cacheprovider",
+         "-q", "--purerun", cluster.root_node.address, str(tmp_path / "test_where.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "18 passed" in run.stdout, run.stdout
+    ran = [json.loads(p.read_text()) for p in record.iterdir()]
+    assert len(ran) == 18
+    nodes = {node for node, _ in ran}
+    assert nodes == {cluster.a.node_id, cluster.b.node_id, cluster.c.node_id}, ran
+    # Each node's tests could bind only that node's address: they ran in its namespace.
+    where = {cluster.a.node_id: cluster.host_ip, cluster.b.node_id: cluster.b.ip,
+             cluster.c.node_id: cluster.c.ip}
+    for node, bound in ran:
+        assert where[node] in bound, (node, bound)
+    assert all(bound == [cluster.b.ip] for node, bound in ran if node == cluster.b.node_id)
+    assert all(bound == [cluster.c.ip] for node, bound in ran if node == cluster.c.node_id)
