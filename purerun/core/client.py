@@ -151,6 +151,7 @@ class Client:
         self._welcome = threading.Event()
         self._arena = None
         self._arena_view = None
+        self._arena_pages = None   # serialization.ArenaPages: how large buffers are written
         if info is not None:
             self._set_info(info, arena_fd)
         else:  # ids made before the node's WELCOME wait for the node's number in it
@@ -228,7 +229,9 @@ class Client:
         ids.set_node_number(info["node_number"])
         if arena_fd is not None:
             self._arena = mmap.mmap(arena_fd, info["arena_size"])
-            os.close(arena_fd)
+            # The descriptor stays open for pwrite; it lives as long as the mapping does
+            # (closing it under a put in flight could let pwrite hit a reused number).
+            self._arena_pages = serialization.ArenaPages(arena_fd, info["arena_size"])
             self._arena_view = memoryview(self._arena)
         self._welcome.set()
 
@@ -390,7 +393,7 @@ class Client:
         if kind == ON_DISK:
             serialization.write_to_file(where, sv, layout)
             return ON_DISK, (where,) + layout
-        serialization.write_to_arena(self.arena_view, where, sv, layout)
+        serialization.write_to_arena(self.arena_view, where, sv, layout, self._arena_pages)
         return ARENA, (where, layout[1], layout[2])
 
     def put(self, value):
