@@ -579,6 +579,12 @@ def run_scale(backend="purerun", name_filter="", repeats=1, json_path=None, shri
                                                                 256 << 20), **kwargs)
     results = []
     try:
+        # Workers started and warm before the first row, for both backends alike.
+        @ray.remote
+        def warm_up():
+            return None
+
+        ray.get([warm_up.remote() for _ in range(4 * (os.cpu_count() or 1))])
         for name, items, row in scale_rows(shrink):
             if name_filter not in name:
                 continue
