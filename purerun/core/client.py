@@ -409,7 +409,15 @@ class Client:
             # An arena location is only valid under a pin: keep the marker, not the location.
             self._values[object_id] = ((STORED, None) if kind == ARENA or kind == ON_DISK
                                        else (kind, payload))
-        self.send((protocol.PUT, object_id, kind, payload, sv.contained))
+        msg = (protocol.PUT, object_id, kind, payload, sv.contained)
+        if kind == INLINE:
+            # Batched like submissions: a loop of small puts pays one write (and one wake-up
+            # of the node) per batch, not per put. The value is here already, and whatever
+            # reaches the node from this process later (a task taking the ref, a request)
+            # leaves after it.
+            self.send_soon(msg)
+        else:
+            self.send(msg)   # the node seals the block it lent for the value at once
         return ref
 
     # -- submitting tasks --------------------------------------------------------------------------
