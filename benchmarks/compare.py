@@ -1,6 +1,7 @@
 """Side-by-side table of two `purerun microbenchmark --json` results (e.g. purerun vs Ray).
 
 Run: python benchmarks/compare.py purerun.json ray.json
+(both from ``--scale`` runs: a table of seconds per row and cost per item)
 """
 
 import json
@@ -14,6 +15,9 @@ def main(ours_path, theirs_path):
         theirs = json.load(f)
     theirs_rows = {row["name"]: row for row in theirs["rows"]}
     a, b = ours["backend"], theirs["backend"]
+    if ours.get("mode") == "scale":
+        _scale_table(ours, theirs_rows, a, b)
+        return
     print(f"| row (per second) | {a} | {b} | {a}/{b} |")
     print("|---|---:|---:|---:|")
     for key, label, better_low in (("init_to_first_result_s", "init to first result (s)", True),
@@ -31,6 +35,19 @@ def main(ours_path, theirs_path):
             continue
         print(f"| {row['name']} | {row['median']:,.1f} | {other['median']:,.1f} | "
               f"{row['median'] / other['median']:.1f} |")
+
+
+def _scale_table(ours, theirs_rows, a, b):
+    """``--scale`` results: seconds per row (lower is better) and cost per item."""
+    print(f"| row | {a} s | {b} s | {b}/{a} | {a} us/item | {b} us/item |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in ours["rows"]:
+        other = theirs_rows.get(row["name"])
+        if other is None:
+            continue
+        print(f"| {row['name']} | {row['seconds']:.3f} | {other['seconds']:.3f} | "
+              f"{other['seconds'] / row['seconds']:.2f}x | {row['per_item_us']:,.1f} | "
+              f"{other['per_item_us']:,.1f} |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import atexit
 import inspect
 import json
 import logging
+import operator
 import os
 from collections.abc import Mapping
 
@@ -467,10 +468,11 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
         raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
     if not isinstance(ray_waitables, list):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(ray_waitables)}")
-    for ref in ray_waitables:
-        if not isinstance(ref, (ObjectRef, ObjectRefGenerator)):
-            raise TypeError(f"wait() expected a list of ObjectRef, got list containing "
-                            f"{type(ref)}")
+    # The not-ready list the last wait() returned, handed back unchanged, was checked then.
+    running = context.current()
+    remainder = running.wait_remainder(ray_waitables) if running is not None else None
+    if remainder is None:
+        _check_waitables(ray_waitables)
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"The 'timeout' argument must be a non-negative number or None, "
                          f"got {timeout!r}")
@@ -480,12 +482,30 @@ def wait(ray_waitables, *, num_returns=1, timeout=None, fetch_local=True):
         return [], []
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
-    if len(set(ray_waitables)) != len(ray_waitables):
-        raise ValueError("Wait requires a list of unique object refs.")
     if num_returns > len(ray_waitables):
         raise ValueError("num_returns cannot be greater than the number of objects provided"
                          f" to wait(): {num_returns} > {len(ray_waitables)}.")
-    return client.wait(ray_waitables, num_returns, timeout)
+    return client.wait(ray_waitables, num_returns, timeout, remainder)
+
+
+_REF_TYPES = frozenset({ObjectRef})
+_get_id = operator.attrgetter("_id")
+
+
+def _check_waitables(waitables):
+    """wait()'s checks of a list's items: each an ObjectRef or ObjectRefGenerator, none
+    twice. Plain ObjectRefs, the usual case, are checked without a Python call per item."""
+    types = set(map(type, waitables))
+    if not types <= _REF_TYPES:
+        for ref in waitables:
+            if not isinstance(ref, (ObjectRef, ObjectRefGenerator)):
+                raise TypeError(f"wait() expected a list of ObjectRef, got list containing "
+                                f"{type(ref)}")
+        unique = len(set(waitables))
+    else:
+        unique = len(set(map(_get_id, waitables)))
+    if unique != len(waitables):
+        raise ValueError("Wait requires a list of unique object refs.")
 
 
 def cancel(ray_waitable, *, force=False, recursive=True):

@@ -400,6 +400,219 @@ def fan_out_rows(ray, bench, wanted, label, actor_class, client_class, n_cpu):
         del actors
 
 
+# -- the --scale rows -------------------------------------------------------------------------------
+
+GIB = 1 << 30
+# The store holds the 2 GiB value with room to spare; set for both backends, so that neither
+# spills or refuses it (and both run as they would on a 24 GiB host).
+SCALE_STORE_BYTES = 4 * GIB
+# How many refs go to one get() in the rows that get many at once: the whole list, as Ray's
+# release test does; the results are dropped right after, so memory stays bounded.
+INT_LIST_LEN = 10_000
+
+
+def scale_rows(shrink=1):
+    """The ``--scale`` rows: ``[(name, items, run)]``; ``run(ray, np)`` does the row's work
+    and returns the seconds it timed. ``shrink`` divides every count (a quick check)."""
+    def n(count):
+        return max(1, count // shrink)
+
+    rows = [
+        (f"many args ({n(1000):,} args of 10k-int lists)", n(1000),
+         lambda ray, np: _many_args(ray, n(1000))),
+        (f"many returns ({n(3000):,} returns of 10k-int lists, get each)", n(3000),
+         lambda ray, np: _many_returns(ray, n(3000))),
+        (f"put+get {n(10_000):,} lists of 10k ints", n(10_000),
+         lambda ray, np: _put_get(ray, n(10_000), lambda: list(range(INT_LIST_LEN)))),
+        (f"put+get {n(10_000):,} numpy arrays of 10k int64", n(10_000),
+         lambda ray, np: _put_get(ray, n(10_000), lambda: np.arange(INT_LIST_LEN))),
+        (f"{n(100_000):,} tasks queued behind blocked CPUs", n(100_000),
+         lambda ray, np: _queued_tasks(ray, n(100_000))),
+        (f"put then get one {2 / shrink:g} GiB numpy array (fresh)", 1,
+         lambda ray, np: _large_object(ray, np, 2 * GIB // shrink)),
+    ]
+    for count in (1000, 10_000, 100_000):
+        rows.append((f"tiny tasks, {n(count):,} at once", n(count),
+                     lambda ray, np, c=n(count): _tiny_tasks(ray, c)))
+    for count in (1000, 10_000):
+        rows.append((f"wait(num_returns=1) loop over {n(count):,} refs", n(count),
+                     lambda ray, np, c=n(count): _wait_loop(ray, c)))
+    # Last: a node stays busy a while after its actors are killed, which would slow
+    # whatever row came next.
+    for count in (10, 100):
+        rows.append((f"{n(count):,} actors created and called", n(count),
+                     lambda ray, np, c=n(count): _actors(ray, c)))
+    return rows
+
+
+def _many_args(ray, count):
+    @ray.remote
+    def sum_args(*args):
+        return sum(sum(arg) for arg in args)
+
+    args = [list(range(INT_LIST_LEN)) for _ in range(count)]
+    start = time.perf_counter()
+    total = ray.get(sum_args.remote(*args))
+    elapsed = time.perf_counter() - start
+    _check(total == count * sum(range(INT_LIST_LEN)), "many args: wrong sum")
+    return elapsed
+
+
+def _many_returns(ray, count):
+    @ray.remote(num_returns=count)
+    def make():
+        return tuple(list(range(INT_LIST_LEN)) for _ in range(count))
+
+    expected = list(range(INT_LIST_LEN))
+    start = time.perf_counter()
+    refs = make.remote()
+    for ref in refs:
+        value = ray.get(ref)
+        _check(len(value) == INT_LIST_LEN and value[-1] == expected[-1],
+               "many returns: a wrong value")
+    return time.perf_counter() - start
+
+
+def _put_get(ray, count, make):
+    start = time.perf_counter()
+    refs = [ray.put(make()) for _ in range(count)]
+    values = ray.get(refs)
+    elapsed = time.perf_counter() - start
+    _check(len(values) == count and len(values[-1]) == INT_LIST_LEN, "put+get: wrong values")
+    return elapsed
+
+
+def _queued_tasks(ray, count):
+    """``count`` tasks submitted while every CPU is held by a task that waits for a file
+    (not in get, which would give its CPU back), then the CPUs freed and every result got."""
+    import tempfile
+
+    @ray.remote(num_cpus=1)
+    def hold(path):
+        while not os.path.exists(path):
+            time.sleep(0.005)
+
+    @ray.remote(num_cpus=1)
+    def tiny():
+        return None
+
+    with tempfile.TemporaryDirectory() as directory:
+        gate = os.path.join(directory, "open")
+        cpus = int(ray.cluster_resources()["CPU"])
+        holders = [hold.remote(gate) for _ in range(cpus)]
+        start = time.perf_counter()
+        queued = [tiny.remote() for _ in range(count)]
+        open(gate, "w").close()
+        ray.get(holders)
+        results = ray.get(queued)
+        elapsed = time.perf_counter() - start
+    _check(len(results) == count and results[-1] is None, "queued tasks: wrong results")
+    return elapsed
+
+
+def _large_object(ray, np, nbytes):
+    value = np.zeros(nbytes, dtype=np.int8)   # fresh: no page of it touched yet
+    start = time.perf_counter()
+    ref = ray.put(value)
+    got = ray.get(ref)
+    elapsed = time.perf_counter() - start
+    _check(got.nbytes == nbytes and got[0] == 0 and got[-1] == 0, "large object: wrong value")
+    del got, ref, value
+    return elapsed
+
+
+def _tiny_tasks(ray, count):
+    @ray.remote
+    def tiny():
+        return b"ok"
+
+    start = time.perf_counter()
+    results = ray.get([tiny.remote() for _ in range(count)])
+    elapsed = time.perf_counter() - start
+    _check(len(results) == count, "tiny tasks: wrong results")
+    return elapsed
+
+
+def _actors(ray, count):
+    @ray.remote(num_cpus=0)
+    class Small:
+        def ping(self):
+            return b"ok"
+
+    start = time.perf_counter()
+    actors = [Small.remote() for _ in range(count)]
+    results = ray.get([a.ping.remote() for a in actors])
+    elapsed = time.perf_counter() - start
+    _check(len(results) == count, "actors: wrong results")
+    for a in actors:
+        ray.kill(a)
+    # Off the clock: every actor is gone (a call fails) before the next row starts.
+    for a in actors:
+        try:
+            ray.get(a.ping.remote())
+        except ray.exceptions.RayActorError:
+            pass
+    return elapsed
+
+
+def _wait_loop(ray, count):
+    @ray.remote
+    def tiny():
+        return b"ok"
+
+    start = time.perf_counter()
+    refs = [tiny.remote() for _ in range(count)]
+    done = 0
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        done += len(ready)
+    elapsed = time.perf_counter() - start
+    _check(done == count, "wait loop: refs missing")
+    return elapsed
+
+
+def _check(ok, what):
+    if not ok:
+        raise RuntimeError(what)
+
+
+def run_scale(backend="purerun", name_filter="", repeats=1, json_path=None, shrink=1):
+    """The ``--scale`` rows (see ``scale_rows``), each run ``repeats`` times; the median is
+    printed with its cost per item."""
+    ray = importlib.import_module(backend)
+    import numpy as np
+
+    kwargs = {"include_dashboard": False} if backend == "ray" else {}
+    ray.init(num_cpus=os.cpu_count(), object_store_memory=max(SCALE_STORE_BYTES // shrink,
+                                                                256 << 20), **kwargs)
+    results = []
+    try:
+        # Workers started and warm before the first row, for both backends alike.
+        @ray.remote
+        def warm_up():
+            return None
+
+        ray.get([warm_up.remote() for _ in range(4 * (os.cpu_count() or 1))])
+        for name, items, row in scale_rows(shrink):
+            if name_filter not in name:
+                continue
+            times = []
+            for _ in range(repeats):
+                times.append(row(ray, np))
+                gc.collect()
+            seconds = statistics.median(times)
+            per_item_us = seconds / items * 1e6
+            print(f"{name}: {seconds:.3f} s  ({per_item_us:,.1f} us per item)", flush=True)
+            results.append({"name": name, "seconds": seconds, "items": items,
+                            "per_item_us": per_item_us, "all_seconds": times})
+    finally:
+        ray.shutdown()
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"backend": backend, "mode": "scale", "rows": results}, f, indent=1)
+    return results
+
+
 def _ok():
     return b"ok"
 
@@ -427,12 +640,22 @@ def main(argv=None):
                         help="skip the multiprocessing reference rows")
     parser.add_argument("--cluster", action="store_true",
                         help="a two-node cluster on this host; the cross-node rows only")
+    parser.add_argument("--scale", action="store_true",
+                        help="the scale rows (many args, returns, objects, tasks, actors, "
+                             "a 2 GiB object, wait loops), each timed once per repeat")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="--scale: runs of each row; the median is printed")
+    parser.add_argument("--shrink", type=int, default=1,
+                        help="--scale: divide every count and size by this (a quick check)")
     args = parser.parse_args(argv)
     if args.backend == "ray":
         try:
             importlib.import_module("ray")
         except ImportError:
             sys.exit("--backend ray needs Ray installed (pip install ray).")
+    if args.scale:
+        run_scale(args.backend, args.filter, args.repeats, args.json, args.shrink)
+        return
     if args.cluster:
         run_cluster(args.backend, args.filter, args.trial_seconds, args.trials, args.json)
         return

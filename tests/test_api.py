@@ -310,6 +310,52 @@ def test_wait_with_timeout_returns_what_is_ready(gate):
     assert not_ready == []
 
 
+def test_a_wait_loop_over_the_returned_list_sees_refs_as_they_become_ready(gate):
+    done = [purerun.put(i) for i in range(3)]
+    held = [gate.hold(i) for i in range(2)]
+    refs = [held[0], done[0], held[1], done[1], done[2]]
+    ready, refs = purerun.wait(refs)
+    assert ready == [done[0]] and refs == [held[0], held[1], done[1], done[2]]
+    ready, refs = purerun.wait(refs, num_returns=2)
+    assert ready == [done[1], done[2]] and refs == held
+    ready, refs = purerun.wait(refs, timeout=0)
+    assert ready == [] and refs == held
+    gate.open()
+    seen = []
+    while refs:
+        ready, refs = purerun.wait(refs, timeout=GATE_DEADLINE_S)
+        assert len(ready) == 1
+        seen += ready
+    assert sorted(purerun.get(seen)) == [0, 1]
+
+
+def test_a_returned_list_changed_by_the_caller_is_checked_again(cluster):
+    refs = [purerun.put(i) for i in range(4)]
+    _ready, rest = purerun.wait(refs)
+    rest.append(rest[0])
+    with pytest.raises(ValueError, match="unique"):
+        purerun.wait(rest)
+    _ready, rest = purerun.wait(refs[1:])
+    rest[0] = "not a ref"
+    with pytest.raises(TypeError, match="got list containing"):
+        purerun.wait(rest)
+    _ready, rest = purerun.wait(refs)
+    rest[0] = refs[0]   # ready again, where refs[1] was
+    ready, rest = purerun.wait(rest)
+    assert ready == [refs[0]] and rest == refs[2:]
+
+
+def test_wait_for_many_of_a_long_list_keeps_the_order(cluster):
+    refs = [identity.remote(i) for i in range(200)]
+    ready, rest = purerun.wait(refs, num_returns=150, timeout=GATE_DEADLINE_S)
+    assert len(ready) == 150 and len(rest) == 50
+    chosen = set(ready)
+    assert ready == [r for r in refs if r in chosen]
+    assert rest == [r for r in refs if r not in chosen]
+    last, rest2 = purerun.wait(rest, num_returns=50, timeout=GATE_DEADLINE_S)
+    assert last == rest and rest2 == []
+
+
 def test_wait_counts_a_failed_task_as_ready(cluster):
     failed = fail.remote("x")
     ready, not_ready = purerun.wait([failed], timeout=GATE_DEADLINE_S)

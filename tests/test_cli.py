@@ -189,6 +189,19 @@ def test_version_and_microbenchmark(env):
     assert "init to first result" in bench.stdout and "idle cluster" in bench.stdout
 
 
+def test_scale_rows(env, tmp_path):
+    out = tmp_path / "scale.json"
+    bench = run(["microbenchmark", "--scale", "--shrink", "1000", "--json", str(out)], env)
+    assert bench.returncode == 0, bench.stderr
+    rows = json.loads(out.read_text())["rows"]
+    names = [row["name"] for row in rows]
+    assert "many returns (3 returns of 10k-int lists, get each)" in names
+    assert "tiny tasks, 100 at once" in names and "wait(num_returns=1) loop over 10 refs" in names
+    for row in rows:
+        assert row["seconds"] > 0 and row["per_item_us"] == row["seconds"] / row["items"] * 1e6
+        assert f"{row['name']}: " in bench.stdout
+
+
 @pytest.fixture
 def capped_history(env):
     """A started node keeps only 5 finished tasks (set before `started_node` starts it)."""

@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import logging
 import mmap
+import operator
 import os
 import select
 import signal
@@ -77,12 +78,22 @@ NODE_EXIT_WAIT_S = 1.0
 FLUSH_OUTPUT_TIMEOUT_S = 5.0
 
 
+# An ObjectRef's id, for map(): list(map(_ID, refs)) runs at C speed.
+_ID = operator.attrgetter("_id")
+
+
 class _Waiter:
-    """One blocked get/wait: released when ``remaining`` objects arrived, or on an error."""
+    """One blocked get/wait: released when ``remaining`` of the objects in ``ids`` arrived,
+    or on an error (``stop_on_error``).
 
-    __slots__ = ("remaining", "stop_on_error", "lock", "released", "cut_off")
+    ``ids`` is only read (the caller may share a set it keeps): an arrival counts when its
+    object was not here before (see ``_on_object``), so none is counted twice.
+    """
 
-    def __init__(self, remaining, stop_on_error):
+    __slots__ = ("ids", "remaining", "stop_on_error", "lock", "released", "cut_off")
+
+    def __init__(self, ids, remaining, stop_on_error):
+        self.ids = ids
         self.remaining = remaining
         self.stop_on_error = stop_on_error
         self.lock = threading.Lock()
@@ -97,6 +108,23 @@ class _Waiter:
         if self.remaining <= 0 or (is_error and self.stop_on_error):
             self.released = True
             self.lock.release()
+
+
+class _WaitRemainder:
+    """The not-ready list the last wait() returned, with what wait() learnt of it.
+
+    ``while refs: ready, refs = wait(refs)`` hands that list straight back. Recognizing it
+    (the same list object, its items unchanged: a list comparison that stops at no
+    per-item Python call) spares each call the per-ref checks and id lookups of a new list.
+    """
+
+    __slots__ = ("returned", "snapshot", "ids", "id_set")
+
+    def __init__(self, returned, snapshot, ids, id_set):
+        self.returned = returned          # the list handed to the caller
+        self.snapshot = snapshot          # its items then (a copy: the caller may change it)
+        self.ids = ids                    # their object ids, in order
+        self.id_set = id_set              # the same as a set, once a wait blocked, or None
 
 
 class Client:
@@ -123,6 +151,7 @@ class Client:
         self._welcome = threading.Event()
         self._arena = None
         self._arena_view = None
+        self._arena_pages = None   # serialization.ArenaPages: how large buffers are written
         if info is not None:
             self._set_info(info, arena_fd)
         else:  # ids made before the node's WELCOME wait for the node's number in it
@@ -133,7 +162,8 @@ class Client:
         self._refs = {}            # object id -> number of ObjectRefs alive in this process
         self._values = {}          # object id -> (kind, payload) for objects known to be ready
         self._subscribed = set()   # ids the node will push to us (owned returns, SUBSCRIBEd)
-        self._waiters = {}         # object id -> [_Waiter]
+        self._waiting = []         # _Waiters of the get/wait calls blocked now
+        self._wait_remainder = None   # _WaitRemainder of the last wait(), if any
         self._futures = {}         # object id -> [concurrent.futures.Future]
         self._pending = []         # queued ref-count messages, in order
         self._pending_count = 0
@@ -199,7 +229,9 @@ class Client:
         ids.set_node_number(info["node_number"])
         if arena_fd is not None:
             self._arena = mmap.mmap(arena_fd, info["arena_size"])
-            os.close(arena_fd)
+            # The descriptor stays open for pwrite; it lives as long as the mapping does
+            # (closing it under a put in flight could let pwrite hit a reused number).
+            self._arena_pages = serialization.ArenaPages(arena_fd, info["arena_size"])
             self._arena_view = memoryview(self._arena)
         self._welcome.set()
 
@@ -361,7 +393,7 @@ class Client:
         if kind == ON_DISK:
             serialization.write_to_file(where, sv, layout)
             return ON_DISK, (where,) + layout
-        serialization.write_to_arena(self.arena_view, where, sv, layout)
+        serialization.write_to_arena(self.arena_view, where, sv, layout, self._arena_pages)
         return ARENA, (where, layout[1], layout[2])
 
     def put(self, value):
@@ -377,7 +409,15 @@ class Client:
             # An arena location is only valid under a pin: keep the marker, not the location.
             self._values[object_id] = ((STORED, None) if kind == ARENA or kind == ON_DISK
                                        else (kind, payload))
-        self.send((protocol.PUT, object_id, kind, payload, sv.contained))
+        msg = (protocol.PUT, object_id, kind, payload, sv.contained)
+        if kind == INLINE:
+            # Batched like submissions: a loop of small puts pays one write (and one wake-up
+            # of the node) per batch, not per put. The value is here already, and whatever
+            # reaches the node from this process later (a task taking the ref, a request)
+            # leaves after it.
+            self.send_soon(msg)
+        else:
+            self.send(msg)   # the node seals the block it lent for the value at once
         return ref
 
     # -- submitting tasks --------------------------------------------------------------------------
@@ -693,75 +733,88 @@ class Client:
 
         Returns False on timeout.
         """
+        values = self._values
         with self._lock:
-            missing = [o for o in object_ids if o not in self._values]
+            missing = list(itertools.filterfalse(values.__contains__, object_ids))
             ready = len(object_ids) - len(missing)
             if ready >= need or not missing:
                 return True
-            if stop_on_error and any(self._values[o][0] == ERROR
-                                     for o in object_ids if o in self._values):
+            if stop_on_error and ready and any(values[o][0] == ERROR
+                                               for o in object_ids if o in values):
                 return True
-            waiter = _Waiter(need - ready, stop_on_error)
-            subscribe = []
-            for o in missing:
-                self._waiters.setdefault(o, []).append(waiter)
-                if o not in self._subscribed:
-                    self._subscribed.add(o)
-                    subscribe.append(o)
-        if self._closed:
-            raise self._gone()
-        self._submits_since_block = 0
-        if subscribe:
-            self.send((protocol.SUBSCRIBE, subscribe))
-        else:
-            self.flush()
-        blocked = self.is_worker and self.current_task is not None
-        if blocked:
-            self._blocked_depth += 1
-            if self._blocked_depth == 1:
-                self.send((protocol.BLOCKED,))
-        try:
-            if self._inline_here():
-                outcome = self._wait_inline(lambda: waiter.released, timeout)
-                if outcome is not None:
-                    if outcome:
-                        if waiter.cut_off:
-                            raise self._gone()
-                        return True
-                    self._forget_waiter(waiter, missing)
-                    return False
-            if timeout is None:
-                # Wake now and then so a dead node (reported by the reader) cannot hang us.
-                while not waiter.lock.acquire(timeout=1.0):
-                    if self._closed:
-                        raise self._gone()
-                if waiter.cut_off:
-                    raise self._gone()
-                return True
-            if waiter.lock.acquire(timeout=max(timeout, 0)):
-                if waiter.cut_off:
-                    raise self._gone()
-                return True
-            self._forget_waiter(waiter, missing)
-            return False
-        finally:
-            if blocked:
-                self._blocked_depth -= 1
-                if self._blocked_depth == 0 and not self._closed:
-                    self.send((protocol.UNBLOCKED,))
+            missing_set = set(missing)
+            # A get of one ref twice counts its arrival once.
+            waiter = _Waiter(missing_set, min(need - ready, len(missing_set)), stop_on_error)
+            self._waiting.append(waiter)
+            subscribe = self._to_subscribe(missing)
+        return self._block(waiter, subscribe, timeout)
 
-    def _forget_waiter(self, waiter, object_ids):
-        with self._lock:
-            for o in object_ids:
-                waiters = self._waiters.get(o)
-                if waiters and waiter in waiters:
-                    waiters.remove(waiter)
-                    if not waiters:
-                        del self._waiters[o]
+    def _to_subscribe(self, missing):
+        """Of ``missing`` ids, those the node does not push to us yet; marked as pushed.
+        Called with self._lock held."""
+        subscribed = self._subscribed
+        subscribe = list(itertools.filterfalse(subscribed.__contains__, missing))
+        if subscribe:
+            subscribed.update(subscribe)
+        return subscribe
+
+    def _block(self, waiter, subscribe, timeout):
+        """Wait for ``waiter`` (registered in ``_waiting``) to be released; False on timeout.
+
+        Sends the SUBSCRIBE of ``subscribe`` (or flushes queued submissions, which the
+        awaited objects may depend on) and, in a task, BLOCKED/UNBLOCKED around the wait.
+        """
+        try:
+            if self._closed:
+                raise self._gone()
+            self._submits_since_block = 0
+            if subscribe:
+                self.send((protocol.SUBSCRIBE, subscribe))
+            else:
+                self.flush()
+            blocked = self.is_worker and self.current_task is not None
+            if blocked:
+                self._blocked_depth += 1
+                if self._blocked_depth == 1:
+                    self.send((protocol.BLOCKED,))
+            try:
+                return self._wait_released(waiter, timeout)
+            finally:
+                if blocked:
+                    self._blocked_depth -= 1
+                    if self._blocked_depth == 0 and not self._closed:
+                        self.send((protocol.UNBLOCKED,))
+        finally:
+            with self._lock:
+                try:
+                    self._waiting.remove(waiter)
+                except ValueError:   # _mark_dead took it
+                    pass
+
+    def _wait_released(self, waiter, timeout):
+        if self._inline_here():
+            outcome = self._wait_inline(lambda: waiter.released, timeout)
+            if outcome is not None:
+                if outcome and waiter.cut_off:
+                    raise self._gone()
+                return outcome
+        if timeout is None:
+            # Wake now and then so a dead node (reported by the reader) cannot hang us.
+            while not waiter.lock.acquire(timeout=1.0):
+                if self._closed:
+                    raise self._gone()
+            if waiter.cut_off:
+                raise self._gone()
+            return True
+        if waiter.lock.acquire(timeout=max(timeout, 0)):
+            if waiter.cut_off:
+                raise self._gone()
+            return True
+        return False
 
     def get(self, refs, timeout=None):
         """Values of ``refs`` (a list), in order; raises the first task error met."""
-        object_ids = [r._id for r in refs]
+        object_ids = list(map(_ID, refs))
         if not self._await_ids(object_ids, len(object_ids), timeout, stop_on_error=True):
             raise exceptions.GetTimeoutError(
                 f"Get timed out: some object(s) not ready after {timeout} s.")
@@ -828,10 +881,69 @@ class Client:
         buffers = [base[start:start + length] for start, length in spans]
         return _load_value(base[:meta_len], buffers)
 
-    def wait(self, refs, num_returns, timeout):
-        object_ids = [r._id for r in refs]
-        self._await_ids(object_ids, num_returns, timeout, stop_on_error=False)
-        return split_ready(refs, self._values, num_returns)
+    def wait_remainder(self, refs):
+        """The _WaitRemainder of ``refs`` if it is the not-ready list the last wait()
+        returned, unchanged since (its refs are then known distinct ObjectRefs), else None.
+        It is taken: another thread passing the same list meanwhile gets None."""
+        with self._lock:
+            remainder = self._wait_remainder
+            if remainder is None or refs is not remainder.returned:
+                return None
+            self._wait_remainder = None
+        return remainder if refs == remainder.snapshot else None
+
+    def wait(self, refs, num_returns, timeout, remainder=None):
+        """(ready, not_ready): the first ``num_returns`` ready refs in list order once that
+        many are ready (or the timeout passed), and the others.
+
+        Per call, the Python work is O(num_returns + arrivals while blocked); what grows
+        with len(refs) runs at C speed (map, compress, slicing), and for the list the last
+        call returned (``remainder``, from ``wait_remainder``) the ids and checks of a new
+        list are skipped.
+        """
+        if remainder is not None:
+            ids = remainder.ids
+            id_set = remainder.id_set
+            cacheable = True
+        else:
+            ids = list(map(_ID, refs))    # an ObjectRefGenerator's is its next item's
+            id_set = None
+            cacheable = all(type(r) is ObjectRef for r in refs) if refs else False
+        values = self._values
+        deadline = None if timeout is None else time.monotonic() + timeout
+        subscribe_checked = remainder is not None
+        while True:
+            with self._lock:
+                found = list(itertools.islice(
+                    itertools.compress(itertools.count(), map(values.__contains__, ids)),
+                    num_returns))
+                if len(found) >= num_returns:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if id_set is None:
+                    id_set = set(ids)
+                waiter = _Waiter(id_set, num_returns - len(found), False)
+                self._waiting.append(waiter)
+                subscribe = []
+                if not subscribe_checked:   # ids of a list met before are subscribed
+                    subscribe = self._to_subscribe(
+                        list(itertools.filterfalse(values.__contains__, ids)))
+                    subscribe_checked = True
+            if not self._block(waiter, subscribe, left):
+                continue    # timed out: one last look, then the loop ends at the deadline
+        ready = [refs[i] for i in found]
+        not_ready = _drop(refs[:], found)
+        if cacheable:
+            # The remainder's lists and set, or this call's own, are nobody else's: cut
+            # in place (a memmove), not copied.
+            if id_set is not None:   # the waiter that shared it is gone
+                id_set.difference_update([ids[i] for i in found])
+            snapshot = _drop(remainder.snapshot, found) if remainder else not_ready[:]
+            self._wait_remainder = _WaitRemainder(not_ready, snapshot, _drop(ids, found),
+                                                  id_set)
+        return ready, not_ready
 
     def future(self, ref):
         if self.inline:
@@ -1035,18 +1147,25 @@ class Client:
 
     def _on_object(self, object_id, kind, payload):
         with self._lock:
-            waiters = self._waiters.pop(object_id, ())
+            values = self._values
+            waited = False
+            if self._waiting:
+                # Counted once: a value pushed again (already here) is no new arrival.
+                fresh = object_id not in values
+                is_error = kind == ERROR
+                for waiter in self._waiting:
+                    if object_id in waiter.ids:
+                        waited = True
+                        if fresh:
+                            waiter.arrived(is_error)
             futures = self._futures.pop(object_id, ())
-            if object_id in self._refs or waiters or futures or (
+            if object_id in self._refs or waited or futures or (
                     self._streams and object_id[:-4] in self._streams):
-                self._values[object_id] = (kind, payload)
+                values[object_id] = (kind, payload)
             if self._stream_futures:
                 for future in self._stream_futures.pop(object_id, ()):
                     if not future.done():   # a timed-out wait cancelled it
                         future.set_result(True)
-            is_error = kind == ERROR
-            for waiter in waiters:
-                waiter.arrived(is_error)
         if futures:
             if kind == STORED:
                 # Locating asks the node, which the reader thread must never do.
@@ -1082,8 +1201,7 @@ class Client:
         self._welcome.set()
         self._flush_event.set()
         with self._lock:
-            waiters = [w for ws in self._waiters.values() for w in ws]
-            self._waiters.clear()
+            waiters, self._waiting = self._waiting, []
             futures = [f for fs in self._futures.values() for f, _ in fs]
             self._futures.clear()
         for waiter in waiters:
@@ -1199,6 +1317,27 @@ def _load_value(meta, buffers):
         raise exceptions.RaySystemError(
             f"the value could not be unpickled in this process: {exc!r}",
             traceback.format_exc()) from exc
+
+
+# At most this many items are cut from a list one by one (a memmove each); more are cut by
+# rebuilding the list once.
+_CUT_IN_PLACE = 16
+
+
+def _drop(items, positions):
+    """Remove the items at ``positions`` (ascending) from the list ``items``; returns it,
+    or a new list when many go. O(len(positions)) Python steps, the rest memmove."""
+    if len(positions) <= _CUT_IN_PLACE:
+        for i in reversed(positions):
+            del items[i]
+        return items
+    out = []
+    previous = 0
+    for i in positions:
+        out += items[previous:i]
+        previous = i + 1
+    out += items[previous:]
+    return out
 
 
 def split_ready(refs, present, num_returns):

@@ -428,7 +428,11 @@ class LocalClient:
             values.append((entry.kind, entry.payload))
         return [serialization.deserialize(*payload) for _kind, payload in values]
 
-    def wait(self, refs, num_returns, timeout):
+    def wait_remainder(self, refs):
+        """None: every list is checked anew (local mode has no hot wait loop to spare)."""
+        return None
+
+    def wait(self, refs, num_returns, timeout, remainder=None):
         """(ready, not_ready): the first ``num_returns`` ready ones, in the order given."""
         self._check_open()
         ready = {ref._id for ref, entry in zip(refs, self._entries(refs))

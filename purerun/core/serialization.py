@@ -12,9 +12,11 @@ alive (the node counts them as held by the containing object).
 
 import collections
 import io
+import os
 import pickle
 import threading
 import types
+import weakref
 
 import cloudpickle
 
@@ -141,14 +143,99 @@ def arena_layout(sv: SerializedValue, alignment: int = ALIGNMENT):
     return max(pos, 1), len(sv.meta), tuple(spans)
 
 
-def write_to_arena(arena_view, offset, sv: SerializedValue, layout):
-    """Copy the serialized value into the arena at ``offset`` (the one copy a put makes)."""
+def write_to_arena(arena_view, offset, sv: SerializedValue, layout, pages=None):
+    """Copy the serialized value into the arena at ``offset`` (the one copy a put makes).
+
+    Buffers of ``LARGE_WRITE`` bytes or more are written as ``pages`` (an ArenaPages of
+    this process) says is quickest; without it, all is copied into the mapping.
+    """
     _total, meta_len, spans = layout
     arena_view[offset:offset + meta_len] = sv.meta
     for (start, length), buf in zip(spans, sv.buffers):
         if buf.format != "B" or buf.ndim != 1:
             buf = buf.cast("B")
-        arena_view[offset + start:offset + start + length] = buf
+        if pages is not None and length >= LARGE_WRITE:
+            pages.write(arena_view, offset + start, buf)
+        else:
+            arena_view[offset + start:offset + start + length] = buf
+
+
+# A buffer at least this large is written the quickest way ArenaPages knows; below it, a
+# copy into the mapping always is.
+LARGE_WRITE = 4 << 20
+
+
+class ArenaPages:
+    """How one process writes large buffers into the arena, and what it knows of its pages.
+
+    Copying into pages of the mapping this process has not touched yet costs a page fault
+    per 4 KiB, and for a page the arena never had, the kernel allocates and zeroes it
+    first. ``pwrite`` on the arena's file fills new pages with no fault and no zeroing
+    (GIL released), but into pages this process has mapped already, a plain copy is 2-3x
+    quicker than pwrite. Measured on a 2-core VM, 512 MiB::
+
+                                          copy into the mapping   pwrite
+        pages the arena never had                 0.91 s           0.47 s
+        pages it has, not mapped here             0.52 s           0.35 s
+        pages mapped here                         0.10 s           0.26 s
+
+    (MADV_POPULATE_WRITE before the copy: 0.88 s on new pages, no gain.) So a region of
+    ``CHUNK`` bytes this process never wrote a large buffer over is written with pwrite
+    (its pages are then the arena's), and any later large write over it is a copy (which
+    maps them here for good). A region written by small copies only, or by other
+    processes, counts as never written: pwrite is the better guess there too.
+
+    Args:
+        fd: the arena's file descriptor, which this object owns from now on.
+        size: the arena's size in bytes.
+        chunk: the size of the regions it keeps a flag for.
+    """
+
+    CHUNK = 2 << 20
+    # pwrite moves at most this much per call (Linux caps one write at 2 GiB - 4 KiB).
+    WRITE_CALL = 64 << 20
+
+    def __init__(self, fd, size, chunk=CHUNK):
+        self.fd = fd
+        self.chunk = chunk
+        # Closed with this object, never under a write in flight (the writer holds it).
+        weakref.finalize(self, os.close, fd)
+        # One flag per CHUNK: 1 once this process wrote a large buffer over all of it.
+        self.written = bytearray(-(-size // chunk))
+
+    def write(self, arena_view, position, buf):
+        """Write the byte buffer ``buf`` at ``position`` of the arena."""
+        end = position + buf.nbytes
+        chunk = self.chunk
+        first = -(-position // chunk)     # the chunks wholly inside [position, end)
+        last = end // chunk
+        written = self.written
+        runs = []                         # [start, stop, copy?], alternating
+        at = position
+        while at < end:
+            index = at // chunk
+            stop = min(end, (index + 1) * chunk)
+            copy = first <= index < last and written[index] == 1
+            if runs and runs[-1][2] == copy:
+                runs[-1][1] = stop
+            else:
+                runs.append([at, stop, copy])
+            at = stop
+        for start, stop, copy in runs:
+            part = buf[start - position:stop - position]
+            if copy:
+                arena_view[start:stop] = part
+            else:
+                self._pwrite(start, part)
+        if first < last:
+            written[first:last] = b"\x01" * (last - first)
+
+    def _pwrite(self, position, buf):
+        done = 0
+        size = buf.nbytes
+        step = self.WRITE_CALL
+        while done < size:
+            done += os.pwrite(self.fd, buf[done:done + step], position + done)
 
 
 def write_to_file(path, sv: SerializedValue, layout):
