@@ -12,6 +12,9 @@ import concurrent.futures
 import logging
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 
@@ -262,6 +265,32 @@ def test_get_of_one_pending_ref_from_many_threads_and_twice_in_a_list(gate):
 
 
 # --- put ------------------------------------------------------------------------------------
+
+
+def test_a_ref_pickled_by_anyone_else_leaves_after_its_put(cluster, tmp_path, monkeypatch):
+    # Small puts wait for the next batch; a ref pickled outside purerun (here with plain
+    # pickle, to hand to another driver through a file) must not get ahead of its put,
+    # even when the background flush comes late (here: never).
+    from purerun.core import context
+    monkeypatch.setattr(context.client._flush_event, "set", lambda: None)
+    earlier = [purerun.put(i) for i in range(3)]   # a burst: the next put is batched
+    ref = purerun.put({"handed": "over"})
+    assert context.client._pending, "the put should be waiting for its batch"
+    (tmp_path / "ref.pickle").write_bytes(pickle.dumps(ref))
+    assert not context.client._pending   # the put left when the ref was pickled
+    script = tmp_path / "other_driver.py"
+    script.write_text(textwrap.dedent(f"""
+        import pickle, purerun
+        purerun.init(address={context.client.node.address!r})
+        with open({str(tmp_path / "ref.pickle")!r}, "rb") as f:
+            print(purerun.get(pickle.load(f), timeout=30))
+        purerun.shutdown()
+    """))
+    other = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "{'handed': 'over'}"
+    assert purerun.get(earlier) == [0, 1, 2]
 
 
 def test_put_of_an_object_ref_is_refused(cluster):

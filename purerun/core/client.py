@@ -158,7 +158,8 @@ class Client:
             ids.set_node_number(ids.UNNUMBERED, self.wait_welcome)
 
         self._lock = threading.RLock()
-        self._send_lock = threading.Lock()
+        # Re-entrant: a ref pickled while a message is encoded flushes (ObjectRef.__reduce__).
+        self._send_lock = threading.RLock()
         self._refs = {}            # object id -> number of ObjectRefs alive in this process
         self._values = {}          # object id -> (kind, payload) for objects known to be ready
         self._subscribed = set()   # ids the node will push to us (owned returns, SUBSCRIBEd)

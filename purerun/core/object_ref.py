@@ -102,6 +102,12 @@ class ObjectRef:
         recording = serialization.recording_refs()
         if recording is not None:
             recording.append(self._id)
+        elif self._client is not None:
+            # Pickled by someone else (a multiprocessing queue, a file): the ref may reach
+            # another process by a way that does not pass through our node connection, so
+            # whatever this process still has queued for the node (a batched put of this
+            # very object) leaves first.
+            self._client.flush()
         return _rebuild_ref, (self._id,)
 
     def __copy__(self):
