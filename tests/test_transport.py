@@ -1296,3 +1296,24 @@ def test_fifty_mb_over_tcp_after_the_handshake_in_chunks(traced, token):
     assert not server_peers.closed
     loop.close()
     listener.close()
+
+
+def test_a_unix_socket_deeper_than_sun_path_allows_still_listens_and_connects(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = str(deep / "node.sock")
+    assert len(path) > 108
+    loop = EventLoop()
+    peers = Peers(loop, echo=True)
+    listener = Listener.unix(path)
+    assert listener.address == path and os.path.exists(path)
+    loop.add_listener(listener, peers.on_accept)
+    client = connect(path)
+    client_peers = Peers(loop)
+    client_peers.add(client)
+    client.send(("deep",))
+    turn_until(loop, lambda: client_peers.received[client], "the echo")
+    assert client_peers.received[client] == [("echo", ("deep",))]
+    loop.close()
+    listener.close()
+    assert not os.path.exists(path)

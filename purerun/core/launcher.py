@@ -293,9 +293,11 @@ def connect(address):
     path = address
     if os.path.isdir(path):
         path = os.path.join(path, SOCKET_NAME)
+    from purerun.core.transport import unix_path
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        with unix_path(path) as short:
+            sock.connect(short)
     except OSError as exc:
         sock.close()
         raise ConnectionError(f"Could not connect to a purerun node at {address!r}: {exc}")

@@ -71,6 +71,7 @@ Connection's framing and buffer under its own lock, not an EventLoop.)
 """
 
 import collections
+import contextlib
 import functools
 import hashlib
 import heapq
@@ -732,6 +733,32 @@ class Connection:
             self._drop_output()
 
 
+# The longest path bind() and connect() take for a unix socket: sun_path holds 108 bytes on
+# Linux (104 on BSDs), with the terminating NUL.
+UNIX_PATH_MAX = 100
+
+
+@contextlib.contextmanager
+def unix_path(path):
+    """``path``, ready for a unix socket's bind or connect inside the block.
+
+    A path too long for ``sun_path`` (a deep temp directory) is reached through a
+    descriptor of its directory instead, ``/proc/self/fd/<n>/<name>``: the same file, a
+    short name. Where there is no /proc the path is given as it is (and the call fails, as
+    it would have).
+    """
+    path = os.fspath(path)
+    if len(os.fsencode(path)) <= UNIX_PATH_MAX or not os.path.isdir("/proc/self/fd"):
+        yield path
+        return
+    directory = os.open(os.path.dirname(path) or ".",
+                        os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_PATH", 0))
+    try:
+        yield f"/proc/self/fd/{directory}/{os.path.basename(path)}"
+    finally:
+        os.close(directory)
+
+
 def _peer_text(sock):
     if sock.family == socket.AF_UNIX:
         for name in (_safe(sock.getpeername), _safe(sock.getsockname)):
@@ -809,7 +836,8 @@ class Listener:
         temporary = os.path.join(os.path.dirname(path), f".{os.getpid():x}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(temporary)
+            with unix_path(temporary) as short:
+                sock.bind(short)
             try:
                 sock.listen(backlog)
                 os.rename(temporary, path)
@@ -967,7 +995,8 @@ def connect(address, token: bytes = None, timeout: float = CONNECT_TIMEOUT) -> C
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(timeout)
-                sock.connect(os.fspath(address))
+                with unix_path(address) as path:
+                    sock.connect(path)
             except BaseException:
                 sock.close()
                 raise
