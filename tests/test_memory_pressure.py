@@ -16,7 +16,12 @@ from purerun import exceptions
 
 # How far above the memory in use now the threshold is set: well above the noise of the
 # rest of the host, well below what the task may allocate.
-MARGIN_BYTES = 150 * 1024 * 1024
+MARGIN_BYTES = 200 * 1024 * 1024
+# The memory in use counts as settled once two readings this far apart differ by less
+# than SETTLED_BYTES (the processes of an earlier test may still be giving memory back).
+SETTLE_INTERVAL_S = 0.25
+SETTLED_BYTES = 16 * 1024 * 1024
+SETTLE_DEADLINE_S = 20.0
 # The task allocates this much per step, up to the cap, unless killed first.
 STEP_BYTES = 20 * 1024 * 1024
 CAP_BYTES = 1024 * 1024 * 1024
@@ -28,7 +33,7 @@ GET_DEADLINE_S = 60.0
 def low_threshold(monkeypatch):
     assert not purerun.is_initialized()
     memory = psutil.virtual_memory()
-    used = memory.total - memory.available
+    used = _settled_use()
     if memory.available < 4 * CAP_BYTES:
         pytest.skip("not enough free memory to test the monitor safely")
     monkeypatch.setenv("RAY_memory_usage_threshold", f"{(used + MARGIN_BYTES) / memory.total:.6f}")
@@ -36,6 +41,23 @@ def low_threshold(monkeypatch):
     purerun.init(num_cpus=1)
     yield
     purerun.shutdown()
+
+
+def _use():
+    memory = psutil.virtual_memory()
+    return memory.total - memory.available
+
+
+def _settled_use():
+    """The host's memory in use, once it stops moving (or at the deadline)."""
+    deadline = time.monotonic() + SETTLE_DEADLINE_S
+    before = _use()
+    while True:
+        time.sleep(SETTLE_INTERVAL_S)   # the interval the two readings compare over
+        now = _use()
+        if abs(now - before) < SETTLED_BYTES or time.monotonic() > deadline:
+            return now
+        before = now
 
 
 def _allocate_until_killed():
