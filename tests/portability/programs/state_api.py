@@ -1,15 +1,19 @@
 """ray.util.state: list actors, tasks and nodes, with filters.
 
 The state API lists what the cluster has recorded, which may trail the calls that made
-it by a moment: the program waits for what it expects, with a deadline.
+it by a moment: the program waits for what it expects, with a deadline. It names its own
+cluster's state server (the dashboard address init returned, where there is one): Ray's
+state API otherwise looks for every Ray cluster on the host, and refuses when it finds
+more than one.
 
 # portability: ray-needs aiohttp, Ray's state API needs ray[default] (its dashboard serves it)
 """
 
+import functools
 import time
 
 import ray
-from ray.util.state import list_actors, list_nodes, list_tasks
+from ray.util import state
 
 
 @ray.remote
@@ -34,7 +38,11 @@ def wait_until(condition, what, timeout=60):
 
 
 def main():
-    ray.init(num_cpus=2)
+    context = ray.init(num_cpus=2)
+    address = f"http://{context.dashboard_url}" if context.dashboard_url else None
+    list_actors = functools.partial(state.list_actors, address=address)
+    list_tasks = functools.partial(state.list_tasks, address=address)
+    list_nodes = functools.partial(state.list_nodes, address=address)
     actors = [Alpha.options(name=f"alpha-{i}").remote() for i in range(2)]
     ray.get([a.ping.remote() for a in actors])
     ray.get([marked_task.remote() for _ in range(3)])
