@@ -46,7 +46,7 @@ import time
 import weakref
 
 from purerun import exceptions
-from purerun.core import ids, progress, protocol, serialization
+from purerun.core import direct, ids, progress, protocol, serialization
 from purerun.core.object_ref import ObjectRef
 from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, STORED
 from purerun.core.generators import END_PAYLOAD
@@ -69,6 +69,8 @@ REF_FLUSH_COUNT = 1024
 # after a blocking call goes out at once, so get(f.remote()) in a loop pays neither latency
 # nor a thread wake-up.
 SUBMIT_BATCH = 64
+# Records of direct tasks go to the node at least this often (or with any other message).
+HISTORY_FLUSH_DELAY = 0.05
 # When the connection to a node this process started closes, how long to wait for the node
 # to exit so that the error can say how it ended: a dying process is gone within
 # milliseconds, and a node that lives on only closed the connection.
@@ -167,11 +169,22 @@ class Client:
         self._wait_remainder = None   # _WaitRemainder of the last wait(), if any
         self._futures = {}         # object id -> [concurrent.futures.Future]
         self._pending = []         # queued ref-count messages, in order
+        # Records of direct tasks done, for the node's task history: they leave with the
+        # next message, or after HISTORY_FLUSH_DELAY (a get does not flush them).
+        self._history = []
         self._pending_count = 0
         self._pending_submits = 0
         self._submits_since_block = 0   # submissions since this process last blocked
         self._exported = set()     # function keys the node already has from us
         self._actor_calls = set()  # return ids of actor calls made here (still referenced)
+        # The direct call path (core/direct.py), drivers only: the DirectSubmitter once a
+        # task took it (False: this driver cannot use it), the return ids of its tasks the
+        # node has not heard of (they stay here), and those promised to the node, not sealed.
+        self._direct = False if self.is_worker else None
+        self._direct_local = {}
+        self._promised = set()
+        # Workers, while a leased task runs: ids of the tasks it submitted (recursive cancel).
+        self.children = None
         # Streaming calls this process owns whose ObjectRefGenerator lives: task id -> None.
         # The node pushes each of their items here; values are kept until handed out.
         self._streams = {}
@@ -258,10 +271,9 @@ class Client:
         if self._closed:
             raise self._gone()
         with self._send_lock:
-            if self._pending:
+            if self._pending or self._history:
                 with self._lock:
-                    batch, self._pending = self._pending, []
-                    self._pending_count = self._pending_submits = 0
+                    batch = self._take_batch()
                 batch.append(msg)
                 data = protocol.encode_many(batch)
             else:
@@ -273,12 +285,21 @@ class Client:
                 raise exceptions.RaySystemError(
                     "Lost the connection to the purerun node") from exc
 
-    def flush(self):
-        if self._pending and not self._closed:
+    def _take_batch(self):
+        # Called with self._lock held.
+        batch, self._pending = self._pending, []
+        self._pending_count = self._pending_submits = 0
+        if self._history:
+            batch.insert(0, (protocol.DIRECT_DONE, self._history))
+            self._history = []
+        return batch
+
+    def flush(self, history=False):
+        """Send what is queued (``history``: also when only task records are)."""
+        if (self._pending or history and self._history) and not self._closed:
             with self._send_lock:
                 with self._lock:
-                    batch, self._pending = self._pending, []
-                    self._pending_count = self._pending_submits = 0
+                    batch = self._take_batch()
                 if batch:
                     try:
                         self.sock.sendall(protocol.encode_many(batch))
@@ -319,14 +340,17 @@ class Client:
             if self._closed:
                 return
             if not self._pending_submits and self._pending_count < REF_FLUSH_COUNT:
-                time.sleep(REF_FLUSH_DELAY)  # gather the burst this change belongs to
+                # gather the burst this change belongs to
+                time.sleep(REF_FLUSH_DELAY if self._pending else HISTORY_FLUSH_DELAY)
             try:
-                self.flush()
+                self.flush(history=True)
             except Exception:  # the connection went away; the reader reports it
                 return
 
     def request(self, op, *args, timeout=None):
         """Ask the node for something (REQUEST/REPLY) and wait for the answer."""
+        if op == "available_resources" and self._direct:
+            self._direct.release_idle()   # what this driver's idle leases hold is free
         future = concurrent.futures.Future()
         self._submits_since_block = 0
         request_id = next(self._request_ids)
@@ -374,6 +398,9 @@ class Client:
             self._values.pop(object_id, None)
             self._subscribed.discard(object_id)
             self._actor_calls.discard(object_id)
+            if self._direct_local and object_id in self._direct_local:
+                del self._direct_local[object_id]   # the node never knew it
+                return
             self._queue(protocol.DROP_REFS, object_id)
 
     def _unpin(self, object_id):
@@ -403,6 +430,8 @@ class Client:
             raise TypeError("Calling put() on an ObjectRef is not allowed. Put the value itself, "
                             "or pass the ObjectRef around directly.")
         sv = serialization.serialize(value)
+        if sv.contained and self._direct_local:
+            self._publish(sv.contained)
         kind, payload = self.store_payload(sv)
         object_id = ids.new_put_id()
         ref = self.new_ref(object_id)
@@ -437,6 +466,8 @@ class Client:
             return None, False, [], [], None
         args, kwargs, deps = extract_deps(args, kwargs)
         sv = serialization.serialize((args, kwargs))
+        if self._direct_local and (deps or sv.contained):
+            self._publish(deps + sv.contained)
         if sv.size <= INLINE_THRESHOLD:
             return serialization.to_inline(sv), False, deps, sv.contained, None
         # Too big for a message: store the arguments once, as an object the task depends on.
@@ -457,7 +488,6 @@ class Client:
                 ``options.task_fields`` gives.
         """
         fn_key, pickled_fn = remote_function._export()
-        self.export_function(fn_key, pickled_fn)
         payload, in_store, deps, contained, keepalive = self.prepare_args(args, kwargs)
         spec = TaskSpec(task_id=ids.new_task_id(), function_key=fn_key, args=payload,
                         args_in_store=in_store, deps=deps, contained=contained,
@@ -466,11 +496,112 @@ class Client:
         if inherited:
             spec.env_vars = merge_env_vars(inherited, spec.env_vars)
         refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
+        if self.children is not None:
+            self.children.append(spec.task_id)
+        if (not deps and not contained and not in_store and self._direct is not False
+                and direct.eligible(spec)):
+            submitter = self._direct or self._start_direct()
+            if submitter:
+                local = self._direct_local
+                for ref in refs:
+                    local[ref._id] = None
+                if submitter.submit(spec, pickled_fn):
+                    return refs
+                for ref in refs:
+                    local.pop(ref._id, None)
+        self.export_function(fn_key, pickled_fn)
         if spec.generator == STREAMING:
             self.open_stream(spec.task_id)   # before its first item can arrive
         self.send_soon((protocol.SUBMIT, spec))
         del keepalive  # queued ahead of any drop of it: the node holds the arguments first
         return refs
+
+    # -- the direct call path (core/direct.py) -------------------------------------------------------
+
+    def _start_direct(self):
+        """The DirectSubmitter, made at the first task that may use it; False if this
+        process cannot (a worker, a node of a cluster, a node on another host)."""
+        with self._lock:
+            if self._direct is None:
+                info = self.wait_welcome()
+                cpus = int(info.get("resources", {}).get("CPU", 0))
+                if (self.is_worker or info.get("clustered") or cpus < 1
+                        or self.sock.family != socket.AF_UNIX
+                        or os.environ.get("PURERUN_DIRECT", "1") == "0"):
+                    self._direct = False
+                else:
+                    self._direct = direct.DirectSubmitter(self, cpus)
+            return self._direct
+
+    def _publish(self, object_ids):
+        """Refs about to be handed on (to the node, another process): the node must know
+        the direct tasks' returns among them. PUT what is back, PROMISE the rest (SEAL
+        follows in direct_results). Queued: they leave ahead of what hands the refs on."""
+        with self._lock:
+            local = self._direct_local
+            values = self._values
+            for object_id in object_ids:
+                if object_id not in local:
+                    continue
+                del local[object_id]
+                entry = values.get(object_id)
+                if entry is not None:
+                    self._pending.append((protocol.PUT, object_id, entry[0], entry[1], ()))
+                    self._pending_count += 1
+                else:
+                    self._promised.add(object_id)
+                    self._queue(protocol.PROMISE, object_id)
+            self._flush_event.set()
+
+    def publish_ref(self, object_id):
+        """A ref pickled outside purerun's serializer (ObjectRef.__reduce__)."""
+        if self._direct_local and object_id in self._direct_local:
+            self._publish((object_id,))
+
+    def direct_results(self, delivered, lease_id):
+        """Results of direct tasks ``[(DirectTask, results, span)]``: their values here, the
+        promised ones sealed at the node, and their records for its task history."""
+        with self._lock:
+            local = self._direct_local
+            promised = self._promised
+            refs = self._refs
+            for task, results, span in delivered:
+                error = None
+                for object_id, kind, payload, _contained in results:
+                    if kind == STORED:   # the node holds it for us (direct_put)
+                        local.pop(object_id, None)
+                        promised.discard(object_id)
+                        if object_id not in refs:
+                            self._queue(protocol.DROP_REFS, object_id)
+                    else:
+                        if kind == ERROR:
+                            error = payload
+                        if object_id in promised:
+                            promised.discard(object_id)
+                            self._pending.append((protocol.SEAL, object_id, kind, payload))
+                            self._pending_count += 1
+                            self._flush_event.set()
+                    self._on_object(object_id, kind, payload)
+                spec = task.spec
+                history = self._history
+                history.append((spec.task_id, spec.attempt, spec.name, spec.job_id, lease_id,
+                                span, error, spec.resources))
+                if len(history) == 1 or len(history) >= REF_FLUSH_COUNT:
+                    self._flush_event.set()
+
+    def submit_through_node(self, spec):
+        """A direct task the leases could not take: the node runs it after all."""
+        with self._lock:
+            dropped = []
+            for object_id in spec.return_ids():
+                self._direct_local.pop(object_id, None)
+                self._promised.discard(object_id)
+                if object_id not in self._refs:
+                    dropped.append(object_id)
+        self.send((protocol.SUBMIT, spec))
+        with self._lock:
+            for object_id in dropped:
+                self._queue(protocol.DROP_REFS, object_id)
 
     # -- streaming generators (the owner's side) ---------------------------------------------------
 
@@ -983,6 +1114,8 @@ class Client:
         if force and ref._id in self._actor_calls:
             raise ValueError("force=True is not supported for actor tasks; use "
                              "purerun.kill(actor) to stop the actor instead.")
+        if self._direct and self._direct.cancel(ids.task_id_of(ref._id), force, recursive):
+            return
         self.send((protocol.CANCEL, ref._id, force, recursive))
 
     def free(self, refs):
@@ -1145,6 +1278,9 @@ class Client:
                     self.on_interrupt(msg[1])
             elif kind == protocol.ITEM_READ:
                 self._on_items_read(msg[1], msg[2])
+            elif kind == protocol.REVOKE:
+                if self._direct:
+                    self._direct.revoke(msg[1])
 
     def _on_object(self, object_id, kind, payload):
         with self._lock:
@@ -1249,6 +1385,8 @@ class Client:
 
     def close(self, timeout=5.0):
         """Disconnect; a driver that started the node stops it and waits for it to exit."""
+        if self._direct:
+            self._direct.close()
         if not self._closed:
             if self.log_to_driver and not self.is_worker:
                 try:  # what tasks printed for this driver is shown before it goes, as Ray

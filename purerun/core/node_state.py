@@ -55,11 +55,12 @@ from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.actors import ALIVE, DEAD, PENDING, RESTARTING, Actor, actor_died_error
 from purerun.core.cluster_rules import ClusterRules
 from purerun.core.generators import GeneratorRules
+from purerun.core.lease_rules import LeaseRules
 from purerun.core.group_rules import PARKED, GroupRules, group_of
 from purerun.core.placement_groups import group_demand
 from purerun.core.object_table import ObjectTable, error_payload
 from purerun.core.protocol import ARENA, ERROR, ON_DISK, REMOTE
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, LEASE_NAME
 from purerun.core.node_vocabulary import (
     DEFERRED, DISCONNECTED, DRIVER_CONNECTED, HEAD_LOST, HEARTBEAT_ANSWER, IDLE_CHECK,
     MEMORY_READING, NODE_ADDED, NODE_DIED, TICK, WORKER_OUTPUT, WORKER_STARTED, DrainOutput,
@@ -85,7 +86,7 @@ WORKER_IDLE_CHECK_S = 1.0
 WORKER_IDLE_CHECKS = 5
 
 
-class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
+class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules):
     """The rules of one node. See the module docstring.
 
     Args:
@@ -146,6 +147,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
         self.lineage = {}
         self._init_groups()   # placement groups and labels (core/group_rules.py)
         self._init_state()    # finished tasks and dead actors (core/state_rules.py)
+        self._init_leases()   # the direct call path's leases (core/lease_rules.py)
         #: this node's number in the cluster: worker ids are unique across nodes with it
         self.node_number = control.register_node(
             self.node_id, config.get("tcp_address") or config.get("address"), self.resources,
@@ -168,6 +170,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             protocol.REQUEST: self._on_request,
             protocol.CANCEL: self._on_cancel,
             protocol.FREE: self._on_free,
+            protocol.DIRECT_DONE: self._on_direct_done,
+            protocol.PROMISE: self._on_promise,
+            protocol.SEAL: self._on_seal,
             DRIVER_CONNECTED: self._on_driver_connected,
             WORKER_STARTED: self._on_worker_started,
             DISCONNECTED: self._on_disconnected,
@@ -204,6 +209,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             "list_named_actors": self._request_list_named_actors,
             "kill_actor": self._request_kill_actor,
             "timeline": self._request_timeline,
+            "direct_put": self._request_direct_put,
             "state": self._request_state,
             "dashboard": self._request_dashboard,
             "task_summary": self._request_task_summary,
@@ -235,6 +241,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
             dropped = self.objects.dropped_remote
             if dropped:
                 self._give_back(dropped)
+            if self.leases:
+                self._check_leases()
         finally:
             out = self._out
             self._out = []
@@ -257,7 +265,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
                 "session_dir": config.get("session_dir"),
                 "arena_size": config.get("arena_size"), "address": config.get("address"),
                 "node_ip": config.get("node_ip", "127.0.0.1"), "resources": dict(self.resources),
-                "dashboard_url": config.get("dashboard_url")}
+                "dashboard_url": config.get("dashboard_url"), "clustered": self.clustered}
 
     def worker_info(self, worker_id):
         """What a new worker is told: the welcome, and its cluster-unique id (16 bytes)."""
@@ -307,6 +315,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
                 objects.unpin(object_id)
         for where in peer.reservations:
             objects.discard_reserved(where)
+        if peer.promised:
+            self._promises_of_gone(peer)
         for object_id in peer.refs:
             objects.release(object_id)
         if self.streams:
@@ -589,6 +599,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
     def _finish(self, task, results):
         spec = task.spec
         self.tasks.remove(spec.task_id)
+        if self.leases:
+            self._lease_finished(task)
         owner = task.owner
         owner_peer = self.peers.get(owner)
         worker = self.workers.get(task.worker_id) if task.worker_id is not None else None
@@ -637,8 +649,13 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
         objects = self.objects
         refs = peer.refs
         for object_id in spec.return_ids():
-            objects.expect(object_id).holds += 1
-            refs.add(object_id)
+            if object_id not in refs:   # (a direct task handed back may have promised it)
+                objects.expect(object_id).holds += 1
+                refs.add(object_id)
+        if peer.promised:
+            peer.promised.difference_update(spec.return_ids())
+        if spec.name == LEASE_NAME and peer.kind == "driver":
+            self._lease_submitted(task, token)
         if spec.generator is not None:
             self._stream_submitted(task)
         if self.head_lost is not None and peer.kind != "node":
@@ -794,7 +811,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules):
         task = self.tasks.get(task_id)
         if task is not None:
             task.span = span
-            self.timeline.append((task.spec.name, worker.pid, span, task_id))
+            if task.spec.name != LEASE_NAME:
+                self.timeline.append((task.spec.name, worker.pid, span, task_id))
         if worker.actor_id is not None:
             self._actor_task_done(worker, task_id, task, results, retry, exiting)
             return

@@ -106,7 +106,7 @@ class Peer:
     """A connected process (driver or worker) and what it holds in the object table."""
 
     __slots__ = ("kind", "refs", "pins", "reservations", "worker", "job_id", "log_to_driver",
-                 "node_id")
+                 "node_id", "promised")
 
     def __init__(self, kind, job_id=None):
         self.kind = kind             #: "driver", "worker", or "node" (another node, connected)
@@ -117,6 +117,7 @@ class Peer:
         self.worker = None           #: its Worker, for a worker
         self.job_id = job_id         #: 4 bytes, for a driver
         self.log_to_driver = True
+        self.promised = None         #: a driver's PROMISEd ids not sealed yet (a set), or None
 
 
 class Worker:

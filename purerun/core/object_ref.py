@@ -106,7 +106,8 @@ class ObjectRef:
             # Pickled by someone else (a multiprocessing queue, a file): the ref may reach
             # another process by a way that does not pass through our node connection, so
             # whatever this process still has queued for the node (a batched put of this
-            # very object) leaves first.
+            # very object) leaves first; a direct task's return is made known to it.
+            self._client.publish_ref(self._id)
             self._client.flush()
         return _rebuild_ref, (self._id,)
 

@@ -96,6 +96,14 @@ GENERATOR_ITEM = _message(16, "GENERATOR_ITEM", FROM_WORKER,
 ITEM_READ = _message(17, "ITEM_READ", TO_NODE, "task_id count")
 # The owner's ObjectRefGenerator is gone after handing out ``next_index`` items.
 STREAM_DROPPED = _message(18, "STREAM_DROPPED", TO_NODE, "task_id next_index")
+# The direct call path (core/direct.py). A driver's task ran on a worker it leased: records
+# [(task_id, attempt, name, job_id, lease_task_id, span, error_payload or None, resources)]
+# for the task history and the timeline.
+DIRECT_DONE = _message(40, "DIRECT_DONE", TO_NODE, "records")
+# Return values of direct tasks not back yet, which the driver handed on (as an argument or
+# inside a value): pending entries it holds, sealed later by SEAL (or failed, if it leaves).
+PROMISE = _message(41, "PROMISE", TO_NODE, "object_ids")
+SEAL = _message(42, "SEAL", TO_NODE, "object_id payload_kind payload")
 
 # -- node -> client ------------------------------------------------------------------------------
 # info: dict (node_id, job_id, session_dir, arena_size, ...)
@@ -107,6 +115,21 @@ LOG = _message(23, "LOG", TO_CLIENT, "pid stream text")       # stream: 1 stdout
 WARN = _message(24, "WARN", TO_CLIENT, "text")
 EXECUTE = _message(25, "EXECUTE", TO_WORKER, "spec dep_payloads pickled_function gpu_ids")
 INTERRUPT = _message(26, "INTERRUPT", TO_WORKER, "task_id")   # cancel this running actor call
+# Other work waits for room that a lease of this driver holds: give the lease back once
+# the tasks sent on it are done (core/direct.py).
+REVOKE = _message(27, "REVOKE", TO_CLIENT, "lease_task_id")
+
+# -- driver <-> leased worker (core/direct.py), over their own unix socket --------------------
+# The worker first writes the lease's nonce (raw bytes), then these frames.
+DIRECT = "driver <-> leased worker"
+LEASE_HELLO = _message(50, "LEASE_HELLO", DIRECT, "pid")
+# [(spec, pickled function or None: the first task of its function on this lease)]
+LEASE_TASKS = _message(51, "LEASE_TASKS", DIRECT, "tasks")
+LEASE_CANCEL = _message(52, "LEASE_CANCEL", DIRECT, "task_id recursive")
+LEASE_END = _message(53, "LEASE_END", DIRECT, "")
+# [(task_id, results, retry, span)]: results as TASK_DONE's, kind STORED for those the
+# worker had the node seal for the driver ("direct_put")
+LEASE_DONE = _message(54, "LEASE_DONE", DIRECT, "done")
 
 # -- node -> node (TCP, after the HMAC handshake) -----------------------------------------------
 # A node that connects to another acts as one of its clients: it SUBMITs tasks placed there,
@@ -142,6 +165,9 @@ REQUESTS = {
     "set_job_metadata": (("metadata",), "None; the asker's job's metadata (str to str)"),
     "kill_actor": (("actor_id", "no_restart"), "None"),
     "timeline": ((), "[Chrome trace event]"),
+    # a leased worker's results that the node must hold (stored in the arena, or holding
+    # refs): sealed for the driver that leased it, which then counts as holding them
+    "direct_put": (("results",), "None, once sealed"),
     # the state API (core/state_rules.py): resource is tasks, actors, objects, nodes or jobs;
     # everywhere: also ask the other nodes (tasks and objects are each node's own)
     "state": (("resource", "filters", "limit", "everywhere"),

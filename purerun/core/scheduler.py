@@ -647,6 +647,20 @@ class Scheduler:
                         return found
         return found
 
+    def num_waiting_for(self, name: str) -> int:
+        """How many queued tasks (their objects all there) and pending bundles ask for some
+        of resource ``name`` and would fit if only more of it were free: the work that
+        giving back ``name`` held elsewhere (a lease, core/lease_rules.py) would let run."""
+        available = self._available
+        count = 0
+        for cls in self._ready:
+            if _blocked_only_by(cls.shape, name, available):
+                count += len(cls.queue)
+        for held, _provided in self._bundles_pending.values():
+            if _blocked_only_by(held, name, available):
+                count += 1
+        return count
+
     @property
     def num_starting(self) -> int:
         """Worker processes requested but not yet connected."""
@@ -1309,6 +1323,17 @@ def _lends(name: str) -> bool:
     placement-group bundle it runs in (so a task waiting on its captured children does not
     starve them of the bundle's CPU)."""
     return name == "CPU" or name.startswith("CPU_group_")
+
+
+def _blocked_only_by(shape: tuple, name: str, available: Mapping[str, int]) -> bool:
+    """Whether a demand ``shape`` asks for ``name`` and everything else it asks is free."""
+    wants = False
+    for resource, units in shape:
+        if resource == name:
+            wants = units > 0
+        elif available.get(resource, 0) < units:
+            return False
+    return wants
 
 
 def _gpu_of(shape: tuple) -> int:

@@ -34,7 +34,7 @@ from purerun.core.control_store import worker_id as worker_id_bytes
 from purerun.core.node_vocabulary import DEFERRED
 from purerun.core.object_table import block_length
 from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK, REMOTE
-from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
+from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, LEASE_NAME
 
 __all__ = ["StateRules", "TASK_HISTORY_MAX", "TASK_HISTORY_ENV", "history_cap_from_env", "DEAD_ACTOR_HISTORY_MAX", "RESOURCES", "COLUMNS",
            "PREDICATES", "TASK_STATES", "Gather", "ACTOR_STATES", "check_filters", "select",
@@ -260,6 +260,8 @@ class StateRules:
     def _record_finished(self, task, worker, error):
         """``task`` reached its end (``error``: the ERROR payload it failed with, or None)."""
         spec = task.spec
+        if spec.name == LEASE_NAME:
+            return   # the tasks run on it are recorded instead (core/lease_rules.py)
         if error is not None and len(error) > ERROR_PAYLOAD_KEPT:
             error = b""
         self.task_history.append((
@@ -321,7 +323,8 @@ class StateRules:
         for entry in self.task_history:
             yield self._finished_record(entry)
         for task in self.tasks.tasks.values():
-            yield self._live_record(task)
+            if task.spec.name != LEASE_NAME:
+                yield self._live_record(task)
 
     def _finished_record(self, entry):
         (task_id, attempt, name, kind, job_id, actor_id, parent, worker_id, pid, span,
@@ -360,7 +363,7 @@ class StateRules:
             total += 1
         live = []
         for task in self.tasks.tasks.values():
-            if task.node is not None:
+            if task.node is not None or task.spec.name == LEASE_NAME:
                 continue
             if len(live) < TASK_SUMMARY_LATEST:
                 live.append(task)
@@ -509,7 +512,8 @@ class StateRules:
         if not filters and limit is not None and resource == "tasks":
             # No filter: the count is known without building every record.
             return list(itertools.islice(records, limit)), (len(self.task_history)
-                                                              + len(self.tasks))
+                                                              + len(self.tasks)
+                                                              - len(self.leases))
         return select(records, filters, limit)
 
     def _state_answer(self, remote, request_id, ok, value):

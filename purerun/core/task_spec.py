@@ -6,6 +6,8 @@ from purerun.core.object_ref import ObjectRef
 NORMAL = 0
 ACTOR_CREATION = 1
 ACTOR_METHOD = 2
+# The name of a lease's task: a worker serving one driver's plain tasks (core/direct.py).
+LEASE_NAME = "purerun.lease"
 
 # TaskSpec.strategy for NodeAffinitySchedulingStrategy: (NODE_AFFINITY, node_id, soft).
 NODE_AFFINITY = "NODE_AFFINITY"

@@ -37,6 +37,7 @@ one exception is an actor's sys.exit(0), an intended exit: reported as the actor
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import os
 import queue
@@ -62,6 +63,9 @@ _PR_SET_CHILD_SUBREAPER = 36
 # look for messages first (an INTERRUPT for it). Below it the read would cost more than the
 # call, and a cancellation that close to the call's start races with it anyway.
 BACKLOG_READ_AFTER_S = 0.001
+# A lease's results go back at least this often while more of its tasks wait here.
+LEASE_DONE_BATCH = 32
+LEASE_DONE_DELAY_S = 0.002
 
 
 def run_worker(sock: socket.socket, arena_fd: int, info: dict, stdout_fd: int,
@@ -133,6 +137,8 @@ _running = False
 _sigint_missed = False
 # This process's Worker, for the signal handler.
 _worker = None
+# The lease this worker serves (core/direct.py), while it serves one.
+_lease = None
 
 
 def _on_sigint(signum, frame):
@@ -143,6 +149,8 @@ def _on_sigint(signum, frame):
         return
     client = context.client
     task = client.current_task
+    if _lease is not None and not _lease.targets(task):
+        return   # a late signal for a task of the lease that has ended: not this one's
     if task is not None:
         _worker.cancelled.add(task.task_id)
     if client.pumping:
@@ -482,6 +490,139 @@ class Worker:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
+
+
+class _LeaseState:
+    """What a lease's socket brought: tasks to run, cancellations, the end."""
+
+    def __init__(self, sock, functions, pickled):
+        self.sock = sock
+        self.frames = protocol.FrameReader()
+        self.queue = collections.deque()   # specs, in the order sent
+        self.cancelled = {}                # task id -> recursive
+        self.ending = False
+        self.gone = False
+        self.functions = functions
+        self.pickled = pickled
+
+    def take(self, messages):
+        for msg in messages:
+            kind = msg[0]
+            if kind == protocol.LEASE_TASKS:
+                for spec, pickled in msg[1]:
+                    if pickled is not None and spec.function_key not in self.functions:
+                        self.pickled[spec.function_key] = pickled
+                    self.queue.append(spec)
+            elif kind == protocol.LEASE_CANCEL:
+                self.cancelled[msg[1]] = msg[2]
+            elif kind == protocol.LEASE_END:
+                self.ending = True
+
+    def drain(self):
+        """Take what has arrived, without waiting (also from the SIGINT handler)."""
+        while not self.gone:
+            try:
+                data = self.sock.recv(protocol.RECV_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.gone = True
+                return
+            self.take(self.frames.feed(data))
+
+    def targets(self, task):
+        """SIGINT: whether a cancel for the running ``task`` came with it."""
+        self.drain()
+        return task is not None and task.task_id in self.cancelled
+
+
+def serve_lease(sock):
+    """Run the tasks a driver sends on its lease until it ends the lease or leaves.
+
+    Results go back in batches: when nothing else is waiting here, or every
+    ``LEASE_DONE_BATCH`` results or ``LEASE_DONE_DELAY_S``, whichever comes first.
+    """
+    global _lease, _running, _sigint_missed
+    worker = _worker
+    client = worker.client
+    executor = worker.executor
+    lease_spec = client.current_task
+    state = _LeaseState(sock, worker.functions, worker.pickled)
+    queue = state.queue
+    out = []
+    first_done = 0.0
+    _lease = state
+    _running = False   # between its tasks a signal stops nothing
+    try:
+        while True:
+            if not queue:
+                if out:
+                    sock.sendall(protocol.encode((protocol.LEASE_DONE, out)))
+                    out = []
+                if state.ending or state.gone:
+                    return
+                data = sock.recv(protocol.RECV_SIZE)
+                if not data:
+                    return
+                state.take(state.frames.feed(data))
+                continue
+            if _sigint_missed:
+                _sigint_missed = False
+                state.drain()
+            spec = queue.popleft()
+            task_id = spec.task_id
+            started = time.time()
+            keep = []
+            client.current_task = spec
+            client.children = []
+            try:
+                if task_id in state.cancelled:
+                    outcome = executor.cancelled(spec), False, False
+                else:
+                    _running = True
+                    try:
+                        outcome = executor.run(spec, (), keep=keep)
+                    except WorkerExit as end:
+                        outcome = _worker_exit(spec, end)
+                    finally:
+                        _running = False
+            finally:
+                client.current_task = lease_spec
+                children, client.children = client.children, None
+            if state.cancelled:
+                recursive = state.cancelled.pop(task_id, None)
+                if recursive and children:
+                    for child in children:
+                        client.send((protocol.CANCEL, ids.object_id(child, 0), False, True))
+            worker.cancelled.discard(task_id)
+            _flush_output()
+            results = outcome[0]
+            if any(kind != protocol.INLINE and kind != protocol.ERROR or contained
+                   for _oid, kind, _payload, contained in results):
+                results = _hand_over(client, results)
+            keep = None
+            ended = time.time()
+            out.append((task_id, results, outcome[1], (started, ended)))
+            if len(out) == 1:
+                first_done = ended
+            elif len(out) >= LEASE_DONE_BATCH or ended - first_done > LEASE_DONE_DELAY_S:
+                sock.sendall(protocol.encode((protocol.LEASE_DONE, out)))
+                out = []
+    finally:
+        _lease = None
+        client.current_task = lease_spec
+
+
+def _hand_over(client, results):
+    """Have the node seal the results it must hold for the driver; report them STORED."""
+    held = [result for result in results
+            if result[1] != protocol.INLINE and result[1] != protocol.ERROR or result[3]]
+    client.request("direct_put", held)
+    held_ids = {result[0] for result in held}
+    return [(oid, protocol.STORED, None, ()) if oid in held_ids else (oid, kind, payload, ())
+            for oid, kind, payload, contained in results]
 
 
 def _worker_exit(spec, end):

@@ -1,0 +1,540 @@
+"""The direct call path: a driver's plain tasks go straight to workers it leased.
+
+A tiny task through the node crosses four sockets (driver → node → worker → node → driver)
+and costs the node tens of microseconds. Here the node only grants and revokes leases::
+
+    driver: DirectSubmitter              node (core/lease_rules.py)         worker
+    ───────────────────────              ──────────────────────────         ──────
+    SUBMIT a lease task (1 CPU) ───────▶ schedules it as any task ───▶ serve_lease()
+                  ◀──────────── connects to the driver, sends the lease's nonce ───
+    LEASE_TASKS [spec, ...] ───────────────────────────────────────────▶ runs them in turn
+                  ◀──────────────────────────────── LEASE_DONE [results, ...] ───
+    DIRECT_DONE (records) ─────────────▶ task history, timeline
+                  ◀── REVOKE ────────── other work waits for the CPU
+    LEASE_END ─────────────────────────────────────────────────────────▶ the lease task ends
+
+Which tasks: those a driver submits with the default options of a plain task (one CPU, no
+strategy, no runtime_env, no max_calls, not a generator) and no ObjectRef in their
+arguments, on a node that is not part of a cluster. Everything else goes through the node
+as before; so do the tasks those tasks submit.
+
+Several tasks travel per message: a lease takes up to ``depth`` tasks ahead, which doubles
+while its tasks are short (``SHORT_TASK_S``) and falls back to one after a long one, so a
+long task never holds short ones back behind it while another lease could run them.
+
+Their return values stay in the driver while nobody else needs them. One handed on (as an
+argument, inside a value, pickled) is made known to the node first: PUT if it is back,
+else PROMISE, and SEAL when it comes (Client._publish). A worker's result the node must
+hold (stored in the arena, or holding refs) it has the node seal for the driver
+(``direct_put``) before it reports it.
+
+The driver decides retries: a task that raised a retryable exception, or whose worker
+died, runs again on a lease while its max_retries allow; the lease task's own outcome says
+why its worker died (OutOfMemoryError from the memory monitor). Cancelling sends
+LEASE_CANCEL, then SIGINT: the worker's signal handler reads the cancel before it stops the
+running task, so a signal that arrives late never stops the next one. force=True has the
+node kill the worker, as for any task.
+
+An idle lease is kept ``LINGER_S`` for the next task (a loop of ``get(f.remote())`` keeps
+its lease), then ended; a REVOKE ends it as soon as its tasks are done.
+"""
+
+import collections
+import os
+import select
+import signal
+import socket
+import threading
+
+from purerun import exceptions
+from purerun.core import ids, protocol, serialization
+from purerun.core.object_table import error_payload
+from purerun.core.protocol import ERROR
+from purerun.core.task_spec import LEASE_NAME, NORMAL, TaskSpec
+from purerun.core.tasks import retries_left
+
+__all__ = ["DirectSubmitter", "eligible", "serve_lease"]
+
+LINGER_S = 0.5          # an idle lease waits this long for the next task
+MAX_DEPTH = 64          # tasks sent ahead on one lease
+SHORT_TASK_S = 0.002    # tasks this short let their lease take more ahead
+LEASE_FAILURES = 3      # leases that failed to start in a row before the node runs the tasks
+NONCE_SIZE = 16
+GREET_TIMEOUT_S = 5.0
+_ONE_CPU = {"CPU": 1.0}
+
+
+def eligible(spec) -> bool:
+    """Whether a driver's task (with no ObjectRef in its arguments) may run on a lease."""
+    return (spec.kind == NORMAL and spec.generator is None and not spec.max_calls
+            and spec.strategy is None and spec.env_vars is None
+            and spec.resources == _ONE_CPU and spec.name != LEASE_NAME)
+
+
+class DirectTask:
+    __slots__ = ("spec", "pickled", "lease", "cancelled", "force")
+
+    def __init__(self, spec, pickled):
+        self.spec = spec
+        self.pickled = pickled    #: the pickled function, sent with a lease's first task of it
+        self.lease = None         #: the Lease it was sent on, None while queued here
+        self.cancelled = False
+        self.force = False
+
+
+class Lease:
+    __slots__ = ("task_id", "ref", "nonce", "sock", "pid", "inflight", "depth", "functions",
+                 "revoked", "ended", "send_lock")
+
+    def __init__(self):
+        self.task_id = ids.new_task_id()   #: the lease task's id
+        self.ref = None                    #: ObjectRef to its return value
+        self.nonce = os.urandom(NONCE_SIZE)
+        self.sock = None                   #: the worker's connection, once it connected
+        self.pid = None
+        self.inflight = {}                 #: task id -> DirectTask sent and not done
+        self.depth = 1
+        self.functions = set()             #: function keys the worker has from us
+        self.revoked = False
+        self.ended = False                 #: LEASE_END sent, or the connection is gone
+        self.send_lock = threading.Lock()
+
+
+class DirectSubmitter:
+    """A driver's leases and the tasks it runs on them. See the module docstring.
+
+    Args:
+        client: the driver's Client.
+        max_leases: leases held at most at once (the node's CPUs).
+    """
+
+    def __init__(self, client, max_leases):
+        self.client = client
+        self.max_leases = max_leases
+        self.lock = threading.Lock()
+        self.queue = collections.deque()   # DirectTasks waiting for room on a lease
+        self.tasks = {}                    # task id -> DirectTask, queued or in flight
+        self.requested = {}                # nonce -> Lease asked of the node, not connected
+        self.leases = {}                   # lease task id -> connected Lease
+        self.failures = 0
+        self.closed = False
+        pickled = serialization.dumps(serve_lease)
+        from purerun.core.client import function_key
+        self._lease_function = (function_key(pickled, "purerun.core.direct.serve_lease"),
+                                pickled)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # An abstract name: nothing to remove, gone with this process.
+        self.address = b"\0purerun-direct-" + os.urandom(8).hex().encode()
+        self.listener.bind(self.address)
+        self.listener.listen(64)
+        self._acceptor = threading.Thread(target=self._accept_loop, name="purerun-leases",
+                                          daemon=True)
+        self._acceptor.start()
+
+    # ── submitting ─────────────────────────────────────────────────────────────────────────
+
+    def submit(self, spec, pickled) -> bool:
+        """Run ``spec`` on a lease; False if this submitter is closed (use the node)."""
+        task = DirectTask(spec, pickled)
+        request = batch = None
+        with self.lock:
+            if self.closed:
+                return False
+            self.tasks[spec.task_id] = task
+            lease = self._room()
+            if lease is not None and not lease.inflight:
+                batch = self._load(lease, task)   # an idle worker: at once
+            else:
+                # Behind tasks in flight: sent with the others that queue meanwhile, when
+                # results come back (one write per batch, not per task).
+                self.queue.append(task)
+                request = self._want_lease()
+        if batch:
+            self._send(lease, (protocol.LEASE_TASKS, batch))
+        elif request is not None:
+            self._request(request)
+        return True
+
+    def _room(self):
+        """The connected lease with the fewest tasks in flight and room for one more."""
+        best = None
+        for lease in self.leases.values():
+            if lease.ended or lease.revoked:
+                continue
+            count = len(lease.inflight)
+            if count < lease.depth and (best is None or count < len(best.inflight)):
+                best = lease
+        return best
+
+    def _want_lease(self):
+        """A new Lease to ask the node for, if tasks wait and there may be room for it."""
+        if self.queue and not self.closed and \
+                len(self.leases) + len(self.requested) < self.max_leases:
+            lease = Lease()
+            self.requested[lease.nonce] = lease
+            return lease
+        return None
+
+    def _load(self, lease, first=None):
+        """Take tasks for ``lease`` (``first``, then the queue's) up to its depth; called
+        with the lock held. Returns the LEASE_TASKS entries to send."""
+        batch = []
+        inflight = lease.inflight
+        functions = lease.functions
+        queue = self.queue
+        while True:
+            if first is not None:
+                task, first = first, None
+            elif queue and len(inflight) < lease.depth:
+                task = queue.popleft()
+            else:
+                return batch
+            spec = task.spec
+            task.lease = lease
+            inflight[spec.task_id] = task
+            key = spec.function_key
+            if key in functions:
+                batch.append((spec, None))
+            else:
+                functions.add(key)
+                batch.append((spec, task.pickled))
+
+    def _send(self, lease, msg):
+        data = protocol.encode(msg)
+        try:
+            with lease.send_lock:
+                lease.sock.sendall(data)
+        except OSError:
+            pass   # the worker is gone: its reader thread settles what was in flight
+
+    def _request(self, lease):
+        """Ask the node for ``lease``: a task of ours that serves us from a worker."""
+        client = self.client
+        key, pickled = self._lease_function
+        client.export_function(key, pickled)
+        args = serialization.to_inline(serialization.serialize(
+            ((self.address, lease.nonce), {})))
+        spec = TaskSpec(task_id=lease.task_id, name=LEASE_NAME, function_key=key, args=args,
+                        args_in_store=False, deps=[], contained=[], num_returns=1,
+                        resources=dict(_ONE_CPU), max_retries=0, job_id=client.job_id)
+        lease.ref = client.new_ref(spec.return_ids()[0], subscribed=True)
+        try:
+            client.send((protocol.SUBMIT, spec))
+        except exceptions.RaySystemError:
+            with self.lock:
+                self.requested.pop(lease.nonce, None)
+            return
+        future = client.future(lease.ref)
+        future.add_done_callback(lambda _future: self._lease_returned(lease))
+
+    # ── leases coming and going ────────────────────────────────────────────────────────────
+
+    def _accept_loop(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return   # closed
+            try:
+                self._greet(conn)
+            except Exception:   # a connection that did not prove it knows a lease's nonce
+                conn.close()
+
+    def _greet(self, conn):
+        conn.settimeout(GREET_TIMEOUT_S)
+        nonce = _recv_exactly(conn, NONCE_SIZE)
+        with self.lock:
+            lease = self.requested.pop(nonce, None)
+        if lease is None:
+            conn.close()
+            return
+        # Known now: what follows may be unpickled.
+        frames = protocol.FrameReader()
+        messages = []
+        while not messages:
+            data = conn.recv(protocol.RECV_SIZE)
+            if not data:
+                raise ConnectionError("the leased worker left before it said hello")
+            messages = frames.feed(data)
+        hello = messages[0]
+        if hello[0] != protocol.LEASE_HELLO:
+            raise ConnectionError("the leased worker did not say hello")
+        conn.settimeout(None)
+        lease.sock = conn
+        lease.pid = hello[1]
+        with self.lock:
+            if self.closed:
+                conn.close()
+                return
+            self.failures = 0
+            self.leases[lease.task_id] = lease
+            if lease.revoked:
+                lease.ended = True
+                batch = None
+            else:
+                batch = self._load(lease)
+        threading.Thread(target=self._read_lease, args=(lease, frames), daemon=True,
+                         name="purerun-lease").start()
+        if lease.ended:
+            self._send(lease, (protocol.LEASE_END,))
+        elif batch:
+            self._send(lease, (protocol.LEASE_TASKS, batch))
+
+    def _read_lease(self, lease, frames):
+        sock = lease.sock
+        try:
+            while True:
+                if not lease.inflight and not lease.ended:
+                    ready, _, _ = select.select([sock], [], [], LINGER_S)
+                    if not ready:
+                        self._linger_over(lease)
+                        continue
+                data = sock.recv(protocol.RECV_SIZE)
+                if not data:
+                    break
+                for msg in frames.feed(data):
+                    if msg[0] == protocol.LEASE_DONE:
+                        self._done(lease, msg[1])
+        except (OSError, ValueError):
+            pass
+        self._lost(lease)
+
+    def _linger_over(self, lease):
+        with self.lock:
+            if lease.inflight or lease.ended:
+                return
+            lease.ended = True
+        self._send(lease, (protocol.LEASE_END,))
+
+    def _done(self, lease, done):
+        delivered = []
+        short = True
+        with self.lock:
+            inflight = lease.inflight
+            for task_id, results, retry, span in done:
+                task = inflight.pop(task_id, None)
+                if task is None:
+                    continue
+                if span[1] - span[0] > SHORT_TASK_S:
+                    short = False
+                if retry and not task.cancelled and retries_left(task.spec) != 0:
+                    task.spec.attempt += 1
+                    task.lease = None
+                    self.queue.appendleft(task)
+                    continue
+                del self.tasks[task_id]
+                delivered.append((task, results, span))
+            lease.depth = min(MAX_DEPTH, lease.depth * 2) if short else 1
+            batch = None
+            end = False
+            if lease.revoked or lease.ended or self.closed:
+                end = not inflight and not lease.ended
+                if end:
+                    lease.ended = True
+            else:
+                batch = self._load(lease)
+        if batch:
+            self._send(lease, (protocol.LEASE_TASKS, batch))
+        elif end:
+            self._send(lease, (protocol.LEASE_END,))
+        if delivered:
+            self.client.direct_results(delivered, lease.task_id)
+
+    def _lost(self, lease):
+        """The lease's connection closed: it ended, or its worker died."""
+        with self.lock:
+            self.leases.pop(lease.task_id, None)
+            lease.ended = True
+            lost = list(lease.inflight.values())
+            lease.inflight.clear()
+            closed = self.closed
+        try:
+            lease.sock.close()
+        except OSError:
+            pass
+        if closed:
+            return
+        if lost:
+            why = self._why_lost(lease)
+            failed = []
+            with self.lock:
+                for task in lost:
+                    spec = task.spec
+                    if task.force:
+                        error = exceptions.WorkerCrashedError(
+                            "The task was cancelled with force=True; its worker was killed.")
+                    elif task.cancelled:
+                        error = exceptions.TaskCancelledError(spec.task_id.hex())
+                    elif retries_left(spec) != 0:
+                        spec.attempt += 1
+                        task.lease = None
+                        self.queue.appendleft(task)
+                        continue
+                    elif why is not None:
+                        error = why
+                    else:
+                        error = exceptions.WorkerCrashedError(
+                            f"The worker running task {spec.name} died unexpectedly (killed, "
+                            f"crashed, or out of memory); it was tried {spec.attempt + 1} "
+                            f"time(s) (max_retries={spec.max_retries}).")
+                    self.tasks.pop(spec.task_id, None)
+                    failed.append((task, error))
+            for task, error in failed:
+                self._fail(task, error, lease.task_id)
+        lease.ref = None
+        self._more_leases()
+
+    def _why_lost(self, lease):
+        """What the lease task ended with, if its worker ran out of memory."""
+        try:
+            self.client.get([lease.ref], timeout=10.0)
+        except exceptions.OutOfMemoryError as exc:
+            return exc
+        except Exception:
+            pass
+        return None
+
+    def _lease_returned(self, lease):
+        """The lease task ended. One that never connected failed to start: ask again, and
+        after ``LEASE_FAILURES`` in a row let the node run the waiting tasks."""
+        with self.lock:
+            if self.requested.pop(lease.nonce, None) is None or self.closed:
+                return
+            self.failures += 1
+            give_up = self.failures >= LEASE_FAILURES and not self.leases
+            handed = []
+            if give_up:
+                handed = list(self.queue)
+                self.queue.clear()
+                for task in handed:
+                    del self.tasks[task.spec.task_id]
+        for task in handed:
+            self.client.submit_through_node(task.spec)
+        if not give_up:
+            self._more_leases()
+
+    def _more_leases(self):
+        with self.lock:
+            request = self._want_lease()
+            batch = None
+            lease = self._room() if self.queue else None
+            if lease is not None:
+                batch = self._load(lease)
+        if batch:
+            self._send(lease, (protocol.LEASE_TASKS, batch))
+        if request is not None:
+            self._request(request)
+
+    def _fail(self, task, error, lease_id):
+        payload = error_payload(error)
+        results = [(object_id, ERROR, payload, ()) for object_id in task.spec.return_ids()]
+        self.client.direct_results([(task, results, None)], lease_id)
+
+    # ── the node, the caller ───────────────────────────────────────────────────────────────
+
+    def revoke(self, lease_id):
+        """REVOKE: other work waits for what ``lease_id`` holds."""
+        end = None
+        with self.lock:
+            lease = self.leases.get(lease_id)
+            if lease is None:
+                for waiting in self.requested.values():
+                    if waiting.task_id == lease_id:
+                        waiting.revoked = True   # ended as soon as it connects
+                return
+            lease.revoked = True
+            if not lease.inflight and not lease.ended:
+                lease.ended = end = True
+        if end:
+            self._send(lease, (protocol.LEASE_END,))
+
+    def cancel(self, task_id, force, recursive) -> bool:
+        """Cancel a task of ours; False if it is not one (anymore)."""
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is None:
+                return False
+            if task.cancelled and not force:
+                return True
+            task.cancelled = True
+            lease = task.lease
+            if lease is None:
+                self.queue.remove(task)
+                del self.tasks[task_id]
+            else:
+                task.force = force
+        if lease is None:
+            self._fail(task, exceptions.TaskCancelledError(task_id.hex()), None)
+        elif force:
+            # The node kills the worker, as it would for any task (its other tasks retry).
+            self.client.send((protocol.CANCEL, lease.ref._id, True, False))
+        else:
+            self._send(lease, (protocol.LEASE_CANCEL, task_id, recursive))
+            try:
+                os.kill(lease.pid, signal.SIGINT)
+            except OSError:
+                pass
+        return True
+
+    def release_idle(self, timeout=5.0):
+        """End the leases with nothing in flight and wait until the node has them back
+        (before a caller reads what is free)."""
+        ending = []
+        with self.lock:
+            for lease in self.leases.values():
+                if not lease.inflight and not lease.ended:
+                    lease.ended = True
+                    ending.append(lease)
+        refs = []
+        for lease in ending:
+            self._send(lease, (protocol.LEASE_END,))
+            if lease.ref is not None:
+                refs.append(lease.ref)
+        if refs:
+            try:
+                self.client.wait(refs, len(refs), timeout)
+            except Exception:
+                pass
+
+    def close(self):
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            leases = list(self.leases.values())
+            self.queue.clear()
+        for sock in [self.listener] + [lease.sock for lease in leases]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def _recv_exactly(conn, size):
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed before the nonce")
+        data += chunk
+    return data
+
+
+# ── the worker's side ─────────────────────────────────────────────────────────────────────────
+
+def serve_lease(address, nonce):
+    """The lease task's body, in the leased worker: serve the driver at ``address``."""
+    from purerun.core import worker
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(address)
+        sock.sendall(nonce + protocol.encode((protocol.LEASE_HELLO, os.getpid())))
+        worker.serve_lease(sock)
+    except OSError:
+        pass   # the driver is gone: so is the lease
+    finally:
+        sock.close()

@@ -1,0 +1,267 @@
+"""The direct call path (core/direct.py) on real processes: a driver's plain tasks run on
+workers it leased, and everything a Ray program does with them still holds."""
+
+import os
+import pickle
+import socket
+
+import pytest
+
+import purerun
+from purerun import exceptions
+from purerun.core import context, direct, protocol
+
+from helpers import touch, wait_for
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    purerun.init(num_cpus=2)
+    yield
+    purerun.shutdown()
+
+
+def submitter():
+    return context.client._direct
+
+
+def wait_path(path):
+    wait_for(lambda: os.path.exists(path), timeout=60, message=path)
+
+
+@purerun.remote
+def echo(x):
+    return x
+
+
+@purerun.remote
+def pid():
+    return os.getpid()
+
+
+@purerun.remote
+def plus_one(x):
+    return x + 1
+
+
+@purerun.remote
+def gated(path, value=None):
+    wait_path(path)
+    return value
+
+
+def test_plain_tasks_run_on_leases_and_appear_in_the_state_api_and_timeline():
+    from purerun.util.state import list_tasks
+    refs = [echo.remote(i) for i in range(200)]
+    assert purerun.get(refs) == list(range(200))
+    assert submitter(), "the driver's tasks took the direct path"
+    names = [t["name"] for t in list_tasks(limit=100000)]
+    assert not any(name == "purerun.lease" for name in names)
+    done = [t for t in list_tasks(filters=[("name", "=", "echo")], limit=100000)]
+    assert len(done) >= 200
+    assert all(t["state"] == "FINISHED" and t["worker_pid"] for t in done)
+    trace = purerun.timeline()
+    assert any(event.get("name") == "echo" for event in trace)
+
+
+def test_a_return_handed_on_before_and_after_it_is_back():
+    path = f"/tmp/purerun-direct-gate-{os.getpid()}"
+    try:
+        pending = gated.remote(path, 41)
+        later = plus_one.remote(pending)        # promised to the node, sealed on arrival
+        inside = echo.remote([pending])         # inside a value: held by it
+        stored = purerun.put({"ref": pending})
+        touch(path)
+        assert purerun.get(later) == 42
+        assert purerun.get(purerun.get(inside)[0]) == 41
+        assert purerun.get(purerun.get(stored)["ref"]) == 41
+        ready = echo.remote(7)
+        assert purerun.get(ready) == 7
+        assert purerun.get(plus_one.remote(ready)) == 8     # back already: PUT
+    finally:
+        os.unlink(path)
+
+
+def test_a_return_pickled_outside_purerun_reaches_another_process():
+    ref = echo.remote("far")
+    blob = pickle.dumps(ref)
+
+    @purerun.remote
+    def load(data):
+        return purerun.get(pickle.loads(data))
+
+    assert purerun.get(load.remote(blob)) == "far"
+
+
+def test_large_results_and_results_holding_refs():
+    np = pytest.importorskip("numpy")
+
+    @purerun.remote
+    def big(n):
+        return np.arange(n)
+
+    @purerun.remote
+    def holds():
+        return [purerun.put("inner")]
+
+    array = purerun.get(big.remote(1 << 20))
+    assert array.sum() == (1 << 20) * ((1 << 20) - 1) // 2
+    assert not array.flags.writeable        # zero-copy, from the arena
+    del array
+    [inner] = purerun.get(holds.remote())
+    assert purerun.get(inner) == "inner"
+    # a large result nobody kept is freed
+    def used():
+        return context.client.request("stats")["arena_used"]
+
+    before = used()
+    big.remote(1 << 20)
+    wait_for(lambda: purerun.get(echo.remote(0)) == 0 and used() <= before, timeout=30,
+             message="the unread result to be freed")
+
+
+def test_a_worker_dying_retries_its_tasks_then_fails_them(tmp_path):
+    marker = str(tmp_path / "died-once")
+
+    @purerun.remote(max_retries=1)
+    def die_once(path):
+        if not os.path.exists(path):
+            touch(path)
+            os._exit(1)
+        return "second run"
+
+    @purerun.remote(max_retries=0)
+    def die():
+        os._exit(1)
+
+    assert purerun.get(die_once.remote(marker)) == "second run"
+    with pytest.raises(exceptions.WorkerCrashedError):
+        purerun.get(die.remote())
+    assert purerun.get(echo.remote("still fine")) == "still fine"
+
+
+def test_retryable_exceptions_run_again(tmp_path):
+    marker = str(tmp_path / "raised")
+
+    @purerun.remote(max_retries=2, retry_exceptions=True)
+    def flaky(path):
+        if not os.path.exists(path):
+            touch(path)
+            raise ValueError("first time")
+        return "ok"
+
+    assert purerun.get(flaky.remote(marker)) == "ok"
+
+    @purerun.remote(max_retries=1, retry_exceptions=[KeyError])
+    def wrong_kind():
+        raise ValueError("not retried")
+
+    with pytest.raises(ValueError):
+        purerun.get(wrong_kind.remote())
+
+
+def test_cancelling_a_running_task_does_not_touch_the_next_one(tmp_path):
+    started = str(tmp_path / "started")
+
+    @purerun.remote
+    def spin(path):
+        touch(path)
+        while True:
+            pass
+
+    running = spin.remote(started)
+    wait_path(started)
+    purerun.cancel(running)
+    with pytest.raises(exceptions.TaskCancelledError):
+        purerun.get(running, timeout=60)
+    # the same workers run what comes next
+    assert purerun.get([echo.remote(i) for i in range(20)]) == list(range(20))
+
+
+def test_force_cancel_kills_the_worker_and_the_task_fails(tmp_path):
+    started = str(tmp_path / "started")
+
+    @purerun.remote
+    def marked_pid(path):
+        touch(path)
+        wait_path(path + ".never")
+
+    ref = marked_pid.remote(started)
+    wait_path(started)
+    leased = [lease.pid for lease in submitter().leases.values() if lease.inflight]
+    purerun.cancel(ref, force=True)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        purerun.get(ref, timeout=60)
+    import psutil
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in leased), timeout=30,
+             message="the killed worker to be gone")
+    assert purerun.get(echo.remote(1)) == 1
+
+
+def test_nested_tasks_from_leased_workers_go_through_the_node():
+    @purerun.remote
+    def parent(n):
+        return sum(purerun.get([plus_one.remote(i) for i in range(n)]))
+
+    # more parents than CPUs: each waits for children, which need the CPUs it gave back
+    assert purerun.get([parent.remote(3) for _ in range(4)]) == [6] * 4
+
+
+def test_available_resources_count_idle_leases_as_free():
+    purerun.get([echo.remote(i) for i in range(50)])
+    assert purerun.available_resources().get("CPU") == 2
+
+
+def test_other_work_gets_the_cpus_an_idle_lease_holds(monkeypatch):
+    monkeypatch.setattr(direct, "LINGER_S", 3600.0)   # only a REVOKE can end them now
+    purerun.get([echo.remote(i) for i in range(50)])
+
+    @purerun.remote(num_cpus=2)
+    def both():
+        return "ran"
+
+    assert purerun.get(both.remote(), timeout=60) == "ran"
+
+
+def test_a_connection_without_the_nonce_is_never_unpickled(tmp_path):
+    purerun.get(echo.remote(0))
+    evidence = tmp_path / "unpickled"
+    payload = protocol.encode((protocol.LEASE_HELLO, _Touch(str(evidence))))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(submitter().address)
+    sock.sendall(b"x" * direct.NONCE_SIZE + payload)
+    sock.settimeout(30)
+    try:
+        assert sock.recv(1) == b""      # closed on us
+    except ConnectionResetError:        # (with our bytes unread)
+        pass
+    sock.close()
+    assert not evidence.exists()
+    assert purerun.get(echo.remote(1)) == 1
+
+
+class _Touch:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return touch, (self.path,)
+
+
+def test_without_the_direct_path_tasks_go_through_the_node(tmp_path):
+    from helpers import run_fresh_script
+    done = run_fresh_script(tmp_path / "script.py", """
+import os
+os.environ["PURERUN_DIRECT"] = "0"
+import purerun
+from purerun.core import context
+purerun.init(num_cpus=1)
+
+@purerun.remote
+def f(x):
+    return x * 2
+
+print(purerun.get([f.remote(i) for i in range(5)]), context.client._direct)
+purerun.shutdown()
+""")
+    assert "[0, 2, 4, 6, 8] False" in done.stdout, done.stderr
