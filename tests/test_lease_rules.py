@@ -176,3 +176,21 @@ def test_direct_put_after_the_driver_left_frees_the_block():
                        ([(oid, ARENA, (offset, 10, ((offset + 10, 990),)), ())],)))
     assert node.state.objects.get(oid) is None
     assert node.store.allocator.used == 0
+
+
+def test_the_askers_live_direct_tasks_answer_its_next_task_request_only():
+    node = Node(cpus=1)
+    spec, _worker = start_lease(node)
+    running, queued = ids.new_task_id(), ids.new_task_id()
+    node.feed("driver", (protocol.DIRECT_LIVE, [
+        (running, 0, "f", b"\1\0\0\0", spec.task_id, {"CPU": 1.0}),
+        (queued, 0, "f", b"\1\0\0\0", None, {"CPU": 1.0})]))
+    node.feed("driver", (protocol.REQUEST, 1, "state", ("tasks", [], 100, False)))
+    [(_, reply)] = node.take(protocol.REPLY)
+    records, total = reply[3]
+    assert total == 2
+    assert {(r["task_id"], r["state"]) for r in records} == {
+        (running.hex(), "RUNNING"), (queued.hex(), "PENDING_NODE_ASSIGNMENT")}
+    node.feed("driver", (protocol.REQUEST, 2, "state", ("tasks", [], 100, False)))
+    [(_, reply)] = node.take(protocol.REPLY)
+    assert reply[3] == ([], 0)      # taken with the request it came for

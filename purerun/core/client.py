@@ -349,8 +349,11 @@ class Client:
 
     def request(self, op, *args, timeout=None):
         """Ask the node for something (REQUEST/REPLY) and wait for the answer."""
-        if op == "available_resources" and self._direct:
-            self._direct.release_idle()   # what this driver's idle leases hold is free
+        if self._direct:
+            if op == "available_resources":
+                self._direct.release_idle()   # what this driver's idle leases hold is free
+            elif op == "task_summary" or op == "state" and args[0] == "tasks":
+                self.send((protocol.DIRECT_LIVE, self._direct.live_records()))
         future = concurrent.futures.Future()
         self._submits_since_block = 0
         request_id = next(self._request_ids)
@@ -500,6 +503,8 @@ class Client:
             self.children.append(spec.task_id)
         if (not deps and not contained and not in_store and self._direct is not False
                 and direct.eligible(spec)):
+            if self._closed:
+                raise self._gone()
             submitter = self._direct or self._start_direct()
             if submitter:
                 local = self._direct_local
@@ -1337,6 +1342,8 @@ class Client:
         self._closed = True
         self._welcome.set()
         self._flush_event.set()
+        if self._direct:
+            self._direct.close()   # its leases' workers go with the node
         with self._lock:
             waiters, self._waiting = self._waiting, []
             futures = [f for fs in self._futures.values() for f, _ in fs]

@@ -62,6 +62,9 @@ LEASE_FAILURES = 3      # leases that failed to start in a row before the node r
 NONCE_SIZE = 16
 GREET_TIMEOUT_S = 5.0
 _ONE_CPU = {"CPU": 1.0}
+# How long a lost lease's driver waits for the node to say how its worker died.
+LEASE_OUTCOME_TIMEOUT_S = 10.0
+_NODE_GONE = object()
 
 
 def eligible(spec) -> bool:
@@ -356,6 +359,8 @@ class DirectSubmitter:
             return
         if lost:
             why = self._why_lost(lease)
+            if why is _NODE_GONE:
+                return   # every call says so now (Client._mark_dead)
             failed = []
             with self.lock:
                 for task in lost:
@@ -387,9 +392,13 @@ class DirectSubmitter:
     def _why_lost(self, lease):
         """What the lease task ended with, if its worker ran out of memory."""
         try:
-            self.client.get([lease.ref], timeout=10.0)
+            self.client.get([lease.ref], timeout=LEASE_OUTCOME_TIMEOUT_S)
         except exceptions.OutOfMemoryError as exc:
             return exc
+        except exceptions.GetTimeoutError:
+            pass
+        except exceptions.RaySystemError:
+            return _NODE_GONE    # the worker died with its node
         except Exception:
             pass
         return None
@@ -475,6 +484,13 @@ class DirectSubmitter:
             except OSError:
                 pass
         return True
+
+    def live_records(self):
+        """Our tasks queued or running now, for a state request (DIRECT_LIVE)."""
+        with self.lock:
+            return [(spec.task_id, spec.attempt, spec.name, spec.job_id,
+                     task.lease.task_id if task.lease is not None else None, spec.resources)
+                    for task in self.tasks.values() for spec in (task.spec,)]
 
     def release_idle(self, timeout=5.0):
         """End the leases with nothing in flight and wait until the node has them back

@@ -107,6 +107,29 @@ class LeaseRules:
                             span, error, resources, node_id))
             timeline.append((name, pid, span, task_id))
 
+    def _on_direct_live(self, token, msg):
+        self.peers[token].direct_live = msg[1]
+
+    def _live_direct(self, token):
+        """The records of the direct tasks ``token`` said it has now (once: taken)."""
+        peer = self.peers.get(token)
+        live = peer.direct_live if peer is not None else None
+        if not live:
+            return []
+        peer.direct_live = None
+        records = []
+        for task_id, attempt, name, job_id, lease_id, resources in live:
+            if lease_id is None:
+                worker_id = pid = None
+                state = "PENDING_NODE_ASSIGNMENT"
+            else:
+                worker_id, pid = self._lease_worker(lease_id)
+                state = "RUNNING"
+            records.append(self._task_record(task_id, attempt, name, NORMAL, job_id, None,
+                                             None, worker_id, pid, None, state, None,
+                                             resources, self.node_id))
+        return records
+
     def _on_promise(self, token, msg):
         peer = self.peers[token]
         refs = peer.refs

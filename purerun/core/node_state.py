@@ -173,6 +173,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
             protocol.DIRECT_DONE: self._on_direct_done,
             protocol.PROMISE: self._on_promise,
             protocol.SEAL: self._on_seal,
+            protocol.DIRECT_LIVE: self._on_direct_live,
             DRIVER_CONNECTED: self._on_driver_connected,
             WORKER_STARTED: self._on_worker_started,
             DISCONNECTED: self._on_disconnected,

@@ -106,7 +106,7 @@ class Peer:
     """A connected process (driver or worker) and what it holds in the object table."""
 
     __slots__ = ("kind", "refs", "pins", "reservations", "worker", "job_id", "log_to_driver",
-                 "node_id", "promised")
+                 "node_id", "promised", "direct_live")
 
     def __init__(self, kind, job_id=None):
         self.kind = kind             #: "driver", "worker", or "node" (another node, connected)
@@ -118,6 +118,7 @@ class Peer:
         self.job_id = job_id         #: 4 bytes, for a driver
         self.log_to_driver = True
         self.promised = None         #: a driver's PROMISEd ids not sealed yet (a set), or None
+        self.direct_live = None      #: its direct tasks now, for its next state request
 
 
 class Worker:

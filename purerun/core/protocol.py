@@ -104,6 +104,10 @@ DIRECT_DONE = _message(40, "DIRECT_DONE", TO_NODE, "records")
 # inside a value): pending entries it holds, sealed later by SEAL (or failed, if it leaves).
 PROMISE = _message(41, "PROMISE", TO_NODE, "object_ids")
 SEAL = _message(42, "SEAL", TO_NODE, "object_id payload_kind payload")
+# Ahead of a state request about tasks: the driver's direct tasks queued or running now,
+# [(task_id, attempt, name, job_id, lease_task_id or None (queued), resources)]; the answer
+# to that request shows them.
+DIRECT_LIVE = _message(43, "DIRECT_LIVE", TO_NODE, "records")
 
 # -- node -> client ------------------------------------------------------------------------------
 # info: dict (node_id, job_id, session_dir, arena_size, ...)

@@ -237,6 +237,8 @@ class StateRules:
         #: request id sent to other nodes -> Gather, for a "state" asked of the cluster
         self.state_gathers = {}
         self.next_gather = 1
+        #: the token whose "state" request is being answered
+        self._asking = None
         #: worker pid -> deque of its last (stream, line) of output, for the status page;
         #: the workers whose output came last are last
         self.worker_logs = collections.OrderedDict()
@@ -319,7 +321,10 @@ class StateRules:
 
     def _task_records(self):
         """Every task's record, built one at a time: a list with a limit and no filter
-        builds only what it returns."""
+        builds only what it returns. The asker's direct tasks queued or running now
+        (core/lease_rules.py) come first."""
+        if self._asking is not None:
+            yield from self._live_direct(self._asking)
         for entry in self.task_history:
             yield self._finished_record(entry)
         for task in self.tasks.tasks.values():
@@ -492,7 +497,11 @@ class StateRules:
         answer waits for theirs (a node that dies meanwhile is left out). Nodes, jobs and
         actors come from the control store, which every node shares."""
         filters = check_filters(resource, filters)
-        records, total = self._local_state(resource, filters, limit)
+        self._asking = token
+        try:
+            records, total = self._local_state(resource, filters, limit)
+        finally:
+            self._asking = None
         if not everywhere or resource not in ("tasks", "objects") or not self.clustered:
             return records, total
         others = [remote for remote in self.remote.values() if remote.alive]
@@ -508,12 +517,17 @@ class StateRules:
         return DEFERRED
 
     def _local_state(self, resource, filters, limit):
+        if resource == "tasks" and self._asking is not None:
+            live = self.peers[self._asking].direct_live
+            extra = len(live) if live else 0
+        else:
+            extra = 0
         records = getattr(self, f"_{resource[:-1]}_records")()
         if not filters and limit is not None and resource == "tasks":
             # No filter: the count is known without building every record.
             return list(itertools.islice(records, limit)), (len(self.task_history)
                                                               + len(self.tasks)
-                                                              - len(self.leases))
+                                                              - len(self.leases) + extra)
         return select(records, filters, limit)
 
     def _state_answer(self, remote, request_id, ok, value):
@@ -560,6 +574,12 @@ class StateRules:
         ``everywhere``, in a cluster, the other live nodes' are added in (the answer waits
         for theirs; a node that dies meanwhile is left out)."""
         summary, total = self._task_summary()
+        for record in self._live_direct(token):   # the asker's direct tasks, now
+            by_state = summary["counts"].setdefault(record["name"], {})
+            by_state[record["state"]] = by_state.get(record["state"], 0) + 1
+            total += 1
+            if len(summary["latest"]) < TASK_SUMMARY_LATEST:
+                summary["latest"].append(record)
         others = [remote for remote in self.remote.values() if remote.alive]
         if not everywhere or not self.clustered or not others:
             return summary, total

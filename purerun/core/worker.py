@@ -538,12 +538,66 @@ class _LeaseState:
         return task is not None and task.task_id in self.cancelled
 
 
-def serve_lease(sock):
-    """Run the tasks a driver sends on its lease until it ends the lease or leaves.
+class _LeaseResults:
+    """A lease's results on their way back: sent at once when nothing else waits here, else
+    gathered (``LEASE_DONE_BATCH`` per message) while the tasks run briefly. A task running
+    longer than ``LEASE_DONE_DELAY_S`` has what it was gathered behind sent by a thread of
+    its own meanwhile: no result waits for a long task that came after it."""
 
-    Results go back in batches: when nothing else is waiting here, or every
-    ``LEASE_DONE_BATCH`` results or ``LEASE_DONE_DELAY_S``, whichever comes first.
-    """
+    def __init__(self, sock):
+        self.sock = sock
+        self.lock = threading.Lock()   # the sending, and ``out``
+        self.out = []
+        self.running_since = None      # when the task running now started (monotonic)
+        self.held = threading.Event()  # results are held while a task runs
+        self.over = False
+        self.thread = None
+
+    def add(self, done, more_waiting):
+        with self.lock:
+            out = self.out
+            out.append(done)
+            if not more_waiting or len(out) >= LEASE_DONE_BATCH:
+                self._send()
+            elif len(out) == 1:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._watch, daemon=True,
+                                                   name="purerun-lease-results")
+                    self.thread.start()
+                self.held.set()
+
+    def flush(self):
+        with self.lock:
+            if self.out:
+                self._send()
+
+    def _send(self):
+        # Called with the lock held.
+        out, self.out = self.out, []
+        self.sock.sendall(protocol.encode((protocol.LEASE_DONE, out)))
+
+    def _watch(self):
+        while not self.over:
+            self.held.wait()
+            time.sleep(LEASE_DONE_DELAY_S)
+            with self.lock:
+                since = self.running_since
+                if self.out and since is not None and \
+                        time.monotonic() - since >= LEASE_DONE_DELAY_S:
+                    try:
+                        self._send()
+                    except OSError:
+                        return
+                if not self.out:
+                    self.held.clear()
+
+    def close(self):
+        self.over = True
+        self.held.set()
+
+
+def serve_lease(sock):
+    """Run the tasks a driver sends on its lease until it ends the lease or leaves."""
     global _lease, _running, _sigint_missed
     worker = _worker
     client = worker.client
@@ -551,16 +605,13 @@ def serve_lease(sock):
     lease_spec = client.current_task
     state = _LeaseState(sock, worker.functions, worker.pickled)
     queue = state.queue
-    out = []
-    first_done = 0.0
+    results = _LeaseResults(sock)
     _lease = state
     _running = False   # between its tasks a signal stops nothing
     try:
         while True:
             if not queue:
-                if out:
-                    sock.sendall(protocol.encode((protocol.LEASE_DONE, out)))
-                    out = []
+                results.flush()
                 if state.ending or state.gone:
                     return
                 data = sock.recv(protocol.RECV_SIZE)
@@ -577,6 +628,7 @@ def serve_lease(sock):
             keep = []
             client.current_task = spec
             client.children = []
+            results.running_since = time.monotonic()
             try:
                 if task_id in state.cancelled:
                     outcome = executor.cancelled(spec), False, False
@@ -589,6 +641,7 @@ def serve_lease(sock):
                     finally:
                         _running = False
             finally:
+                results.running_since = None
                 client.current_task = lease_spec
                 children, client.children = client.children, None
             if state.cancelled:
@@ -598,19 +651,14 @@ def serve_lease(sock):
                         client.send((protocol.CANCEL, ids.object_id(child, 0), False, True))
             worker.cancelled.discard(task_id)
             _flush_output()
-            results = outcome[0]
+            returned = outcome[0]
             if any(kind != protocol.INLINE and kind != protocol.ERROR or contained
-                   for _oid, kind, _payload, contained in results):
-                results = _hand_over(client, results)
+                   for _oid, kind, _payload, contained in returned):
+                returned = _hand_over(client, returned)
             keep = None
-            ended = time.time()
-            out.append((task_id, results, outcome[1], (started, ended)))
-            if len(out) == 1:
-                first_done = ended
-            elif len(out) >= LEASE_DONE_BATCH or ended - first_done > LEASE_DONE_DELAY_S:
-                sock.sendall(protocol.encode((protocol.LEASE_DONE, out)))
-                out = []
+            results.add((task_id, returned, outcome[1], (started, time.time())), bool(queue))
     finally:
+        results.close()
         _lease = None
         client.current_task = lease_spec
 
