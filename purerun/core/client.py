@@ -168,6 +168,7 @@ class Client:
         self._waiting = []         # _Waiters of the get/wait calls blocked now
         self._wait_remainder = None   # _WaitRemainder of the last wait(), if any
         self._futures = {}         # object id -> [concurrent.futures.Future]
+        self._watchers = {}        # object id -> callback(), called once it arrives (watch)
         self._pending = []         # queued ref-count messages, in order
         # Records of direct tasks done, for the node's task history: they leave with the
         # next message, or after HISTORY_FLUSH_DELAY (a get does not flush them).
@@ -557,6 +558,16 @@ class Client:
                     self._promised.add(object_id)
                     self._queue(protocol.PROMISE, object_id)
             self._flush_event.set()
+
+    def watch(self, object_id, callback):
+        """Call ``callback()`` (on the reader thread; it must not block) once the object
+        this process owns arrives, or at once if it is here, or if the node is gone."""
+        with self._lock:
+            here = object_id in self._values or self._closed
+            if not here:
+                self._watchers[object_id] = callback
+        if here:
+            callback()
 
     def publish_ref(self, object_id):
         """A ref pickled outside purerun's serializer (ObjectRef.__reduce__)."""
@@ -1301,6 +1312,7 @@ class Client:
                         if fresh:
                             waiter.arrived(is_error)
             futures = self._futures.pop(object_id, ())
+            watcher = self._watchers.pop(object_id, None) if self._watchers else None
             if object_id in self._refs or waited or futures or (
                     self._streams and object_id[:-4] in self._streams):
                 values[object_id] = (kind, payload)
@@ -1308,6 +1320,8 @@ class Client:
                 for future in self._stream_futures.pop(object_id, ()):
                     if not future.done():   # a timed-out wait cancelled it
                         future.set_result(True)
+        if watcher is not None:
+            watcher()
         if futures:
             if kind == STORED:
                 # Locating asks the node, which the reader thread must never do.
@@ -1344,10 +1358,14 @@ class Client:
         self._flush_event.set()
         if self._direct:
             self._direct.close()   # its leases' workers go with the node
+            self._direct = False
         with self._lock:
             waiters, self._waiting = self._waiting, []
             futures = [f for fs in self._futures.values() for f, _ in fs]
             self._futures.clear()
+            watchers, self._watchers = list(self._watchers.values()), {}
+        for watcher in watchers:
+            watcher()
         for waiter in waiters:
             if not waiter.released:
                 waiter.released = True
@@ -1394,6 +1412,7 @@ class Client:
         """Disconnect; a driver that started the node stops it and waits for it to exit."""
         if self._direct:
             self._direct.close()
+            self._direct = False   # (it refers back to us: no cycle outlives the close)
         if not self._closed:
             if self.log_to_driver and not self.is_worker:
                 try:  # what tasks printed for this driver is shown before it goes, as Ray

@@ -227,8 +227,7 @@ class DirectSubmitter:
             with self.lock:
                 self.requested.pop(lease.nonce, None)
             return
-        future = client.future(lease.ref)
-        future.add_done_callback(lambda _future: self._lease_returned(lease))
+        client.watch(lease.ref._id, lambda: self._lease_returned(lease))
 
     # ── leases coming and going ────────────────────────────────────────────────────────────
 

@@ -56,9 +56,19 @@ def reseed():
         _pid = os.getpid()
 
 
+def _forked():
+    global _pid
+    _pid = None   # the next id made here reseeds
+
+
+# A fork we did not make (user code forking a worker or a driver) must not repeat our ids;
+# noticed at the fork, not by a getpid() per id.
+os.register_at_fork(after_in_child=_forked)
+
+
 def new_task_id() -> bytes:
     # next() on itertools.count is atomic under the GIL: no lock on the hot path.
-    if os.getpid() != _pid:  # a fork we did not make (user code forking a worker)
+    if _pid is None:
         reseed()
     if _await_number is not None:
         _await_number()

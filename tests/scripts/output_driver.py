@@ -41,17 +41,24 @@ def dies_after_printing():
     os._exit(1)
 
 
+def say(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(log_to_driver):
     purerun.init(num_cpus=1, log_to_driver=log_to_driver)
-    print(f"TASK_PID {purerun.get(chatty.remote('task-1'))}", flush=True)
-    print(f"TASK_PID {purerun.get(chatty.remote('task-2'))}", flush=True)
-    print(f"MANY_PID {purerun.get(many_lines.remote(MANY_LINES))} {MANY_LINES}", flush=True)
+    # One write per line: task output is relayed by another thread meanwhile, and print()
+    # writes the text and its newline apart.
+    say(f"TASK_PID {purerun.get(chatty.remote('task-1'))}")
+    say(f"TASK_PID {purerun.get(chatty.remote('task-2'))}")
+    say(f"MANY_PID {purerun.get(many_lines.remote(MANY_LINES))} {MANY_LINES}")
     try:
         purerun.get(dies_after_printing.remote())
     except purerun.exceptions.WorkerCrashedError:
-        print("CRASHED", flush=True)
+        say("CRASHED")
     purerun.available_resources()
-    print("DONE", flush=True)
+    say("DONE")
     sys.stdin.read()
     purerun.shutdown()
 
