@@ -41,10 +41,10 @@ its lease), then ended; a REVOKE ends it as soon as its tasks are done.
 
 import collections
 import os
-import select
 import signal
 import socket
 import threading
+import time
 
 from purerun import exceptions
 from purerun.core import ids, protocol, serialization
@@ -56,6 +56,7 @@ from purerun.core.tasks import retries_left
 __all__ = ["DirectSubmitter", "eligible", "serve_lease"]
 
 LINGER_S = 0.5          # an idle lease waits this long for the next task
+LINGER_CHECK_S = 0.1    # how often idle leases are looked at
 MAX_DEPTH = 64          # tasks sent ahead on one lease
 SHORT_TASK_S = 0.002    # tasks this short let their lease take more ahead
 LEASE_FAILURES = 3      # leases that failed to start in a row before the node runs the tasks
@@ -87,7 +88,7 @@ class DirectTask:
 
 class Lease:
     __slots__ = ("task_id", "ref", "nonce", "sock", "pid", "inflight", "depth", "functions",
-                 "revoked", "ended", "send_lock")
+                 "revoked", "ended", "send_lock", "idle_since")
 
     def __init__(self):
         self.task_id = ids.new_task_id()   #: the lease task's id
@@ -101,6 +102,7 @@ class Lease:
         self.revoked = False
         self.ended = False                 #: LEASE_END sent, or the connection is gone
         self.send_lock = threading.Lock()
+        self.idle_since = None             #: time.monotonic() when its last task was done
 
 
 class DirectSubmitter:
@@ -119,8 +121,11 @@ class DirectSubmitter:
         self.tasks = {}                    # task id -> DirectTask, queued or in flight
         self.requested = {}                # nonce -> Lease asked of the node, not connected
         self.leases = {}                   # lease task id -> connected Lease
+        self.returning = set()             # Leases gone whose task's end is not back yet
         self.failures = 0
         self.closed = False
+        self._closing = threading.Event()
+        self._janitor = None               # the thread ending leases idle for LINGER_S
         pickled = serialization.dumps(serve_lease)
         from purerun.core.client import function_key
         self._lease_function = (function_key(pickled, "purerun.core.direct.serve_lease"),
@@ -194,6 +199,7 @@ class DirectSubmitter:
                 return batch
             spec = task.spec
             task.lease = lease
+            lease.idle_since = None
             inflight[spec.task_id] = task
             key = spec.function_key
             if key in functions:
@@ -270,11 +276,16 @@ class DirectSubmitter:
                 return
             self.failures = 0
             self.leases[lease.task_id] = lease
+            lease.idle_since = time.monotonic()
             if lease.revoked:
                 lease.ended = True
                 batch = None
             else:
                 batch = self._load(lease)
+            if self._janitor is None:
+                self._janitor = threading.Thread(target=self._end_idle_leases, daemon=True,
+                                                 name="purerun-lease-linger")
+                self._janitor.start()
         threading.Thread(target=self._read_lease, args=(lease, frames), daemon=True,
                          name="purerun-lease").start()
         if lease.ended:
@@ -286,11 +297,6 @@ class DirectSubmitter:
         sock = lease.sock
         try:
             while True:
-                if not lease.inflight and not lease.ended:
-                    ready, _, _ = select.select([sock], [], [], LINGER_S)
-                    if not ready:
-                        self._linger_over(lease)
-                        continue
                 data = sock.recv(protocol.RECV_SIZE)
                 if not data:
                     break
@@ -301,12 +307,23 @@ class DirectSubmitter:
             pass
         self._lost(lease)
 
-    def _linger_over(self, lease):
-        with self.lock:
-            if lease.inflight or lease.ended:
-                return
-            lease.ended = True
-        self._send(lease, (protocol.LEASE_END,))
+    def _end_idle_leases(self):
+        """End the leases idle for LINGER_S, while there are leases."""
+        while not self._closing.wait(LINGER_CHECK_S):
+            ending = []
+            with self.lock:
+                if not self.leases:
+                    self._janitor = None
+                    return
+                now = time.monotonic()
+                for lease in self.leases.values():
+                    since = lease.idle_since
+                    if (since is not None and not lease.ended and not lease.inflight
+                            and now - since >= LINGER_S):
+                        lease.ended = True
+                        ending.append(lease)
+            for lease in ending:
+                self._send(lease, (protocol.LEASE_END,))
 
     def _done(self, lease, done):
         delivered = []
@@ -327,6 +344,8 @@ class DirectSubmitter:
                 del self.tasks[task_id]
                 delivered.append((task, results, span))
             lease.depth = min(MAX_DEPTH, lease.depth * 2) if short else 1
+            if not inflight:
+                lease.idle_since = time.monotonic()
             batch = None
             end = False
             if lease.revoked or lease.ended or self.closed:
@@ -385,7 +404,11 @@ class DirectSubmitter:
                     failed.append((task, error))
             for task, error in failed:
                 self._fail(task, error, lease.task_id)
-        lease.ref = None
+        with self.lock:
+            if lease.ref is not None and lease.ref._id not in self.client._values:
+                self.returning.add(lease)   # its task's end is on its way (release_idle)
+            else:
+                lease.ref = None
         self._more_leases()
 
     def _why_lost(self, lease):
@@ -406,6 +429,9 @@ class DirectSubmitter:
         """The lease task ended. One that never connected failed to start: ask again, and
         after ``LEASE_FAILURES`` in a row let the node run the waiting tasks."""
         with self.lock:
+            if lease in self.returning:
+                self.returning.discard(lease)
+                lease.ref = None
             if self.requested.pop(lease.nonce, None) is None or self.closed:
                 return
             self.failures += 1
@@ -495,16 +521,18 @@ class DirectSubmitter:
         """End the leases with nothing in flight and wait until the node has them back
         (before a caller reads what is free)."""
         ending = []
+        refs = []
         with self.lock:
             for lease in self.leases.values():
-                if not lease.inflight and not lease.ended:
-                    lease.ended = True
-                    ending.append(lease)
-        refs = []
+                if not lease.inflight:
+                    if not lease.ended:
+                        lease.ended = True
+                        ending.append(lease)
+                    if lease.ref is not None:
+                        refs.append(lease.ref)
+            refs += [lease.ref for lease in self.returning if lease.ref is not None]
         for lease in ending:
             self._send(lease, (protocol.LEASE_END,))
-            if lease.ref is not None:
-                refs.append(lease.ref)
         if refs:
             try:
                 self.client.wait(refs, len(refs), timeout)
@@ -518,6 +546,7 @@ class DirectSubmitter:
             self.closed = True
             leases = list(self.leases.values())
             self.queue.clear()
+        self._closing.set()
         for sock in [self.listener] + [lease.sock for lease in leases]:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
