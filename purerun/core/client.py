@@ -946,6 +946,17 @@ class Client:
                 if outcome and waiter.cut_off:
                     raise self._gone()
                 return outcome
+        if self._direct:
+            # Results of direct tasks in flight on one lease: read them here (core/direct.py).
+            deadline = None if timeout is None else time.monotonic() + timeout
+            outcome = self._direct.read_for(map(ids.task_id_of, waiter.ids),
+                                            lambda: waiter.released, deadline)
+            if outcome is not None:
+                if outcome and waiter.cut_off:
+                    raise self._gone()
+                return outcome
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         if timeout is None:
             # Wake now and then so a dead node (reported by the reader) cannot hang us.
             while not waiter.lock.acquire(timeout=1.0):
@@ -1108,7 +1119,10 @@ class Client:
                     subscribe = True
         if entry is not None:
             self._complete_future(future, object_id, entry)
-        elif subscribe:
+            return future
+        if self._direct:
+            self._direct.arm_for(ids.task_id_of(object_id))   # nobody waits in a get for it
+        if subscribe:
             self.send((protocol.SUBSCRIBE, [object_id]))
         else:
             # Someone will wait on this future: a submission it depends on must not sit in

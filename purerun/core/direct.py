@@ -57,6 +57,7 @@ __all__ = ["DirectSubmitter", "eligible", "serve_lease"]
 
 LINGER_S = 0.5          # an idle lease waits this long for the next task
 LINGER_CHECK_S = 0.1    # how often idle leases are looked at
+UNREAD_AFTER_S = 0.05   # results not waited for are read by then (a lease's reader thread)
 MAX_DEPTH = 64          # tasks sent ahead on one lease
 SHORT_TASK_S = 0.002    # tasks this short let their lease take more ahead
 LEASE_FAILURES = 3      # leases that failed to start in a row before the node runs the tasks
@@ -88,7 +89,8 @@ class DirectTask:
 
 class Lease:
     __slots__ = ("task_id", "ref", "nonce", "sock", "pid", "inflight", "depth", "functions",
-                 "revoked", "ended", "send_lock", "idle_since")
+                 "revoked", "ended", "send_lock", "idle_since", "frames", "read_lock", "armed",
+                 "wake", "gone", "sent_at")
 
     def __init__(self):
         self.task_id = ids.new_task_id()   #: the lease task's id
@@ -103,6 +105,15 @@ class Lease:
         self.ended = False                 #: LEASE_END sent, or the connection is gone
         self.send_lock = threading.Lock()
         self.idle_since = None             #: time.monotonic() when its last task was done
+        self.frames = None                 #: its protocol.FrameReader, once connected
+        # Reading: whoever holds read_lock reads the socket (and handles what came): the
+        # thread that waits for a result of it (read_for), else its reader thread, once
+        # ``armed`` (several tasks in flight, tasks queued behind it, a future, its end).
+        self.read_lock = threading.Lock()
+        self.armed = False
+        self.wake = threading.Event()
+        self.gone = False                  #: its connection closed, and _lost settled it
+        self.sent_at = 0.0                 #: time.monotonic() of the last tasks sent
 
 
 class DirectSubmitter:
@@ -157,6 +168,9 @@ class DirectSubmitter:
                 # results come back (one write per batch, not per task).
                 self.queue.append(task)
                 request = self._want_lease()
+                for busy in self.leases.values():
+                    if busy.inflight and not busy.armed:
+                        self._arm(busy)
         if batch:
             self._send(lease, (protocol.LEASE_TASKS, batch))
         elif request is not None:
@@ -208,7 +222,13 @@ class DirectSubmitter:
                 functions.add(key)
                 batch.append((spec, task.pickled))
 
+    def _arm(self, lease):
+        """Have the lease's reader thread read it (called with the lock held)."""
+        lease.armed = True
+        lease.wake.set()
+
     def _send(self, lease, msg):
+        lease.sent_at = time.monotonic()
         data = protocol.encode(msg)
         try:
             with lease.send_lock:
@@ -286,26 +306,104 @@ class DirectSubmitter:
                 self._janitor = threading.Thread(target=self._end_idle_leases, daemon=True,
                                                  name="purerun-lease-linger")
                 self._janitor.start()
-        threading.Thread(target=self._read_lease, args=(lease, frames), daemon=True,
+            lease.frames = frames
+            if lease.ended or batch:
+                self._arm(lease)
+        threading.Thread(target=self._read_lease, args=(lease,), daemon=True,
                          name="purerun-lease").start()
         if lease.ended:
             self._send(lease, (protocol.LEASE_END,))
         elif batch:
             self._send(lease, (protocol.LEASE_TASKS, batch))
 
-    def _read_lease(self, lease, frames):
+    def _read_lease(self, lease):
+        """The lease's reader thread: reads it while it is armed."""
+        while True:
+            lease.wake.wait()
+            if lease.gone or self.closed:
+                return
+            with lease.read_lock:
+                with self.lock:
+                    if not lease.armed:
+                        lease.wake.clear()
+                        continue
+                open_ = self._read_once(lease, None)
+                if open_:
+                    with self.lock:
+                        if not lease.inflight and not lease.ended and not self.queue:
+                            lease.armed = False   # nothing to read for: see read_for
+                            lease.wake.clear()
+            if not open_:
+                self._lost(lease)
+                return
+
+    def _read_once(self, lease, timeout):
+        """Read what the lease sent (waiting up to ``timeout``, None: as long as it takes)
+        and handle it; called with its read_lock held. False once the connection is gone."""
         sock = lease.sock
         try:
-            while True:
-                data = sock.recv(protocol.RECV_SIZE)
-                if not data:
-                    break
-                for msg in frames.feed(data):
-                    if msg[0] == protocol.LEASE_DONE:
-                        self._done(lease, msg[1])
+            if timeout is not None:
+                import select
+                if not select.select([sock], [], [], max(timeout, 0))[0]:
+                    return True
+            data = sock.recv(protocol.RECV_SIZE)
+            if not data:
+                return False
+            for msg in lease.frames.feed(data):
+                if msg[0] == protocol.LEASE_DONE:
+                    self._done(lease, msg[1])
         except (OSError, ValueError):
-            pass
-        self._lost(lease)
+            return False
+        return True
+
+    def read_for(self, task_ids, released, deadline):
+        """A thread waits for ``task_ids`` of ours: if they are all in flight on one lease
+        that nobody reads, read it here until ``released()`` (or ``deadline``, a
+        time.monotonic(), passes: then False) — the result reaches the waiting thread
+        without another thread's wake-up. None: not so; wait as usual."""
+        with self.lock:
+            leases = set()
+            others = False     # queued here, or not ours: what the lease will not bring
+            tasks = self.tasks
+            for task_id in task_ids:
+                task = tasks.get(task_id)
+                if task is None or task.lease is None:
+                    others = True
+                else:
+                    leases.add(task.lease)
+            if len(leases) != 1 or others:
+                for lease in leases:   # nobody reads them here: their reader threads do
+                    if not lease.armed:
+                        self._arm(lease)
+                return None
+            lease = leases.pop()
+            if lease.armed or lease.gone:
+                return None
+        if not lease.read_lock.acquire(blocking=False):
+            return None
+        open_ = True
+        try:
+            while not released():
+                if lease.armed:
+                    return None    # its reader thread takes over (once we let go)
+                if deadline is None:
+                    timeout = None
+                else:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        return False
+                open_ = self._read_once(lease, timeout)
+                if not open_:
+                    break
+        finally:
+            lease.read_lock.release()
+            if open_:
+                with self.lock:
+                    if lease.inflight and not lease.armed:
+                        self._arm(lease)   # others may wait for the rest
+        if not open_:
+            self._lost(lease)
+        return True if released() else None
 
     def _end_idle_leases(self):
         """End the leases idle for LINGER_S, while there are leases."""
@@ -322,6 +420,10 @@ class DirectSubmitter:
                             and now - since >= LINGER_S):
                         lease.ended = True
                         ending.append(lease)
+                        self._arm(lease)    # to read its end
+                    elif (lease.inflight and not lease.armed and not lease.read_lock.locked()
+                          and now - lease.sent_at >= UNREAD_AFTER_S):
+                        self._arm(lease)    # results nobody waits for: take them in
             for lease in ending:
                 self._send(lease, (protocol.LEASE_END,))
 
@@ -352,6 +454,7 @@ class DirectSubmitter:
                 end = not inflight and not lease.ended
                 if end:
                     lease.ended = True
+                    self._arm(lease)
             else:
                 batch = self._load(lease)
         if batch:
@@ -364,6 +467,10 @@ class DirectSubmitter:
     def _lost(self, lease):
         """The lease's connection closed: it ended, or its worker died."""
         with self.lock:
+            if lease.gone:
+                return
+            lease.gone = True
+            lease.wake.set()      # its reader thread leaves
             self.leases.pop(lease.task_id, None)
             lease.ended = True
             lost = list(lease.inflight.values())
@@ -454,6 +561,8 @@ class DirectSubmitter:
             lease = self._room() if self.queue else None
             if lease is not None:
                 batch = self._load(lease)
+                if batch:
+                    self._arm(lease)
         if batch:
             self._send(lease, (protocol.LEASE_TASKS, batch))
         if request is not None:
@@ -479,6 +588,7 @@ class DirectSubmitter:
             lease.revoked = True
             if not lease.inflight and not lease.ended:
                 lease.ended = end = True
+                self._arm(lease)
         if end:
             self._send(lease, (protocol.LEASE_END,))
 
@@ -510,6 +620,14 @@ class DirectSubmitter:
                 pass
         return True
 
+    def arm_for(self, task_id):
+        """Something other than a waiting thread wants ``task_id``'s result (a future): its
+        lease's reader thread reads it."""
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is not None and task.lease is not None and not task.lease.armed:
+                self._arm(task.lease)
+
     def live_records(self):
         """Our tasks queued or running now, for a state request (DIRECT_LIVE)."""
         with self.lock:
@@ -528,6 +646,7 @@ class DirectSubmitter:
                     if not lease.ended:
                         lease.ended = True
                         ending.append(lease)
+                        self._arm(lease)
                     if lease.ref is not None:
                         refs.append(lease.ref)
             refs += [lease.ref for lease in self.returning if lease.ref is not None]
@@ -545,8 +664,16 @@ class DirectSubmitter:
                 return
             self.closed = True
             leases = list(self.leases.values())
+            # Nothing of ours keeps the client alive past its close (a lease's ref does).
+            for lease in leases + list(self.requested.values()) + list(self.returning):
+                lease.ref = None
             self.queue.clear()
+            self.tasks.clear()
+            self.requested.clear()
+            self.returning.clear()
         self._closing.set()
+        for lease in leases:
+            lease.wake.set()
         for sock in [self.listener] + [lease.sock for lease in leases]:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
