@@ -37,6 +37,13 @@ node kill the worker, as for any task.
 
 An idle lease is kept ``LINGER_S`` for the next task (a loop of ``get(f.remote())`` keeps
 its lease), then ended; a REVOKE ends it as soon as its tasks are done.
+
+Reading a lease's socket: a thread that waits in get/wait for results all in flight on
+one lease reads that lease itself (``read_for``), so that in a loop of ``get(f.remote())``
+the result wakes the waiting thread and nothing else. Otherwise the lease's reader thread
+reads it, once armed: several tasks in flight, tasks queued behind it (their batches leave
+as results come back), a future on one of its results, its end, or results nobody took in
+for ``UNREAD_AFTER_S``.
 """
 
 import collections
@@ -272,7 +279,7 @@ class DirectSubmitter:
         conn.settimeout(GREET_TIMEOUT_S)
         nonce = _recv_exactly(conn, NONCE_SIZE)
         with self.lock:
-            lease = self.requested.pop(nonce, None)
+            lease = self.requested.get(nonce)   # (a REVOKE meanwhile still finds it there)
         if lease is None:
             conn.close()
             return
@@ -291,7 +298,7 @@ class DirectSubmitter:
         lease.sock = conn
         lease.pid = hello[1]
         with self.lock:
-            if self.closed:
+            if self.closed or self.requested.pop(nonce, None) is None:
                 conn.close()
                 return
             self.failures = 0
