@@ -1202,7 +1202,7 @@ class Client:
                 if not ready:
                     return
             try:
-                data = self.sock.recv(protocol.RECV_SIZE)
+                data = protocol.recv(self.sock)
                 # From here until the data is handled, a cancellation (SIGINT) must not
                 # unwind us: it is noted and raised below, between messages.
                 self.pumping = True
@@ -1267,9 +1267,9 @@ class Client:
                 for fd in fds[1:]:
                     os.close(fd)
                 self._handle_all(messages[1:])
-            recv = sock.recv
+            recv = protocol.recv
             while True:
-                data = recv(protocol.RECV_SIZE)
+                data = recv(sock)
                 if not data:
                     break
                 self._handle_all(reader.feed(data))

@@ -287,7 +287,7 @@ class DirectSubmitter:
         frames = protocol.FrameReader()
         messages = []
         while not messages:
-            data = conn.recv(protocol.RECV_SIZE)
+            data = protocol.recv(conn)
             if not data:
                 raise ConnectionError("the leased worker left before it said hello")
             messages = frames.feed(data)
@@ -353,7 +353,7 @@ class DirectSubmitter:
                 import select
                 if not select.select([sock], [], [], max(timeout, 0))[0]:
                     return True
-            data = sock.recv(protocol.RECV_SIZE)
+            data = protocol.recv(sock)
             if not data:
                 return False
             for msg in lease.frames.feed(data):

@@ -38,6 +38,7 @@ pickled, written from one arena and read into another (the framing section below
 import pickle
 import socket
 import struct
+import threading
 
 TO_NODE = "client -> node"
 TO_CLIENT = "node -> client"
@@ -554,3 +555,35 @@ def recv_with_fds(sock: socket.socket, max_fds: int = 4):
     """
     data, fds, _flags, _addr = socket.recv_fds(sock, RECV_SIZE, max_fds)
     return data, fds
+
+
+# -- receiving ---------------------------------------------------------------------------------
+
+_recv_local = threading.local()
+
+
+class RecvBuffer:
+    """A reused buffer to receive into. ``sock.recv(RECV_SIZE)`` makes a fresh RECV_SIZE
+    bytes object per call: an allocation that large bypasses the heap and costs an mmap,
+    an mremap and a munmap per message. Here only what arrived is copied out."""
+
+    __slots__ = ("_buf", "_view")
+
+    def __init__(self, size=RECV_SIZE):
+        self._buf = bytearray(size)
+        self._view = memoryview(self._buf)
+
+    def recv(self, sock, flags=0) -> bytes:
+        """Up to RECV_SIZE bytes from ``sock`` (b"" once the peer closed), as sock.recv."""
+        n = sock.recv_into(self._buf, len(self._buf), flags)
+        return self._view[:n].tobytes()
+
+
+def recv(sock, flags=0) -> bytes:
+    """``sock.recv(RECV_SIZE, flags)``, into this thread's RecvBuffer. Not for signal
+    handlers (they run between the receive and the copy out): they keep a RecvBuffer of
+    their own."""
+    buffer = getattr(_recv_local, "buffer", None)
+    if buffer is None:
+        buffer = _recv_local.buffer = RecvBuffer()
+    return buffer.recv(sock, flags)

@@ -86,7 +86,7 @@ import socket
 import time
 
 from purerun.core import protocol
-from purerun.core.protocol import (MAX_FRAME_SIZE, MAX_RAW_SIZE, RECV_SIZE, FrameReader,
+from purerun.core.protocol import (MAX_FRAME_SIZE, MAX_RAW_SIZE, FrameReader,
                                    ProtocolError)
 
 __all__ = [
@@ -664,7 +664,7 @@ class Connection:
                 return None
             return reader.raw_filled(n)
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = protocol.recv(self.sock)
         except (BlockingIOError, InterruptedError):
             return []
         if not data:

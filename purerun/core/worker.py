@@ -504,6 +504,7 @@ class _LeaseState:
         self.gone = False
         self.functions = functions
         self.pickled = pickled
+        self.handler_buffer = protocol.RecvBuffer()   # drain() may run in a signal handler
 
     def take(self, messages):
         for msg in messages:
@@ -522,7 +523,7 @@ class _LeaseState:
         """Take what has arrived, without waiting (also from the SIGINT handler)."""
         while not self.gone:
             try:
-                data = self.sock.recv(protocol.RECV_SIZE, socket.MSG_DONTWAIT)
+                data = self.handler_buffer.recv(self.sock, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -614,7 +615,7 @@ def serve_lease(sock):
                 results.flush()
                 if state.ending or state.gone:
                     return
-                data = sock.recv(protocol.RECV_SIZE)
+                data = protocol.recv(sock)
                 if not data:
                     return
                 state.take(state.frames.feed(data))
