@@ -293,6 +293,29 @@ def test_a_ref_pickled_by_anyone_else_leaves_after_its_put(cluster, tmp_path, mo
     assert purerun.get(earlier) == [0, 1, 2]
 
 
+def test_a_burst_of_puts_queues_a_bounded_amount_of_values(cluster, monkeypatch):
+    # Small puts wait for their batch, but a batch stops growing at SUBMIT_BATCH_BYTES of
+    # values: a bigger one would block its write until the node had handled most of it.
+    from purerun.core import client as client_module, context, protocol
+    client = context.client
+    monkeypatch.setattr(client._flush_event, "set", lambda: None)   # no background flush
+
+    def queued_bytes():
+        return sum(len(meta) + sum(map(len, buffers))
+                   for kind, *fields in client._pending if kind == protocol.PUT
+                   for meta, buffers in [fields[2]])
+
+    small = [purerun.put(i) for i in range(5)]
+    assert len(client._pending) >= 4, "small puts in a burst should wait for their batch"
+    value = b"x" * (80 * 1024)
+    large = []
+    for _ in range(10):
+        large.append(purerun.put(value))
+        assert queued_bytes() < client_module.SUBMIT_BATCH_BYTES
+    assert purerun.get(small) == list(range(5))
+    assert purerun.get(large) == [value] * 10
+
+
 def test_put_of_an_object_ref_is_refused(cluster):
     with pytest.raises(TypeError):
         purerun.put(purerun.put(1))
