@@ -265,3 +265,59 @@ print(purerun.get([f.remote(i) for i in range(5)]), context.client._direct)
 purerun.shutdown()
 """)
     assert "[0, 2, 4, 6, 8] False" in done.stdout, done.stderr
+
+
+def test_a_signal_without_a_cancel_naming_the_task_stops_nothing(tmp_path):
+    # What a cancel's SIGINT that arrives after its task ended looks like to the next task.
+    started = str(tmp_path / "started")
+    go = str(tmp_path / "go")
+
+    @purerun.remote
+    def marked(path, gate):
+        touch(path)
+        wait_path(gate)
+        return "finished"
+
+    ref = marked.remote(started, go)
+    wait_path(started)
+    [lease] = [lease for lease in submitter().leases.values() if lease.inflight]
+    import signal
+    os.kill(lease.pid, signal.SIGINT)
+    touch(go)
+    assert purerun.get(ref, timeout=60) == "finished"
+
+
+def test_wait_over_tasks_on_two_leases_returns_the_first_done(tmp_path):
+    gate = str(tmp_path / "gate")
+    slow = gated.remote(gate, "slow")
+    quick = echo.remote("quick")
+    ready, not_ready = purerun.wait([slow, quick], num_returns=1, timeout=60)
+    assert ready == [quick] and not_ready == [slow]
+    touch(gate)
+    assert purerun.get(slow, timeout=60) == "slow"
+
+
+def test_awaiting_a_direct_result_and_its_future():
+    import asyncio
+
+    async def main():
+        return await echo.remote("awaited"), await asyncio.gather(echo.remote(1),
+                                                                   echo.remote(2))
+
+    assert asyncio.run(main()) == ("awaited", [1, 2])
+    assert echo.remote("future").future().result(timeout=60) == "future"
+
+
+@purerun.remote
+def unwatched(path):
+    touch(path)
+
+
+def test_results_nobody_waits_for_are_taken_in(tmp_path):
+    from purerun.util.state import list_tasks
+    marker = tmp_path / "ran"
+    unwatched.remote(str(marker))     # its ref is dropped at once
+    wait_for(marker.exists, timeout=60, message="the task to run")
+    wait_for(lambda: list_tasks(filters=[("name", "=", "unwatched"),
+                                         ("state", "=", "FINISHED")]),
+             timeout=60, message="its end to be recorded")
