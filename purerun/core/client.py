@@ -1378,6 +1378,7 @@ class Client:
             return
         self._dead_reason = reason
         self._closed = True
+        self._wait_remainder = None   # (its refs refer back to us)
         self._welcome.set()
         self._flush_event.set()
         if self._direct:
@@ -1389,7 +1390,10 @@ class Client:
             self._futures.clear()
             watchers, self._watchers = list(self._watchers.values()), {}
         for watcher in watchers:
-            watcher()
+            try:
+                watcher()
+            except Exception:   # a watcher must not keep the waiters below waiting
+                logger.exception("purerun: a watcher failed at disconnection")
         for waiter in waiters:
             if not waiter.released:
                 waiter.released = True
@@ -1434,8 +1438,9 @@ class Client:
 
     def close(self, timeout=5.0):
         """Disconnect; a driver that started the node stops it and waits for it to exit."""
-        if self._direct:
-            self._direct.close()
+        direct = self._direct
+        if direct:
+            direct.close()
             self._direct = False   # (it refers back to us: no cycle outlives the close)
         if not self._closed:
             if self.log_to_driver and not self.is_worker:
@@ -1458,6 +1463,8 @@ class Client:
         if self.node is not None:
             self.node.reap(timeout)
         self._flush_event.set()
+        if direct:
+            direct.join()   # none of its threads outlives shutdown()
 
 
 def _on_event_loop():

@@ -74,6 +74,8 @@ _ONE_CPU = {"CPU": 1.0}
 # How long a lost lease's driver waits for the node to say how its worker died.
 LEASE_OUTCOME_TIMEOUT_S = 10.0
 _NODE_GONE = object()
+# How long close() waits for the submitter's threads to leave.
+CLOSE_JOIN_S = 2.0
 
 
 def eligible(spec) -> bool:
@@ -144,6 +146,7 @@ class DirectSubmitter:
         self.closed = False
         self._closing = threading.Event()
         self._janitor = None               # the thread ending leases idle for LINGER_S
+        self._threads = []                 # the leases' reader threads, started so far
         pickled = serialization.dumps(serve_lease)
         from purerun.core.client import function_key
         self._lease_function = (function_key(pickled, "purerun.core.direct.serve_lease"),
@@ -316,8 +319,11 @@ class DirectSubmitter:
             lease.frames = frames
             if lease.ended or batch:
                 self._arm(lease)
-        threading.Thread(target=self._read_lease, args=(lease,), daemon=True,
-                         name="purerun-lease").start()
+        reader = threading.Thread(target=self._read_lease, args=(lease,), daemon=True,
+                                  name="purerun-lease")
+        with self.lock:
+            self._threads.append(reader)
+        reader.start()
         if lease.ended:
             self._send(lease, (protocol.LEASE_END,))
         elif batch:
@@ -690,6 +696,16 @@ class DirectSubmitter:
                 sock.close()
             except OSError:
                 pass
+
+    def join(self, timeout=CLOSE_JOIN_S):
+        """After close(): wait for its threads (each has been woken to leave) to be gone."""
+        with self.lock:
+            threads = [self._acceptor, self._janitor] + self._threads
+        me = threading.current_thread()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not None and thread is not me:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _recv_exactly(conn, size):
