@@ -514,7 +514,10 @@ class DirectSubmitter:
                         self.queue.appendleft(task)
                         continue
                     elif why is not None:
-                        error = why
+                        # The monitor named the lease's task; the task it stopped was this.
+                        error = exceptions.OutOfMemoryError(str(why).replace(
+                            f"ID: {lease.task_id.hex()}, name={LEASE_NAME}",
+                            f"ID: {spec.task_id.hex()}, name={spec.name}"))
                     else:
                         error = exceptions.WorkerCrashedError(
                             f"The worker running task {spec.name} died unexpectedly (killed, "
