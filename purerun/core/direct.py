@@ -48,6 +48,7 @@ for ``UNREAD_AFTER_S``.
 
 import collections
 import os
+import select
 import signal
 import socket
 import threading
@@ -356,7 +357,6 @@ class DirectSubmitter:
         sock = lease.sock
         try:
             if timeout is not None:
-                import select
                 if not select.select([sock], [], [], max(timeout, 0))[0]:
                     return True
             data = protocol.recv(sock)
