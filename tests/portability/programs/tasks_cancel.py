@@ -24,8 +24,11 @@ def parent():
 @ray.remote
 def report_then_sleep(path):
     open(path, "w").close()     # started: the driver may cancel it now
-    for _ in range(600):
-        time.sleep(0.1)
+    # Busy in Python rather than asleep: Ray may miss a cancel of a sleeping task (its
+    # issue 32954).
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        pass
 
 
 def wait_started(path):
