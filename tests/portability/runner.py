@@ -303,6 +303,10 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per program")
     parser.add_argument("--update", action="store_true",
                         help="write each named program's output as its expected output")
+    parser.add_argument("--rerun-failed", action="store_true",
+                        help="run a program that failed once more, alone, and count the "
+                             "second run (for a backend that is flaky when run in parallel "
+                             "under load)")
     parser.add_argument("names", nargs="*", help="run only these programs (default: all)")
     options = parser.parse_args(argv)
 
@@ -333,6 +337,16 @@ def main(argv=None) -> int:
                     print(f"         wrote {result.program.expected_path}")
                 else:
                     print("    " + result.detail.replace("\n", "\n    "), flush=True)
+
+    if options.rerun_failed and not options.update:
+        for i, result in enumerate(results):
+            if result.status == "failed":
+                again = run(result.program, options.backend, options.python, options.timeout)
+                print(f"RERUN    {again.status.upper():8} {again.program.name} "
+                      f"({again.seconds:.1f} s)", flush=True)
+                if again.status == "failed":
+                    print("    " + again.detail.replace("\n", "\n    "), flush=True)
+                results[i] = again
 
     counts = {status: sum(r.status == status for r in results)
               for status in ("passed", "failed", "skipped")}
