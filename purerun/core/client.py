@@ -236,6 +236,7 @@ class Client:
         self.interrupt_pending = False        # a cancellation waits for that read to end
 
         self._flush_event = threading.Event()
+        self._closing = threading.Event()   # set once this client is closed or cut off
         self._reader = None
         self._flusher = threading.Thread(target=self._flush_loop, name="purerun-flusher",
                                          daemon=True)
@@ -352,7 +353,8 @@ class Client:
                 return
             if not self._pending_submits and self._pending_count < REF_FLUSH_COUNT:
                 # gather the burst this change belongs to
-                time.sleep(REF_FLUSH_DELAY if self._pending else HISTORY_FLUSH_DELAY)
+                # (an Event, not a sleep: a close does not wait out the delay)
+                self._closing.wait(REF_FLUSH_DELAY if self._pending else HISTORY_FLUSH_DELAY)
             try:
                 self.flush(history=True)
             except Exception:  # the connection went away; the reader reports it
@@ -1378,6 +1380,7 @@ class Client:
             return
         self._dead_reason = reason
         self._closed = True
+        self._closing.set()
         self._wait_remainder = None   # (its refs refer back to us)
         self._welcome.set()
         self._flush_event.set()
@@ -1465,6 +1468,8 @@ class Client:
         self._flush_event.set()
         if direct:
             direct.join()   # none of its threads outlives shutdown()
+        if self._flusher is not threading.current_thread():
+            self._flusher.join(1.0)
 
 
 def _on_event_loop():
