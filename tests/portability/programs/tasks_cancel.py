@@ -1,4 +1,5 @@
-"""ray.cancel: a running task, a queued task, force=True, and recursive cancellation."""
+"""ray.cancel: a queued task, force=True, and recursive cancellation (a running task without
+force: tasks_cancel_running)."""
 
 import os
 import shutil
@@ -56,10 +57,6 @@ def outcome(ref, **cancel):
 def main():
     ray.init(num_cpus=1)
     directory = tempfile.mkdtemp()
-    running = report_then_sleep.remote(os.path.join(directory, "running"))
-    wait_started(os.path.join(directory, "running"))
-    ray.cancel(running)
-    print("running:", outcome(running))
     queued = sleeper.options(resources={"absent": 1}).remote()   # never runs
     ray.cancel(queued)
     print("queued:", outcome(queued))
