@@ -180,3 +180,30 @@ def test_what_tasks_printed_reaches_a_driver_that_leaves_at_once(how):
     for tag in ("task-1", "task-2"):
         assert any(re.fullmatch(rf"\(pid=\d+\) complaint from {tag}", line)
                    for line in stderr), done.stderr
+
+
+def test_relayed_lines_never_interleave_with_what_the_driver_prints():
+    """Worker output is relayed on the client's reader thread while the driver's own thread
+    prints; with an unbuffered stdout on a full pipe neither may cut into the other's
+    lines (a relay is written in atomic pieces of whole lines)."""
+    script = os.path.join(REPO_ROOT, "tests", "scripts", "interleave_driver.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-u", script], stdout=subprocess.PIPE, env=env)
+    chunks = []
+    try:
+        while True:   # small reads keep the pipe full most of the time
+            chunk = os.read(proc.stdout.fileno(), 256)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        proc.stdout.close()
+        assert proc.wait(timeout=OUTPUT_DEADLINE_S) == 0
+    lines = b"".join(chunks).decode().split("\n")
+    assert lines.pop() == ""
+    marks = [line for line in lines if line.startswith("MARK ")]
+    relayed = [line for line in lines if not line.startswith("MARK ")]
+    assert marks == [f"MARK {i}" for i in range(1000)]
+    assert relayed == [f"(pid=1) numbered line {i} from the worker"
+                       for i in range(10000)] * 2

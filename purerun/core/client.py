@@ -1370,8 +1370,7 @@ class Client:
                 # Bar states from tqdm_ray, or output that must go around the bars.
                 progress.manager().relay(out, pid, prefix, text)
                 return
-            out.write("".join(prefix + line + "\n" for line in text.split("\n")))
-            out.flush()
+            progress.write_lines(out, prefix, text.split("\n"))
         except Exception:  # a closed or replaced stdout must not kill the reader
             pass
 

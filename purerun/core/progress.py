@@ -21,6 +21,7 @@ Bars in the driver itself go to the same manager directly.
 """
 
 import json
+import select
 import sys
 import threading
 import time
@@ -34,6 +35,30 @@ BAR_WIDTH = 30
 
 _CLEAR_LINE = "\x1b[2K"
 _UP = "\x1b[1A"
+
+
+# Relayed output is written in pieces of whole lines of at most this many bytes. A write to
+# a pipe of up to PIPE_BUF bytes is atomic; a longer one that blocks on a full pipe may be
+# interleaved with another thread's write (an unbuffered stdout has no lock), which could
+# put a line the driver prints in the middle of a worker's line.
+PIECE_BYTES = getattr(select, "PIPE_BUF", 4096)
+
+
+def write_lines(out, prefix, lines):
+    """Write ``lines`` to ``out``, each with ``prefix`` and a newline, in atomic pieces."""
+    piece, size = [], 0
+    for line in lines:
+        text = prefix + line + "\n"
+        n = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+        if piece and size + n > PIECE_BYTES:
+            out.write("".join(piece))
+            out.flush()
+            piece, size = [], 0
+        piece.append(text)
+        size += n
+    if piece:
+        out.write("".join(piece))
+    out.flush()
 
 
 def state_line(state):
@@ -124,28 +149,36 @@ class BarManager:
                     plain.append(line)
                     continue
                 if plain:
-                    self.write(out, "".join(prefix + p + "\n" for p in plain))
+                    self.write_lines(out, prefix, plain)
                     plain = []
                 state.pop(MAGIC, None)
                 self.update(pid, state)
             else:
                 plain.append(line)
         if plain:
-            self.write(out, "".join(prefix + p + "\n" for p in plain))
+            self.write_lines(out, prefix, plain)
 
     def write(self, out, text):
-        """Write ``text`` (whole lines) to ``out`` above the bars."""
+        """Write ``text`` to ``out`` above the bars."""
+        def write():
+            out.write(text)
+            out.flush()
+        self._above(write)
+
+    def write_lines(self, out, prefix, lines):
+        """Write ``lines`` with ``prefix`` to ``out`` above the bars (see ``write_lines``)."""
+        self._above(lambda: write_lines(out, prefix, lines))
+
+    def _above(self, write):
         with self._lock:
             if self._drawn:
                 self._clear()
                 self.out.flush()
-                out.write(text)
-                out.flush()
+                write()
                 self._draw()
                 self.out.flush()
             else:
-                out.write(text)
-                out.flush()
+                write()
 
     def showing(self):
         """Whether bars are on the terminal now (output must be written around them)."""
