@@ -11,6 +11,7 @@ import inspect
 
 from purerun import options as _options
 from purerun.core import context, job_setup, serialization
+from purerun.core.call_check import CallCheck
 from purerun.core.client import function_key
 from purerun.core.ids import ActorID
 from purerun.core.object_ref import ObjectRefGenerator
@@ -29,7 +30,8 @@ class ActorClassMeta:
             that every handle, wherever it travelled, checks call arguments in the caller.
     """
 
-    __slots__ = ("class_name", "module", "methods", "is_async", "signatures", "_call_fields")
+    __slots__ = ("class_name", "module", "methods", "is_async", "signatures", "_call_fields",
+                 "_checks")
 
     def __init__(self, class_name, module, methods, is_async, signatures=None):
         self.class_name = class_name
@@ -38,6 +40,14 @@ class ActorClassMeta:
         self.is_async = is_async
         self.signatures = signatures or {}
         self._call_fields = {}  # method name -> options.method_fields(...), made once
+        self._checks = {}       # method name -> CallCheck of its signature, made once
+
+    def check_call(self, name, args, kwargs):
+        """Raise TypeError (in the caller) if method ``name`` cannot take these arguments."""
+        check = self._checks.get(name)
+        if check is None:
+            check = self._checks[name] = CallCheck(self.signatures.get(name))
+        check.check(args, kwargs)
 
     def call_fields(self, name):
         """The TaskSpec fields of a call of method ``name`` with its declared options."""
@@ -311,9 +321,7 @@ class ActorMethod:
                 flight.
         """
         handle = self._handle
-        sig = handle._meta.signatures.get(self._name)
-        if sig is not None:
-            sig.bind(*args, **kwargs)  # a wrong call raises TypeError here, in the caller
+        handle._meta.check_call(self._name, args, kwargs)
         fields = self._fields
         refs = context.get_or_start().submit_actor_method(handle, self._name, fields, args,
                                                           kwargs)
@@ -336,9 +344,7 @@ class ActorMethod:
             TypeError: the arguments do not match the method's signature.
         """
         from purerun.dag.class_node import ClassMethodNode  # the dag package imports us
-        sig = self._handle._meta.signatures.get(self._name)
-        if sig is not None:
-            sig.bind(*args, **kwargs)
+        self._handle._meta.check_call(self._name, args, kwargs)
         declared = self._handle._meta.methods.get(self._name, {})
         given = {k: v for k, v in self._method_options.items() if declared.get(k) != v}
         return ClassMethodNode(self._name, args, kwargs, given,

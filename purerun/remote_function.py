@@ -4,6 +4,7 @@ import inspect
 
 from purerun import options as _options
 from purerun.core import context, serialization
+from purerun.core.call_check import CallCheck
 from purerun.core.client import function_key
 from purerun.core.object_ref import ObjectRefGenerator
 from purerun.core.task_spec import STREAMING
@@ -128,8 +129,7 @@ class RemoteFunction:
 class _FunctionExport:
     """The pickled function and a fast signature check, shared by every options copy."""
 
-    __slots__ = ("function", "pickled", "key", "signature", "min_args", "max_args",
-                 "simple")
+    __slots__ = ("function", "pickled", "key", "signature", "calls")
 
     def __init__(self, function):
         self.function = function
@@ -139,24 +139,11 @@ class _FunctionExport:
             self.signature = inspect.signature(function)
         except (TypeError, ValueError):
             self.signature = None
-        self.simple = False
-        if self.signature is not None:
-            params = list(self.signature.parameters.values())
-            kinds = {p.kind for p in params}
-            # Positional-only calls to a function of plain positional parameters can be
-            # checked by counting, which is what almost every task call is.
-            if kinds <= {inspect.Parameter.POSITIONAL_ONLY,
-                         inspect.Parameter.POSITIONAL_OR_KEYWORD}:
-                self.simple = True
-                self.max_args = len(params)
-                self.min_args = sum(p.default is inspect.Parameter.empty for p in params)
+        self.calls = CallCheck(self.signature)
 
     def check_call(self, args, kwargs):
-        if self.simple and not kwargs and self.min_args <= len(args) <= self.max_args:
-            return
-        if self.signature is not None:
-            # Raises TypeError here, in the caller, exactly as a local call would.
-            self.signature.bind(*args, **kwargs)
+        # Raises TypeError here, in the caller, exactly as a local call would.
+        self.calls.check(args, kwargs)
 
     def export(self):
         if self.pickled is None:

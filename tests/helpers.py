@@ -3,6 +3,8 @@
 import time
 from typing import Any, Callable
 
+import psutil
+
 from purerun.core.allocator import Allocator
 
 
@@ -104,3 +106,11 @@ class FakeStore:
         name = f"direct-{self.direct_files}"
         self.files[name] = 0
         return name
+
+
+def pid_gone(pid):
+    """The process has exited (it may still be a zombie its parent has not waited for)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -35,7 +35,7 @@ from purerun.exceptions import (ActorDiedError, PendingCallsLimitExceeded, RayAc
                                 RayError, RayTaskError)
 from purerun.object_ref import ObjectRef
 
-from helpers import touch, wait_for
+from helpers import pid_gone, touch, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "actor_driver.py")
@@ -86,14 +86,6 @@ def lines(path):
         return []
     with open(path) as f:
         return f.read().split()
-
-
-def pid_gone(pid):
-    """The process has exited (it may still be a zombie its parent has not waited for)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def pid_reaped(pid):

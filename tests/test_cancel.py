@@ -255,8 +255,9 @@ def test_a_cancelled_task_sees_it_once_interrupted(tmp_path):
         import time
         context = purerun.get_runtime_context()
         before = context.is_canceled()
-        open(started, "w").close()
         try:
+            # (Inside the try: the cancel may interrupt the line right after the file.)
+            open(started, "w").close()
             # Short sleeps: the SIGINT may land on another of the worker's threads, and
             # only wakes this one when it next runs Python code.
             deadline = time.time() + 60

@@ -2,10 +2,11 @@
 
 import pickle
 
-from test_node_state import Node, error_of, task, value
+from test_node_state import Node, actor_spec, call, error_of, start_actor, task, value
 
 from purerun import exceptions
 from purerun.core import ids, protocol
+from purerun.core.actors import DEAD, RESTARTING
 from purerun.core.node_state import DISCONNECTED
 from purerun.core.protocol import ARENA
 from purerun.core.task_spec import LEASE_NAME
@@ -149,7 +150,7 @@ def test_direct_put_seals_a_leased_workers_results_for_the_driver():
     inner = ids.new_put_id()
     node.feed("driver", (protocol.PUT, inner, *value("inner"), ()))
     node.feed(worker, (protocol.REQUEST, 2, "direct_put",
-                       ([(oid, ARENA, (offset, 10, ((offset + 10, 990),)), [inner])],)))
+                       ([(oid, ARENA, (offset, 10, ((offset + 10, 990),)), [inner])], None)))
     [(_, reply)] = node.take(protocol.REPLY, worker)
     assert reply[2] is True
     entry = node.state.objects.get(oid)
@@ -173,7 +174,7 @@ def test_direct_put_after_the_driver_left_frees_the_block():
     node.feed("driver2", (DISCONNECTED,))
     oid = ids.object_id(ids.new_task_id(), 0)
     node.feed(worker, (protocol.REQUEST, 2, "direct_put",
-                       ([(oid, ARENA, (offset, 10, ((offset + 10, 990),)), ())],)))
+                       ([(oid, ARENA, (offset, 10, ((offset + 10, 990),)), ())], None)))
     assert node.state.objects.get(oid) is None
     assert node.store.allocator.used == 0
 
@@ -194,3 +195,153 @@ def test_the_askers_live_direct_tasks_answer_its_next_task_request_only():
     node.feed("driver", (protocol.REQUEST, 2, "state", ("tasks", [], 100, False)))
     [(_, reply)] = node.take(protocol.REPLY)
     assert reply[3] == ([], 0)      # taken with the request it came for
+
+
+# ── actor channels ────────────────────────────────────────────────────────────────────────
+
+def channels_to(node, worker):
+    return [m[1:] for _t, m in node.take(protocol.ACTOR_CHANNEL, worker)]
+
+
+def test_a_channel_ask_reaches_the_actors_worker_once_it_is_alive():
+    node = Node(cpus=2)
+    spec = actor_spec(max_restarts=1)
+    node.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _creation)] = node.executes()
+    node.feed("driver", (protocol.ACTOR_DIRECT, spec.actor_id, b"\0addr", b"n1"))
+    assert channels_to(node, worker) == []          # not alive yet: kept
+    node.done(worker, spec)
+    assert channels_to(node, worker) == [(b"\0addr", b"n1")]
+    node.feed("driver", (protocol.ACTOR_DIRECT, spec.actor_id, b"\0addr", b"n2"))
+    assert channels_to(node, worker) == [(b"\0addr", b"n2")]   # alive: at once
+    # a restarting actor gets the ask when its next incarnation is alive
+    node.feed(worker, (DISCONNECTED,))
+    node.feed("driver", (protocol.ACTOR_DIRECT, spec.actor_id, b"\0addr", b"n3"))
+    [(worker2, _)] = node.executes()
+    node.done(worker2, spec)
+    assert channels_to(node, worker2) == [(b"\0addr", b"n3")]
+
+
+def test_a_channel_ask_for_a_dead_or_unknown_actor_goes_nowhere():
+    node = Node(cpus=2)
+    spec = actor_spec()
+    worker = start_actor(node, spec)
+    node.feed(worker, (DISCONNECTED,))
+    assert node.state.actors[spec.actor_id].state == DEAD
+    node.feed("driver", (protocol.ACTOR_DIRECT, spec.actor_id, b"\0addr", b"n1"))
+    node.feed("driver", (protocol.ACTOR_DIRECT, ids.new_task_id(), b"\0addr", b"n2"))
+    assert node.take(protocol.ACTOR_CHANNEL) == []
+    assert node.state.actor_channels == {}
+
+
+def test_an_ask_of_a_driver_that_left_is_not_passed_on():
+    node = Node(cpus=2)
+    node.connect("driver2")
+    spec = actor_spec()
+    node.feed("driver", (protocol.SUBMIT, spec))
+    [(worker, _)] = node.executes()
+    node.feed("driver2", (protocol.ACTOR_DIRECT, spec.actor_id, b"\0addr", b"n1"))
+    node.feed("driver2", (DISCONNECTED,))
+    assert node.state.actor_channels == {}
+    node.done(worker, spec)
+    assert channels_to(node, worker) == []
+
+
+def test_calls_lost_with_a_channel_before_the_node_saw_the_death_settle_with_it():
+    node = Node(cpus=2)
+    spec = actor_spec(max_restarts=1, max_task_retries=0)
+    worker = start_actor(node, spec)
+    retried, failed = call(spec, max_retries=1), call(spec)
+    node.feed("driver", (protocol.ACTOR_LOST, spec.actor_id, 0, [retried, failed]))
+    # still alive as far as the node knows: entered as sent to its (dying) worker
+    assert [s.task_id for _w, s in node.executes()] == [retried.task_id, failed.task_id]
+    node.feed(worker, (DISCONNECTED,))
+    error = error_of(node.objects_to()[failed.return_ids()[0]])
+    assert isinstance(error, exceptions.ActorDiedError)
+    [(worker2, _)] = node.executes()
+    node.done(worker2, spec)
+    [(w, again)] = node.executes()
+    assert again is retried and retried.attempt == 1 and w == worker2
+    node.done(worker2, retried, "ok")
+    assert retried.return_ids()[0] in node.objects_to()
+
+
+def test_calls_lost_after_the_node_saw_the_death_are_retried_or_failed_at_once():
+    node = Node(cpus=2)
+    spec = actor_spec(max_restarts=1, max_task_retries=1)
+    worker = start_actor(node, spec)
+    node.feed(worker, (DISCONNECTED,))
+    actor = node.state.actors[spec.actor_id]
+    assert actor.state == RESTARTING
+    default, none_left = call(spec), call(spec, max_retries=0)
+    node.feed("driver", (protocol.ACTOR_LOST, spec.actor_id, 0, [default, none_left]))
+    error = error_of(node.objects_to()[none_left.return_ids()[0]])
+    assert isinstance(error, exceptions.ActorDiedError)
+    [(worker2, _)] = node.executes()
+    node.done(worker2, spec)
+    [(_w, again)] = node.executes()
+    assert again is default and default.attempt == 1   # the actor's max_task_retries
+    # lost with incarnation 0 once incarnation 1 is alive: the same
+    late = call(spec, max_retries=0)
+    node.feed("driver", (protocol.ACTOR_LOST, spec.actor_id, 0, [late]))
+    assert isinstance(error_of(node.objects_to()[late.return_ids()[0]]),
+                      exceptions.ActorDiedError)
+    assert node.executes() == []
+
+
+def test_an_exit_on_a_channel_ends_the_actor_without_restart_and_says_why():
+    node = Node(cpus=2)
+    spec = actor_spec(max_restarts=3)
+    worker = start_actor(node, spec)
+    queued = call(spec)
+    node.feed("driver", (protocol.SUBMIT, queued))
+    node.executes()
+    node.feed(worker, (protocol.ACTOR_EXITING, "sys.exit(0) in a method"))
+    actor = node.state.actors[spec.actor_id]
+    assert actor.state == DEAD
+    assert any(type(e).__name__ == "KillWorker" for e in node.effects)
+    error = error_of(node.objects_to()[queued.return_ids()[0]])
+    assert isinstance(error, exceptions.ActorDiedError) and "sys.exit(0)" in str(error)
+    node.feed(worker, (DISCONNECTED,))
+    assert node.executes() == []     # not restarted
+    later = call(spec)
+    node.feed("driver", (protocol.SUBMIT, later))
+    assert "sys.exit(0)" in str(error_of(node.objects_to()[later.return_ids()[0]]))
+
+
+def test_direct_put_for_a_channel_seals_for_the_driver_that_asked():
+    node = Node(cpus=2)
+    node.connect("driver2")
+    spec = actor_spec()
+    worker = start_actor(node, spec)
+    node.feed("driver2", (protocol.ACTOR_DIRECT, spec.actor_id, b"\0addr", b"n1"))
+    node.feed(worker, (protocol.REQUEST, 1, "alloc", (1000,)))
+    [(_, reply)] = node.take(protocol.REPLY, worker)
+    _, offset = reply[3]
+    oid = ids.object_id(ids.new_task_id(), 0)
+    node.feed(worker, (protocol.REQUEST, 2, "direct_put",
+                       ([(oid, ARENA, (offset, 10, ((offset + 10, 990),)), ())], b"n1")))
+    assert node.state.objects.get(oid).holds == 1
+    assert oid in node.state.peers["driver2"].refs
+    assert oid not in node.state.peers["driver"].refs
+
+
+def test_records_of_calls_on_a_channel_name_the_actor_and_its_worker():
+    node = Node(cpus=2)
+    spec = actor_spec()
+    worker = start_actor(node, spec)
+    task_id = ids.new_task_id()
+    node.feed("driver", (protocol.DIRECT_DONE, [
+        (task_id, 0, "A.m", b"\1\0\0\0", spec.actor_id, (1.0, 2.0), None, None)]))
+    running = ids.new_task_id()
+    node.feed("driver", (protocol.DIRECT_LIVE, [
+        (running, 0, "A.n", b"\1\0\0\0", spec.actor_id, None)]))
+    node.feed("driver", (protocol.REQUEST, 1, "state", ("tasks", [], 100, False)))
+    [(_, reply)] = node.take(protocol.REPLY)
+    records = {r["name"]: r for r in reply[3][0]}
+    pid = node.pids[int(worker[1:])]
+    assert records["A.m"]["state"] == "FINISHED" and records["A.m"]["type"] == "ACTOR_TASK"
+    assert records["A.m"]["actor_id"] == spec.actor_id.hex()
+    assert records["A.m"]["worker_pid"] == pid
+    assert records["A.n"]["state"] == "RUNNING" and records["A.n"]["worker_pid"] == pid
+    assert records["A.n"]["type"] == "ACTOR_TASK"

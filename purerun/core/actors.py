@@ -58,7 +58,7 @@ class Actor:
 
     __slots__ = ("actor_id", "creation", "owner", "state", "worker_id", "queues", "inflight",
                  "window", "restarts_left", "cause", "namespace", "terminating", "node_hold",
-                 "meta", "num_restarts", "unreferenced", "node")
+                 "meta", "num_restarts", "unreferenced", "node", "channel_asks")
 
     def __init__(self, creation, owner):
         spec = creation.actor
@@ -79,6 +79,8 @@ class Actor:
         self.meta = spec.meta
         self.num_restarts = 0
         self.unreferenced = False       #: its actor object is deleted: no handle is left
+        #: drivers' asks for a direct channel, (address, nonce), passed on once it is alive
+        self.channel_asks = []
 
     @property
     def name(self):

@@ -207,6 +207,7 @@ class Client:
         self.on_execute = on_execute
         # Workers: called with the task id of each INTERRUPT, by the thread that read it.
         self.on_interrupt = None
+        self.on_actor_channel = None   # a worker's: a driver asks for a channel to its actor
 
         # Task context (workers): what get_runtime_context() reports inside a task.
         self.namespace = None
@@ -609,13 +610,16 @@ class Client:
                             self._pending.append((protocol.SEAL, object_id, kind, payload))
                             self._pending_count += 1
                             self._flush_event.set()
-                    self._on_object(object_id, kind, payload)
                 spec = task.spec
                 history = self._history
+                # Recorded before a waiter can see the results: its next message (a state
+                # request, say) then carries the record.
                 history.append((spec.task_id, spec.attempt, spec.name, spec.job_id, lease_id,
                                 span, error, spec.resources))
                 if len(history) == 1 or len(history) >= REF_FLUSH_COUNT:
                     self._flush_event.set()
+                for object_id, kind, payload, _contained in results:
+                    self._on_object(object_id, kind, payload)
 
     def submit_through_node(self, spec):
         """A direct task the leases could not take: the node runs it after all."""
@@ -627,6 +631,21 @@ class Client:
                 if object_id not in self._refs:
                     dropped.append(object_id)
         self.send((protocol.SUBMIT, spec))
+        with self._lock:
+            for object_id in dropped:
+                self._queue(protocol.DROP_REFS, object_id)
+
+    def hand_lost_calls(self, actor_id, incarnation, specs):
+        """Actor calls in flight on a channel that closed: the node settles them."""
+        with self._lock:
+            dropped = []
+            for spec in specs:
+                for object_id in spec.return_ids():
+                    self._direct_local.pop(object_id, None)
+                    self._promised.discard(object_id)
+                    if object_id not in self._refs:
+                        dropped.append(object_id)
+        self.send((protocol.ACTOR_LOST, actor_id, incarnation, specs))
         with self._lock:
             for object_id in dropped:
                 self._queue(protocol.DROP_REFS, object_id)
@@ -814,8 +833,24 @@ class Client:
                         function_key=None, args=payload, args_in_store=in_store, deps=deps,
                         contained=contained, kind=ACTOR_METHOD, actor_id=handle._actor_id,
                         method=method, job_id=self.job_id, **fields)
-        refs = [self.new_ref(object_id, subscribed=True) for object_id in spec.return_ids()]
-        self._actor_calls.update(spec.return_ids())  # cancel(force=True) refuses these
+        return_ids = spec.return_ids()
+        refs = [self.new_ref(object_id, subscribed=True) for object_id in return_ids]
+        self._actor_calls.update(return_ids)  # cancel(force=True) refuses these
+        if (not deps and not contained and not in_store and self._direct is not False
+                and direct.actor_call_eligible(spec)):
+            if self._closed:
+                raise self._gone()
+            submitter = self._direct or self._start_direct()
+            if submitter:
+                local = self._direct_local
+                for object_id in return_ids:
+                    local[object_id] = None
+                if submitter.call_actor(spec, handle._actor_ref, return_ids[0]):
+                    if handle._max_pending_calls > 0:
+                        handle._pending.append(refs[0])
+                    return refs
+                for object_id in return_ids:
+                    local.pop(object_id, None)
         if spec.generator == STREAMING:
             self.open_stream(spec.task_id)   # before its first item can arrive
         self.send_soon((protocol.SUBMIT, spec))
@@ -1323,6 +1358,9 @@ class Client:
             elif kind == protocol.REVOKE:
                 if self._direct:
                     self._direct.revoke(msg[1])
+            elif kind == protocol.ACTOR_CHANNEL:
+                if self.on_actor_channel is not None:
+                    self.on_actor_channel(msg[1], msg[2])
 
     def _on_object(self, object_id, kind, payload):
         with self._lock:

@@ -38,6 +38,17 @@ node kill the worker, as for any task.
 An idle lease is kept ``LINGER_S`` for the next task (a loop of ``get(f.remote())`` keeps
 its lease), then ended; a REVOKE ends it as soon as its tasks are done.
 
+Actor calls: a driver's calls of an asyncio or threaded actor of this node, with no
+ObjectRef among their arguments, go on a channel of their own to the actor's worker
+(``ActorChannel``). Ray promises such actors no order among a caller's calls; still, the
+first call on a channel waits for the result of the last one sent through the node. The
+node passes the driver's ask to the worker once the actor is alive; the worker connects
+as a leased worker does. Calls in flight when the channel closes (the actor died, was
+killed or restarts) go to the node (``ACTOR_LOST``), which settles them as calls in flight
+on that incarnation: retried on the next while max_task_retries allow, else failed with
+why the actor died. The next call asks for a channel again. A plain actor keeps its
+callers' calls in order, so its calls go through the node.
+
 Reading a lease's socket: a thread that waits in get/wait for results all in flight on
 one lease reads that lease itself (``read_for``), so that in a loop of ``get(f.remote())``
 the result wakes the waiting thread and nothing else. Otherwise the lease's reader thread
@@ -58,10 +69,10 @@ from purerun import exceptions
 from purerun.core import ids, protocol, serialization
 from purerun.core.object_table import error_payload
 from purerun.core.protocol import ERROR
-from purerun.core.task_spec import LEASE_NAME, NORMAL, TaskSpec
+from purerun.core.task_spec import ACTOR_METHOD, LEASE_NAME, NORMAL, TaskSpec
 from purerun.core.tasks import retries_left
 
-__all__ = ["DirectSubmitter", "eligible", "serve_lease"]
+__all__ = ["DirectSubmitter", "actor_call_eligible", "eligible", "serve_lease"]
 
 LINGER_S = 0.5          # an idle lease waits this long for the next task
 LINGER_CHECK_S = 0.1    # how often idle leases are looked at
@@ -86,6 +97,15 @@ def eligible(spec) -> bool:
             and spec.resources == _ONE_CPU and spec.name != LEASE_NAME)
 
 
+def actor_call_eligible(spec) -> bool:
+    """Whether a driver's actor call (with no ObjectRef in its arguments) may go on a
+    channel: it returns values (no generator), retries no exception, and does not end the
+    actor on purpose (``__ray_terminate__``)."""
+    return (spec.kind == ACTOR_METHOD and spec.generator is None and spec.num_returns >= 1
+            and not spec.retry_exceptions and spec.backpressure <= 0
+            and spec.method != "__ray_terminate__")
+
+
 class DirectTask:
     __slots__ = ("spec", "pickled", "lease", "cancelled", "force")
 
@@ -100,9 +120,10 @@ class DirectTask:
 class Lease:
     __slots__ = ("task_id", "ref", "nonce", "sock", "pid", "inflight", "depth", "functions",
                  "revoked", "ended", "send_lock", "idle_since", "frames", "read_lock", "armed",
-                 "wake", "gone", "sent_at")
+                 "wake", "gone", "sent_at", "actor_id")
 
     def __init__(self):
+        self.actor_id = None               #: an ActorChannel's actor
         self.task_id = ids.new_task_id()   #: the lease task's id
         self.ref = None                    #: ObjectRef to its return value
         self.nonce = os.urandom(NONCE_SIZE)
@@ -126,6 +147,20 @@ class Lease:
         self.sent_at = 0.0                 #: time.monotonic() of the last tasks sent
 
 
+class ActorChannel(Lease):
+    """A channel to the worker of one actor: its calls are sent and answered as a lease's
+    tasks are (``inflight`` holds them), and it is read the same ways."""
+
+    __slots__ = ("incarnation", "keep", "after")
+
+    def __init__(self, actor_id):
+        super().__init__()
+        self.actor_id = actor_id
+        self.incarnation = None   #: the actor's restarts when its worker connected
+        self.keep = None          #: the actor's ref while calls are in flight (keeps it alive)
+        self.after = None         #: the id whose result the next call waits for (see call)
+
+
 class DirectSubmitter:
     """A driver's leases and the tasks it runs on them. See the module docstring.
 
@@ -143,6 +178,8 @@ class DirectSubmitter:
         self.requested = {}                # nonce -> Lease asked of the node, not connected
         self.leases = {}                   # lease task id -> connected Lease
         self.returning = set()             # Leases gone whose task's end is not back yet
+        self.channels = {}                 # actor id -> ActorChannel asked for or connected
+        self.channel_asks = {}             # nonce -> ActorChannel asked for, not connected
         self.failures = 0
         self.closed = False
         self._closing = threading.Event()
@@ -266,6 +303,99 @@ class DirectSubmitter:
             return
         client.watch(lease.ref._id, lambda: self._lease_returned(lease))
 
+    # ── actor calls ────────────────────────────────────────────────────────────────────────
+
+    def call_actor(self, spec, actor_ref, first_id) -> bool:
+        """Send actor call ``spec`` on its actor's channel. False: it goes through the node
+        (no channel yet, asked for here if need be; or the last call sent through the node
+        is not back, which the first call on the channel waits for)."""
+        actor_id = spec.actor_id
+        ask = keep = None
+        sent = False
+        with self.lock:
+            if self.closed:
+                return False
+            channel = self.channels.get(actor_id)
+            if channel is None:
+                channel = ask = ActorChannel(actor_id)
+                self.channels[actor_id] = channel
+                self.channel_asks[channel.nonce] = channel
+                channel.after = first_id
+            elif channel.frames is not None and not channel.ended:
+                after = channel.after
+                client = self.client
+                if after is None or after in client._values or after not in client._refs:
+                    channel.after = None
+                    task = DirectTask(spec, None)
+                    task.lease = channel
+                    inflight = channel.inflight
+                    inflight[spec.task_id] = task
+                    self.tasks[spec.task_id] = task
+                    keep, channel.keep = channel.keep, actor_ref
+                    if len(inflight) > 1 and not channel.armed:
+                        self._arm(channel)   # results come back while the caller goes on
+                    channel.sent_at = time.monotonic()
+                    data = protocol.encode((protocol.LEASE_TASKS, ((spec, None),)))
+                    try:
+                        with channel.send_lock:
+                            channel.sock.sendall(data)
+                    except OSError:
+                        pass   # its reader sees the close and hands the call to the node
+                    sent = True
+                else:
+                    channel.after = first_id
+            else:
+                channel.after = first_id
+        if sent:
+            del keep   # (outside the lock: it may be an actor ref's last)
+            return True
+        if ask is not None:
+            self.client.send((protocol.ACTOR_DIRECT, actor_id, self.address, ask.nonce))
+        return False
+
+    def _channel_done(self, channel, done):
+        delivered = []
+        keep = None
+        with self.lock:
+            inflight = channel.inflight
+            tasks = self.tasks
+            for task_id, results, _retry, span in done:
+                task = inflight.pop(task_id, None)
+                if task is not None:
+                    tasks.pop(task_id, None)
+                    delivered.append((task, results, span))
+            if not inflight:
+                keep, channel.keep = channel.keep, None
+        if delivered:
+            self.client.direct_results(delivered, channel.actor_id)
+        del keep   # (outside the lock: dropping the last ref of the actor sends DROP_REFS)
+
+    def _channel_lost(self, channel):
+        """The channel closed: the actor's worker is gone (or is going). Its calls in
+        flight go to the node, which settles them; the next call asks for a new channel."""
+        with self.lock:
+            if channel.gone:
+                return
+            channel.gone = True
+            channel.ended = True
+            channel.wake.set()
+            if self.channels.get(channel.actor_id) is channel:
+                del self.channels[channel.actor_id]
+            lost = list(channel.inflight.values())
+            channel.inflight.clear()
+            for task in lost:
+                self.tasks.pop(task.spec.task_id, None)
+            keep, channel.keep = channel.keep, None
+            closed = self.closed
+        try:
+            channel.sock.close()
+        except OSError:
+            pass
+        if lost and not closed:
+            self.client.hand_lost_calls(channel.actor_id, channel.incarnation,
+                                        [task.spec for task in lost])
+        del keep
+
     # ── leases coming and going ────────────────────────────────────────────────────────────
 
     def _accept_loop(self):
@@ -284,7 +414,8 @@ class DirectSubmitter:
         nonce = _recv_exactly(conn, NONCE_SIZE)
         with self.lock:
             lease = self.requested.get(nonce)   # (a REVOKE meanwhile still finds it there)
-        if lease is None:
+            channel = self.channel_asks.get(nonce) if lease is None else None
+        if lease is None and channel is None:
             conn.close()
             return
         # Known now: what follows may be unpickled.
@@ -296,6 +427,12 @@ class DirectSubmitter:
                 raise ConnectionError("the leased worker left before it said hello")
             messages = frames.feed(data)
         hello = messages[0]
+        if channel is not None:
+            if hello[0] != protocol.ACTOR_HELLO:
+                raise ConnectionError("the actor's worker did not say hello")
+            conn.settimeout(None)
+            self._channel_open(channel, conn, frames, hello)
+            return
         if hello[0] != protocol.LEASE_HELLO:
             raise ConnectionError("the leased worker did not say hello")
         conn.settimeout(None)
@@ -313,22 +450,41 @@ class DirectSubmitter:
                 batch = None
             else:
                 batch = self._load(lease)
-            if self._janitor is None:
-                self._janitor = threading.Thread(target=self._end_idle_leases, daemon=True,
-                                                 name="purerun-lease-linger")
-                self._janitor.start()
+            self._start_janitor()
             lease.frames = frames
             if lease.ended or batch:
                 self._arm(lease)
+        self._start_reader(lease)
+        if lease.ended:
+            self._send(lease, (protocol.LEASE_END,))
+        elif batch:
+            self._send(lease, (protocol.LEASE_TASKS, batch))
+
+    def _channel_open(self, channel, conn, frames, hello):
+        with self.lock:
+            if self.closed or self.channel_asks.pop(channel.nonce, None) is None or \
+                    self.channels.get(channel.actor_id) is not channel:
+                conn.close()
+                return
+            channel.pid, channel.incarnation = hello[1], hello[2]
+            channel.sock = conn
+            channel.frames = frames   # (set last: call_actor now sends on it)
+            self._start_janitor()
+        self._start_reader(channel)
+
+    def _start_janitor(self):
+        """The thread ending idle leases and taking in unread results (lock held)."""
+        if self._janitor is None:
+            self._janitor = threading.Thread(target=self._end_idle_leases, daemon=True,
+                                             name="purerun-lease-linger")
+            self._janitor.start()
+
+    def _start_reader(self, lease):
         reader = threading.Thread(target=self._read_lease, args=(lease,), daemon=True,
                                   name="purerun-lease")
         with self.lock:
             self._threads.append(reader)
         reader.start()
-        if lease.ended:
-            self._send(lease, (protocol.LEASE_END,))
-        elif batch:
-            self._send(lease, (protocol.LEASE_TASKS, batch))
 
     def _read_lease(self, lease):
         """The lease's reader thread: reads it while it is armed."""
@@ -364,7 +520,10 @@ class DirectSubmitter:
                 return False
             for msg in lease.frames.feed(data):
                 if msg[0] == protocol.LEASE_DONE:
-                    self._done(lease, msg[1])
+                    if lease.actor_id is None:
+                        self._done(lease, msg[1])
+                    else:
+                        self._channel_done(lease, msg[1])
         except (OSError, ValueError):
             return False
         return True
@@ -423,10 +582,16 @@ class DirectSubmitter:
         while not self._closing.wait(LINGER_CHECK_S):
             ending = []
             with self.lock:
-                if not self.leases:
+                channels = [c for c in self.channels.values() if c.frames is not None]
+                if not self.leases and not channels:
                     self._janitor = None
                     return
                 now = time.monotonic()
+                for channel in channels:
+                    if (channel.inflight and not channel.armed
+                            and not channel.read_lock.locked()
+                            and now - channel.sent_at >= UNREAD_AFTER_S):
+                        self._arm(channel)   # results nobody waits for: take them in
                 for lease in self.leases.values():
                     since = lease.idle_since
                     if (since is not None and not lease.ended and not lease.inflight
@@ -479,6 +644,9 @@ class DirectSubmitter:
 
     def _lost(self, lease):
         """The lease's connection closed: it ended, or its worker died."""
+        if lease.actor_id is not None:
+            self._channel_lost(lease)
+            return
         with self.lock:
             if lease.gone:
                 return
@@ -625,6 +793,8 @@ class DirectSubmitter:
                 task.force = force
         if lease is None:
             self._fail(task, exceptions.TaskCancelledError(task_id.hex()), None)
+        elif lease.actor_id is not None:   # an actor call: its worker cancels it
+            self._send(lease, (protocol.LEASE_CANCEL, task_id, recursive))
         elif force:
             # The node kills the worker, as it would for any task (its other tasks retry).
             self.client.send((protocol.CANCEL, lease.ref._id, True, False))
@@ -648,8 +818,9 @@ class DirectSubmitter:
         """Our tasks queued or running now, for a state request (DIRECT_LIVE)."""
         with self.lock:
             return [(spec.task_id, spec.attempt, spec.name, spec.job_id,
-                     task.lease.task_id if task.lease is not None else None, spec.resources)
-                    for task in self.tasks.values() for spec in (task.spec,)]
+                     None if lease is None else lease.actor_id or lease.task_id,
+                     spec.resources)
+                    for task in self.tasks.values() for spec, lease in ((task.spec, task.lease),)]
 
     def release_idle(self, timeout=5.0):
         """End the leases with nothing in flight and wait until the node has them back
@@ -680,6 +851,12 @@ class DirectSubmitter:
                 return
             self.closed = True
             leases = list(self.leases.values())
+            channels = [c for c in self.channels.values() if c.sock is not None]
+            keep = [c.keep for c in channels]
+            for channel in channels:
+                channel.keep = None
+            self.channels.clear()
+            self.channel_asks.clear()
             # Nothing of ours keeps the client alive past its close (a lease's ref does).
             for lease in leases + list(self.requested.values()) + list(self.returning):
                 lease.ref = None
@@ -687,10 +864,11 @@ class DirectSubmitter:
             self.tasks.clear()
             self.requested.clear()
             self.returning.clear()
+        del keep
         self._closing.set()
-        for lease in leases:
+        for lease in leases + channels:
             lease.wake.set()
-        for sock in [self.listener] + [lease.sock for lease in leases]:
+        for sock in [self.listener] + [lease.sock for lease in leases + channels]:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:

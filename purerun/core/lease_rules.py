@@ -14,15 +14,25 @@ schedules, accounts and ends a lease as any task; it never sees the tasks run on
 
 Leases are left out of the state API's and the timeline's view of tasks: the tasks run on
 them are there instead, from the drivers' records.
+
+A driver also calls asyncio and threaded actors of this node directly, on a channel to the
+actor's worker (which Ray's rules allow: such actors promise no order among a caller's
+calls). The node passes the driver's ask on (``ACTOR_DIRECT`` → ``ACTOR_CHANNEL``) once the
+actor is alive, and settles the calls a channel had in flight when it closed
+(``ACTOR_LOST``) as calls in flight on that incarnation of the actor: retried on its next
+one while max_task_retries allow, else failed with why it died. A call on a channel that
+ends the actor (exit_actor) says so first (``ACTOR_EXITING``).
 """
 
 import collections
 
 from purerun import exceptions
+from purerun.core.actors import ALIVE, DEAD
 from purerun.core.object_table import error_payload
 from purerun.core.protocol import ARENA, ERROR, ON_DISK
 from purerun.core import protocol
-from purerun.core.task_spec import NORMAL
+from purerun.core.task_spec import ACTOR_METHOD, NORMAL
+from purerun.core.tasks import retries_left
 
 __all__ = ["LeaseRules", "Lease"]
 
@@ -41,10 +51,12 @@ class Lease:
 
 class LeaseRules:
     """Mixed into NodeState: expects ``peers``, ``tasks``, ``workers``, ``objects``,
-    ``scheduler``, ``task_history``, ``timeline``, ``_seal`` and ``_send``."""
+    ``actors``, ``scheduler``, ``task_history``, ``timeline``, ``_seal``, ``_send``,
+    ``_fail``, ``_enter_task`` and ``_on_submit``."""
 
     def _init_leases(self):
         self.leases = {}          #: lease task id -> Lease
+        self.actor_channels = {}  #: nonce of a channel asked for -> the asking driver's token
         #: lease task id -> (worker id, pid) of ended leases, newest last
         self.ended_leases = collections.OrderedDict()
 
@@ -101,11 +113,80 @@ class LeaseRules:
         history = self.task_history
         timeline = self.timeline
         node_id = self.node_id
-        for task_id, attempt, name, job_id, lease_id, span, error, resources in msg[1]:
-            worker_id, pid = self._lease_worker(lease_id)
-            history.append((task_id, attempt, name, NORMAL, job_id, None, None, worker_id, pid,
-                            span, error, resources, node_id))
+        for task_id, attempt, name, job_id, where, span, error, resources in msg[1]:
+            kind, actor_id, worker_id, pid = self._direct_where(where)
+            history.append((task_id, attempt, name, kind, job_id, actor_id, None, worker_id,
+                            pid, span, error, resources, node_id))
             timeline.append((name, pid, span, task_id))
+
+    def _direct_where(self, where):
+        """(kind, actor id, worker id, pid) of a direct call run ``where``: on the lease of
+        that task id, or on a channel to the actor of that id."""
+        actor = self.actors.get(where)
+        if actor is None:
+            worker_id, pid = self._lease_worker(where)
+            return NORMAL, None, worker_id, pid
+        worker = self.workers.get(actor.worker_id) if actor.worker_id is not None else None
+        if worker is None:
+            return ACTOR_METHOD, where, None, None
+        return ACTOR_METHOD, where, worker.worker_id, worker.pid
+
+    # ── actor channels ─────────────────────────────────────────────────────────────────────
+
+    def _on_actor_direct(self, token, msg):
+        _, actor_id, address, nonce = msg
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.node is not None or actor.state == DEAD:
+            return   # not here, or gone: the driver's calls go through the node
+        self.actor_channels[nonce] = token
+        actor.channel_asks.append((address, nonce))
+        if actor.state == ALIVE:
+            self._open_channels(actor)
+
+    def _open_channels(self, actor):
+        """Pass the drivers' asks on to the actor's worker (it is alive)."""
+        asks, actor.channel_asks = actor.channel_asks, []
+        worker = self.workers.get(actor.worker_id)
+        if worker is None:
+            return
+        for address, nonce in asks:
+            if nonce in self.actor_channels:   # (its driver is still here)
+                self._send(worker.token, (protocol.ACTOR_CHANNEL, address, nonce))
+
+    def _channels_of_gone(self, token):
+        for nonce in [n for n, t in self.actor_channels.items() if t == token]:
+            del self.actor_channels[nonce]
+
+    def _on_actor_lost(self, token, msg):
+        """Calls a channel had in flight when it closed. Unless the node has seen that
+        incarnation end, its worker is dying: the calls are entered as sent to it, and its
+        end settles them with the rest. Otherwise they are settled here."""
+        _, actor_id, incarnation, specs = msg
+        actor = self.actors.get(actor_id)
+        current = actor is not None and actor.state == ALIVE and \
+            actor.num_restarts == incarnation
+        peer = self.peers[token]
+        for spec in specs:
+            if current or actor is None or actor.state == DEAD:
+                self._on_submit(token, (protocol.SUBMIT, spec))   # (fails, if dead)
+                continue
+            if spec.max_retries is None:
+                spec.max_retries = actor.default_max_retries()
+            if retries_left(spec) != 0:
+                spec.attempt += 1
+                self._on_submit(token, (protocol.SUBMIT, spec))
+            else:
+                self._fail(self._enter_task(token, peer, spec), actor.died_error())
+
+    def _on_actor_exiting(self, token, msg):
+        worker = self.peers[token].worker
+        actor = self.actors.get(worker.actor_id) if worker is not None else None
+        if actor is None or actor.state == DEAD:
+            return
+        actor.terminating = True   # an intended exit: no restart
+        if type(msg[1]) is str:
+            actor.cause = actor.died_error(msg[1])
+        self._actor_dead(actor)
 
     def _on_direct_live(self, token, msg):
         self.peers[token].direct_live = msg[1]
@@ -118,14 +199,14 @@ class LeaseRules:
             return []
         peer.direct_live = None
         records = []
-        for task_id, attempt, name, job_id, lease_id, resources in live:
-            if lease_id is None:
-                worker_id = pid = None
+        for task_id, attempt, name, job_id, where, resources in live:
+            if where is None:
+                kind, actor_id, worker_id, pid = NORMAL, None, None, None
                 state = "PENDING_NODE_ASSIGNMENT"
             else:
-                worker_id, pid = self._lease_worker(lease_id)
+                kind, actor_id, worker_id, pid = self._direct_where(where)
                 state = "RUNNING"
-            records.append(self._task_record(task_id, attempt, name, NORMAL, job_id, None,
+            records.append(self._task_record(task_id, attempt, name, kind, job_id, actor_id,
                                              None, worker_id, pid, None, state, None,
                                              resources, self.node_id))
         return records
@@ -153,10 +234,13 @@ class LeaseRules:
         if entry is not None and entry.kind is None:
             self._seal(object_id, kind, payload, ())
 
-    def _request_direct_put(self, token, results):
+    def _request_direct_put(self, token, results, channel):
         peer = self.peers[token]
-        lease = peer.worker.task if peer.worker is not None else None
-        owner = self.peers.get(lease.owner) if lease is not None else None
+        if channel is not None:   # an actor's results, for the driver of that channel
+            owner = self.peers.get(self.actor_channels.get(channel))
+        else:
+            lease = peer.worker.task if peer.worker is not None else None
+            owner = self.peers.get(lease.owner) if lease is not None else None
         objects = self.objects
         for object_id, kind, payload, contained in results:
             if kind == ARENA or kind == ON_DISK:

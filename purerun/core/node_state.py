@@ -174,6 +174,9 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
             protocol.PROMISE: self._on_promise,
             protocol.SEAL: self._on_seal,
             protocol.DIRECT_LIVE: self._on_direct_live,
+            protocol.ACTOR_DIRECT: self._on_actor_direct,
+            protocol.ACTOR_LOST: self._on_actor_lost,
+            protocol.ACTOR_EXITING: self._on_actor_exiting,
             DRIVER_CONNECTED: self._on_driver_connected,
             WORKER_STARTED: self._on_worker_started,
             DISCONNECTED: self._on_disconnected,
@@ -318,6 +321,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
             objects.discard_reserved(where)
         if peer.promised:
             self._promises_of_gone(peer)
+        if self.actor_channels and peer.kind == "driver":
+            self._channels_of_gone(token)
         for object_id in peer.refs:
             objects.release(object_id)
         if self.streams:
@@ -642,9 +647,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
 
     # ── message handlers ───────────────────────────────────────────────────────────────────
 
-    def _on_submit(self, token, msg):
-        spec = msg[1]
-        peer = self.peers[token]
+    def _enter_task(self, token, peer, spec):
+        """A task of ``token``'s in the task table, its returns held for it."""
         parent = peer.worker.task if peer.worker is not None else None
         task = self.tasks.add(spec, token, parent)
         objects = self.objects
@@ -655,6 +659,13 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
                 refs.add(object_id)
         if peer.promised:
             peer.promised.difference_update(spec.return_ids())
+        return task
+
+    def _on_submit(self, token, msg):
+        spec = msg[1]
+        peer = self.peers[token]
+        task = self._enter_task(token, peer, spec)
+        objects = self.objects
         if spec.name == LEASE_NAME and peer.kind == "driver":
             self._lease_submitted(task, token)
         if spec.generator is not None:
@@ -965,6 +976,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
             return
         actor._transition_pending_alive(worker.worker_id)
         self.control.actor_state(actor.actor_id, ALIVE, self.node_id)
+        if actor.channel_asks:
+            self._open_channels(actor)
         if actor.terminating and not actor.has_calls():
             self._actor_dead(actor)  # every handle went before it even started
             return
@@ -1002,6 +1015,7 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
         error = actor.died_error()
         for task in actor._transition_any_dead():
             self._fail(task, error)
+        actor.channel_asks = []
         if actor.node is None or not actor.node.alive:  # else its node reports that
             self.control.actor_state(actor.actor_id, DEAD, self.node_id)
         self._record_dead_actor(actor, worker_id)

@@ -109,6 +109,16 @@ SEAL = _message(42, "SEAL", TO_NODE, "object_id payload_kind payload")
 # [(task_id, attempt, name, job_id, lease_task_id or None (queued), resources)]; the answer
 # to that request shows them.
 DIRECT_LIVE = _message(43, "DIRECT_LIVE", TO_NODE, "records")
+# Direct actor calls: the driver asks for a channel to an actor's worker, which the node
+# passes on (ACTOR_CHANNEL) once the actor is alive here; the worker connects to
+# ``address`` and proves ``nonce`` as a leased worker does.
+ACTOR_DIRECT = _message(44, "ACTOR_DIRECT", TO_NODE, "actor_id address nonce")
+# The channel to incarnation ``incarnation`` (its restarts so far) of an actor closed with
+# these calls in flight: the node settles them as calls in flight on that incarnation.
+ACTOR_LOST = _message(45, "ACTOR_LOST", TO_NODE, "actor_id incarnation specs")
+# A call that came on a channel ended the actor (exit_actor, sys.exit(0)); reason: True,
+# or why (a str). Sent ahead of the call's result, before the worker leaves.
+ACTOR_EXITING = _message(46, "ACTOR_EXITING", FROM_WORKER, "reason")
 
 # -- node -> client ------------------------------------------------------------------------------
 # info: dict (node_id, job_id, session_dir, arena_size, ...)
@@ -123,11 +133,17 @@ INTERRUPT = _message(26, "INTERRUPT", TO_WORKER, "task_id")   # cancel this runn
 # Other work waits for room that a lease of this driver holds: give the lease back once
 # the tasks sent on it are done (core/direct.py).
 REVOKE = _message(27, "REVOKE", TO_CLIENT, "lease_task_id")
+# A driver asks for a channel to the actor this worker hosts (see ACTOR_DIRECT).
+ACTOR_CHANNEL = _message(28, "ACTOR_CHANNEL", TO_WORKER, "address nonce")
 
 # -- driver <-> leased worker (core/direct.py), over their own unix socket --------------------
 # The worker first writes the lease's nonce (raw bytes), then these frames.
 DIRECT = "driver <-> leased worker"
 LEASE_HELLO = _message(50, "LEASE_HELLO", DIRECT, "pid")
+# An actor's worker on a channel: ``incarnation`` is the actor's restarts so far. Calls
+# then come as LEASE_TASKS (pickled function None), cancels as LEASE_CANCEL, results as
+# LEASE_DONE; the channel has no LEASE_END (it closes with the actor, or the driver).
+ACTOR_HELLO = _message(55, "ACTOR_HELLO", DIRECT, "pid incarnation")
 # [(spec, pickled function or None: the first task of its function on this lease)]
 LEASE_TASKS = _message(51, "LEASE_TASKS", DIRECT, "tasks")
 LEASE_CANCEL = _message(52, "LEASE_CANCEL", DIRECT, "task_id recursive")
@@ -171,8 +187,9 @@ REQUESTS = {
     "kill_actor": (("actor_id", "no_restart"), "None"),
     "timeline": ((), "[Chrome trace event]"),
     # a leased worker's results that the node must hold (stored in the arena, or holding
-    # refs): sealed for the driver that leased it, which then counts as holding them
-    "direct_put": (("results",), "None, once sealed"),
+    # refs): sealed for the driver that leased it (channel None) or that asked for actor
+    # channel ``channel`` (its nonce), which then counts as holding them
+    "direct_put": (("results", "channel"), "None, once sealed"),
     # the state API (core/state_rules.py): resource is tasks, actors, objects, nodes or jobs;
     # everywhere: also ask the other nodes (tasks and objects are each node's own)
     "state": (("resource", "filters", "limit", "everywhere"),

@@ -77,6 +77,32 @@ class SerializedValue:
         self.size = len(meta) + sum(b.nbytes for b in buffers)
 
 
+# A container of at most this many items, each plain (or a plain container in turn), is
+# pickled by plain pickle: a call's arguments ``((1, "a"), {})`` or a result ``(True, b"x")``
+# need nothing cloudpickle adds, and cloudpickle's pickler costs microseconds to make.
+_PLAIN_ITEMS = 8
+
+
+def _plain(value, depth):
+    kind = type(value)
+    if kind is tuple or kind is list:
+        if len(value) > _PLAIN_ITEMS:
+            return False
+        for item in value:
+            if type(item) not in _PLAIN_TYPES and not (depth > 1 and _plain(item, depth - 1)):
+                return False
+        return True
+    if kind is dict:
+        if len(value) > _PLAIN_ITEMS:
+            return False
+        for key, item in value.items():
+            if type(key) is not str or type(item) not in _PLAIN_TYPES and not (
+                    depth > 1 and _plain(item, depth - 1)):
+                return False
+        return True
+    return False
+
+
 def recording_refs():
     """The list that ObjectRef.__reduce__ appends to while ``serialize`` runs, else None."""
     return getattr(_local, "contained", None)
@@ -89,7 +115,7 @@ def serialize(value) -> SerializedValue:
         TypeError: the value (or something inside it) cannot be pickled; the message names
             the offending type.
     """
-    if type(value) in _PLAIN_TYPES:
+    if type(value) in _PLAIN_TYPES or _plain(value, 2):
         return SerializedValue(pickle.dumps(value, 5), [], [])
     buffers = []
 

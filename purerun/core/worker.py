@@ -28,6 +28,12 @@ any other actor call is only marked, as in Ray: it does not start if it has not 
 running one can see it in ``RuntimeContext.is_canceled()``. Either way its task id is in
 ``Worker.cancelled`` until the call ends.
 
+Channels: a driver calls an asyncio or threaded actor on a socket of their own (see
+core/direct.py). The node passes its ask on (ACTOR_CHANNEL); a thread here connects, proves
+the ask's nonce and hands each call that comes to the loop or the pools as an EXECUTE from
+the node would be; its result goes back on the channel (``_report``). A plain actor turns
+the ask down by ignoring it: its callers' calls keep their order through the node.
+
 Exits: a call that raises SystemExit, or another BaseException that is no Exception, ends
 this process (``_worker_exit``), from whichever thread ran it, after its traceback and why
 went to stderr (and so to the driver). The node sees a worker death, as after a crash. The
@@ -51,9 +57,11 @@ import traceback
 
 from purerun import exceptions
 from purerun.core import context, ids, job_setup, protocol, serialization
+from purerun.core.actors import actor_died_error
 from purerun.core.client import Client
 from purerun.core.execute import Executor, WorkerExit, none_results
-from purerun.core.protocol import ARENA, ON_DISK
+from purerun.core.object_table import error_payload
+from purerun.core.protocol import ARENA, ERROR, INLINE, ON_DISK
 from purerun.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 
 _PR_SET_PDEATHSIG = 1
@@ -182,6 +190,10 @@ class Worker:
         self.backlog = False
         # Task ids of calls here that were cancelled (SIGINT, INTERRUPT), until they end.
         self.cancelled = set()
+        # Calls that came on a driver's channel, not from the node: task id -> _Channel.
+        self.direct_calls = {}
+        self.actor_class_name = None
+        self.ended = False   # a call ended the actor on purpose (True, or why: a str)
         self.executor = Executor(self._function_of, client._value_of, client.store_payload,
                                  release=self._release_dep, created=self._become_actor,
                                  node_ip=client.info.get("node_ip"),
@@ -190,6 +202,7 @@ class Worker:
         client.on_execute = self._received
         client.on_interrupt = self.interrupt
         client.task_cancelled = self.task_cancelled  # read by RuntimeContext.is_canceled
+        client.on_actor_channel = self.open_channel
 
     def run(self):
         if self.client.inline and self.client.serve(self.execute):
@@ -408,10 +421,111 @@ class Worker:
             self.calls[spec.function_key] = count
             exiting = count >= spec.max_calls
         if exiting and self.actor is not None:
+            self.ended = exiting
             _graceful_exit_hooks()
+        channel = self.direct_calls.pop(spec.task_id, None) if self.direct_calls else None
+        if channel is not None:
+            self._report_on_channel(channel, spec, results, exiting, started)
+            return exiting
         self.client.send((protocol.TASK_DONE, spec.task_id, results, retry, exiting,
                           (started, time.time())))
         return exiting
+
+    # ── channels (see core/direct.py) ─────────────────────────────────────────────────────
+
+    def open_channel(self, address, nonce):
+        """ACTOR_CHANNEL: a driver asks for a channel to the actor here (on the reader
+        thread: this only starts the channel's own)."""
+        if self.loop is not None:
+            # The event loop reads the channel itself: a call starts with no thread hop.
+            self.loop.call_soon_threadsafe(self._open_loop_channel, address, nonce)
+        elif self.pools is not None:
+            threading.Thread(target=self._serve_channel, args=(address, nonce), daemon=True,
+                             name="purerun-actor-channel").start()
+        # A plain actor turns it down: its calls keep their order through the node.
+
+    def _connect_channel(self, address, nonce):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(address)
+            sock.sendall(nonce + protocol.encode(
+                (protocol.ACTOR_HELLO, os.getpid(), self.client.actor_incarnation)))
+        except OSError:
+            sock.close()
+            return None
+        return _Channel(sock, nonce)
+
+    def _open_loop_channel(self, address, nonce):
+        channel = self._connect_channel(address, nonce)
+        if channel is not None:
+            self.loop.add_reader(channel.sock.fileno(), self._read_loop_channel, channel)
+
+    def _read_loop_channel(self, channel):
+        """The channel is readable (on the event loop): start the calls that came."""
+        try:
+            data = channel.buffer.recv(channel.sock)
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(channel.sock.fileno())
+            channel.closed = True
+            channel.sock.close()
+            return
+        for msg in channel.frames.feed(data):
+            kind = msg[0]
+            if kind == protocol.LEASE_TASKS:
+                for spec, _pickled in msg[1]:
+                    task_id = spec.task_id
+                    self.direct_calls[task_id] = channel
+                    self.actor_calls[task_id] = None
+                    self.loop.create_task(self._run_async(spec, ()))
+            elif kind == protocol.LEASE_CANCEL:
+                self.interrupt(msg[1])
+
+    def _serve_channel(self, address, nonce):
+        """A threaded actor's channel, read by a thread of its own."""
+        channel = self._connect_channel(address, nonce)
+        if channel is None:
+            return
+        sock = channel.sock
+        received = self._received
+        calls = self.direct_calls
+        try:
+            while True:
+                data = channel.buffer.recv(sock)
+                if not data:
+                    return
+                for msg in channel.frames.feed(data):
+                    kind = msg[0]
+                    if kind == protocol.LEASE_TASKS:
+                        for spec, _pickled in msg[1]:
+                            calls[spec.task_id] = channel
+                            received((protocol.EXECUTE, spec, (), None, ()))
+                    elif kind == protocol.LEASE_CANCEL:
+                        self.interrupt(msg[1])
+        except OSError:
+            pass   # the driver is gone
+        finally:
+            channel.closed = True
+            sock.close()
+
+    def _report_on_channel(self, channel, spec, results, exiting, started):
+        client = self.client
+        ended = self.ended
+        if ended:
+            # A call ended the actor on purpose (this one, or one before it, which the
+            # calls that end after it follow): it fails as it would through the node.
+            error = error_payload(actor_died_error(
+                client.actor_id, self.actor_class_name,
+                ended if type(ended) is str else "The actor exited via exit_actor()."))
+            results = [(object_id, ERROR, error, ()) for object_id in spec.return_ids()]
+        elif any(kind != INLINE and kind != ERROR or contained
+                 for _oid, kind, _payload, contained in results):
+            results = _hand_over(client, results, channel.nonce)
+        channel.send((protocol.LEASE_DONE,
+                      ((spec.task_id, results, False, (started, time.time())),)))
+        if exiting:
+            client.send((protocol.ACTOR_EXITING, exiting))   # after the result: it ends us
 
     def _function_of(self, spec):
         """The function of a task or the class of an actor creation, by function key."""
@@ -443,6 +557,8 @@ class Worker:
         client.actor_env_vars = spec.env_vars
         # The node counts the actor's restarts in its creation's attempt.
         client.actor_restarted = spec.attempt > 0
+        client.actor_incarnation = spec.attempt
+        self.actor_class_name = actor.class_name
 
     def _become_actor(self, spec, instance):
         actor = spec.actor
@@ -490,6 +606,28 @@ class Worker:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
+
+
+class _Channel:
+    """The worker's end of a driver's channel to its actor."""
+
+    __slots__ = ("sock", "nonce", "lock", "closed", "frames", "buffer")
+
+    def __init__(self, sock, nonce):
+        self.sock = sock
+        self.nonce = nonce
+        self.lock = threading.Lock()   # the sending
+        self.closed = False
+        self.frames = protocol.FrameReader()
+        self.buffer = protocol.RecvBuffer()
+
+    def send(self, msg):
+        data = protocol.encode(msg)
+        try:
+            with self.lock:
+                self.sock.sendall(data)
+        except OSError:
+            pass   # the driver is gone: nobody waits for the result
 
 
 class _LeaseState:
@@ -664,11 +802,12 @@ def serve_lease(sock):
         client.current_task = lease_spec
 
 
-def _hand_over(client, results):
-    """Have the node seal the results it must hold for the driver; report them STORED."""
+def _hand_over(client, results, channel=None):
+    """Have the node seal the results it must hold for the driver (the lease's, or the one
+    that asked for actor channel ``channel``); report them STORED."""
     held = [result for result in results
             if result[1] != protocol.INLINE and result[1] != protocol.ERROR or result[3]]
-    client.request("direct_put", held)
+    client.request("direct_put", held, channel)
     held_ids = {result[0] for result in held}
     return [(oid, protocol.STORED, None, ()) if oid in held_ids else (oid, kind, payload, ())
             for oid, kind, payload, contained in results]
