@@ -59,6 +59,9 @@ class AsyncActor:
     async def pid(self):
         return os.getpid()
 
+    async def echo(self, blob, index):
+        return blob, index
+
     async def big(self, size):
         return b"x" * size
 
@@ -119,6 +122,16 @@ def test_asyncio_actor_calls_take_a_channel_and_answer_as_before():
     assert isinstance(info.value, ValueError) and "no such thing" in str(info.value)
     assert purerun.get(actor.ping.remote()) == "pong"     # the actor lives on
     assert channel_of(actor) is channel
+    purerun.kill(actor)
+
+
+def test_a_burst_larger_than_the_sockets_hold_goes_through_both_ways():
+    # Calls and results each fill their socket: neither side may wait for the other.
+    actor = AsyncActor.remote()
+    wait_channel(actor)
+    blob = b"y" * 4096
+    refs = [actor.echo.remote(blob, i) for i in range(3000)]
+    assert [index for _blob, index in purerun.get(refs, timeout=120)] == list(range(3000))
     purerun.kill(actor)
 
 

@@ -335,19 +335,16 @@ class DirectSubmitter:
                     if len(inflight) > 1 and not channel.armed:
                         self._arm(channel)   # results come back while the caller goes on
                     channel.sent_at = time.monotonic()
-                    data = protocol.encode((protocol.LEASE_TASKS, ((spec, None),)))
-                    try:
-                        with channel.send_lock:
-                            channel.sock.sendall(data)
-                    except OSError:
-                        pass   # its reader sees the close and hands the call to the node
                     sent = True
                 else:
                     channel.after = first_id
             else:
                 channel.after = first_id
         if sent:
-            del keep   # (outside the lock: it may be an actor ref's last)
+            # Sent outside the lock: a full socket waits for the worker, which waits for
+            # its results to be read, which takes the lock.
+            del keep   # (it may be an actor ref's last)
+            self._send(channel, (protocol.LEASE_TASKS, ((spec, None),)))
             return True
         if ask is not None:
             self.client.send((protocol.ACTOR_DIRECT, actor_id, self.address, ask.nonce))
