@@ -623,20 +623,15 @@ class Client:
 
     def submit_through_node(self, spec):
         """A direct task the leases could not take: the node runs it after all."""
-        with self._lock:
-            dropped = []
-            for object_id in spec.return_ids():
-                self._direct_local.pop(object_id, None)
-                self._promised.discard(object_id)
-                if object_id not in self._refs:
-                    dropped.append(object_id)
-        self.send((protocol.SUBMIT, spec))
-        with self._lock:
-            for object_id in dropped:
-                self._queue(protocol.DROP_REFS, object_id)
+        self._hand_to_node([spec], (protocol.SUBMIT, spec))
 
     def hand_lost_calls(self, actor_id, incarnation, specs):
         """Actor calls in flight on a channel that closed: the node settles them."""
+        self._hand_to_node(specs, (protocol.ACTOR_LOST, actor_id, incarnation, specs))
+
+    def _hand_to_node(self, specs, msg):
+        """Send ``msg``, which gives the node direct calls ``specs``: their returns are the
+        node's to hold from then on (dropped right after, where no ref is left here)."""
         with self._lock:
             dropped = []
             for spec in specs:
@@ -645,7 +640,7 @@ class Client:
                     self._promised.discard(object_id)
                     if object_id not in self._refs:
                         dropped.append(object_id)
-        self.send((protocol.ACTOR_LOST, actor_id, incarnation, specs))
+        self.send(msg)
         with self._lock:
             for object_id in dropped:
                 self._queue(protocol.DROP_REFS, object_id)

@@ -389,8 +389,11 @@ class DirectSubmitter:
         except OSError:
             pass
         if lost and not closed:
-            self.client.hand_lost_calls(channel.actor_id, channel.incarnation,
-                                        [task.spec for task in lost])
+            try:
+                self.client.hand_lost_calls(channel.actor_id, channel.incarnation,
+                                            [task.spec for task in lost])
+            except exceptions.RaySystemError:
+                pass   # the node is gone: every call says so now (Client._mark_dead)
         del keep
 
     # ── leases coming and going ────────────────────────────────────────────────────────────
