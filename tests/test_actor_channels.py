@@ -4,6 +4,7 @@ still holds: results large and small, refs handed on, the state API, cancel, dea
 restarts and retries, exit_actor, and the actor's life while calls are in flight."""
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -151,7 +152,11 @@ def test_a_plain_actor_keeps_its_calls_in_order_through_the_node():
     refs = [actor.note.remote(i) for i in range(200)]
     purerun.get(refs)
     assert purerun.get(actor.notes.remote()) == list(range(200))
-    purerun.kill(actor)
+    actor_id = actor._actor_id
+    assert actor_id in context.client._direct.channels    # asked for, never connected
+    del actor, refs
+    purerun.get(Plain.remote().ping.remote())   # (a call drops what was forgotten)
+    assert actor_id not in context.client._direct.channels  # forgotten with the handle
 
 
 def test_calls_on_a_channel_appear_in_the_state_api_and_timeline():
@@ -269,14 +274,17 @@ def test_exit_actor_on_a_channel_ends_the_actor_without_restart():
 
 def test_the_actor_lives_while_a_call_on_its_channel_runs_after_its_handle_went(tmp_path):
     actor = AsyncActor.remote()
-    wait_channel(actor)
+    channel = wait_channel(actor)
     pid = purerun.get(actor.pid.remote())
     gate = str(tmp_path / "gate")
     ref = actor.wait_file.remote(gate, "finished")
+    actor_id = actor._actor_id
     del actor
     touch(gate)
     assert purerun.get(ref, timeout=60) == "finished"
     wait_for(lambda: pid_gone(pid), timeout=60, message="the actor to end with its handle")
+    wait_for(lambda: actor_id not in context.client._direct.channels and channel.gone,
+             timeout=60, message="the channel to go with the actor's last handle")
 
 
 def test_max_pending_calls_counts_calls_on_a_channel(tmp_path):
@@ -299,3 +307,19 @@ def test_calls_with_refs_as_arguments_go_through_the_node_alongside(tmp_path):
     assert purerun.get(actor.add.remote(ref, 1)) == 42
     assert purerun.get(actor.add.remote(1, 2)) == 3
     purerun.kill(actor)
+
+
+def test_a_handle_collected_while_the_submitter_is_busy_waits_for_nothing():
+    # A garbage collection pass may free an actor's last handle inside any call, under
+    # the submitter's lock: what that frees must not wait for the lock.
+    actor = AsyncActor.remote()
+    channel = wait_channel(actor)
+    actor_id = actor._actor_id
+    cycle = [actor]
+    cycle.append(cycle)
+    del actor, cycle
+    submitter = context.client._direct
+    with submitter.lock:
+        gc.collect()
+    wait_for(lambda: actor_id not in submitter.channels and channel.gone, timeout=60,
+             message="the collected handle's channel to go, its reader with it")

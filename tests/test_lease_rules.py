@@ -234,6 +234,16 @@ def test_a_channel_ask_for_a_dead_or_unknown_actor_goes_nowhere():
     assert node.state.actor_channels == {}
 
 
+def test_a_dead_actor_forgets_the_asks_for_channels_to_it():
+    node = Node(cpus=2)
+    spec = actor_spec()
+    worker = start_actor(node, spec)
+    node.feed("driver", (protocol.ACTOR_DIRECT, spec.actor_id, b"\0addr", b"n1"))
+    assert node.state.actor_channels == {b"n1": "driver"}
+    node.feed(worker, (DISCONNECTED,))
+    assert node.state.actor_channels == {}
+
+
 def test_an_ask_of_a_driver_that_left_is_not_passed_on():
     node = Node(cpus=2)
     node.connect("driver2")

@@ -58,7 +58,7 @@ class Actor:
 
     __slots__ = ("actor_id", "creation", "owner", "state", "worker_id", "queues", "inflight",
                  "window", "restarts_left", "cause", "namespace", "terminating", "node_hold",
-                 "meta", "num_restarts", "unreferenced", "node", "channel_asks")
+                 "meta", "num_restarts", "unreferenced", "node", "channel_asks", "channel_nonces")
 
     def __init__(self, creation, owner):
         spec = creation.actor
@@ -81,6 +81,7 @@ class Actor:
         self.unreferenced = False       #: its actor object is deleted: no handle is left
         #: drivers' asks for a direct channel, (address, nonce), passed on once it is alive
         self.channel_asks = []
+        self.channel_nonces = []        #: every ask's nonce (forgotten when it dies)
 
     @property
     def name(self):

@@ -419,6 +419,12 @@ class Client:
                 del self._direct_local[object_id]   # the node never knew it
                 return
             self._queue(protocol.DROP_REFS, object_id)
+        direct_ = self._direct
+        if direct_ and direct_.channels and ids.task_id_of(object_id) in direct_.channels:
+            # The last handle of an actor here went: so does this driver's channel to it.
+            # (Checked first: a ref dropped while the submitter's lock is held is never
+            # an actor's.)
+            direct_.forget_actor(ids.task_id_of(object_id))
 
     def _unpin(self, object_id):
         # A finalizer: may run in any thread, inside any lock of this client (RLock).

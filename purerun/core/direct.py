@@ -180,6 +180,7 @@ class DirectSubmitter:
         self.returning = set()             # Leases gone whose task's end is not back yet
         self.channels = {}                 # actor id -> ActorChannel asked for or connected
         self.channel_asks = {}             # nonce -> ActorChannel asked for, not connected
+        self.forgotten = collections.deque()   # actor ids with no handle here anymore
         self.failures = 0
         self.closed = False
         self._closing = threading.Event()
@@ -312,9 +313,12 @@ class DirectSubmitter:
         actor_id = spec.actor_id
         ask = keep = None
         sent = False
+        forgotten = None
         with self.lock:
             if self.closed:
                 return False
+            if self.forgotten:
+                forgotten = self._drop_forgotten()
             channel = self.channels.get(actor_id)
             if channel is None:
                 channel = ask = ActorChannel(actor_id)
@@ -340,6 +344,8 @@ class DirectSubmitter:
                     channel.after = first_id
             else:
                 channel.after = first_id
+        if forgotten:
+            _shut(forgotten)
         if sent:
             # Sent outside the lock: a full socket waits for the worker, which waits for
             # its results to be read, which takes the lock.
@@ -349,6 +355,39 @@ class DirectSubmitter:
         if ask is not None:
             self.client.send((protocol.ACTOR_DIRECT, actor_id, self.address, ask.nonce))
         return False
+
+    def forget_actor(self, actor_id):
+        """This process holds no handle of ``actor_id`` anymore: its channel (connected or
+        only asked for) goes. Nothing is in flight on it (``keep`` held the handle's ref).
+
+        This runs in ObjectRef.__del__, which a garbage collection pass may run in any
+        thread, under any lock, this submitter's too: it takes none, and only shuts the
+        socket of a connected channel. The next call, or the janitor within
+        ``LINGER_CHECK_S``, drops it (``_drop_forgotten``)."""
+        channel = self.channels.get(actor_id)
+        if channel is None:
+            return
+        sock = channel.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.forgotten.append(actor_id)
+
+    def _drop_forgotten(self):
+        """Drop the channels of actors forgotten (lock held); returns their sockets, to
+        shut (their reader threads, armed here, then read the end and settle them)."""
+        socks = []
+        forgotten = self.forgotten
+        while forgotten:
+            channel = self.channels.pop(forgotten.popleft(), None)
+            if channel is not None:
+                self.channel_asks.pop(channel.nonce, None)
+                if channel.sock is not None:
+                    socks.append(channel.sock)
+                    self._arm(channel)
+        return socks
 
     def _channel_done(self, channel, done):
         delivered = []
@@ -582,9 +621,12 @@ class DirectSubmitter:
         while not self._closing.wait(LINGER_CHECK_S):
             ending = []
             with self.lock:
+                forgotten = self._drop_forgotten() if self.forgotten else None
                 channels = [c for c in self.channels.values() if c.frames is not None]
                 if not self.leases and not channels:
                     self._janitor = None
+                    if forgotten:
+                        _shut(forgotten)
                     return
                 now = time.monotonic()
                 for channel in channels:
@@ -604,6 +646,8 @@ class DirectSubmitter:
                         self._arm(lease)    # results nobody waits for: take them in
             for lease in ending:
                 self._send(lease, (protocol.LEASE_END,))
+            if forgotten:
+                _shut(forgotten)
 
     def _done(self, lease, done):
         delivered = []
@@ -887,6 +931,14 @@ class DirectSubmitter:
         for thread in threads:
             if thread is not None and thread is not me:
                 thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _shut(socks):
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)   # its reader thread sees the end and leaves
+        except OSError:
+            pass
 
 
 def _recv_exactly(conn, size):

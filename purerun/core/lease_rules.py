@@ -140,6 +140,7 @@ class LeaseRules:
             return   # not here, or gone: the driver's calls go through the node
         self.actor_channels[nonce] = token
         actor.channel_asks.append((address, nonce))
+        actor.channel_nonces.append(nonce)
         if actor.state == ALIVE:
             self._open_channels(actor)
 
@@ -152,6 +153,13 @@ class LeaseRules:
         for address, nonce in asks:
             if nonce in self.actor_channels:   # (its driver is still here)
                 self._send(worker.token, (protocol.ACTOR_CHANNEL, address, nonce))
+
+    def _channels_of_dead(self, actor):
+        """The actor is dead: its channels (and asks for them) with it."""
+        for nonce in actor.channel_nonces:
+            self.actor_channels.pop(nonce, None)
+        actor.channel_asks = []
+        actor.channel_nonces = []
 
     def _channels_of_gone(self, token):
         for nonce in [n for n, t in self.actor_channels.items() if t == token]:

@@ -1015,7 +1015,8 @@ class NodeState(ClusterRules, GeneratorRules, GroupRules, StateRules, LeaseRules
         error = actor.died_error()
         for task in actor._transition_any_dead():
             self._fail(task, error)
-        actor.channel_asks = []
+        if actor.channel_nonces:
+            self._channels_of_dead(actor)
         if actor.node is None or not actor.node.alive:  # else its node reports that
             self.control.actor_state(actor.actor_id, DEAD, self.node_id)
         self._record_dead_actor(actor, worker_id)
