@@ -321,3 +321,30 @@ def test_results_nobody_waits_for_are_taken_in(tmp_path):
     wait_for(lambda: list_tasks(filters=[("name", "=", "unwatched"),
                                          ("state", "=", "FINISHED")]),
              timeout=60, message="its end to be recorded")
+
+
+def test_a_waiting_thread_polls_only_while_its_leases_waits_are_short(monkeypatch):
+    # The spin's rule, on a socket pair: a wait longer than SPIN_S turns polling off for
+    # the lease's next wait; a short one turns it back on.
+    import threading
+
+    ours, theirs = socket.socketpair()
+    try:
+        lease = direct.Lease()
+        lease.sock, lease.frames = ours, protocol.FrameReader()
+        reader = direct.DirectSubmitter.__new__(direct.DirectSubmitter)
+        monkeypatch.setattr(direct, "SPIN_S", 0.0003)
+        later = threading.Timer(0.05, theirs.sendall, [protocol.encode((protocol.LEASE_END,))])
+        later.start()
+        assert reader._read_once(lease, None, spin=True)
+        later.join()
+        assert lease.spin is False          # it waited 50 ms: no polling next time
+        monkeypatch.setattr(direct, "SPIN_S", 30.0)   # (any wait here is shorter)
+        theirs.sendall(protocol.encode((protocol.LEASE_END,)))
+        assert reader._read_once(lease, None, spin=True)
+        assert lease.spin is True
+        theirs.close()
+        assert reader._read_once(lease, None, spin=True) is False   # closed: said so
+    finally:
+        ours.close()
+        theirs.close()

@@ -77,6 +77,12 @@ __all__ = ["DirectSubmitter", "actor_call_eligible", "eligible", "serve_lease"]
 LINGER_S = 0.5          # an idle lease waits this long for the next task
 LINGER_CHECK_S = 0.1    # how often idle leases are looked at
 UNREAD_AFTER_S = 0.05   # results not waited for are read by then (a lease's reader thread)
+# A thread waiting for a result on its lease polls the socket this long before it blocks
+# (PURERUN_SPIN_US; 0: never), while the lease's last wait ended within it: a reply that
+# comes that soon then needs no wake-up of a sleeping thread, which on a virtual machine
+# costs tens of microseconds each way. One core: never (the worker needs it).
+SPIN_S = (int(os.environ.get("PURERUN_SPIN_US", "300")) / 1e6
+          if (os.cpu_count() or 1) > 1 else 0.0)
 MAX_DEPTH = 64          # tasks sent ahead on one lease
 SHORT_TASK_S = 0.002    # tasks this short let their lease take more ahead
 LEASE_FAILURES = 3      # leases that failed to start in a row before the node runs the tasks
@@ -120,10 +126,11 @@ class DirectTask:
 class Lease:
     __slots__ = ("task_id", "ref", "nonce", "sock", "pid", "inflight", "depth", "functions",
                  "revoked", "ended", "send_lock", "idle_since", "frames", "read_lock", "armed",
-                 "wake", "gone", "sent_at", "actor_id")
+                 "wake", "gone", "sent_at", "actor_id", "spin")
 
     def __init__(self):
         self.actor_id = None               #: an ActorChannel's actor
+        self.spin = True                   #: its last wait was short (see SPIN_S)
         self.task_id = ids.new_task_id()   #: the lease task's id
         self.ref = None                    #: ObjectRef to its return value
         self.nonce = os.urandom(NONCE_SIZE)
@@ -546,15 +553,32 @@ class DirectSubmitter:
                 self._lost(lease)
                 return
 
-    def _read_once(self, lease, timeout):
+    def _read_once(self, lease, timeout, spin=False):
         """Read what the lease sent (waiting up to ``timeout``, None: as long as it takes)
-        and handle it; called with its read_lock held. False once the connection is gone."""
+        and handle it; called with its read_lock held. False once the connection is gone.
+        ``spin``: poll first, if the lease's last wait was short (see SPIN_S)."""
         sock = lease.sock
         try:
-            if timeout is not None:
-                if not select.select([sock], [], [], max(timeout, 0))[0]:
-                    return True
-            data = protocol.recv(sock)
+            data = None
+            if spin:
+                start = time.perf_counter()
+                if lease.spin:
+                    end = start + SPIN_S
+                    recv = protocol.recv
+                    while True:
+                        try:
+                            data = recv(sock, socket.MSG_DONTWAIT)
+                            break
+                        except BlockingIOError:
+                            if time.perf_counter() > end:
+                                break
+            if data is None:
+                if timeout is not None:
+                    if not select.select([sock], [], [], max(timeout, 0))[0]:
+                        return True
+                data = protocol.recv(sock)
+            if spin:
+                lease.spin = time.perf_counter() - start < SPIN_S
             if not data:
                 return False
             for msg in lease.frames.feed(data):
@@ -603,7 +627,7 @@ class DirectSubmitter:
                     timeout = deadline - time.monotonic()
                     if timeout <= 0:
                         return False
-                open_ = self._read_once(lease, timeout)
+                open_ = self._read_once(lease, timeout, SPIN_S > 0)
                 if not open_:
                     break
         finally:

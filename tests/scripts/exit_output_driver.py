@@ -39,7 +39,10 @@ def main(how):
     purerun.get([prints.remote("task-1"), prints.remote("task-2"),
                  talker.say.remote("actor")])
     purerun.get(prints_without_newline.remote())
-    print("GOT", flush=True)
+    # One write: task output is relayed by another thread meanwhile, and print() writes
+    # the text and its newline apart.
+    sys.stdout.write("GOT\n")
+    sys.stdout.flush()
     if how == "shutdown":
         purerun.shutdown()
 
