@@ -522,18 +522,10 @@ class Client:
         if self.children is not None:
             self.children.append(spec.task_id)
         if (not deps and not contained and not in_store and self._direct is not False
-                and direct.eligible(spec)):
-            if self._closed:
-                raise self._gone()
-            submitter = self._direct or self._start_direct()
-            if submitter:
-                local = self._direct_local
-                for ref in refs:
-                    local[ref._id] = None
-                if submitter.submit(spec, pickled_fn):
-                    return refs
-                for ref in refs:
-                    local.pop(ref._id, None)
+                and direct.eligible(spec)
+                and self._try_direct(spec.return_ids(),
+                                     lambda submitter: submitter.submit(spec, pickled_fn))):
+            return refs
         self.export_function(fn_key, pickled_fn)
         if spec.generator == STREAMING:
             self.open_stream(spec.task_id)   # before its first item can arrive
@@ -542,6 +534,24 @@ class Client:
         return refs
 
     # -- the direct call path (core/direct.py) -------------------------------------------------------
+
+    def _try_direct(self, return_ids, send):
+        """Offer a call to the direct path: ``send(submitter)`` says whether it took it.
+        Its returns are marked as held here (unknown to the node) first, and unmarked if
+        it did not."""
+        if self._closed:
+            raise self._gone()
+        submitter = self._direct or self._start_direct()
+        if not submitter:
+            return False
+        local = self._direct_local
+        for object_id in return_ids:
+            local[object_id] = None
+        if send(submitter):
+            return True
+        for object_id in return_ids:
+            local.pop(object_id, None)
+        return False
 
     def _start_direct(self):
         """The DirectSubmitter, made at the first task that may use it; False if this
@@ -838,20 +848,12 @@ class Client:
         refs = [self.new_ref(object_id, subscribed=True) for object_id in return_ids]
         self._actor_calls.update(return_ids)  # cancel(force=True) refuses these
         if (not deps and not contained and not in_store and self._direct is not False
-                and direct.actor_call_eligible(spec)):
-            if self._closed:
-                raise self._gone()
-            submitter = self._direct or self._start_direct()
-            if submitter:
-                local = self._direct_local
-                for object_id in return_ids:
-                    local[object_id] = None
-                if submitter.call_actor(spec, handle._actor_ref, return_ids[0]):
-                    if handle._max_pending_calls > 0:
-                        handle._pending.append(refs[0])
-                    return refs
-                for object_id in return_ids:
-                    local.pop(object_id, None)
+                and direct.actor_call_eligible(spec)
+                and self._try_direct(return_ids, lambda submitter: submitter.call_actor(
+                    spec, handle._actor_ref, return_ids[0]))):
+            if handle._max_pending_calls > 0:
+                handle._pending.append(refs[0])
+            return refs
         if spec.generator == STREAMING:
             self.open_stream(spec.task_id)   # before its first item can arrive
         self.send_soon((protocol.SUBMIT, spec))

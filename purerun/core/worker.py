@@ -471,14 +471,20 @@ class Worker:
             channel.closed = True
             channel.sock.close()
             return
+        self._channel_messages(channel, data, self._start_on_loop)
+
+    def _start_on_loop(self, spec):
+        self.actor_calls[spec.task_id] = None
+        self.loop.create_task(self._run_async(spec, ()))
+
+    def _channel_messages(self, channel, data, start):
+        """Handle what a channel brought: calls, started by ``start(spec)``; cancels."""
         for msg in channel.frames.feed(data):
             kind = msg[0]
             if kind == protocol.LEASE_TASKS:
                 for spec, _pickled in msg[1]:
-                    task_id = spec.task_id
-                    self.direct_calls[task_id] = channel
-                    self.actor_calls[task_id] = None
-                    self.loop.create_task(self._run_async(spec, ()))
+                    self.direct_calls[spec.task_id] = channel
+                    start(spec)
             elif kind == protocol.LEASE_CANCEL:
                 self.interrupt(msg[1])
 
@@ -489,20 +495,15 @@ class Worker:
             return
         sock = channel.sock
         received = self._received
-        calls = self.direct_calls
+
+        def start(spec):
+            received((protocol.EXECUTE, spec, (), None, ()))
         try:
             while True:
                 data = channel.buffer.recv(sock)
                 if not data:
                     return
-                for msg in channel.frames.feed(data):
-                    kind = msg[0]
-                    if kind == protocol.LEASE_TASKS:
-                        for spec, _pickled in msg[1]:
-                            calls[spec.task_id] = channel
-                            received((protocol.EXECUTE, spec, (), None, ()))
-                    elif kind == protocol.LEASE_CANCEL:
-                        self.interrupt(msg[1])
+                self._channel_messages(channel, data, start)
         except OSError:
             pass   # the driver is gone
         finally:
