@@ -405,7 +405,7 @@ def get(object_refs, *, timeout=None):
                                 not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
     if isinstance(object_refs, ObjectRef):
-        return client.get([object_refs], timeout)[0]
+        return client.get_one(object_refs, timeout)
     if not isinstance(object_refs, list):
         hint = (" Get the refs an ObjectRefGenerator yields one by one: "
                 "'for ref in gen: purerun.get(ref)'."

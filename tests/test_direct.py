@@ -323,28 +323,54 @@ def test_results_nobody_waits_for_are_taken_in(tmp_path):
              timeout=60, message="its end to be recorded")
 
 
-def test_a_waiting_thread_polls_only_while_its_leases_waits_are_short(monkeypatch):
-    # The spin's rule, on a socket pair: a wait longer than SPIN_S turns polling off for
-    # the lease's next wait; a short one turns it back on.
+def test_a_waiting_thread_polls_while_its_leases_waits_are_short():
+    # The spin's rule, on a socket pair: a wait longer than SPIN_S that polled makes the
+    # next wait skip polling; a short one has the next wait poll again.
     import threading
 
     ours, theirs = socket.socketpair()
     try:
         lease = direct.Lease()
         lease.sock, lease.frames = ours, protocol.FrameReader()
+        lease.polling = direct.PollRule(0.0003)
         reader = direct.DirectSubmitter.__new__(direct.DirectSubmitter)
-        monkeypatch.setattr(direct, "SPIN_S", 0.0003)
         later = threading.Timer(0.05, theirs.sendall, [protocol.encode((protocol.LEASE_END,))])
         later.start()
         assert reader._read_once(lease, None, spin=True)
         later.join()
-        assert lease.spin is False          # it waited 50 ms: no polling next time
-        monkeypatch.setattr(direct, "SPIN_S", 30.0)   # (any wait here is shorter)
+        assert lease.polling.skip == 1       # it waited 50 ms: no polling next time
+        lease.polling.window = 30.0          # (any wait here is shorter)
         theirs.sendall(protocol.encode((protocol.LEASE_END,)))
         assert reader._read_once(lease, None, spin=True)
-        assert lease.spin is True
+        assert lease.polling.skip == 0 and lease.polling.backoff == 1
         theirs.close()
         assert reader._read_once(lease, None, spin=True) is False   # closed: said so
     finally:
         ours.close()
         theirs.close()
+
+
+def test_polling_backs_off_while_replies_are_slow_and_always_tries_again():
+    # Event by event: a wait that did not poll includes the sleeping thread's wake-up, so a
+    # long one says nothing about the replies; only a poll that timed out backs off, by
+    # 1, 2, 4 ... waits up to SPIN_BACKOFF_MAX, and polling always comes back to try.
+    rule = direct.PollRule(0.0003)
+    slow, fast = 0.01, 0.0001
+    skipped = []
+    for _ in range(9):
+        assert rule.will_poll()
+        rule.waited(slow, True)
+        skips = 0
+        while not rule.will_poll():
+            skips += 1
+            rule.waited(slow, False)     # slow without polling: no further backoff
+        skipped.append(skips)             # (the will_poll that ended it was the poll)
+    assert skipped == [1, 2, 4, 8, 16, 32, 64, 64, 64]
+    assert rule.will_poll()
+    rule.waited(fast, True)              # replies come in time again: poll every wait
+    assert rule.skip == 0 and rule.backoff == 1
+    rule.waited(slow, True)
+    assert not rule.will_poll()
+    rule.waited(fast, False)             # a short wait even without polling: poll next
+    assert rule.will_poll()
+    assert not direct.PollRule(0).will_poll()   # a window of 0 (one core): never

@@ -163,6 +163,51 @@ def test_frames_fed_one_byte_at_a_time():
     assert got == MESSAGES
 
 
+def _read_frames(sock, count):
+    reader = protocol.FrameReader()
+    got = []
+    sock.settimeout(DEADLINE_S)
+    while len(got) < count:
+        data = sock.recv(65536)
+        assert data, "the writer closed early"
+        got += reader.feed(data)
+    return got
+
+
+@pytest.mark.parametrize("value_size", [100, 40_000, 300_000])
+def test_send_many_writes_what_sendall_of_encode_many_would(value_size):
+    # Small batches are joined, large ones gathered from their parts (sendmsg); a socket
+    # with a timeout and a small buffer makes the gathered writes partial, many times over.
+    msgs = [(protocol.PUT, i, os.urandom(value_size)) for i in range(12)] + [("end",)]
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.settimeout(DEADLINE_S)
+    calls = []
+    real_sendmsg = a.sendmsg
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(a, name)
+
+        def sendmsg(self, parts):
+            sent = real_sendmsg(parts)
+            calls.append(sent)
+            return sent
+    writer = threading.Thread(target=protocol.send_many, args=(Counting(), msgs))
+    writer.start()
+    try:
+        assert _read_frames(b, len(msgs)) == msgs
+    finally:
+        writer.join(DEADLINE_S)
+        a.close()
+        b.close()
+    assert not writer.is_alive()
+    if value_size * len(msgs) >= protocol.GATHER_SIZE:
+        assert len(calls) > 1, "no partial write: the test proves nothing"
+    else:
+        assert not calls
+
+
 def test_many_frames_in_one_chunk_and_a_frame_larger_than_a_read():
     loop = EventLoop()
     peers = Peers(loop)

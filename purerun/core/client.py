@@ -280,15 +280,14 @@ class Client:
         if self._closed:
             raise self._gone()
         with self._send_lock:
-            if self._pending or self._history:
-                with self._lock:
-                    batch = self._take_batch()
-                batch.append(msg)
-                data = protocol.encode_many(batch)
-            else:
-                data = protocol.encode(msg)
             try:
-                self.sock.sendall(data)
+                if self._pending or self._history:
+                    with self._lock:
+                        batch = self._take_batch()
+                    batch.append(msg)
+                    protocol.send_many(self.sock, batch)
+                else:
+                    self.sock.sendall(protocol.encode(msg))
             except OSError as exc:
                 self._mark_dead(f"connection to the node lost ({exc})")
                 raise exceptions.RaySystemError(
@@ -311,7 +310,7 @@ class Client:
                     batch = self._take_batch()
                 if batch:
                     try:
-                        self.sock.sendall(protocol.encode_many(batch))
+                        protocol.send_many(self.sock, batch)
                     except OSError as exc:
                         self._mark_dead(f"connection to the node lost ({exc})")
 
@@ -1020,6 +1019,14 @@ class Client:
                 raise self._gone()
             return True
         return False
+
+    def get_one(self, ref, timeout=None):
+        """The value of one ref: an inline value already here is loaded at once (the
+        common case, and the hot path of a get loop); anything else goes through get()."""
+        entry = self._values.get(ref._id)
+        if entry is not None and entry[0] == INLINE:
+            return _load_value(*entry[1])
+        return self.get((ref,), timeout)[0]
 
     def get(self, refs, timeout=None):
         """Values of ``refs`` (a list), in order; raises the first task error met."""

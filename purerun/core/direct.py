@@ -78,11 +78,15 @@ LINGER_S = 0.5          # an idle lease waits this long for the next task
 LINGER_CHECK_S = 0.1    # how often idle leases are looked at
 UNREAD_AFTER_S = 0.05   # results not waited for are read by then (a lease's reader thread)
 # A thread waiting for a result on its lease polls the socket this long before it blocks
-# (PURERUN_SPIN_US; 0: never), while the lease's last wait ended within it: a reply that
-# comes that soon then needs no wake-up of a sleeping thread, which on a virtual machine
-# costs tens of microseconds each way. One core: never (the worker needs it).
+# (PURERUN_SPIN_US; 0: never), while the lease's waits end within it: a reply that comes
+# that soon then needs no wake-up of a sleeping thread, which on a virtual machine costs
+# tens to hundreds of microseconds each way. One core: never (the worker needs it).
 SPIN_S = (int(os.environ.get("PURERUN_SPIN_US", "300")) / 1e6
           if (os.cpu_count() or 1) > 1 else 0.0)
+# A poll that saw no reply in time skips polling for its lease's next 1, 2, 4, ... waits (at
+# most this many), then polls again: a wait without polling includes the wake-up, so it
+# cannot tell by itself whether replies would come in time again.
+SPIN_BACKOFF_MAX = 64
 MAX_DEPTH = 64          # tasks sent ahead on one lease
 SHORT_TASK_S = 0.002    # tasks this short let their lease take more ahead
 LEASE_FAILURES = 3      # leases that failed to start in a row before the node runs the tasks
@@ -123,14 +127,70 @@ class DirectTask:
         self.force = False
 
 
+class PollRule:
+    """Whether a thread about to wait for bytes on a socket polls it first, for up to
+    ``window`` seconds: yes while its waits end within the window; a poll that timed out
+    skips polling for the next 1, 2, 4 ... waits (at most SPIN_BACKOFF_MAX), then tries
+    again. A wait without a poll includes the sleeping thread's wake-up, so it cannot
+    tell by itself whether replies would come in time again."""
+
+    __slots__ = ("window", "skip", "backoff")
+
+    def __init__(self, window):
+        self.window = window
+        self.skip = 0        #: waits to go before polling again
+        self.backoff = 1     #: the skip after the next poll that times out
+
+    def will_poll(self):
+        """Whether the next wait polls first; counts the wait."""
+        if not self.window:
+            return False
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def waited(self, seconds, polled):
+        """The wait ``will_poll`` allowed (``polled``) or not ended after ``seconds``."""
+        if seconds < self.window:
+            self.skip = 0
+            self.backoff = 1
+        elif polled:
+            self.skip = self.backoff
+            self.backoff = min(2 * self.backoff, SPIN_BACKOFF_MAX)
+
+    def recv(self, sock, timeout=None):
+        """``protocol.recv(sock)`` after a poll (if the rule says so) of up to the window;
+        with a ``timeout``, None when nothing came within it."""
+        start = time.perf_counter()
+        polled = self.will_poll()
+        data = None
+        if polled:
+            end = start + self.window
+            recv = protocol.recv
+            while True:
+                try:
+                    data = recv(sock, socket.MSG_DONTWAIT)
+                    break
+                except BlockingIOError:
+                    if time.perf_counter() > end:
+                        break
+        if data is None:
+            if timeout is not None and not select.select([sock], [], [], max(timeout, 0))[0]:
+                return None
+            data = protocol.recv(sock)
+        self.waited(time.perf_counter() - start, polled)
+        return data
+
+
 class Lease:
     __slots__ = ("task_id", "ref", "nonce", "sock", "pid", "inflight", "depth", "functions",
                  "revoked", "ended", "send_lock", "idle_since", "frames", "read_lock", "armed",
-                 "wake", "gone", "sent_at", "actor_id", "spin")
+                 "wake", "gone", "sent_at", "actor_id", "polling")
 
     def __init__(self):
         self.actor_id = None               #: an ActorChannel's actor
-        self.spin = True                   #: its last wait was short (see SPIN_S)
+        self.polling = PollRule(SPIN_S)    #: whether a wait for its results polls first
         self.task_id = ids.new_task_id()   #: the lease task's id
         self.ref = None                    #: ObjectRef to its return value
         self.nonce = os.urandom(NONCE_SIZE)
@@ -559,26 +619,15 @@ class DirectSubmitter:
         ``spin``: poll first, if the lease's last wait was short (see SPIN_S)."""
         sock = lease.sock
         try:
-            data = None
             if spin:
-                start = time.perf_counter()
-                if lease.spin:
-                    end = start + SPIN_S
-                    recv = protocol.recv
-                    while True:
-                        try:
-                            data = recv(sock, socket.MSG_DONTWAIT)
-                            break
-                        except BlockingIOError:
-                            if time.perf_counter() > end:
-                                break
-            if data is None:
+                data = lease.polling.recv(sock, timeout)
+                if data is None:
+                    return True
+            else:
                 if timeout is not None:
                     if not select.select([sock], [], [], max(timeout, 0))[0]:
                         return True
                 data = protocol.recv(sock)
-            if spin:
-                lease.spin = time.perf_counter() - start < SPIN_S
             if not data:
                 return False
             for msg in lease.frames.feed(data):

@@ -408,6 +408,9 @@ class LocalClient:
         with self._lock:
             return [objects.get(ref._id) for ref in refs]
 
+    def get_one(self, ref, timeout=None):
+        return self.get((ref,), timeout)[0]
+
     def get(self, refs, timeout=None):
         """Values of ``refs`` (a list), in order; raises the first stored error met.
 

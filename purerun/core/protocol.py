@@ -311,6 +311,40 @@ def encode_many(msgs) -> bytes:
     return b"".join(parts)
 
 
+# A batch this large is written from its parts (sendmsg) rather than joined first: joining
+# copies it all, into a fresh allocation of that size.
+GATHER_SIZE = 64 * 1024
+
+
+def send_many(sock, msgs):
+    """Frame ``msgs`` and write them all to the blocking ``sock``, as
+    ``sock.sendall(encode_many(msgs))`` would; a large batch (a put's value, say) goes out
+    from its pickled parts, with no copy of the whole."""
+    parts = []
+    total = 0
+    for msg in msgs:
+        body = _dumps(msg, PROTOCOL)
+        total += len(body) + HEADER_SIZE
+        parts.append(_HEADER.pack(len(body)))
+        parts.append(body)
+    if total < GATHER_SIZE or len(parts) > _MAX_PARTS:
+        sock.sendall(b"".join(parts))
+        return
+    sent = sock.sendmsg(parts)
+    while sent < total:
+        # A partial write (a socket timeout, a signal): skip what went, go on from there.
+        total -= sent
+        while sent >= len(parts[0]):
+            sent -= len(parts.pop(0))
+        if sent:
+            parts[0] = memoryview(parts[0])[sent:]
+        sent = sock.sendmsg(parts)
+
+
+# sendmsg takes at most IOV_MAX (1024 on Linux) buffers.
+_MAX_PARTS = 1024
+
+
 def encode_raw(msg, nbytes: int) -> bytes:
     """The head of one raw frame: all of it but the ``nbytes`` raw bytes that follow it.
 
@@ -400,21 +434,27 @@ class FrameReader:
                 return msgs
         else:
             msgs = []
-        buf += data
+        # With nothing held over (the usual case) the frames are read from ``data`` itself
+        # and only an incomplete tail is kept: no copy of a large message into the buffer.
+        if buf:
+            buf += data
+            src = buf
+        else:
+            src = data
         pos = 0
-        end = len(buf)
+        end = len(src)
         unpack = _HEADER.unpack_from
         limit = MAX_FRAME_SIZE
-        with memoryview(buf) as view:
+        with memoryview(src) as view:
             while end - pos >= HEADER_SIZE:
-                (size,) = unpack(buf, pos)
+                (size,) = unpack(src, pos)
                 if size > limit:
                     if not size & RAW_FLAG:
                         raise ProtocolError(f"a frame announced {size} bytes, more than the "
                                             f"{MAX_FRAME_SIZE} a message may have")
                     if end - pos < RAW_HEADER_SIZE:
                         break
-                    after = self._start_raw(buf, view, pos, end)
+                    after = self._start_raw(src, view, pos, end)
                     if after is None:
                         break          # the raw frame's message is not all in yet
                     pos = after
@@ -431,8 +471,10 @@ class FrameReader:
                     raise ProtocolError(f"a frame of {size} bytes does not unpickle: "
                                         f"{exc!r}") from exc
                 pos = stop
+            if src is not buf and pos < end:
+                buf += view[pos:end]
         # The view is released above: a bytearray cannot shrink while a view of it exists.
-        if pos:
+        if src is buf and pos:
             del buf[:pos]
         return msgs
 
@@ -595,12 +637,29 @@ class RecvBuffer:
         n = sock.recv_into(self._buf, len(self._buf), flags)
         return self._view[:n].tobytes()
 
+    def recv_view(self, sock, flags=0) -> memoryview:
+        """As ``recv``, but a view of the buffer itself, no copy: valid only until this
+        buffer's next receive, so for bytes handed straight to a FrameReader (which keeps
+        a copy of an incomplete tail only)."""
+        n = sock.recv_into(self._buf, len(self._buf), flags)
+        return self._view[:n]
+
+
+def _thread_buffer():
+    buffer = getattr(_recv_local, "buffer", None)
+    if buffer is None:
+        buffer = _recv_local.buffer = RecvBuffer()
+    return buffer
+
+
+def recv_view(sock, flags=0) -> memoryview:
+    """``recv`` without the copy out: a view of this thread's RecvBuffer, valid until the
+    thread's next receive (see RecvBuffer.recv_view)."""
+    return _thread_buffer().recv_view(sock, flags)
+
 
 def recv(sock, flags=0) -> bytes:
     """``sock.recv(RECV_SIZE, flags)``, into this thread's RecvBuffer. Not for signal
     handlers (they run between the receive and the copy out): they keep a RecvBuffer of
     their own."""
-    buffer = getattr(_recv_local, "buffer", None)
-    if buffer is None:
-        buffer = _recv_local.buffer = RecvBuffer()
-    return buffer.recv(sock, flags)
+    return _thread_buffer().recv(sock, flags)

@@ -664,14 +664,14 @@ class Connection:
                 return None
             return reader.raw_filled(n)
         try:
-            data = protocol.recv(self.sock)
+            data = protocol.recv_view(self.sock)   # fed at once, before the next receive
         except (BlockingIOError, InterruptedError):
             return []
         if not data:
             return None
         if self._hs is None:
             return reader.feed(data)
-        return self._feed_handshake(data)
+        return self._feed_handshake(data.tobytes())
 
     def feed(self, data) -> list:
         """Bytes the owner received itself (say with ``protocol.recv_with_fds``), through the

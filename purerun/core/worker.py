@@ -56,7 +56,7 @@ import time
 import traceback
 
 from purerun import exceptions
-from purerun.core import context, ids, job_setup, protocol, serialization
+from purerun.core import context, direct, ids, job_setup, protocol, serialization
 from purerun.core.actors import actor_died_error
 from purerun.core.client import Client
 from purerun.core.execute import Executor, WorkerExit, none_results
@@ -746,6 +746,9 @@ def serve_lease(sock):
     state = _LeaseState(sock, worker.functions, worker.pickled)
     queue = state.queue
     results = _LeaseResults(sock)
+    # Out of tasks, this worker polls for the next one before it sleeps, as the driver
+    # polls for results (direct.SPIN_S): a get(f.remote()) loop then wakes neither side.
+    polling = direct.PollRule(direct.SPIN_S)
     _lease = state
     _running = False   # between its tasks a signal stops nothing
     try:
@@ -754,7 +757,7 @@ def serve_lease(sock):
                 results.flush()
                 if state.ending or state.gone:
                     return
-                data = protocol.recv(sock)
+                data = polling.recv(sock)
                 if not data:
                     return
                 state.take(state.frames.feed(data))
