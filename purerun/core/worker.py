@@ -778,7 +778,18 @@ def serve_lease(sock):
                 else:
                     _running = True
                     try:
-                        outcome = executor.run(spec, (), keep=keep)
+                        if _sigint_missed:
+                            # The signal came after the look above, just before the task
+                            # ran: read the cancel it came with, as that look would have.
+                            _sigint_missed = False
+                            state.drain()
+                        if task_id in state.cancelled:
+                            outcome = executor.cancelled(spec), False, False
+                        else:
+                            outcome = executor.run(spec, (), keep=keep)
+                    except KeyboardInterrupt:
+                        # A cancel's signal for this task, before executor.run took it.
+                        outcome = executor.cancelled(spec), False, False
                     except WorkerExit as end:
                         outcome = _worker_exit(spec, end)
                     finally:
