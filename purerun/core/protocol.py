@@ -312,8 +312,10 @@ def encode_many(msgs) -> bytes:
 
 
 # A batch this large is written from its parts (sendmsg) rather than joined first: joining
-# copies it all, into a fresh allocation of that size.
+# copies it all, into a fresh allocation of that size. sendmsg takes at most IOV_MAX (1024
+# on Linux) parts.
 GATHER_SIZE = 64 * 1024
+_MAX_PARTS = 1024
 
 
 def send_many(sock, msgs):
@@ -339,10 +341,6 @@ def send_many(sock, msgs):
         if sent:
             parts[0] = memoryview(parts[0])[sent:]
         sent = sock.sendmsg(parts)
-
-
-# sendmsg takes at most IOV_MAX (1024 on Linux) buffers.
-_MAX_PARTS = 1024
 
 
 def encode_raw(msg, nbytes: int) -> bytes:
