@@ -419,11 +419,13 @@ class Client:
                 return
             self._queue(protocol.DROP_REFS, object_id)
         direct_ = self._direct
-        if direct_ and direct_.channels and ids.task_id_of(object_id) in direct_.channels:
+        if direct_ and direct_.channels:
             # The last handle of an actor here went: so does this driver's channel to it.
             # (Checked first: a ref dropped while the submitter's lock is held is never
             # an actor's.)
-            direct_.forget_actor(ids.task_id_of(object_id))
+            actor_id = ids.task_id_of(object_id)
+            if actor_id in direct_.channels:
+                direct_.forget_actor(actor_id)
 
     def _unpin(self, object_id):
         # A finalizer: may run in any thread, inside any lock of this client (RLock).

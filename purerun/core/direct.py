@@ -183,6 +183,9 @@ class PollRule:
         return data
 
 
+_NO_POLL = PollRule(0.0)   # never polls, so never changes: shared by every reader thread
+
+
 class Lease:
     __slots__ = ("task_id", "ref", "nonce", "sock", "pid", "inflight", "depth", "functions",
                  "revoked", "ended", "send_lock", "idle_since", "frames", "read_lock", "armed",
@@ -434,12 +437,8 @@ class DirectSubmitter:
         channel = self.channels.get(actor_id)
         if channel is None:
             return
-        sock = channel.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if channel.sock is not None:
+            _shut((channel.sock,))
         self.forgotten.append(actor_id)
 
     def _drop_forgotten(self):
@@ -616,18 +615,11 @@ class DirectSubmitter:
     def _read_once(self, lease, timeout, spin=False):
         """Read what the lease sent (waiting up to ``timeout``, None: as long as it takes)
         and handle it; called with its read_lock held. False once the connection is gone.
-        ``spin``: poll first, if the lease's last wait was short (see SPIN_S)."""
-        sock = lease.sock
+        ``spin``: poll first, as the lease's PollRule says (see SPIN_S)."""
         try:
-            if spin:
-                data = lease.polling.recv(sock, timeout)
-                if data is None:
-                    return True
-            else:
-                if timeout is not None:
-                    if not select.select([sock], [], [], max(timeout, 0))[0]:
-                        return True
-                data = protocol.recv(sock)
+            data = (lease.polling if spin else _NO_POLL).recv(lease.sock, timeout)
+            if data is None:
+                return True
             if not data:
                 return False
             for msg in lease.frames.feed(data):

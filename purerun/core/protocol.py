@@ -301,14 +301,21 @@ def encode(msg) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def encode_many(msgs) -> bytes:
-    """Several framed messages in one buffer, for one write."""
+def _framed(msgs):
+    """The parts (header, body, header, ...) of ``msgs`` framed, and their total length."""
     parts = []
+    total = 0
     for msg in msgs:
         body = _dumps(msg, PROTOCOL)
+        total += len(body) + HEADER_SIZE
         parts.append(_HEADER.pack(len(body)))
         parts.append(body)
-    return b"".join(parts)
+    return parts, total
+
+
+def encode_many(msgs) -> bytes:
+    """Several framed messages in one buffer, for one write."""
+    return b"".join(_framed(msgs)[0])
 
 
 # A batch this large is written from its parts (sendmsg) rather than joined first: joining
@@ -322,13 +329,7 @@ def send_many(sock, msgs):
     """Frame ``msgs`` and write them all to the blocking ``sock``, as
     ``sock.sendall(encode_many(msgs))`` would; a large batch (a put's value, say) goes out
     from its pickled parts, with no copy of the whole."""
-    parts = []
-    total = 0
-    for msg in msgs:
-        body = _dumps(msg, PROTOCOL)
-        total += len(body) + HEADER_SIZE
-        parts.append(_HEADER.pack(len(body)))
-        parts.append(body)
+    parts, total = _framed(msgs)
     if total < GATHER_SIZE or len(parts) > _MAX_PARTS:
         sock.sendall(b"".join(parts))
         return

@@ -762,9 +762,6 @@ def serve_lease(sock):
                     return
                 state.take(state.frames.feed(data))
                 continue
-            if _sigint_missed:
-                _sigint_missed = False
-                state.drain()
             spec = queue.popleft()
             task_id = spec.task_id
             started = time.time()
@@ -773,27 +770,26 @@ def serve_lease(sock):
             client.children = []
             results.running_since = time.monotonic()
             try:
-                if task_id in state.cancelled:
-                    outcome = executor.cancelled(spec), False, False
-                else:
-                    _running = True
-                    try:
-                        if _sigint_missed:
-                            # The signal came after the look above, just before the task
-                            # ran: read the cancel it came with, as that look would have.
-                            _sigint_missed = False
-                            state.drain()
-                        if task_id in state.cancelled:
-                            outcome = executor.cancelled(spec), False, False
-                        else:
-                            outcome = executor.run(spec, (), keep=keep)
-                    except KeyboardInterrupt:
-                        # A cancel's signal for this task, before executor.run took it.
+                _running = True
+                try:
+                    while _sigint_missed:
+                        # A cancel's signal came while no task ran (up to the line above):
+                        # read the cancel it came with, not running, so that a signal
+                        # meanwhile is only noted (the handler reads the socket too).
+                        _running = _sigint_missed = False
+                        state.drain()
+                        _running = True
+                    if task_id in state.cancelled:
                         outcome = executor.cancelled(spec), False, False
-                    except WorkerExit as end:
-                        outcome = _worker_exit(spec, end)
-                    finally:
-                        _running = False
+                    else:
+                        outcome = executor.run(spec, (), keep=keep)
+                except KeyboardInterrupt:
+                    # A cancel's signal for this task, before executor.run took it.
+                    outcome = executor.cancelled(spec), False, False
+                except WorkerExit as end:
+                    outcome = _worker_exit(spec, end)
+                finally:
+                    _running = False
             finally:
                 results.running_since = None
                 client.current_task = lease_spec
